@@ -1,0 +1,53 @@
+//! `ludus`: the command line (and, later, the IDE) over the arena.
+
+mod bench;
+mod cli;
+mod memory_cmd;
+mod run_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// An error the user caused (bad argument, bad plugin, bad file): exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LUDUS_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match args.command {
+        cli::Command::Run(a) => run_cmd::run(a),
+        cli::Command::Bench(a) => bench::run(a),
+        cli::Command::Memory(a) => memory_cmd::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: what failed, on what, what to do.
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {line}");
+            if e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<ludus_arena::RunError>().is_some_and(|r| !matches!(r, ludus_arena::RunError::Store(ludus_arena::StoreError::Sql(_))))
+                || e.downcast_ref::<ludus_arena::StoreError>().is_some_and(|s| !matches!(s, ludus_arena::StoreError::Sql(_)))
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+use ludus_arena::Db;
+use ludus_arena::memory::{Scope, scope_of};
+
+use crate::UsageError;
+use crate::cli::{MemoryArgs, MemoryCommand};
+
+pub fn run(args: MemoryArgs) -> Result<ExitCode> {
+    match args.command {
+        MemoryCommand::List { db, prefix } => {
+            let db = open_existing(&db)?;
+            let mut all = db.agent_memory()?;
+            all.extend(db.user_memory()?);
+            for (path, value) in all.range(prefix.clone()..).take_while(|(p, _)| p.starts_with(&prefix)) {
+                println!("{path} = {value}");
+            }
+        }
+        MemoryCommand::Set { db, path, value } => {
+            user_path(&path)?;
+            open_existing(&db)?.set_user_memory(&path, Some(&value))?;
+        }
+        MemoryCommand::Delete { db, path } => {
+            user_path(&path)?;
+            open_existing(&db)?.set_user_memory(&path, None)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn user_path(path: &str) -> Result<()> {
+    match scope_of(path) {
+        Ok(Scope::User) => Ok(()),
+        Ok(_) => Err(UsageError(format!("`{path}`: only /user/... paths can be set here; /agent and /episode belong to the agent")).into()),
+        Err(e) => Err(UsageError(e.to_string()).into()),
+    }
+}
+
+pub fn open_existing(path: &std::path::Path) -> Result<Db> {
+    if !path.exists() {
+        return Err(UsageError(format!("database {} does not exist (create one with `ludus run --db {}`)", path.display(), path.display())).into());
+    }
+    Ok(Db::open(path)?)
+}

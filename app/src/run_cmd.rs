@@ -1,0 +1,122 @@
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use ludus_arena::run::{Progress, prepare};
+use ludus_arena::{Limits, PluginSpec, RunReport, RunSpec};
+
+use crate::UsageError;
+use crate::cli::RunArgs;
+
+/// Applies `--limit [PLUGIN.]KEY=VALUE` overrides to the three plugins' limits.
+pub fn parse_limits(items: &[String]) -> Result<[Limits; 3], UsageError> {
+    let mut limits = [Limits::DEFAULT; 3];
+    for item in items {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(UsageError(format!("--limit `{item}`: expected [env|agent|reward.]KEY=VALUE")));
+        };
+        let (targets, key): (Vec<usize>, &str) = match key.split_once('.') {
+            Some(("env", k)) => (vec![0], k),
+            Some(("agent", k)) => (vec![1], k),
+            Some(("reward", k)) => (vec![2], k),
+            Some((p, _)) => {
+                return Err(UsageError(format!("--limit `{item}`: unknown plugin `{p}` (env, agent or reward)")));
+            }
+            None => (vec![0, 1, 2], key),
+        };
+        for t in targets {
+            limits[t].set(key, value).map_err(|e| UsageError(format!("--limit `{item}`: {e}")))?;
+        }
+    }
+    Ok(limits)
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let [env_limits, agent_limits, reward_limits] = parse_limits(&args.limits)?;
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if let Some(dir) = args.db.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(UsageError(format!("--db {}: folder {} does not exist", args.db.display(), dir.display())).into());
+    }
+    let spec = RunSpec {
+        env: PluginSpec { path: args.env.clone(), config: args.env_config.clone(), limits: env_limits },
+        agent: PluginSpec { path: args.agent.clone(), config: args.agent_config.clone(), limits: agent_limits },
+        reward: args.reward.as_ref().map(|p| PluginSpec {
+            path: p.clone(),
+            config: args.reward_config.clone(),
+            limits: reward_limits,
+        }),
+        episodes: args.episodes,
+        seed: args.seed,
+        jobs,
+        db: args.db.clone(),
+    };
+    let prepared = prepare(spec)?;
+    for p in [Some(&prepared.env), Some(&prepared.agent), prepared.reward.as_ref()].into_iter().flatten() {
+        if p.compiled {
+            tracing::info!("compiled {} for the first time (cached for later runs)", p.name);
+        }
+    }
+    let progress = Progress::default();
+    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(args.episodes) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} episodes {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let report = std::thread::scope(|scope| {
+        let (progress, bar, done_ref) = (&progress, &bar, &done);
+        scope.spawn(move || {
+            while !done_ref.load(Ordering::Relaxed) {
+                bar.set_position(progress.episodes_done.load(Ordering::Relaxed));
+                bar.set_message(format!("{} steps", progress.steps.load(Ordering::Relaxed)));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let r = prepared.run(progress);
+        done.store(true, Ordering::Relaxed);
+        r
+    })?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&json_report(&report))?);
+    } else {
+        print_table(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn json_report(report: &RunReport) -> serde_json::Value {
+    serde_json::json!({
+        "run_id": report.run_id,
+        "db": report.db,
+        "summary": report.summary(),
+        "episodes": report.episodes,
+    })
+}
+
+fn print_table(report: &RunReport) {
+    let s = report.summary();
+    println!("run {} recorded in {}", report.run_id, report.db.display());
+    let rows = [
+        ("episodes", s.episodes.to_string()),
+        ("success rate", format!("{:.1}%", s.success_rate * 100.0)),
+        ("mean return", format!("{:.3}", s.mean_return)),
+        ("min return", format!("{:.3}", s.min_return)),
+        ("max return", format!("{:.3}", s.max_return)),
+        ("mean length", format!("{:.1}", s.mean_length)),
+        ("crashed", s.crashed.to_string()),
+        ("env steps/s", format!("{:.0}", s.env_steps_per_sec)),
+    ];
+    for (k, v) in rows {
+        println!("  {k:<14} {v:>12}");
+    }
+    for e in report.episodes.iter().filter(|e| e.error.is_some()).take(5) {
+        let msg = e.error.as_deref().unwrap_or_default();
+        let first: String = msg.chars().take(300).collect();
+        println!("  episode {} (index {}) {}: {first}", e.id, e.index, e.outcome.as_str());
+    }
+}

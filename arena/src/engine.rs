@@ -1,0 +1,103 @@
+//! The process's one wasmtime `Engine`, its epoch ticker, and the on-disk cache
+//! of compiled components.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, WasmBacktraceDetails};
+
+/// How often the epoch advances: the unit of the wall-clock backstop.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The one engine of this process. Fuel metering (the deterministic compute
+/// budget) and epoch interruption (the wall-clock backstop) are always on, NaNs
+/// are canonicalised so floats agree everywhere, and async components are off
+/// (it makes every call about three times cheaper).
+pub(crate) fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_nan_canonicalization(true)
+            .wasm_backtrace_details(WasmBacktraceDetails::Enable)
+            .concurrency_support(false);
+        let engine = match Engine::new(&config) {
+            Ok(e) => e,
+            // Only a build without Cranelift could fail here: a packaging bug.
+            Err(e) => panic!("cannot create the wasmtime engine: {e}"),
+        };
+        let ticker = engine.weak();
+        let spawned = std::thread::Builder::new().name("ludus-epoch".into()).spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match ticker.upgrade() {
+                    Some(e) => e.increment_epoch(),
+                    None => return,
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the epoch ticker, wall-clock deadlines are off: {e}");
+        }
+        engine
+    })
+}
+
+/// Where compiled components are cached: `$LUDUS_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/ludus`, else `~/.cache/ludus`.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("LUDUS_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("ludus"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ludus"))
+}
+
+/// How a component was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompileSource {
+    Compiled,
+    Cache,
+}
+
+/// Compiles `bytes`, or loads the artifact this process's engine configuration
+/// compiled earlier for the same content hash.
+pub(crate) fn compile(bytes: &[u8], hash: &str) -> wasmtime::Result<(Component, CompileSource)> {
+    let engine = engine();
+    let Some(dir) = cache_dir() else {
+        return Ok((Component::new(engine, bytes)?, CompileSource::Compiled));
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let file = dir.join(format!("{hash}-{:016x}.cwasm", h.finish()));
+    if file.exists() {
+        // SAFETY: the cache only holds artifacts this program serialised itself
+        // with an engine of the same configuration (the file name carries the
+        // engine's compatibility hash and the plugin's content hash).
+        match unsafe { Component::deserialize_file(engine, &file) } {
+            Ok(c) => return Ok((c, CompileSource::Cache)),
+            Err(e) => tracing::warn!("ignoring unreadable cached artifact {}: {e}", file.display()),
+        }
+    }
+    tracing::info!("compiling plugin {hash:.12} (first load; later loads use the cache)");
+    let component = Component::new(engine, bytes)?;
+    if let Err(e) = store_artifact(&dir, &file, &component) {
+        tracing::warn!("cannot write the compile cache at {}: {e}", dir.display());
+    }
+    Ok((component, CompileSource::Compiled))
+}
+
+fn store_artifact(dir: &Path, file: &Path, component: &Component) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, file)
+}

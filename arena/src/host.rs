@@ -1,0 +1,224 @@
+//! Host-side bindings of the plugin contract, and the per-store host state.
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::memory::{EpisodeMemory, MemoryError};
+use crate::model::{LogLine, MemoryWrite, Role};
+
+wasmtime::component::bindgen!({
+    path: "../plugins/wit",
+    world: "host",
+    additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+});
+
+/// How much of a plugin's stderr is kept (for crash messages such as panics).
+const STDERR_CAPACITY: usize = 64 * 1024;
+/// Log lines a plugin may write in one call before further lines are dropped.
+const MAX_LOG_LINES_PER_CALL: usize = 1000;
+/// Longest log line kept, in bytes.
+const MAX_LOG_LINE: usize = 4096;
+
+/// Everything a plugin instance's `Store` holds.
+pub(crate) struct PluginState {
+    pub role: Role,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub stderr: MemoryOutputPipe,
+    pub memory_cap: usize,
+    pub memory_refused: Option<usize>,
+    pub logs: Vec<LogLine>,
+    dropped_logs: usize,
+    /// Execution memory: agents only.
+    pub memory: Option<EpisodeMemory>,
+    pub writes: Vec<MemoryWrite>,
+}
+
+impl PluginState {
+    pub fn new(role: Role, seed: u64, memory_cap: usize, memory: Option<EpisodeMemory>) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let mut b = WasiCtx::builder();
+        // Everything WASI could use to observe the outside world is either
+        // absent or served deterministically from the seed.
+        b.stdout(SinkOutputStream)
+            .stderr(stderr.clone())
+            .insecure_random_seed(u128::from(seed) << 64 | u128::from(!seed))
+            .secure_random(SeededRng::new(seed ^ 0x5EC0_5EED))
+            .insecure_random(SeededRng::new(seed ^ 0x1A5E_C0DE))
+            .wall_clock(VirtualClock::new())
+            .monotonic_clock(VirtualClock::new());
+        PluginState {
+            role,
+            wasi: b.build(),
+            table: ResourceTable::new(),
+            stderr,
+            memory_cap,
+            memory_refused: None,
+            logs: Vec::new(),
+            dropped_logs: 0,
+            memory,
+            writes: Vec::new(),
+        }
+    }
+
+    /// The tail of what the plugin wrote to stderr, trimmed.
+    pub fn stderr_text(&self) -> String {
+        let bytes = self.stderr.contents();
+        String::from_utf8_lossy(&bytes).trim().to_string()
+    }
+
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        if self.dropped_logs > 0 {
+            self.logs.push(LogLine {
+                role: self.role,
+                level: ludus::plugin::log::Level::Warn,
+                message: format!("{} log lines dropped (over {MAX_LOG_LINES_PER_CALL} in one call)", self.dropped_logs),
+            });
+            self.dropped_logs = 0;
+        }
+        std::mem::take(&mut self.logs)
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl ResourceLimiter for PluginState {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_refused = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl ludus::plugin::log::Host for PluginState {
+    fn log(&mut self, level: ludus::plugin::log::Level, mut message: String) {
+        if self.logs.len() >= MAX_LOG_LINES_PER_CALL {
+            self.dropped_logs += 1;
+            return;
+        }
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        self.logs.push(LogLine { role: self.role, level, message });
+    }
+}
+
+impl ludus::plugin::memory::Host for PluginState {
+    fn read(&mut self, path: String) -> Option<String> {
+        self.memory.as_ref()?.read(&path).map(str::to_string)
+    }
+
+    fn write(&mut self, path: String, value: String) -> Result<(), String> {
+        let Some(mem) = self.memory.as_mut() else { return Err("no execution memory".into()) };
+        mem.write(&path, value.clone()).map_err(|e: MemoryError| e.to_string())?;
+        self.writes.push(MemoryWrite { path, value: Some(value) });
+        Ok(())
+    }
+
+    fn delete(&mut self, path: String) -> Result<(), String> {
+        let Some(mem) = self.memory.as_mut() else { return Err("no execution memory".into()) };
+        mem.delete(&path).map_err(|e| e.to_string())?;
+        self.writes.push(MemoryWrite { path, value: None });
+        Ok(())
+    }
+
+    fn list(&mut self, prefix: String) -> Vec<String> {
+        self.memory.as_ref().map(|m| m.list(&prefix)).unwrap_or_default()
+    }
+}
+
+impl ludus::plugin::types::Host for PluginState {}
+
+/// The linker every plugin is pre-linked with: WASI p2 (served by the sandboxed
+/// context above) plus the ludus host interfaces.
+pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<PluginState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    ludus::plugin::log::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    ludus::plugin::memory::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+pub(crate) fn new_store(engine: &wasmtime::Engine, state: PluginState) -> Store<PluginState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| s as &mut dyn ResourceLimiter);
+    store
+}
+
+/// SplitMix64 behind WASI's random interfaces.
+struct SeededRng(u64);
+
+impl SeededRng {
+    fn new(seed: u64) -> Self {
+        SeededRng(seed)
+    }
+}
+
+impl rand_core::TryRng for SeededRng {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok((crate::run::splitmix64(&mut self.0) >> 32) as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(crate::run::splitmix64(&mut self.0))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        for chunk in dst.chunks_mut(8) {
+            let v = crate::run::splitmix64(&mut self.0).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+/// A clock that starts at a fixed instant (2025-01-01T00:00:00Z) and advances
+/// one millisecond every time it is read: plugins see time pass, identically on
+/// every replay.
+struct VirtualClock(std::sync::atomic::AtomicU64);
+
+const EPOCH_2025_NS: u64 = 1_735_689_600 * 1_000_000_000;
+
+impl VirtualClock {
+    fn new() -> Self {
+        VirtualClock(std::sync::atomic::AtomicU64::new(0))
+    }
+    fn tick(&self) -> u64 {
+        self.0.fetch_add(1_000_000, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl wasmtime_wasi::HostWallClock for VirtualClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(EPOCH_2025_NS + self.tick())
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for VirtualClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        self.tick()
+    }
+}
+

@@ -1,0 +1,487 @@
+//! Loading plugins (with clear errors), and calling them inside their limits.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{InstancePre, types::ComponentItem};
+use wasmtime::{Store, Trap, WasmBacktrace};
+
+use crate::engine::{self, CompileSource, EPOCH_TICK};
+use crate::host::exports::ludus::plugin::{agent_plugin, env_plugin, reward_plugin};
+use crate::host::{PluginState, linker, new_store};
+use crate::memory::EpisodeMemory;
+use crate::model::{
+    Action, AgentInfo, BatchResult, EnvInfo, EpisodeEnd, LogLine, MemoryWrite, Observation, ResetResult, RewardInfo,
+    Role, ScoreResult, StepContext, StepResult, Transition,
+};
+
+/// The contract version this host implements.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+const CONTRACT_PACKAGE: &str = "ludus:plugin";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    Env,
+    Agent,
+    Reward,
+}
+
+impl PluginKind {
+    fn interface(self) -> &'static str {
+        match self {
+            PluginKind::Env => "env-plugin",
+            PluginKind::Agent => "agent-plugin",
+            PluginKind::Reward => "reward-plugin",
+        }
+    }
+    fn role(self) -> Role {
+        match self {
+            PluginKind::Env => Role::Env,
+            PluginKind::Agent => Role::Agent,
+            PluginKind::Reward => Role::Reward,
+        }
+    }
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PluginKind::Env => "env",
+            PluginKind::Agent => "agent",
+            PluginKind::Reward => "reward",
+        })
+    }
+}
+
+/// Per-plugin limits. Fuel is the deterministic compute budget of one call
+/// (a runaway plugin traps at the same step on every replay); the timeout is a
+/// wall-clock backstop; the memory cap bounds the plugin's linear memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub fuel: u64,
+    pub memory_bytes: u64,
+    pub timeout_ms: u64,
+}
+
+impl Limits {
+    /// Defaults: 1e9 fuel per call (about a second of compute), 512 MiB of
+    /// linear memory (Python and JS plugins need tens of MiB), 10 s per call.
+    pub const DEFAULT: Limits = Limits { fuel: 1_000_000_000, memory_bytes: 512 << 20, timeout_ms: 10_000 };
+
+    /// Applies one `KEY=VALUE` override (`fuel`, `memory-mb`, `timeout-ms`).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let n: u64 = value
+            .replace('_', "")
+            .parse()
+            .map_err(|_| format!("limit `{key}`: `{value}` is not a whole number"))?;
+        if n == 0 {
+            return Err(format!("limit `{key}` must be greater than 0"));
+        }
+        match key {
+            "fuel" => self.fuel = n,
+            "memory-mb" => self.memory_bytes = n.saturating_mul(1 << 20),
+            "timeout-ms" => self.timeout_ms = n,
+            _ => return Err(format!("unknown limit `{key}` (known: fuel, memory-mb, timeout-ms)")),
+        }
+        Ok(())
+    }
+}
+
+/// Why a plugin could not be loaded. Each message names the file, what is
+/// wrong, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot load plugin {path}: file not found")]
+    NotFound { path: PathBuf },
+    #[error("cannot load plugin {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot load plugin {path}: not a WebAssembly file")]
+    NotWasm { path: PathBuf },
+    #[error(
+        "cannot load plugin {path}: it is a core module, not a component (build it with `cargo build --target wasm32-wasip2 --release`, without RUSTFLAGS that change the linker)"
+    )]
+    CoreModule { path: PathBuf },
+    #[error("cannot load plugin {path}: it is {found} plugin, expected {expected} plugin")]
+    WrongKind { path: PathBuf, expected: String, found: String },
+    #[error(
+        "cannot load plugin {path}: it was built for contract {CONTRACT_PACKAGE}@{found}, this ludus implements @{CONTRACT_VERSION} (rebuild the plugin against ludus-sdk {CONTRACT_VERSION}, or use a ludus that supports {found})"
+    )]
+    WrongVersion { path: PathBuf, found: String },
+    #[error("cannot load plugin {path}: it exports none of the ludus plugin interfaces (it exports: {exports}); build it with ludus-sdk")]
+    NotLudus { path: PathBuf, exports: String },
+    #[error("cannot load plugin {path}: invalid component: {message}")]
+    Compile { path: PathBuf, message: String },
+    #[error("cannot load plugin {path}: it imports something this host does not provide: {message}")]
+    Link { path: PathBuf, message: String },
+    #[error("plugin {path} rejected its config `{config}`: {message}")]
+    Config { path: PathBuf, config: String, message: String },
+    #[error("plugin {path} crashed while starting: {message}")]
+    Crashed { path: PathBuf, message: String },
+}
+
+enum Indices {
+    Env(env_plugin::GuestIndices),
+    Agent(agent_plugin::GuestIndices),
+    Reward(reward_plugin::GuestIndices),
+}
+
+/// A loaded, validated, pre-linked plugin. Cheap to share between threads;
+/// every episode gets fresh instances from it.
+pub struct Plugin {
+    pub kind: PluginKind,
+    pub path: PathBuf,
+    /// The file name, for messages.
+    pub name: String,
+    /// blake3 of the file's bytes, hex.
+    pub hash: String,
+    pub limits: Limits,
+    /// Whether this load compiled the plugin or took it from the cache.
+    pub compiled: bool,
+    pre: InstancePre<PluginState>,
+    indices: Indices,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin").field("kind", &self.kind).field("path", &self.path).field("hash", &self.hash).finish()
+    }
+}
+
+/// Component binary header: `\0asm` then the layer/version word.
+fn wasm_layer(bytes: &[u8]) -> Option<bool> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return None;
+    }
+    // Core modules: version 1, layer 0. Components: layer 1.
+    Some(bytes[6..8] == [1, 0])
+}
+
+impl Plugin {
+    /// Loads the plugin at `path`, which must be a component of the given kind.
+    pub fn load(path: &Path, kind: PluginKind, limits: Limits) -> Result<Arc<Plugin>, LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LoadError::NotFound { path: path.to_path_buf() },
+            _ => LoadError::Io { path: path.to_path_buf(), source: e },
+        })?;
+        match wasm_layer(&bytes) {
+            None => return Err(LoadError::NotWasm { path: path.to_path_buf() }),
+            Some(false) => return Err(LoadError::CoreModule { path: path.to_path_buf() }),
+            Some(true) => {}
+        }
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        let (component, source) = engine::compile(&bytes, &hash)
+            .map_err(|e| LoadError::Compile { path: path.to_path_buf(), message: format!("{e:#}") })?;
+        check_exports(path, &component, kind)?;
+        let engine = engine::engine();
+        let linker =
+            linker(engine).map_err(|e| LoadError::Link { path: path.to_path_buf(), message: format!("{e:#}") })?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link { path: path.to_path_buf(), message: format!("{e:#}") })?;
+        let link_err = |e: wasmtime::Error| LoadError::Link { path: path.to_path_buf(), message: format!("{e:#}") };
+        let indices = match kind {
+            PluginKind::Env => Indices::Env(env_plugin::GuestIndices::new(&pre).map_err(link_err)?),
+            PluginKind::Agent => Indices::Agent(agent_plugin::GuestIndices::new(&pre).map_err(link_err)?),
+            PluginKind::Reward => Indices::Reward(reward_plugin::GuestIndices::new(&pre).map_err(link_err)?),
+        };
+        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(Arc::new(Plugin {
+            kind,
+            path: path.to_path_buf(),
+            name,
+            hash,
+            limits,
+            compiled: source == CompileSource::Compiled,
+            pre,
+            indices,
+        }))
+    }
+
+    fn sandbox(&self, seed: u64, memory: Option<EpisodeMemory>) -> Result<(Store<PluginState>, wasmtime::component::Instance), Crash> {
+        let state = PluginState::new(self.kind.role(), seed, self.limits.memory_bytes as usize, memory);
+        let mut store = new_store(engine::engine(), state);
+        arm(&mut store, &self.limits);
+        let instance = self.pre.instantiate(&mut store).map_err(|e| self.crash("instantiate", e, &store))?;
+        Ok((store, instance))
+    }
+
+    fn crash(&self, call: &str, error: wasmtime::Error, store: &Store<PluginState>) -> Crash {
+        Crash::new(self, call, error, store.data())
+    }
+
+    /// A fresh environment instance.
+    pub fn env(self: &Arc<Self>, seed: u64) -> Result<EnvInstance, Crash> {
+        let Indices::Env(ix) = &self.indices else { unreachable_kind(self, PluginKind::Env) };
+        let (mut store, instance) = self.sandbox(seed, None)?;
+        let guest = ix.load(&mut store, &instance).map_err(|e| self.crash("load", e, &store))?;
+        Ok(EnvInstance { sandbox: Sandbox { plugin: self.clone(), store }, guest })
+    }
+
+    /// A fresh agent instance with its episode's execution memory.
+    pub fn agent(self: &Arc<Self>, seed: u64, memory: EpisodeMemory) -> Result<AgentInstance, Crash> {
+        let Indices::Agent(ix) = &self.indices else { unreachable_kind(self, PluginKind::Agent) };
+        let (mut store, instance) = self.sandbox(seed, Some(memory))?;
+        let guest = ix.load(&mut store, &instance).map_err(|e| self.crash("load", e, &store))?;
+        Ok(AgentInstance { sandbox: Sandbox { plugin: self.clone(), store }, guest })
+    }
+
+    /// A fresh reward instance.
+    pub fn reward(self: &Arc<Self>, seed: u64) -> Result<RewardInstance, Crash> {
+        let Indices::Reward(ix) = &self.indices else { unreachable_kind(self, PluginKind::Reward) };
+        let (mut store, instance) = self.sandbox(seed, None)?;
+        let guest = ix.load(&mut store, &instance).map_err(|e| self.crash("load", e, &store))?;
+        Ok(RewardInstance { sandbox: Sandbox { plugin: self.clone(), store }, guest })
+    }
+
+    /// Instantiates once and calls `init(config)`, turning a refusal into a
+    /// clear load error. Returns the plugin's self-description as JSON.
+    pub fn validate(self: &Arc<Self>, config: &str) -> Result<serde_json::Value, LoadError> {
+        let crashed = |c: Crash| LoadError::Crashed { path: self.path.clone(), message: c.message };
+        let rejected =
+            |m: String| LoadError::Config { path: self.path.clone(), config: config.to_string(), message: m };
+        let json = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or(serde_json::Value::Null);
+        Ok(match self.kind {
+            PluginKind::Env => json(serde_json::to_value(self.env(0).map_err(crashed)?.init(config).map_err(crashed)?.map_err(rejected)?)),
+            PluginKind::Agent => {
+                let mut a = self.agent(0, EpisodeMemory::new(Default::default())).map_err(crashed)?;
+                json(serde_json::to_value(a.init(config).map_err(crashed)?.map_err(rejected)?))
+            }
+            PluginKind::Reward => json(serde_json::to_value(self.reward(0).map_err(crashed)?.init(config).map_err(crashed)?.map_err(rejected)?)),
+        })
+    }
+}
+
+fn unreachable_kind(plugin: &Plugin, wanted: PluginKind) -> ! {
+    // `load` fixed the kind; asking a plugin for another kind is a host bug.
+    panic!("plugin {} is a {} plugin, not {wanted}", plugin.name, plugin.kind)
+}
+
+fn check_exports(path: &Path, component: &wasmtime::component::Component, kind: PluginKind) -> Result<(), LoadError> {
+    let engine = engine::engine();
+    let ty = component.component_type();
+    let names: Vec<String> = ty
+        .exports(engine)
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let wanted = format!("{CONTRACT_PACKAGE}/{}", kind.interface());
+    for name in &names {
+        let Some((iface, version)) = name.split_once('@') else { continue };
+        if iface == wanted {
+            return if version == CONTRACT_VERSION || compatible(version) {
+                Ok(())
+            } else {
+                Err(LoadError::WrongVersion { path: path.to_path_buf(), found: version.to_string() })
+            };
+        }
+    }
+    for other in [PluginKind::Env, PluginKind::Agent, PluginKind::Reward] {
+        let iface = format!("{CONTRACT_PACKAGE}/{}@", other.interface());
+        if names.iter().any(|n| n.starts_with(&iface)) {
+            let article = |k: PluginKind| if k == PluginKind::Reward { format!("a {k}") } else { format!("an {k}") };
+            return Err(LoadError::WrongKind { path: path.to_path_buf(), expected: article(kind), found: article(other) });
+        }
+    }
+    Err(LoadError::NotLudus { path: path.to_path_buf(), exports: if names.is_empty() { "nothing".into() } else { names.join(", ") } })
+}
+
+/// Versions whose interfaces this host can call: the same 0.minor line (patch
+/// releases only fix docs). Older minors are served by keeping their
+/// interfaces unchanged in the WIT; none exists yet before 0.1.
+fn compatible(version: &str) -> bool {
+    let ours: Vec<&str> = CONTRACT_VERSION.split('.').collect();
+    let theirs: Vec<&str> = version.split('.').collect();
+    theirs.len() == 3 && theirs[0] == ours[0] && theirs[1] == ours[1] && theirs[2].parse::<u32>().is_ok()
+}
+
+/// Re-arms the budget and the deadline: both are per call.
+fn arm(store: &mut Store<PluginState>, limits: &Limits) {
+    // Fuel is on for every store of this engine, so this cannot fail.
+    let _ = store.set_fuel(limits.fuel);
+    let ticks = limits.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+    store.set_epoch_deadline(ticks);
+}
+
+/// A plugin that trapped, ran out of budget or memory, or panicked. This is an
+/// episode outcome, not a host error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Crash {
+    pub message: String,
+}
+
+impl fmt::Display for Crash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Crash {
+    fn new(plugin: &Plugin, call: &str, error: wasmtime::Error, state: &PluginState) -> Crash {
+        let limits = &plugin.limits;
+        let role = plugin.kind;
+        let cause = if let Some(bytes) = state.memory_refused {
+            format!(
+                "memory cap exceeded: it asked for {} MiB, the cap is {} MiB (raise it with --limit {role}.memory-mb=N)",
+                bytes >> 20,
+                limits.memory_bytes >> 20
+            )
+        } else {
+            match error.downcast_ref::<Trap>() {
+                Some(Trap::OutOfFuel) => format!(
+                    "compute budget exhausted: {} fuel in one call (raise it with --limit {role}.fuel=N)",
+                    limits.fuel
+                ),
+                Some(Trap::Interrupt) => format!(
+                    "wall-clock deadline exceeded: {} ms in one call (raise it with --limit {role}.timeout-ms=N)",
+                    limits.timeout_ms
+                ),
+                Some(Trap::StackOverflow) => "stack overflow (unbounded recursion?)".to_string(),
+                Some(trap) => trap.to_string(),
+                None => format!("{error}"),
+            }
+        };
+        let mut message = format!("{role} plugin {} crashed in `{call}`: {cause}", plugin.name);
+        let stderr = state.stderr_text();
+        if !stderr.is_empty() {
+            let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            message.push_str(&format!("; stderr: {}", tail.join(" | ")));
+        }
+        if let Some(bt) = error.downcast_ref::<WasmBacktrace>() {
+            let frames = backtrace_lines(bt);
+            if !frames.is_empty() {
+                message.push_str(&format!("; wasm backtrace: {}", frames.join(" <- ")));
+            }
+        }
+        Crash { message }
+    }
+}
+
+/// The innermost frames of a wasm backtrace, demangled, with source lines when
+/// the plugin has debug info, and runs of the same frame (recursion) folded.
+fn backtrace_lines(bt: &WasmBacktrace) -> Vec<String> {
+    let mut lines: Vec<(String, usize)> = Vec::new();
+    for f in bt.frames() {
+        let name = f.func_name().map_or_else(|| "<unnamed>".to_string(), |n| format!("{:#}", rustc_demangle::demangle(n)));
+        let line = match f.symbols().iter().find_map(|s| Some((s.file()?, s.line()?))) {
+            Some((file, line)) => format!("{name} at {file}:{line}"),
+            None => name,
+        };
+        match lines.last_mut() {
+            Some((last, n)) if *last == line => *n += 1,
+            _ => lines.push((line, 1)),
+        }
+        if lines.len() >= 12 {
+            break;
+        }
+    }
+    lines.into_iter().map(|(l, n)| if n > 1 { format!("{l} (x{n})") } else { l }).collect()
+}
+
+/// A plugin instance: its store, and the plugin it came from.
+struct Sandbox {
+    plugin: Arc<Plugin>,
+    store: Store<PluginState>,
+}
+
+impl Sandbox {
+    fn call<R>(
+        &mut self,
+        call: &str,
+        f: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Crash> {
+        arm(&mut self.store, &self.plugin.limits);
+        f(&mut self.store).map_err(|e| Crash::new(&self.plugin, call, e, self.store.data()))
+    }
+
+    fn take_logs(&mut self) -> Vec<LogLine> {
+        self.store.data_mut().take_logs()
+    }
+}
+
+pub struct EnvInstance {
+    sandbox: Sandbox,
+    guest: env_plugin::Guest,
+}
+
+impl EnvInstance {
+    pub fn init(&mut self, config: &str) -> Result<Result<EnvInfo, String>, Crash> {
+        let g = &self.guest;
+        self.sandbox.call("init", |s| g.call_init(s, config))
+    }
+    pub fn reset(&mut self, seed: u64) -> Result<ResetResult, Crash> {
+        let g = &self.guest;
+        self.sandbox.call("reset", |s| g.call_reset(s, seed))
+    }
+    pub fn step(&mut self, action: &Action) -> Result<StepResult, Crash> {
+        let g = &self.guest;
+        self.sandbox.call("step", |s| g.call_step(s, action))
+    }
+    pub fn batch_reset(&mut self, seeds: &[u64]) -> Result<Result<Vec<f32>, String>, Crash> {
+        let g = &self.guest;
+        self.sandbox.call("batch-reset", |s| g.call_batch_reset(s, seeds))
+    }
+    pub fn batch_step(&mut self, actions: &[f32]) -> Result<Result<BatchResult, String>, Crash> {
+        let g = &self.guest;
+        self.sandbox.call("batch-step", |s| g.call_batch_step(s, actions))
+    }
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        self.sandbox.take_logs()
+    }
+}
+
+pub struct AgentInstance {
+    sandbox: Sandbox,
+    guest: agent_plugin::Guest,
+}
+
+impl AgentInstance {
+    pub fn init(&mut self, config: &str) -> Result<Result<AgentInfo, String>, Crash> {
+        let g = &self.guest;
+        self.sandbox.call("init", |s| g.call_init(s, config))
+    }
+    pub fn begin_episode(&mut self, env: &EnvInfo, task: &str, seed: u64) -> Result<(), Crash> {
+        let g = &self.guest;
+        self.sandbox.call("begin-episode", |s| g.call_begin_episode(s, env, task, seed))
+    }
+    pub fn act(&mut self, observation: &Observation, context: StepContext) -> Result<Action, Crash> {
+        let g = &self.guest;
+        self.sandbox.call("act", |s| g.call_act(s, observation, context))
+    }
+    pub fn end_episode(&mut self, end: EpisodeEnd) -> Result<(), Crash> {
+        let g = &self.guest;
+        self.sandbox.call("end-episode", |s| g.call_end_episode(s, end))
+    }
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        self.sandbox.take_logs()
+    }
+    pub fn take_writes(&mut self) -> Vec<MemoryWrite> {
+        std::mem::take(&mut self.sandbox.store.data_mut().writes)
+    }
+    /// The agent's memory as it sees it now.
+    pub fn memory(&self) -> Option<&EpisodeMemory> {
+        self.sandbox.store.data().memory.as_ref()
+    }
+}
+
+pub struct RewardInstance {
+    sandbox: Sandbox,
+    guest: reward_plugin::Guest,
+}
+
+impl RewardInstance {
+    pub fn init(&mut self, config: &str) -> Result<Result<RewardInfo, String>, Crash> {
+        let g = &self.guest;
+        self.sandbox.call("init", |s| g.call_init(s, config))
+    }
+    pub fn score(&mut self, transition: &Transition) -> Result<ScoreResult, Crash> {
+        let g = &self.guest;
+        self.sandbox.call("score", |s| g.call_score(s, transition))
+    }
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        self.sandbox.take_logs()
+    }
+}

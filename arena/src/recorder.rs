@@ -1,0 +1,339 @@
+//! The recorder: a thread that owns the database connection while a run goes,
+//! encodes frames, hashes them into each episode's digest, compresses them in
+//! chunks and commits in batches, so the stepping threads never wait on disk
+//! and a killed run keeps every committed frame. Part of the storage layer.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use rusqlite::params;
+
+use crate::model::{Frame, MemoryWrite, Observation, Timing};
+use crate::run::{EpisodeReport, Outcome};
+use crate::store::{Db, StoreError, now_rfc3339};
+
+/// Frames per compressed chunk.
+const CHUNK_FRAMES: u32 = 512;
+/// Raw bytes per chunk before it is compressed early (pixel frames).
+const CHUNK_BYTES: usize = 1 << 20;
+/// Longest time between commits while a run goes.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+const ZSTD_LEVEL: i32 = 3;
+
+/// How an episode ended, as the stepping thread reports it.
+#[derive(Debug)]
+pub(crate) struct EpisodeFinish {
+    pub outcome: Outcome,
+    pub return_: f64,
+    pub length: u64,
+    pub success: bool,
+    pub error: Option<String>,
+    pub task: String,
+    pub reset_info: String,
+    pub final_observation: Option<Observation>,
+    /// Memory writes made by the agent at episode end (stored at step = length).
+    pub end_writes: Vec<MemoryWrite>,
+}
+
+pub(crate) enum Msg {
+    Start { episode: i64, index: u64, seed: u64 },
+    Frame { episode: i64, frame: Box<Frame>, timing: Timing },
+    End { episode: i64, finish: Box<EpisodeFinish> },
+}
+
+/// What a run looks like in the `runs` table.
+pub(crate) struct RunRecord {
+    pub id: String,
+    pub seed: u64,
+    pub episodes: u64,
+    pub jobs: u64,
+    pub spec: serde_json::Value,
+}
+
+pub(crate) struct Recorder {
+    tx: Sender<Msg>,
+    handle: JoinHandle<Result<Vec<EpisodeReport>, StoreError>>,
+    /// Episode ids, by index.
+    pub episode_ids: Vec<i64>,
+}
+
+struct Episode {
+    index: u64,
+    seed: u64,
+    hasher: blake3::Hasher,
+    buf: Vec<u8>,
+    buf_frames: u32,
+    first_step: u64,
+    next_step: u64,
+    chunk: u32,
+    seq: u64,
+    agent_writes: Vec<MemoryWrite>,
+}
+
+enum Op {
+    Running(i64),
+    Chunk { episode: i64, chunk: u32, first_step: u64, frames: u32, data: Vec<u8> },
+    Write { episode: i64, seq: u64, step: u64, write: MemoryWrite },
+    End { episode: i64, finish: Box<EpisodeFinish>, digest: String },
+}
+
+impl Recorder {
+    /// Creates the run and its episode rows, snapshots `/agent` memory for the
+    /// run, and starts the recording thread.
+    pub fn start(db_path: &Path, run: RunRecord, seeds: &[u64]) -> Result<Recorder, StoreError> {
+        let db = Db::open(db_path)?;
+        let tx = db.conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO runs (id, created_at, seed, episodes, jobs, spec, status, pid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
+            params![run.id, now_rfc3339(), run.seed as i64, run.episodes as i64, run.jobs as i64, run.spec.to_string(), std::process::id()],
+        )?;
+        tx.execute(
+            "INSERT INTO run_agent_memory (run_id, path, value) SELECT ?1, path, value FROM agent_memory",
+            [&run.id],
+        )?;
+        let mut episode_ids = Vec::with_capacity(seeds.len());
+        {
+            let mut ins = tx.prepare("INSERT INTO episodes (run_id, idx, seed, outcome) VALUES (?1, ?2, ?3, 'pending')")?;
+            for (i, seed) in seeds.iter().enumerate() {
+                ins.execute(params![run.id, i as i64, *seed as i64])?;
+                episode_ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        let (sender, receiver) = crossbeam_channel::bounded(1 << 14);
+        let run_id = run.id.clone();
+        let handle = std::thread::Builder::new()
+            .name("ludus-recorder".into())
+            .spawn(move || record(db, &run_id, receiver))
+            .map_err(|e| StoreError::Open { path: db_path.to_path_buf(), message: format!("cannot start the recorder thread: {e}") })?;
+        Ok(Recorder { tx: sender, handle, episode_ids })
+    }
+
+    pub fn sender(&self) -> Sender<Msg> {
+        self.tx.clone()
+    }
+
+    /// Waits for everything sent so far to be committed, folds the finished
+    /// episodes' `/agent` writes into the stored memory in episode order, marks
+    /// the run finished, and returns the episodes' reports in index order.
+    pub fn finish(self) -> Result<Vec<EpisodeReport>, StoreError> {
+        drop(self.tx);
+        match self.handle.join() {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Open { path: Default::default(), message: "the recorder thread panicked".into() }),
+        }
+    }
+}
+
+fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>, StoreError> {
+    let mut episodes: BTreeMap<i64, Episode> = BTreeMap::new();
+    let mut ops: Vec<Op> = Vec::new();
+    let mut pending_bytes = 0usize;
+    let mut reports: Vec<EpisodeReport> = Vec::new();
+    let mut finished_writes: BTreeMap<u64, (i64, Vec<MemoryWrite>)> = BTreeMap::new();
+    let mut last_commit = Instant::now();
+    loop {
+        let msg = match rx.recv_timeout(COMMIT_EVERY) {
+            Ok(m) => Some(m),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        match msg {
+            Some(Msg::Start { episode, index, seed }) => {
+                episodes.insert(
+                    episode,
+                    Episode {
+                        index,
+                        seed,
+                        hasher: blake3::Hasher::new(),
+                        buf: Vec::new(),
+                        buf_frames: 0,
+                        first_step: 0,
+                        next_step: 0,
+                        chunk: 0,
+                        seq: 0,
+                        agent_writes: Vec::new(),
+                    },
+                );
+                ops.push(Op::Running(episode));
+            }
+            Some(Msg::Frame { episode, frame, timing }) => {
+                let Some(ep) = episodes.get_mut(&episode) else { continue };
+                let start = ep.buf.len();
+                // postcard into a Vec cannot fail for these plain data types.
+                ep.buf = postcard::to_extend(&*frame, std::mem::take(&mut ep.buf)).unwrap_or_default();
+                ep.hasher.update(&((ep.buf.len() - start) as u64).to_le_bytes());
+                ep.hasher.update(&ep.buf[start..]);
+                ep.buf = postcard::to_extend(&timing, std::mem::take(&mut ep.buf)).unwrap_or_default();
+                if ep.buf_frames == 0 {
+                    ep.first_step = u64::from(frame.step);
+                }
+                ep.buf_frames += 1;
+                ep.next_step = u64::from(frame.step) + 1;
+                let step = u64::from(frame.step);
+                for w in frame.memory_writes.iter() {
+                    if w.path.starts_with("/agent/") {
+                        ep.agent_writes.push(w.clone());
+                    }
+                    ops.push(Op::Write { episode, seq: ep.seq, step, write: w.clone() });
+                    ep.seq += 1;
+                }
+                if ep.buf_frames >= CHUNK_FRAMES || ep.buf.len() >= CHUNK_BYTES {
+                    pending_bytes += ep.buf.len();
+                    ops.push(seal_chunk(episode, ep));
+                }
+            }
+            Some(Msg::End { episode, finish }) => {
+                let Some(mut ep) = episodes.remove(&episode) else { continue };
+                if ep.buf_frames > 0 {
+                    ops.push(seal_chunk(episode, &mut ep));
+                }
+                for w in &finish.end_writes {
+                    if w.path.starts_with("/agent/") {
+                        ep.agent_writes.push(w.clone());
+                    }
+                    ops.push(Op::Write { episode, seq: ep.seq, step: finish.length, write: w.clone() });
+                    ep.seq += 1;
+                }
+                // The episode's ending is part of its digest too.
+                let tail = postcard::to_allocvec(&(
+                    finish.outcome.as_str(),
+                    finish.return_.to_bits(),
+                    finish.length,
+                    finish.success,
+                    &finish.error,
+                    &finish.final_observation,
+                    &finish.end_writes,
+                ))
+                .unwrap_or_default();
+                ep.hasher.update(&tail);
+                let digest = ep.hasher.finalize().to_hex()[..32].to_string();
+                if matches!(finish.outcome, Outcome::Terminated | Outcome::Truncated) {
+                    finished_writes.insert(ep.index, (episode, std::mem::take(&mut ep.agent_writes)));
+                }
+                reports.push(EpisodeReport {
+                    id: episode,
+                    index: ep.index,
+                    seed: ep.seed,
+                    outcome: finish.outcome,
+                    return_: finish.return_,
+                    length: finish.length,
+                    success: finish.success,
+                    digest: digest.clone(),
+                    error: finish.error.clone(),
+                });
+                ops.push(Op::End { episode, finish, digest });
+            }
+            None => {}
+        }
+        if !ops.is_empty() && (last_commit.elapsed() >= COMMIT_EVERY || pending_bytes >= 8 << 20) {
+            // Also seal partial chunks so a kill loses at most one commit interval.
+            for (&id, ep) in episodes.iter_mut() {
+                if ep.buf_frames > 0 {
+                    ops.push(seal_chunk(id, ep));
+                }
+            }
+            commit(&db, &mut ops)?;
+            pending_bytes = 0;
+            last_commit = Instant::now();
+        }
+    }
+    for (&id, ep) in episodes.iter_mut() {
+        if ep.buf_frames > 0 {
+            ops.push(seal_chunk(id, ep));
+        }
+    }
+    commit(&db, &mut ops)?;
+    // Episodes that started but never ended (the run was cut short) stay
+    // `running` only until `Db::open` sees the run's process is gone.
+    let tx = db.conn.unchecked_transaction()?;
+    {
+        let mut writes: Vec<(i64, &MemoryWrite)> = Vec::new();
+        for (episode, ws) in finished_writes.values() {
+            writes.extend(ws.iter().map(|w| (*episode, w)));
+        }
+        let mut upsert = tx.prepare(
+            "INSERT INTO agent_memory (path, value, episode_id) VALUES (?1, ?2, ?3) ON CONFLICT(path) DO UPDATE SET value = ?2, episode_id = ?3",
+        )?;
+        let mut delete = tx.prepare("DELETE FROM agent_memory WHERE path = ?1")?;
+        for (episode, w) in writes {
+            match &w.value {
+                Some(v) => upsert.execute(params![w.path, v, episode])?,
+                None => delete.execute([&w.path])?,
+            };
+        }
+    }
+    tx.execute("UPDATE runs SET status = 'finished', finished_at = ?2 WHERE id = ?1", params![run_id, now_rfc3339()])?;
+    tx.commit()?;
+    reports.sort_by_key(|r| r.index);
+    Ok(reports)
+}
+
+fn seal_chunk(episode: i64, ep: &mut Episode) -> Op {
+    let data = zstd::bulk::compress(&ep.buf, ZSTD_LEVEL).unwrap_or_else(|_| {
+        // Compression of an in-memory buffer does not fail; keep the data anyway.
+        zstd::encode_all(&ep.buf[..], 0).unwrap_or_default()
+    });
+    let op = Op::Chunk { episode, chunk: ep.chunk, first_step: ep.first_step, frames: ep.buf_frames, data };
+    ep.chunk += 1;
+    ep.buf.clear();
+    ep.buf_frames = 0;
+    ep.first_step = ep.next_step;
+    op
+}
+
+fn commit(db: &Db, ops: &mut Vec<Op>) -> Result<(), StoreError> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let tx = db.conn.unchecked_transaction()?;
+    {
+        let mut running = tx.prepare_cached("UPDATE episodes SET outcome = 'running' WHERE id = ?1")?;
+        let mut chunk = tx.prepare_cached(
+            "INSERT INTO frame_chunks (episode_id, chunk, first_step, frames, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut write = tx.prepare_cached(
+            "INSERT INTO memory_writes (episode_id, seq, step, path, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut end = tx.prepare_cached(
+            "UPDATE episodes SET outcome = ?2, return = ?3, length = ?4, success = ?5, digest = ?6, error = ?7, task = ?8, reset_info = ?9, final_observation = ?10 WHERE id = ?1",
+        )?;
+        for op in ops.drain(..) {
+            match op {
+                Op::Running(id) => {
+                    running.execute([id])?;
+                }
+                Op::Chunk { episode, chunk: c, first_step, frames, data } => {
+                    chunk.execute(params![episode, c, first_step as i64, frames, data])?;
+                }
+                Op::Write { episode, seq, step, write: w } => {
+                    write.execute(params![episode, seq as i64, step as i64, w.path, w.value])?;
+                }
+                Op::End { episode, finish, digest } => {
+                    let final_obs = finish
+                        .final_observation
+                        .as_ref()
+                        .and_then(|o| postcard::to_allocvec(o).ok())
+                        .and_then(|raw| zstd::bulk::compress(&raw, ZSTD_LEVEL).ok());
+                    end.execute(params![
+                        episode,
+                        finish.outcome.as_str(),
+                        finish.return_,
+                        finish.length as i64,
+                        finish.success,
+                        digest,
+                        finish.error,
+                        finish.task,
+                        finish.reset_info,
+                        final_obs
+                    ])?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,459 @@
+//! Running episodes: seeds, worker threads, the episode loop, and the run's
+//! report.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::memory::{EpisodeMemory, MemoryBase};
+use crate::model::{EnvInfo, EpisodeEnd, Frame, LogLine, StepContext, Timing, Transition};
+use crate::plugin::{Crash, Limits, LoadError, Plugin, PluginKind};
+use crate::recorder::{EpisodeFinish, Msg, Recorder, RunRecord};
+use crate::store::{Db, StoreError};
+
+/// One step of SplitMix64: the seed stream behind every derived seed.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Episode `index`'s seed: a function of the run seed and the index alone, so
+/// results do not depend on how episodes are spread over threads.
+pub fn episode_seed(run_seed: u64, index: u64) -> u64 {
+    let mut s = run_seed ^ splitmix64(&mut index.wrapping_add(0x1234_5678));
+    splitmix64(&mut s)
+}
+
+/// A seed for one purpose within an episode (0: env sandbox, 1: agent, ...).
+pub fn derived_seed(episode_seed: u64, purpose: u64) -> u64 {
+    let mut s = episode_seed.wrapping_add(purpose.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    splitmix64(&mut s)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The environment ended the episode (e.g. goal reached, pole fell).
+    Terminated,
+    /// The step limit ended the episode.
+    Truncated,
+    /// A plugin trapped, ran out of budget or memory, or panicked.
+    Crashed,
+    /// The run was killed while the episode ran.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Terminated => "terminated",
+            Outcome::Truncated => "truncated",
+            Outcome::Crashed => "crashed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A plugin to load: its file, config string and limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PluginSpec {
+    pub path: PathBuf,
+    pub config: String,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub env: PluginSpec,
+    pub agent: PluginSpec,
+    pub reward: Option<PluginSpec>,
+    pub episodes: u64,
+    pub seed: u64,
+    pub jobs: usize,
+    pub db: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Spec(String),
+}
+
+/// One episode's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeReport {
+    pub id: i64,
+    pub index: u64,
+    pub seed: u64,
+    pub outcome: Outcome,
+    #[serde(rename = "return")]
+    pub return_: f64,
+    pub length: u64,
+    pub success: bool,
+    /// A hash over every recorded frame and the episode's ending.
+    pub digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub db: PathBuf,
+    pub episodes: Vec<EpisodeReport>,
+    #[serde(skip)]
+    pub wall: Duration,
+    pub env_steps: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub episodes: usize,
+    pub success_rate: f64,
+    pub mean_return: f64,
+    pub min_return: f64,
+    pub max_return: f64,
+    pub mean_length: f64,
+    pub crashed: usize,
+    pub env_steps_per_sec: f64,
+}
+
+impl RunReport {
+    pub fn summary(&self) -> Summary {
+        let n = self.episodes.len();
+        let nf = n.max(1) as f64;
+        let returns = self.episodes.iter().map(|e| e.return_);
+        Summary {
+            episodes: n,
+            success_rate: self.episodes.iter().filter(|e| e.success).count() as f64 / nf,
+            mean_return: returns.clone().sum::<f64>() / nf,
+            min_return: if n == 0 { 0.0 } else { returns.clone().fold(f64::INFINITY, f64::min) },
+            max_return: if n == 0 { 0.0 } else { returns.fold(f64::NEG_INFINITY, f64::max) },
+            mean_length: self.episodes.iter().map(|e| e.length as f64).sum::<f64>() / nf,
+            crashed: self.episodes.iter().filter(|e| e.outcome == Outcome::Crashed).count(),
+            env_steps_per_sec: self.env_steps as f64 / self.wall.as_secs_f64().max(1e-9),
+        }
+    }
+}
+
+/// Live counters a caller can poll while a run goes (for a progress bar).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub episodes_done: AtomicU64,
+    pub steps: AtomicU64,
+    /// Set to stop the run: running episodes end as `interrupted`.
+    pub cancel: AtomicBool,
+}
+
+/// The loaded plugins of a run. Everything that can be wrong with the inputs
+/// is found here, before anything is written.
+pub struct Prepared {
+    pub spec: RunSpec,
+    pub env: Arc<Plugin>,
+    pub agent: Arc<Plugin>,
+    pub reward: Option<Arc<Plugin>>,
+    pub env_info: EnvInfo,
+}
+
+pub fn prepare(spec: RunSpec) -> Result<Prepared, RunError> {
+    if spec.episodes == 0 {
+        return Err(RunError::Spec("--episodes must be at least 1".into()));
+    }
+    if spec.jobs == 0 {
+        return Err(RunError::Spec("--jobs must be at least 1".into()));
+    }
+    let env = Plugin::load(&spec.env.path, PluginKind::Env, spec.env.limits)?;
+    let agent = Plugin::load(&spec.agent.path, PluginKind::Agent, spec.agent.limits)?;
+    let reward = match &spec.reward {
+        Some(r) => Some(Plugin::load(&r.path, PluginKind::Reward, r.limits)?),
+        None => None,
+    };
+    let env_info: EnvInfo = serde_json::from_value(env.validate(&spec.env.config)?)
+        .map_err(|e| RunError::Spec(format!("environment description: {e}")))?;
+    agent.validate(&spec.agent.config)?;
+    if let (Some(r), Some(rs)) = (&reward, &spec.reward) {
+        r.validate(&rs.config)?;
+    }
+    Ok(Prepared { spec, env, agent, reward, env_info })
+}
+
+fn new_run_id() -> String {
+    let mut h = blake3::Hasher::new();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    h.update(&now.as_nanos().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    h.finalize().to_hex()[..16].to_string()
+}
+
+impl Prepared {
+    /// The run's spec as recorded: plugins with paths, content hashes, configs
+    /// and limits.
+    pub fn spec_json(&self) -> serde_json::Value {
+        let plugin = |p: &Plugin, s: &PluginSpec| {
+            serde_json::json!({
+                "path": p.path, "hash": p.hash, "config": s.config, "limits": s.limits,
+            })
+        };
+        serde_json::json!({
+            "contract": crate::plugin::CONTRACT_VERSION,
+            "env": plugin(&self.env, &self.spec.env),
+            "agent": plugin(&self.agent, &self.spec.agent),
+            "reward": match (&self.reward, &self.spec.reward) {
+                (Some(p), Some(s)) => plugin(p, s),
+                _ => serde_json::Value::Null,
+            },
+            "env_info": self.env_info,
+        })
+    }
+
+    /// Runs every episode on `jobs` threads and records them.
+    pub fn run(&self, progress: &Progress) -> Result<RunReport, RunError> {
+        let seeds: Vec<u64> = (0..self.spec.episodes).map(|i| episode_seed(self.spec.seed, i)).collect();
+        let db = Db::open(&self.spec.db)?;
+        let base = MemoryBase { agent: Arc::new(db.agent_memory()?), user: Arc::new(db.user_memory()?) };
+        drop(db);
+        let run_id = new_run_id();
+        let record = RunRecord {
+            id: run_id.clone(),
+            seed: self.spec.seed,
+            episodes: self.spec.episodes,
+            jobs: self.spec.jobs as u64,
+            spec: self.spec_json(),
+        };
+        let recorder = Recorder::start(&self.spec.db, record, &seeds)?;
+        let started = Instant::now();
+        let next = AtomicU64::new(0);
+        let jobs = self.spec.jobs.min(seeds.len()).max(1);
+        std::thread::scope(|scope| {
+            for j in 0..jobs {
+                let tx = recorder.sender();
+                let (next, seeds, ids, base) = (&next, &seeds, &recorder.episode_ids, &base);
+                let spawned = std::thread::Builder::new().name(format!("ludus-worker-{j}")).spawn_scoped(scope, move || {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&seed) = seeds.get(i as usize) else { break };
+                        let id = ids[i as usize];
+                        let _ = tx.send(Msg::Start { episode: id, index: i, seed });
+                        let finish = self.episode(seed, base.clone(), progress, &mut |frame, timing| {
+                            let _ = tx.send(Msg::Frame { episode: id, frame: Box::new(frame), timing });
+                        });
+                        let _ = tx.send(Msg::End { episode: id, finish: Box::new(finish) });
+                        progress.episodes_done.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                if let Err(e) = spawned {
+                    tracing::error!("cannot start worker thread {j}: {e}");
+                }
+            }
+        });
+        let wall = started.elapsed();
+        let episodes = recorder.finish()?;
+        let env_steps = progress.steps.load(Ordering::Relaxed);
+        Ok(RunReport { run_id, db: self.spec.db.clone(), episodes, wall, env_steps })
+    }
+
+    /// Runs one episode, handing each frame to `sink` as it is made.
+    pub(crate) fn episode(
+        &self,
+        seed: u64,
+        memory: MemoryBase,
+        progress: &Progress,
+        sink: &mut dyn FnMut(Frame, Timing),
+    ) -> EpisodeFinish {
+        let mut finish = EpisodeFinish {
+            outcome: Outcome::Crashed,
+            return_: 0.0,
+            length: 0,
+            success: false,
+            error: None,
+            task: String::new(),
+            reset_info: String::new(),
+            final_observation: None,
+            end_writes: Vec::new(),
+        };
+        if let Err(crash) = self.episode_inner(seed, memory, progress, sink, &mut finish) {
+            finish.outcome = Outcome::Crashed;
+            finish.error = Some(crash.message);
+        }
+        finish
+    }
+
+    fn episode_inner(
+        &self,
+        seed: u64,
+        memory: MemoryBase,
+        progress: &Progress,
+        sink: &mut dyn FnMut(Frame, Timing),
+        finish: &mut EpisodeFinish,
+    ) -> Result<(), Crash> {
+        let config_err = |role: &str, m: String| Crash { message: format!("{role} rejected its config: {m}") };
+        let mut env = self.env.env(derived_seed(seed, 0))?;
+        let info = env.init(&self.spec.env.config)?.map_err(|m| config_err("env", m))?;
+        let mut agent = self.agent.agent(derived_seed(seed, 1), EpisodeMemory::new(memory))?;
+        agent.init(&self.spec.agent.config)?.map_err(|m| config_err("agent", m))?;
+        let mut reward = match (&self.reward, &self.spec.reward) {
+            (Some(p), Some(s)) => {
+                let mut r = p.reward(derived_seed(seed, 2))?;
+                r.init(&s.config)?.map_err(|m| config_err("reward", m))?;
+                Some(r)
+            }
+            _ => None,
+        };
+        let reset = env.reset(seed)?;
+        finish.task = reset.task.clone();
+        finish.reset_info = reset.info.clone();
+        let mut pending_logs: Vec<LogLine> = env.take_logs();
+        agent.begin_episode(&info, &reset.task, derived_seed(seed, 3))?;
+        pending_logs.extend(agent.take_logs());
+        let mut pending_writes = agent.take_writes();
+        let mut observation = reset.observation;
+        let mut last_reward = 0.0f32;
+        let mut step: u32 = 0;
+        let (mut terminated, mut truncated);
+        let mut success_flag: Option<bool> = None;
+        loop {
+            if progress.cancel.load(Ordering::Relaxed) {
+                finish.outcome = Outcome::Interrupted;
+                finish.final_observation = Some(observation);
+                return Ok(());
+            }
+            let t0 = Instant::now();
+            let action = match agent.act(&observation, StepContext { step, last_reward }) {
+                Ok(a) => a,
+                Err(c) => {
+                    finish.final_observation = Some(observation);
+                    return Err(c);
+                }
+            };
+            let t1 = Instant::now();
+            let result = match env.step(&action) {
+                Ok(r) => r,
+                Err(c) => {
+                    finish.final_observation = Some(observation);
+                    return Err(c);
+                }
+            };
+            let t2 = Instant::now();
+            terminated = result.terminated;
+            truncated = result.truncated || (!terminated && info.max_steps > 0 && step + 1 >= info.max_steps);
+            let (recorded, success, note, next, taken, observation_prev, info_text);
+            match reward.as_mut() {
+                Some(r) => {
+                    let transition = Transition {
+                        step,
+                        previous: observation,
+                        action,
+                        next: result.observation,
+                        env_reward: result.reward,
+                        terminated,
+                        truncated,
+                        info: result.info,
+                    };
+                    let scored = match r.score(&transition) {
+                        Ok(s) => s,
+                        Err(c) => {
+                            finish.final_observation = Some(transition.next);
+                            return Err(c);
+                        }
+                    };
+                    recorded = scored.reward;
+                    success = scored.success;
+                    note = scored.note;
+                    next = transition.next;
+                    taken = transition.action;
+                    observation_prev = transition.previous;
+                    info_text = transition.info;
+                }
+                None => {
+                    recorded = result.reward;
+                    success = None;
+                    note = None;
+                    next = result.observation;
+                    taken = action;
+                    observation_prev = observation;
+                    info_text = result.info;
+                }
+            }
+            let t3 = Instant::now();
+            if success.is_some() {
+                success_flag = success;
+            }
+            pending_logs.extend(agent.take_logs());
+            pending_logs.extend(env.take_logs());
+            if let Some(r) = reward.as_mut() {
+                pending_logs.extend(r.take_logs());
+            }
+            pending_writes.extend(agent.take_writes());
+            finish.return_ += f64::from(recorded);
+            let ended = terminated || truncated;
+            if ended && success_flag.is_none() {
+                success_flag = Some(info_says_success(&info_text));
+            }
+            sink(
+                Frame {
+                    step,
+                    observation: observation_prev,
+                    action: taken,
+                    env_reward: result.reward,
+                    reward: recorded,
+                    terminated,
+                    truncated,
+                    info: info_text,
+                    success,
+                    note,
+                    logs: std::mem::take(&mut pending_logs),
+                    memory_writes: std::mem::take(&mut pending_writes),
+                },
+                Timing {
+                    act_ns: (t1 - t0).as_nanos() as u64,
+                    step_ns: (t2 - t1).as_nanos() as u64,
+                    score_ns: (t3 - t2).as_nanos() as u64,
+                },
+            );
+            progress.steps.fetch_add(1, Ordering::Relaxed);
+            observation = next;
+            last_reward = recorded;
+            step += 1;
+            finish.length = u64::from(step);
+            if ended {
+                break;
+            }
+        }
+        finish.outcome = if terminated { Outcome::Terminated } else { Outcome::Truncated };
+        finish.success = success_flag.unwrap_or(false);
+        finish.final_observation = Some(observation);
+        let end = EpisodeEnd {
+            steps: step,
+            return_: finish.return_,
+            success: finish.success,
+            terminated,
+            truncated,
+        };
+        let ended = agent.end_episode(end);
+        finish.end_writes = agent.take_writes();
+        ended
+    }
+}
+
+/// Whether an env's info JSON says `"success": true`.
+pub fn info_says_success(info: &str) -> bool {
+    if info.is_empty() {
+        return false;
+    }
+    serde_json::from_str::<serde_json::Value>(info)
+        .ok()
+        .and_then(|v| v.get("success").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false)
+}

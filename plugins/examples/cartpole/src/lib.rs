@@ -1,0 +1,89 @@
+//! CartPole as a ludus env plugin: the classic physics, so returns compare with
+//! Gymnasium's CartPole-v1. Observation: one vector part `state` =
+//! [x, x_dot, theta, theta_dot]; actions: discrete(2), 0 pushes left, 1 right.
+//! Reward 1 per step; truncated after 500 steps, which counts as success.
+
+pub mod physics;
+
+use ludus_sdk::*;
+use physics::CartPole;
+
+pub struct CartPoleEnv {
+    sim: CartPole,
+    rng: Rng,
+}
+
+impl Env for CartPoleEnv {
+    fn init(config: &str) -> Result<(Self, EnvInfo), String> {
+        if let Some((key, _)) = parse_config(config)?.into_iter().next() {
+            return Err(format!("cartpole takes no config (got key `{key}`)"));
+        }
+        let high = [
+            (physics::X_THRESHOLD * 2.0) as f32,
+            f32::MAX,
+            (physics::THETA_THRESHOLD * 2.0) as f32,
+            f32::MAX,
+        ];
+        let info = EnvInfo {
+            name: "cartpole".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Balance a pole on a cart (Gymnasium CartPole-v1 physics).".into(),
+            observation_space: vec![NamedSpace {
+                name: "state".into(),
+                space: PartSpace::Box(BoxSpace {
+                    shape: vec![4],
+                    low: high.iter().map(|h| -h).collect(),
+                    high: high.to_vec(),
+                }),
+            }],
+            action_space: ActionSpace {
+                discrete: Some(2),
+                continuous: None,
+                pointer: None,
+                text: None,
+                keys: None,
+                element: false,
+            },
+            max_steps: physics::MAX_STEPS,
+            vector_size: 4,
+        };
+        Ok((CartPoleEnv { sim: CartPole::default(), rng: Rng::new(0) }, info))
+    }
+
+    fn reset(&mut self, seed: u64) -> ResetResult {
+        self.rng = Rng::new(seed);
+        let u = [self.rng.next_f64(), self.rng.next_f64(), self.rng.next_f64(), self.rng.next_f64()];
+        self.sim.reset(u);
+        ResetResult {
+            observation: self.observation(),
+            task: "Keep the pole upright for 500 steps.".into(),
+            info: "{}".into(),
+        }
+    }
+
+    fn step(&mut self, action: &Action) -> StepResult {
+        let right = match action {
+            Action::Discrete(a) => *a == 1,
+            Action::Continuous(v) => v.first().is_some_and(|f| *f > 0.0),
+            _ => false,
+        };
+        let (reward, terminated, truncated) = self.sim.step(right);
+        StepResult {
+            observation: self.observation(),
+            reward,
+            terminated,
+            truncated,
+            info: if truncated { success_info(true) } else { String::new() },
+        }
+    }
+}
+
+impl CartPoleEnv {
+    fn observation(&self) -> Observation {
+        let mut o = [0.0f32; 4];
+        self.sim.observe(&mut o);
+        vector_observation("state", o.to_vec())
+    }
+}
+
+export_env!(CartPoleEnv);

@@ -1,0 +1,171 @@
+use crate::{Action, BatchResult, EnvInfo, ResetResult, StepResult, util};
+
+/// An environment. Write one environment; the SDK derives the batched
+/// interface (many copies stepped per call) from it.
+pub trait Env: Sized + 'static {
+    /// Builds the environment from its config string and describes it.
+    fn init(config: &str) -> Result<(Self, EnvInfo), String>;
+    /// Starts a new episode.
+    fn reset(&mut self, seed: u64) -> ResetResult;
+    /// Applies one action.
+    fn step(&mut self, action: &Action) -> StepResult;
+}
+
+struct Copy<E> {
+    env: E,
+    seed: u64,
+    steps: u32,
+}
+
+/// Plugin state behind the export macro.
+#[doc(hidden)]
+pub struct EnvState<E: Env> {
+    config: Option<String>,
+    info: Option<EnvInfo>,
+    env: Option<E>,
+    batch: Vec<Copy<E>>,
+}
+
+impl<E: Env> Default for EnvState<E> {
+    fn default() -> Self {
+        EnvState { config: None, info: None, env: None, batch: Vec::new() }
+    }
+}
+
+impl<E: Env> EnvState<E> {
+    pub fn init(&mut self, config: String) -> Result<EnvInfo, String> {
+        let (env, info) = E::init(&config)?;
+        self.env = Some(env);
+        self.info = Some(info.clone());
+        self.config = Some(config);
+        Ok(info)
+    }
+
+    fn env(&mut self) -> &mut E {
+        match self.env.as_mut() {
+            Some(e) => e,
+            None => panic!("the host called the environment before `init`"),
+        }
+    }
+
+    pub fn reset(&mut self, seed: u64) -> ResetResult {
+        self.env().reset(seed)
+    }
+
+    pub fn step(&mut self, action: Action) -> StepResult {
+        self.env().step(&action)
+    }
+
+    fn vector_size(&self) -> Result<usize, String> {
+        match &self.info {
+            Some(info) if info.vector_size > 0 => Ok(info.vector_size as usize),
+            Some(info) => Err(format!(
+                "environment `{}` has no single-vector observation, so it cannot be batched",
+                info.name
+            )),
+            None => Err("the host called batch-reset before `init`".to_string()),
+        }
+    }
+
+    pub fn batch_reset(&mut self, seeds: Vec<u64>) -> Result<Vec<f32>, String> {
+        let size = self.vector_size()?;
+        let config = self.config.clone().unwrap_or_default();
+        let mut out = Vec::with_capacity(seeds.len() * size);
+        self.batch.clear();
+        for seed in seeds {
+            let (mut env, _) = E::init(&config)?;
+            let reset = env.reset(seed);
+            push_vector(&mut out, &reset.observation, size);
+            self.batch.push(Copy { env, seed, steps: 0 });
+        }
+        Ok(out)
+    }
+
+    pub fn batch_step(&mut self, actions: Vec<f32>) -> Result<BatchResult, String> {
+        let size = self.vector_size()?;
+        let n = self.batch.len();
+        let info = self.info.as_ref().ok_or("batch-step before init")?;
+        let discrete = info.action_space.discrete.is_some();
+        let width = if discrete {
+            1
+        } else {
+            info.action_space.continuous.as_ref().map_or(1, |b| b.low.len().max(1))
+        };
+        let max_steps = info.max_steps;
+        if actions.len() != n * width {
+            return Err(format!(
+                "batch-step got {} action values for {n} copies of width {width}",
+                actions.len()
+            ));
+        }
+        let mut result = BatchResult {
+            observations: Vec::with_capacity(n * size),
+            rewards: Vec::with_capacity(n),
+            flags: Vec::with_capacity(n),
+        };
+        for (copy, action) in self.batch.iter_mut().zip(actions.chunks_exact(width)) {
+            let step = copy.env.step(&action_from_flat(action, discrete));
+            copy.steps += 1;
+            let truncated = step.truncated || (max_steps > 0 && copy.steps >= max_steps);
+            result.rewards.push(step.reward);
+            result.flags.push(u8::from(step.terminated) | (u8::from(truncated) << 1));
+            if step.terminated || truncated {
+                copy.seed = util::next_seed(copy.seed);
+                copy.steps = 0;
+                let reset = copy.env.reset(copy.seed);
+                push_vector(&mut result.observations, &reset.observation, size);
+            } else {
+                push_vector(&mut result.observations, &step.observation, size);
+            }
+        }
+        Ok(result)
+    }
+}
+
+/// Decodes the flat action of the batched interface.
+fn action_from_flat(values: &[f32], discrete: bool) -> Action {
+    if discrete {
+        Action::Discrete(values.first().copied().unwrap_or(0.0).max(0.0) as u32)
+    } else {
+        Action::Continuous(values.to_vec())
+    }
+}
+
+fn push_vector(out: &mut Vec<f32>, observation: &[crate::Part], size: usize) {
+    let start = out.len();
+    util::flatten_vectors(observation, out);
+    // Keep the layout fixed even if an observation is malformed.
+    out.resize(start + size, 0.0);
+}
+
+/// Exports a type implementing [`Env`] as this component's environment.
+#[macro_export]
+macro_rules! export_env {
+    ($ty:ty) => {
+        const _: () = {
+            struct __LudusEnv;
+            ::std::thread_local! {
+                static __STATE: ::std::cell::RefCell<$crate::__rt::EnvState<$ty>> =
+                    ::std::cell::RefCell::new(::std::default::Default::default());
+            }
+            impl $crate::bindings::exports::ludus::plugin::env_plugin::Guest for __LudusEnv {
+                fn init(config: String) -> Result<$crate::EnvInfo, String> {
+                    __STATE.with_borrow_mut(|s| s.init(config))
+                }
+                fn reset(seed: u64) -> $crate::ResetResult {
+                    __STATE.with_borrow_mut(|s| s.reset(seed))
+                }
+                fn step(action: $crate::Action) -> $crate::StepResult {
+                    __STATE.with_borrow_mut(|s| s.step(action))
+                }
+                fn batch_reset(seeds: Vec<u64>) -> Result<Vec<f32>, String> {
+                    __STATE.with_borrow_mut(|s| s.batch_reset(seeds))
+                }
+                fn batch_step(actions: Vec<f32>) -> Result<$crate::BatchResult, String> {
+                    __STATE.with_borrow_mut(|s| s.batch_step(actions))
+                }
+            }
+            $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);
+        };
+    };
+}
