@@ -17,9 +17,21 @@ fn same_seed_same_digests_across_runs_and_jobs() {
     let dir = tmp();
     let db = dir.path().join("det.db");
     let with_jobs = |j: &str| {
-        run_json(&db, "maze", "maze_solver", &[
-            "--episodes", "12", "--seed", "7", "--env-config", "size=11,doors=2", "--jobs", j,
-        ])
+        run_json(
+            &db,
+            "maze",
+            "maze_solver",
+            &[
+                "--episodes",
+                "12",
+                "--seed",
+                "7",
+                "--env-config",
+                "size=11,doors=2",
+                "--jobs",
+                j,
+            ],
+        )
     };
     let a = with_jobs("1");
     let b = with_jobs("1");
@@ -28,13 +40,37 @@ fn same_seed_same_digests_across_runs_and_jobs() {
     assert_eq!(digests(&a), digests(&c), "--jobs 1 vs --jobs 4");
     assert_eq!(digests(&a).len(), 12);
     // A different seed gives different episodes.
-    let d = run_json(&db, "maze", "maze_solver", &["--episodes", "12", "--seed", "8", "--env-config", "size=11,doors=2"]);
+    let d = run_json(
+        &db,
+        "maze",
+        "maze_solver",
+        &[
+            "--episodes",
+            "12",
+            "--seed",
+            "8",
+            "--env-config",
+            "size=11,doors=2",
+        ],
+    );
     assert_ne!(digests(&a), digests(&d));
     // CartPole with the random agent and a reward plugin, too.
     let cp = |j: &str| {
-        run_json(&db, "cartpole", "random_agent", &[
-            "--episodes", "16", "--seed", "3", "--jobs", j, "--reward", &plugin("sparse_reward").display().to_string(),
-        ])
+        run_json(
+            &db,
+            "cartpole",
+            "random_agent",
+            &[
+                "--episodes",
+                "16",
+                "--seed",
+                "3",
+                "--jobs",
+                j,
+                "--reward",
+                &plugin("sparse_reward").display().to_string(),
+            ],
+        )
     };
     assert_eq!(digests(&cp("1")), digests(&cp("3")));
 }
@@ -43,7 +79,12 @@ fn same_seed_same_digests_across_runs_and_jobs() {
 fn json_report_has_the_documented_fields() {
     let dir = tmp();
     let db = dir.path().join("r.db");
-    let r = run_json(&db, "cartpole", "random_agent", &["--episodes", "5", "--seed", "1", "--jobs", "2"]);
+    let r = run_json(
+        &db,
+        "cartpole",
+        "random_agent",
+        &["--episodes", "5", "--seed", "1", "--jobs", "2"],
+    );
     assert!(r["run_id"].as_str().is_some_and(|s| !s.is_empty()));
     let eps = r["episodes"].as_array().unwrap();
     assert_eq!(eps.len(), 5);
@@ -67,7 +108,12 @@ fn json_report_has_the_documented_fields() {
         let total: f64 = frames.iter().map(|(f, _)| f64::from(f.reward)).sum();
         assert_eq!(total, e["return"].as_f64().unwrap());
         assert!(frames.last().unwrap().0.terminated);
-        assert!(frames.iter().enumerate().all(|(k, (f, _))| f.step as usize == k));
+        assert!(
+            frames
+                .iter()
+                .enumerate()
+                .all(|(k, (f, _))| f.step as usize == k)
+        );
         assert!(db.final_observation(id).unwrap().is_some());
     }
     let runs = db.runs().unwrap();
@@ -81,12 +127,28 @@ fn human_summary_table() {
     let dir = tmp();
     let db = dir.path().join("t.db");
     let r = ludus([
-        "run", "--env", &plugin("cartpole").display().to_string(), "--agent",
-        &plugin("random_agent").display().to_string(), "--episodes", "3", "--db", &db.display().to_string(),
+        "run",
+        "--env",
+        &plugin("cartpole").display().to_string(),
+        "--agent",
+        &plugin("random_agent").display().to_string(),
+        "--episodes",
+        "3",
+        "--db",
+        &db.display().to_string(),
     ]);
     assert_eq!(r.code(), 0, "{}", r.stderr());
     let out = r.stdout();
-    for row in ["episodes", "success rate", "mean return", "min return", "max return", "mean length", "crashed", "env steps/s"] {
+    for row in [
+        "episodes",
+        "success rate",
+        "mean return",
+        "min return",
+        "max return",
+        "mean length",
+        "crashed",
+        "env steps/s",
+    ] {
         assert!(out.contains(row), "summary lacks `{row}`:\n{out}");
     }
 }
@@ -95,7 +157,16 @@ fn human_summary_table() {
 fn memory_agent_gets_faster_from_one_run_to_the_next() {
     let dir = tmp();
     let db = dir.path().join("mem.db");
-    let args = ["--episodes", "6", "--seed", "11", "--env-config", "size=15,doors=2", "--jobs", "2"];
+    let args = [
+        "--episodes",
+        "6",
+        "--seed",
+        "11",
+        "--env-config",
+        "size=15,doors=2",
+        "--jobs",
+        "2",
+    ];
     let first = run_json(&db, "maze", "memory_agent", &args);
     let second = run_json(&db, "maze", "memory_agent", &args);
     let solver = run_json(&dir.path().join("solver.db"), "maze", "maze_solver", &args);
@@ -103,19 +174,46 @@ fn memory_agent_gets_faster_from_one_run_to_the_next() {
     let rate = |r: &serde_json::Value| r["summary"]["success_rate"].as_f64().unwrap();
     assert_eq!(rate(&first), 1.0);
     assert_eq!(rate(&second), 1.0);
-    assert!(len(&second) < 0.8 * len(&first), "first {} second {}", len(&first), len(&second));
+    assert!(
+        len(&second) < 0.8 * len(&first),
+        "first {} second {}",
+        len(&first),
+        len(&second)
+    );
     // Replaying the remembered path is optimal: as short as the planner's.
     assert_eq!(len(&second), len(&solver));
     // The paths live in /agent memory, recorded per frame and visible in the store.
     let db = Db::open(&db).unwrap();
     let stored = db.agent_memory().unwrap();
-    assert_eq!(stored.keys().filter(|k| k.starts_with("/agent/maze/")).count(), 6);
+    assert_eq!(
+        stored
+            .keys()
+            .filter(|k| k.starts_with("/agent/maze/"))
+            .count(),
+        6
+    );
     let ep = second["episodes"][0]["id"].as_i64().unwrap();
     let writes = db.memory_writes(ep).unwrap();
-    assert!(writes.iter().any(|w| w.path == "/episode/mode" && w.value.as_deref() == Some("replay")));
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.path == "/episode/mode" && w.value.as_deref() == Some("replay"))
+    );
     let frames = db.frames(ep).unwrap();
-    assert!(frames[0].0.memory_writes.iter().any(|w| w.path == "/episode/mode"));
-    assert!(frames[0].0.logs.iter().any(|l| l.message.contains("replaying a remembered")));
+    assert!(
+        frames[0]
+            .0
+            .memory_writes
+            .iter()
+            .any(|w| w.path == "/episode/mode")
+    );
+    assert!(
+        frames[0]
+            .0
+            .logs
+            .iter()
+            .any(|l| l.message.contains("replaying a remembered"))
+    );
     // The second run's episodes saw /agent as it was at the run's start.
     let runs = db.runs().unwrap();
     assert!(db.run_agent_memory(&runs[0].id).unwrap().is_empty());
@@ -128,7 +226,10 @@ fn user_memory_is_read_only_to_the_cli_outside_user() {
     let db = dir.path().join("u.db");
     run_json(&db, "cartpole", "random_agent", &["--episodes", "1"]);
     let dbs = db.display().to_string();
-    assert_eq!(ludus(["memory", "set", &dbs, "/user/hint", "go right"]).code(), 0);
+    assert_eq!(
+        ludus(["memory", "set", &dbs, "/user/hint", "go right"]).code(),
+        0
+    );
     let err = ludus(["memory", "set", &dbs, "/agent/x", "1"]).fails_with(2);
     assert!(err.contains("only /user/"), "{err}");
     let list = ludus(["memory", "list", &dbs]);
@@ -158,7 +259,10 @@ fn crash_message(r: &serde_json::Value) -> String {
     assert_eq!(e["outcome"], "crashed", "{e}");
     assert_eq!(r["summary"]["crashed"], 3);
     let msg = e["error"].as_str().unwrap().to_string();
-    assert!(msg.contains("hostile_agent.wasm") && msg.contains("`act`"), "{msg}");
+    assert!(
+        msg.contains("hostile_agent.wasm") && msg.contains("`act`"),
+        "{msg}"
+    );
     msg
 }
 
@@ -174,7 +278,15 @@ fn infinite_loop_runs_out_of_fuel_at_the_same_point_every_time() {
 #[test]
 fn wall_clock_deadline_backstops_a_loop() {
     let started = Instant::now();
-    let r = hostile("loop", &["--limit", "agent.fuel=100000000000", "--limit", "agent.timeout-ms=200"]);
+    let r = hostile(
+        "loop",
+        &[
+            "--limit",
+            "agent.fuel=100000000000",
+            "--limit",
+            "agent.timeout-ms=200",
+        ],
+    );
     let msg = crash_message(&r);
     assert!(msg.contains("wall-clock deadline exceeded"), "{msg}");
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -189,7 +301,10 @@ fn huge_allocation_hits_the_memory_cap() {
 #[test]
 fn deep_recursion_traps() {
     let msg = crash_message(&hostile("recurse", &[]));
-    assert!(msg.contains("wasm backtrace") && msg.contains("dive"), "{msg}");
+    assert!(
+        msg.contains("wasm backtrace") && msg.contains("dive"),
+        "{msg}"
+    );
     let msg = crash_message(&hostile("stack", &[]));
     assert!(msg.contains("stack overflow"), "{msg}");
 }
@@ -197,7 +312,10 @@ fn deep_recursion_traps() {
 #[test]
 fn panic_message_reaches_the_report() {
     let msg = crash_message(&hostile("panic", &[]));
-    assert!(msg.contains("hostile agent panics on purpose at step 3"), "{msg}");
+    assert!(
+        msg.contains("hostile agent panics on purpose at step 3"),
+        "{msg}"
+    );
     assert!(msg.contains("unreachable"), "{msg}");
 }
 
@@ -205,33 +323,72 @@ fn panic_message_reaches_the_report() {
 fn sandbox_denies_files_environment_and_network() {
     let dir = tmp();
     let db = dir.path().join("f.db");
-    let r = run_json(&db, "cartpole", "hostile_agent", &["--episodes", "1", "--agent-config", "mode=file,at=2"]);
+    let r = run_json(
+        &db,
+        "cartpole",
+        "hostile_agent",
+        &["--episodes", "1", "--agent-config", "mode=file,at=2"],
+    );
     let e = &r["episodes"][0];
     assert_ne!(e["outcome"], "crashed", "{e}");
-    let frames = Db::open(&db).unwrap().frames(e["id"].as_i64().unwrap()).unwrap();
+    let frames = Db::open(&db)
+        .unwrap()
+        .frames(e["id"].as_i64().unwrap())
+        .unwrap();
     let logs: Vec<String> = frames[2].0.logs.iter().map(|l| l.message.clone()).collect();
-    assert!(logs.iter().any(|l| l.starts_with("file access denied")), "{logs:?}");
-    assert!(logs.iter().any(|l| l.contains("env var HOME") && l.contains("not found")), "{logs:?}");
-    assert!(logs.iter().any(|l| l.starts_with("network access denied")), "{logs:?}");
+    assert!(
+        logs.iter().any(|l| l.starts_with("file access denied")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("env var HOME") && l.contains("not found")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter().any(|l| l.starts_with("network access denied")),
+        "{logs:?}"
+    );
 }
 
 #[test]
 fn crashing_env_is_contained_too() {
     let dir = tmp();
-    let r = run_json(&dir.path().join("e.db"), "hostile_env", "random_agent", &[
-        "--episodes", "2", "--env-config", "mode=panic,at=4",
-    ]);
+    let r = run_json(
+        &dir.path().join("e.db"),
+        "hostile_env",
+        "random_agent",
+        &["--episodes", "2", "--env-config", "mode=panic,at=4"],
+    );
     let e = &r["episodes"][0];
     assert_eq!(e["outcome"], "crashed");
-    assert!(e["error"].as_str().unwrap().contains("env plugin hostile_env.wasm crashed in `step`"));
-    let ok = run_json(&dir.path().join("e.db"), "hostile_env", "random_agent", &["--episodes", "2"]);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("env plugin hostile_env.wasm crashed in `step`")
+    );
+    let ok = run_json(
+        &dir.path().join("e.db"),
+        "hostile_env",
+        "random_agent",
+        &["--episodes", "2"],
+    );
     assert_eq!(ok["summary"]["crashed"], 0);
 }
 
 fn run_args(db: &std::path::Path, env: &std::path::Path, agent: &std::path::Path) -> Vec<String> {
-    ["run", "--env", &env.display().to_string(), "--agent", &agent.display().to_string(), "--db", &db.display().to_string()]
-        .map(String::from)
-        .to_vec()
+    [
+        "run",
+        "--env",
+        &env.display().to_string(),
+        "--agent",
+        &agent.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[test]
@@ -241,25 +398,55 @@ fn loading_errors_are_one_clear_line_and_write_nothing() {
     let text = dir.path().join("notes.wasm");
     std::fs::write(&text, "this is not wasm").unwrap();
     let cases: Vec<(std::path::PathBuf, std::path::PathBuf, &str)> = vec![
-        (dir.path().join("missing.wasm"), plugin("random_agent"), "file not found"),
-        (text.clone(), plugin("random_agent"), "not a WebAssembly file"),
-        (plugin("core_module"), plugin("random_agent"), "core module, not a component"),
-        (plugin("random_agent"), plugin("random_agent"), "it is an agent plugin, expected an env plugin"),
-        (plugin("cartpole"), plugin("maze"), "it is an env plugin, expected an agent plugin"),
-        (plugin("wrong_version"), plugin("random_agent"), "built for contract ludus:plugin@0.9.0"),
+        (
+            dir.path().join("missing.wasm"),
+            plugin("random_agent"),
+            "file not found",
+        ),
+        (
+            text.clone(),
+            plugin("random_agent"),
+            "not a WebAssembly file",
+        ),
+        (
+            plugin("core_module"),
+            plugin("random_agent"),
+            "core module, not a component",
+        ),
+        (
+            plugin("random_agent"),
+            plugin("random_agent"),
+            "it is an agent plugin, expected an env plugin",
+        ),
+        (
+            plugin("cartpole"),
+            plugin("maze"),
+            "it is an env plugin, expected an agent plugin",
+        ),
+        (
+            plugin("wrong_version"),
+            plugin("random_agent"),
+            "built for contract ludus:plugin@0.9.0",
+        ),
     ];
     for (env, agent, expected) in cases {
         let err = ludus(run_args(&db, &env, &agent)).fails_with(2);
         assert!(err.contains(expected), "expected `{expected}` in: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(err.starts_with("error: "), "{err}");
-        assert!(!db.exists(), "nothing may be written for bad input ({expected})");
+        assert!(
+            !db.exists(),
+            "nothing may be written for bad input ({expected})"
+        );
     }
     // A config the plugin rejects.
     let mut a = run_args(&db, &plugin("maze"), &plugin("maze_solver"));
     a.extend(["--env-config".into(), "size=12".into()]);
     let err = ludus(&a).fails_with(2);
-    assert!(err.contains("rejected its config `size=12`") && err.contains("size must be odd"), "{err}");
+    assert!(
+        err.contains("rejected its config `size=12`") && err.contains("size must be odd"),
+        "{err}"
+    );
     // Bad arguments.
     let mut a = run_args(&db, &plugin("cartpole"), &plugin("random_agent"));
     a.extend(["--episodes".into(), "0".into()]);
@@ -277,7 +464,10 @@ fn corrupt_database_is_refused_and_left_alone() {
     let junk = vec![0x42u8; 8192];
     std::fs::write(&db, &junk).unwrap();
     let err = ludus(run_args(&db, &plugin("cartpole"), &plugin("random_agent"))).fails_with(2);
-    assert!(err.contains("corrupt.db") && err.contains("not a ludus database"), "{err}");
+    assert!(
+        err.contains("corrupt.db") && err.contains("not a ludus database"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&db).unwrap(), junk);
 }
 
@@ -287,7 +477,15 @@ fn sigkill_mid_run_keeps_committed_frames_and_marks_interrupted() {
     let db = dir.path().join("killed.db");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
         .args(run_args(&db, &plugin("maze"), &plugin("random_agent")))
-        .args(["--episodes", "100000", "--jobs", "2", "--env-config", "size=31,max_steps=100000", "--json"])
+        .args([
+            "--episodes",
+            "100000",
+            "--jobs",
+            "2",
+            "--env-config",
+            "size=31,max_steps=100000",
+            "--json",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -301,14 +499,17 @@ fn sigkill_mid_run_keeps_committed_frames_and_marks_interrupted() {
                 let runs = d.runs().ok()?;
                 let run = runs.first()?;
                 let eps = d.episodes(&run.id).ok()?;
-                let running = eps.iter().find(|e| e.outcome == "running")?;
+                let running = eps.iter().find(|e| e.outcome == "pending")?;
                 Some(!d.frames(running.id).ok()?.is_empty())
             });
             if conn_ok == Some(true) {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "no frames were committed within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "no frames were committed within 60 s"
+        );
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -316,13 +517,22 @@ fn sigkill_mid_run_keeps_committed_frames_and_marks_interrupted() {
     let run = &d.runs().unwrap()[0];
     assert_eq!(run.status, "interrupted");
     let eps = d.episodes(&run.id).unwrap();
-    assert!(eps.iter().all(|e| e.outcome != "running" && e.outcome != "pending"));
+    assert!(
+        eps.iter()
+            .all(|e| e.outcome != "running" && e.outcome != "pending")
+    );
     let interrupted: Vec<_> = eps.iter().filter(|e| e.outcome == "interrupted").collect();
     assert!(!interrupted.is_empty());
     // The committed frames of interrupted episodes are intact and decodable.
-    let with_frames = interrupted.iter().filter(|e| !d.frames(e.id).unwrap().is_empty()).count();
+    let with_frames = interrupted
+        .iter()
+        .filter(|e| !d.frames(e.id).unwrap().is_empty())
+        .count();
     assert!(with_frames >= 1);
-    for e in eps.iter().filter(|e| e.outcome == "truncated" || e.outcome == "terminated") {
+    for e in eps
+        .iter()
+        .filter(|e| e.outcome == "truncated" || e.outcome == "terminated")
+    {
         assert_eq!(d.frames(e.id).unwrap().len() as u64, e.length);
     }
 }
@@ -334,7 +544,11 @@ fn second_load_uses_the_compile_cache() {
     let cache = dir.path().join("cache");
     let out = |_: ()| {
         std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
-            .args(run_args(&dir.path().join("c.db"), &plugin("cartpole"), &plugin("random_agent")))
+            .args(run_args(
+                &dir.path().join("c.db"),
+                &plugin("cartpole"),
+                &plugin("random_agent"),
+            ))
             .args(["--episodes", "1"])
             .env("LUDUS_CACHE_DIR", &cache)
             .env("LUDUS_LOG", "info")
@@ -342,7 +556,10 @@ fn second_load_uses_the_compile_cache() {
             .unwrap()
     };
     let first = String::from_utf8_lossy(&out(()).stderr).into_owned();
-    assert!(first.contains("compiled cartpole.wasm for the first time"), "{first}");
+    assert!(
+        first.contains("compiled cartpole.wasm for the first time"),
+        "{first}"
+    );
     let second = String::from_utf8_lossy(&out(()).stderr).into_owned();
     assert!(!second.contains("for the first time"), "{second}");
     assert!(std::fs::read_dir(&cache).unwrap().count() >= 2);

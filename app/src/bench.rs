@@ -1,9 +1,75 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use ludus_arena::bench::{BenchError, BenchReport, run_bench};
 
+use crate::UsageError;
 use crate::cli::BenchArgs;
 
-pub fn run(_args: BenchArgs) -> Result<ExitCode> {
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let report = run_bench(&args.cartpole, args.seconds, args.batch).map_err(|e| match e {
+        // Wrapped as a run's load error so `main` prints it as one and exits 2.
+        BenchError::Load(e) => anyhow::Error::from(ludus_arena::RunError::Load(e)),
+        BenchError::Store(e) => anyhow::Error::from(ludus_arena::RunError::Store(e)),
+        BenchError::Invalid(m) => anyhow::Error::from(UsageError(m)),
+        e @ BenchError::Crash(_) => anyhow::Error::from(e),
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(r: &BenchReport) {
+    let batched = format!("wasm, batched ({})", r.batch);
+    let rows: [(&str, f64); 4] = [
+        ("native Rust", r.native_steps_per_sec),
+        ("wasm, one env per call", r.wasm_single_steps_per_sec),
+        (&batched, r.wasm_batched_steps_per_sec),
+        ("wasm, one env, recorded", r.wasm_recorded_steps_per_sec),
+    ];
+    println!("CartPole, one thread, {} s per mode", r.seconds);
+    println!(
+        "{:<26} {:>15} {:>10} {:>10}",
+        "mode", "steps/s", "ns/step", "vs native"
+    );
+    for (name, rate) in rows {
+        let vs = if r.native_steps_per_sec > 0.0 {
+            rate / r.native_steps_per_sec
+        } else {
+            0.0
+        };
+        println!(
+            "{name:<26} {:>15} {:>10.1} {:>10.4}",
+            thousands(rate),
+            BenchReport::ns_per_step(rate),
+            vs
+        );
+    }
+    println!();
+    println!(
+        "recorded / unrecorded: {:.3} (recording adds {:.1}% time per step; {} frames, {} episodes, {:.1} MiB)",
+        r.recorded_vs_unrecorded,
+        r.recording_overhead_percent,
+        r.recorded_frames,
+        r.recorded_episodes,
+        r.recorded_db_bytes as f64 / f64::from(1u32 << 20)
+    );
+    println!("batched / native:      {:.3}", r.wasm_batched_vs_native);
+    println!("batched / one per call: {:.3}", r.wasm_batched_vs_single);
+}
+
+/// 12345678.9 -> "12,345,679".
+fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -3,7 +3,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "ludus", version, about = "An IDE, debugger and training arena for AI agents: wasm agents, environments and rewards.")]
+#[command(
+    name = "ludus",
+    version,
+    about = "An IDE, debugger and training arena for AI agents: wasm agents, environments and rewards."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -63,7 +67,10 @@ pub struct RunArgs {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// The CartPole plugin to measure.
-    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release/cartpole.wasm")]
+    #[arg(
+        long,
+        default_value = "plugins/target/wasm32-wasip2/release/cartpole.wasm"
+    )]
     pub cartpole: PathBuf,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 2.0)]
@@ -91,7 +98,11 @@ pub enum MemoryCommand {
         prefix: String,
     },
     /// Set a /user/... value (read-only to agents).
-    Set { db: PathBuf, path: String, value: String },
+    Set {
+        db: PathBuf,
+        path: String,
+        value: String,
+    },
     /// Delete a /user/... value.
     Delete { db: PathBuf, path: String },
 }

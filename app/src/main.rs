@@ -25,7 +25,8 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LUDUS_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("LUDUS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -41,8 +42,14 @@ fn main() -> ExitCode {
             let line = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {line}");
             if e.downcast_ref::<UsageError>().is_some()
-                || e.downcast_ref::<ludus_arena::RunError>().is_some_and(|r| !matches!(r, ludus_arena::RunError::Store(ludus_arena::StoreError::Sql(_))))
-                || e.downcast_ref::<ludus_arena::StoreError>().is_some_and(|s| !matches!(s, ludus_arena::StoreError::Sql(_)))
+                || e.downcast_ref::<ludus_arena::RunError>().is_some_and(|r| {
+                    !matches!(
+                        r,
+                        ludus_arena::RunError::Store(ludus_arena::StoreError::Sql(_))
+                    )
+                })
+                || e.downcast_ref::<ludus_arena::StoreError>()
+                    .is_some_and(|s| !matches!(s, ludus_arena::StoreError::Sql(_)))
             {
                 ExitCode::from(2)
             } else {

@@ -13,7 +13,10 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode> {
             let db = open_existing(&db)?;
             let mut all = db.agent_memory()?;
             all.extend(db.user_memory()?);
-            for (path, value) in all.range(prefix.clone()..).take_while(|(p, _)| p.starts_with(&prefix)) {
+            for (path, value) in all
+                .range(prefix.clone()..)
+                .take_while(|(p, _)| p.starts_with(&prefix))
+            {
                 println!("{path} = {value}");
             }
         }
@@ -39,7 +42,12 @@ fn user_path(path: &str) -> Result<()> {
 
 pub fn open_existing(path: &std::path::Path) -> Result<Db> {
     if !path.exists() {
-        return Err(UsageError(format!("database {} does not exist (create one with `ludus run --db {}`)", path.display(), path.display())).into());
+        return Err(UsageError(format!(
+            "database {} does not exist (create one with `ludus run --db {}`)",
+            path.display(),
+            path.display()
+        ))
+        .into());
     }
     Ok(Db::open(path)?)
 }

@@ -15,19 +15,25 @@ pub fn parse_limits(items: &[String]) -> Result<[Limits; 3], UsageError> {
     let mut limits = [Limits::DEFAULT; 3];
     for item in items {
         let Some((key, value)) = item.split_once('=') else {
-            return Err(UsageError(format!("--limit `{item}`: expected [env|agent|reward.]KEY=VALUE")));
+            return Err(UsageError(format!(
+                "--limit `{item}`: expected [env|agent|reward.]KEY=VALUE"
+            )));
         };
         let (targets, key): (Vec<usize>, &str) = match key.split_once('.') {
             Some(("env", k)) => (vec![0], k),
             Some(("agent", k)) => (vec![1], k),
             Some(("reward", k)) => (vec![2], k),
             Some((p, _)) => {
-                return Err(UsageError(format!("--limit `{item}`: unknown plugin `{p}` (env, agent or reward)")));
+                return Err(UsageError(format!(
+                    "--limit `{item}`: unknown plugin `{p}` (env, agent or reward)"
+                )));
             }
             None => (vec![0, 1, 2], key),
         };
         for t in targets {
-            limits[t].set(key, value).map_err(|e| UsageError(format!("--limit `{item}`: {e}")))?;
+            limits[t]
+                .set(key, value)
+                .map_err(|e| UsageError(format!("--limit `{item}`: {e}")))?;
         }
     }
     Ok(limits)
@@ -35,15 +41,30 @@ pub fn parse_limits(items: &[String]) -> Result<[Limits; 3], UsageError> {
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let [env_limits, agent_limits, reward_limits] = parse_limits(&args.limits)?;
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if let Some(dir) = args.db.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
-        return Err(UsageError(format!("--db {}: folder {} does not exist", args.db.display(), dir.display())).into());
+        return Err(UsageError(format!(
+            "--db {}: folder {} does not exist",
+            args.db.display(),
+            dir.display()
+        ))
+        .into());
     }
     let spec = RunSpec {
-        env: PluginSpec { path: args.env.clone(), config: args.env_config.clone(), limits: env_limits },
-        agent: PluginSpec { path: args.agent.clone(), config: args.agent_config.clone(), limits: agent_limits },
+        env: PluginSpec {
+            path: args.env.clone(),
+            config: args.env_config.clone(),
+            limits: env_limits,
+        },
+        agent: PluginSpec {
+            path: args.agent.clone(),
+            config: args.agent_config.clone(),
+            limits: agent_limits,
+        },
         reward: args.reward.as_ref().map(|p| PluginSpec {
             path: p.clone(),
             config: args.reward_config.clone(),
@@ -55,16 +76,32 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         db: args.db.clone(),
     };
     let prepared = prepare(spec)?;
-    for p in [Some(&prepared.env), Some(&prepared.agent), prepared.reward.as_ref()].into_iter().flatten() {
+    for p in [
+        Some(&prepared.env),
+        Some(&prepared.agent),
+        prepared.reward.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
         if p.compiled {
-            tracing::info!("compiled {} for the first time (cached for later runs)", p.name);
+            tracing::info!(
+                "compiled {} for the first time (cached for later runs)",
+                p.name
+            );
         }
     }
     let progress = Progress::default();
-    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(args.episodes) };
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.episodes)
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} episodes {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} episodes {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let done = std::sync::atomic::AtomicBool::new(false);
     let report = std::thread::scope(|scope| {
@@ -117,6 +154,11 @@ fn print_table(report: &RunReport) {
     for e in report.episodes.iter().filter(|e| e.error.is_some()).take(5) {
         let msg = e.error.as_deref().unwrap_or_default();
         let first: String = msg.chars().take(300).collect();
-        println!("  episode {} (index {}) {}: {first}", e.id, e.index, e.outcome.as_str());
+        println!(
+            "  episode {} (index {}) {}: {first}",
+            e.id,
+            e.index,
+            e.outcome.as_str()
+        );
     }
 }

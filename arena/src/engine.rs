@@ -32,15 +32,17 @@ pub(crate) fn engine() -> &'static Engine {
             Err(e) => panic!("cannot create the wasmtime engine: {e}"),
         };
         let ticker = engine.weak();
-        let spawned = std::thread::Builder::new().name("ludus-epoch".into()).spawn(move || {
-            loop {
-                std::thread::sleep(EPOCH_TICK);
-                match ticker.upgrade() {
-                    Some(e) => e.increment_epoch(),
-                    None => return,
+        let spawned = std::thread::Builder::new()
+            .name("ludus-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => return,
+                    }
                 }
-            }
-        });
+            });
         if let Err(e) = spawned {
             tracing::warn!("cannot start the epoch ticker, wall-clock deadlines are off: {e}");
         }
@@ -83,7 +85,10 @@ pub(crate) fn compile(bytes: &[u8], hash: &str) -> wasmtime::Result<(Component, 
         // engine's compatibility hash and the plugin's content hash).
         match unsafe { Component::deserialize_file(engine, &file) } {
             Ok(c) => return Ok((c, CompileSource::Cache)),
-            Err(e) => tracing::warn!("ignoring unreadable cached artifact {}: {e}", file.display()),
+            Err(e) => tracing::warn!(
+                "ignoring unreadable cached artifact {}: {e}",
+                file.display()
+            ),
         }
     }
     tracing::info!("compiling plugin {hash:.12} (first load; later loads use the cache)");

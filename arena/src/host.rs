@@ -74,7 +74,10 @@ impl PluginState {
             self.logs.push(LogLine {
                 role: self.role,
                 level: ludus::plugin::log::Level::Warn,
-                message: format!("{} log lines dropped (over {MAX_LOG_LINES_PER_CALL} in one call)", self.dropped_logs),
+                message: format!(
+                    "{} log lines dropped (over {MAX_LOG_LINES_PER_CALL} in one call)",
+                    self.dropped_logs
+                ),
             });
             self.dropped_logs = 0;
         }
@@ -84,12 +87,20 @@ impl PluginState {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl ResourceLimiter for PluginState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_cap {
             self.memory_refused = Some(desired);
             return Ok(false);
@@ -97,7 +108,12 @@ impl ResourceLimiter for PluginState {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -116,7 +132,11 @@ impl ludus::plugin::log::Host for PluginState {
             message.truncate(cut);
             message.push('…');
         }
-        self.logs.push(LogLine { role: self.role, level, message });
+        self.logs.push(LogLine {
+            role: self.role,
+            level,
+            message,
+        });
     }
 }
 
@@ -126,21 +146,32 @@ impl ludus::plugin::memory::Host for PluginState {
     }
 
     fn write(&mut self, path: String, value: String) -> Result<(), String> {
-        let Some(mem) = self.memory.as_mut() else { return Err("no execution memory".into()) };
-        mem.write(&path, value.clone()).map_err(|e: MemoryError| e.to_string())?;
-        self.writes.push(MemoryWrite { path, value: Some(value) });
+        let Some(mem) = self.memory.as_mut() else {
+            return Err("no execution memory".into());
+        };
+        mem.write(&path, value.clone())
+            .map_err(|e: MemoryError| e.to_string())?;
+        self.writes.push(MemoryWrite {
+            path,
+            value: Some(value),
+        });
         Ok(())
     }
 
     fn delete(&mut self, path: String) -> Result<(), String> {
-        let Some(mem) = self.memory.as_mut() else { return Err("no execution memory".into()) };
+        let Some(mem) = self.memory.as_mut() else {
+            return Err("no execution memory".into());
+        };
         mem.delete(&path).map_err(|e| e.to_string())?;
         self.writes.push(MemoryWrite { path, value: None });
         Ok(())
     }
 
     fn list(&mut self, prefix: String) -> Vec<String> {
-        self.memory.as_ref().map(|m| m.list(&prefix)).unwrap_or_default()
+        self.memory
+            .as_ref()
+            .map(|m| m.list(&prefix))
+            .unwrap_or_default()
     }
 }
 
@@ -200,7 +231,8 @@ impl VirtualClock {
         VirtualClock(std::sync::atomic::AtomicU64::new(0))
     }
     fn tick(&self) -> u64 {
-        self.0.fetch_add(1_000_000, std::sync::atomic::Ordering::Relaxed)
+        self.0
+            .fetch_add(1_000_000, std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -221,4 +253,3 @@ impl wasmtime_wasi::HostMonotonicClock for VirtualClock {
         self.tick()
     }
 }
-

@@ -5,15 +5,16 @@
 //! This crate alone links wasmtime and opens SQLite. Its public API speaks in
 //! the contract's own data types ([`model`]), never in wasmtime's or rusqlite's.
 
+pub mod bench;
 mod engine;
 mod host;
 pub mod memory;
 pub mod model;
 pub mod plugin;
+mod recorder;
 pub mod run;
 pub mod store;
-mod recorder;
 
-pub use plugin::{Limits, LoadError, Plugin, PluginKind, CONTRACT_VERSION};
-pub use run::{PluginSpec, RunError, RunReport, RunSpec, EpisodeReport, Outcome};
+pub use plugin::{CONTRACT_VERSION, Limits, LoadError, Plugin, PluginKind};
+pub use run::{EpisodeReport, Outcome, PluginSpec, RunError, RunReport, RunSpec};
 pub use store::{Db, StoreError};

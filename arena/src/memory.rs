@@ -25,7 +25,9 @@ pub const MAX_EPISODE_BYTES: usize = 64 << 20;
 pub enum MemoryError {
     #[error("`{0}` is read-only to the agent (set /user/... values with `ludus memory set`)")]
     ReadOnly(String),
-    #[error("`{0}` is not a memory path: paths start with /episode/, /agent/ or /user/ and have no empty segments")]
+    #[error(
+        "`{0}` is not a memory path: paths start with /episode/, /agent/ or /user/ and have no empty segments"
+    )]
     BadPath(String),
     #[error("path `{0}...` is longer than {MAX_PATH} bytes")]
     PathTooLong(String),
@@ -83,7 +85,11 @@ pub struct EpisodeMemory {
 
 impl EpisodeMemory {
     pub fn new(base: MemoryBase) -> Self {
-        EpisodeMemory { base, overlay: BTreeMap::new(), bytes: 0 }
+        EpisodeMemory {
+            base,
+            overlay: BTreeMap::new(),
+            bytes: 0,
+        }
     }
 
     pub fn read(&self, path: &str) -> Option<&str> {
@@ -122,7 +128,10 @@ impl EpisodeMemory {
 
     /// Paths under `prefix` that hold a value, sorted.
     pub fn list(&self, prefix: &str) -> Vec<String> {
-        self.snapshot().into_keys().filter(|p| p.starts_with(prefix)).collect()
+        self.snapshot()
+            .into_keys()
+            .filter(|p| p.starts_with(prefix))
+            .collect()
     }
 
     /// The whole memory as the agent sees it now.
@@ -169,7 +178,10 @@ mod tests {
     fn base() -> MemoryBase {
         MemoryBase {
             agent: Arc::new(BTreeMap::from([("/agent/a".to_string(), "1".to_string())])),
-            user: Arc::new(BTreeMap::from([("/user/hint".to_string(), "go left".to_string())])),
+            user: Arc::new(BTreeMap::from([(
+                "/user/hint".to_string(),
+                "go left".to_string(),
+            )])),
         }
     }
 
@@ -178,13 +190,25 @@ mod tests {
         let mut m = EpisodeMemory::new(base());
         assert_eq!(m.read("/agent/a"), Some("1"));
         assert_eq!(m.read("/user/hint"), Some("go left"));
-        assert!(matches!(m.write("/user/hint", "x".into()), Err(MemoryError::ReadOnly(_))));
-        assert!(matches!(m.write("/etc/passwd", "x".into()), Err(MemoryError::BadPath(_))));
-        assert!(matches!(m.write("/agent//x", "x".into()), Err(MemoryError::BadPath(_))));
+        assert!(matches!(
+            m.write("/user/hint", "x".into()),
+            Err(MemoryError::ReadOnly(_))
+        ));
+        assert!(matches!(
+            m.write("/etc/passwd", "x".into()),
+            Err(MemoryError::BadPath(_))
+        ));
+        assert!(matches!(
+            m.write("/agent//x", "x".into()),
+            Err(MemoryError::BadPath(_))
+        ));
         m.write("/agent/a", "2".into()).unwrap();
         m.write("/episode/plan", "up".into()).unwrap();
         m.delete("/agent/a").unwrap();
         assert_eq!(m.read("/agent/a"), None);
-        assert_eq!(m.list("/"), vec!["/episode/plan".to_string(), "/user/hint".to_string()]);
+        assert_eq!(
+            m.list("/"),
+            vec!["/episode/plan".to_string(), "/user/hint".to_string()]
+        );
     }
 }

@@ -13,8 +13,8 @@ use crate::host::exports::ludus::plugin::{agent_plugin, env_plugin, reward_plugi
 use crate::host::{PluginState, linker, new_store};
 use crate::memory::EpisodeMemory;
 use crate::model::{
-    Action, AgentInfo, BatchResult, EnvInfo, EpisodeEnd, LogLine, MemoryWrite, Observation, ResetResult, RewardInfo,
-    Role, ScoreResult, StepContext, StepResult, Transition,
+    Action, AgentInfo, BatchResult, EnvInfo, EpisodeEnd, LogLine, MemoryWrite, Observation,
+    ResetResult, RewardInfo, Role, ScoreResult, StepContext, StepResult, Transition,
 };
 
 /// The contract version this host implements.
@@ -69,7 +69,11 @@ pub struct Limits {
 impl Limits {
     /// Defaults: 1e9 fuel per call (about a second of compute), 512 MiB of
     /// linear memory (Python and JS plugins need tens of MiB), 10 s per call.
-    pub const DEFAULT: Limits = Limits { fuel: 1_000_000_000, memory_bytes: 512 << 20, timeout_ms: 10_000 };
+    pub const DEFAULT: Limits = Limits {
+        fuel: 1_000_000_000,
+        memory_bytes: 512 << 20,
+        timeout_ms: 10_000,
+    };
 
     /// Applies one `KEY=VALUE` override (`fuel`, `memory-mb`, `timeout-ms`).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -84,7 +88,11 @@ impl Limits {
             "fuel" => self.fuel = n,
             "memory-mb" => self.memory_bytes = n.saturating_mul(1 << 20),
             "timeout-ms" => self.timeout_ms = n,
-            _ => return Err(format!("unknown limit `{key}` (known: fuel, memory-mb, timeout-ms)")),
+            _ => {
+                return Err(format!(
+                    "unknown limit `{key}` (known: fuel, memory-mb, timeout-ms)"
+                ));
+            }
         }
         Ok(())
     }
@@ -97,7 +105,10 @@ pub enum LoadError {
     #[error("cannot load plugin {path}: file not found")]
     NotFound { path: PathBuf },
     #[error("cannot load plugin {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot load plugin {path}: not a WebAssembly file")]
     NotWasm { path: PathBuf },
     #[error(
@@ -105,19 +116,31 @@ pub enum LoadError {
     )]
     CoreModule { path: PathBuf },
     #[error("cannot load plugin {path}: it is {found} plugin, expected {expected} plugin")]
-    WrongKind { path: PathBuf, expected: String, found: String },
+    WrongKind {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
     #[error(
         "cannot load plugin {path}: it was built for contract {CONTRACT_PACKAGE}@{found}, this ludus implements @{CONTRACT_VERSION} (rebuild the plugin against ludus-sdk {CONTRACT_VERSION}, or use a ludus that supports {found})"
     )]
     WrongVersion { path: PathBuf, found: String },
-    #[error("cannot load plugin {path}: it exports none of the ludus plugin interfaces (it exports: {exports}); build it with ludus-sdk")]
+    #[error(
+        "cannot load plugin {path}: it exports none of the ludus plugin interfaces (it exports: {exports}); build it with ludus-sdk"
+    )]
     NotLudus { path: PathBuf, exports: String },
     #[error("cannot load plugin {path}: invalid component: {message}")]
     Compile { path: PathBuf, message: String },
-    #[error("cannot load plugin {path}: it imports something this host does not provide: {message}")]
+    #[error(
+        "cannot load plugin {path}: it imports something this host does not provide: {message}"
+    )]
     Link { path: PathBuf, message: String },
     #[error("plugin {path} rejected its config `{config}`: {message}")]
-    Config { path: PathBuf, config: String, message: String },
+    Config {
+        path: PathBuf,
+        config: String,
+        message: String,
+    },
     #[error("plugin {path} crashed while starting: {message}")]
     Crashed { path: PathBuf, message: String },
 }
@@ -146,7 +169,11 @@ pub struct Plugin {
 
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Plugin").field("kind", &self.kind).field("path", &self.path).field("hash", &self.hash).finish()
+        f.debug_struct("Plugin")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("hash", &self.hash)
+            .finish()
     }
 }
 
@@ -163,31 +190,62 @@ impl Plugin {
     /// Loads the plugin at `path`, which must be a component of the given kind.
     pub fn load(path: &Path, kind: PluginKind, limits: Limits) -> Result<Arc<Plugin>, LoadError> {
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => LoadError::NotFound { path: path.to_path_buf() },
-            _ => LoadError::Io { path: path.to_path_buf(), source: e },
+            std::io::ErrorKind::NotFound => LoadError::NotFound {
+                path: path.to_path_buf(),
+            },
+            _ => LoadError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            },
         })?;
         match wasm_layer(&bytes) {
-            None => return Err(LoadError::NotWasm { path: path.to_path_buf() }),
-            Some(false) => return Err(LoadError::CoreModule { path: path.to_path_buf() }),
+            None => {
+                return Err(LoadError::NotWasm {
+                    path: path.to_path_buf(),
+                });
+            }
+            Some(false) => {
+                return Err(LoadError::CoreModule {
+                    path: path.to_path_buf(),
+                });
+            }
             Some(true) => {}
         }
         let hash = blake3::hash(&bytes).to_hex().to_string();
-        let (component, source) = engine::compile(&bytes, &hash)
-            .map_err(|e| LoadError::Compile { path: path.to_path_buf(), message: format!("{e:#}") })?;
+        let (component, source) =
+            engine::compile(&bytes, &hash).map_err(|e| LoadError::Compile {
+                path: path.to_path_buf(),
+                message: format!("{e:#}"),
+            })?;
         check_exports(path, &component, kind)?;
         let engine = engine::engine();
-        let linker =
-            linker(engine).map_err(|e| LoadError::Link { path: path.to_path_buf(), message: format!("{e:#}") })?;
+        let linker = linker(engine).map_err(|e| LoadError::Link {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        })?;
         let pre = linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link { path: path.to_path_buf(), message: format!("{e:#}") })?;
-        let link_err = |e: wasmtime::Error| LoadError::Link { path: path.to_path_buf(), message: format!("{e:#}") };
+            .map_err(|e| LoadError::Link {
+                path: path.to_path_buf(),
+                message: format!("{e:#}"),
+            })?;
+        let link_err = |e: wasmtime::Error| LoadError::Link {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        };
         let indices = match kind {
             PluginKind::Env => Indices::Env(env_plugin::GuestIndices::new(&pre).map_err(link_err)?),
-            PluginKind::Agent => Indices::Agent(agent_plugin::GuestIndices::new(&pre).map_err(link_err)?),
-            PluginKind::Reward => Indices::Reward(reward_plugin::GuestIndices::new(&pre).map_err(link_err)?),
+            PluginKind::Agent => {
+                Indices::Agent(agent_plugin::GuestIndices::new(&pre).map_err(link_err)?)
+            }
+            PluginKind::Reward => {
+                Indices::Reward(reward_plugin::GuestIndices::new(&pre).map_err(link_err)?)
+            }
         };
-        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         Ok(Arc::new(Plugin {
             kind,
             path: path.to_path_buf(),
@@ -200,11 +258,23 @@ impl Plugin {
         }))
     }
 
-    fn sandbox(&self, seed: u64, memory: Option<EpisodeMemory>) -> Result<(Store<PluginState>, wasmtime::component::Instance), Crash> {
-        let state = PluginState::new(self.kind.role(), seed, self.limits.memory_bytes as usize, memory);
+    fn sandbox(
+        &self,
+        seed: u64,
+        memory: Option<EpisodeMemory>,
+    ) -> Result<(Store<PluginState>, wasmtime::component::Instance), Crash> {
+        let state = PluginState::new(
+            self.kind.role(),
+            seed,
+            self.limits.memory_bytes as usize,
+            memory,
+        );
         let mut store = new_store(engine::engine(), state);
         arm(&mut store, &self.limits);
-        let instance = self.pre.instantiate(&mut store).map_err(|e| self.crash("instantiate", e, &store))?;
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.crash("instantiate", e, &store))?;
         Ok((store, instance))
     }
 
@@ -214,52 +284,116 @@ impl Plugin {
 
     /// A fresh environment instance.
     pub fn env(self: &Arc<Self>, seed: u64) -> Result<EnvInstance, Crash> {
-        let Indices::Env(ix) = &self.indices else { unreachable_kind(self, PluginKind::Env) };
+        let Indices::Env(ix) = &self.indices else {
+            unreachable_kind(self, PluginKind::Env)
+        };
         let (mut store, instance) = self.sandbox(seed, None)?;
-        let guest = ix.load(&mut store, &instance).map_err(|e| self.crash("load", e, &store))?;
-        Ok(EnvInstance { sandbox: Sandbox { plugin: self.clone(), store }, guest })
+        let guest = ix
+            .load(&mut store, &instance)
+            .map_err(|e| self.crash("load", e, &store))?;
+        Ok(EnvInstance {
+            sandbox: Sandbox {
+                plugin: self.clone(),
+                store,
+            },
+            guest,
+        })
     }
 
     /// A fresh agent instance with its episode's execution memory.
-    pub fn agent(self: &Arc<Self>, seed: u64, memory: EpisodeMemory) -> Result<AgentInstance, Crash> {
-        let Indices::Agent(ix) = &self.indices else { unreachable_kind(self, PluginKind::Agent) };
+    pub fn agent(
+        self: &Arc<Self>,
+        seed: u64,
+        memory: EpisodeMemory,
+    ) -> Result<AgentInstance, Crash> {
+        let Indices::Agent(ix) = &self.indices else {
+            unreachable_kind(self, PluginKind::Agent)
+        };
         let (mut store, instance) = self.sandbox(seed, Some(memory))?;
-        let guest = ix.load(&mut store, &instance).map_err(|e| self.crash("load", e, &store))?;
-        Ok(AgentInstance { sandbox: Sandbox { plugin: self.clone(), store }, guest })
+        let guest = ix
+            .load(&mut store, &instance)
+            .map_err(|e| self.crash("load", e, &store))?;
+        Ok(AgentInstance {
+            sandbox: Sandbox {
+                plugin: self.clone(),
+                store,
+            },
+            guest,
+        })
     }
 
     /// A fresh reward instance.
     pub fn reward(self: &Arc<Self>, seed: u64) -> Result<RewardInstance, Crash> {
-        let Indices::Reward(ix) = &self.indices else { unreachable_kind(self, PluginKind::Reward) };
+        let Indices::Reward(ix) = &self.indices else {
+            unreachable_kind(self, PluginKind::Reward)
+        };
         let (mut store, instance) = self.sandbox(seed, None)?;
-        let guest = ix.load(&mut store, &instance).map_err(|e| self.crash("load", e, &store))?;
-        Ok(RewardInstance { sandbox: Sandbox { plugin: self.clone(), store }, guest })
+        let guest = ix
+            .load(&mut store, &instance)
+            .map_err(|e| self.crash("load", e, &store))?;
+        Ok(RewardInstance {
+            sandbox: Sandbox {
+                plugin: self.clone(),
+                store,
+            },
+            guest,
+        })
     }
 
     /// Instantiates once and calls `init(config)`, turning a refusal into a
     /// clear load error. Returns the plugin's self-description as JSON.
     pub fn validate(self: &Arc<Self>, config: &str) -> Result<serde_json::Value, LoadError> {
-        let crashed = |c: Crash| LoadError::Crashed { path: self.path.clone(), message: c.message };
-        let rejected =
-            |m: String| LoadError::Config { path: self.path.clone(), config: config.to_string(), message: m };
-        let json = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or(serde_json::Value::Null);
+        let crashed = |c: Crash| LoadError::Crashed {
+            path: self.path.clone(),
+            message: c.message,
+        };
+        let rejected = |m: String| LoadError::Config {
+            path: self.path.clone(),
+            config: config.to_string(),
+            message: m,
+        };
+        let json =
+            |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or(serde_json::Value::Null);
         Ok(match self.kind {
-            PluginKind::Env => json(serde_json::to_value(self.env(0).map_err(crashed)?.init(config).map_err(crashed)?.map_err(rejected)?)),
+            PluginKind::Env => json(serde_json::to_value(
+                self.env(0)
+                    .map_err(crashed)?
+                    .init(config)
+                    .map_err(crashed)?
+                    .map_err(rejected)?,
+            )),
             PluginKind::Agent => {
-                let mut a = self.agent(0, EpisodeMemory::new(Default::default())).map_err(crashed)?;
-                json(serde_json::to_value(a.init(config).map_err(crashed)?.map_err(rejected)?))
+                let mut a = self
+                    .agent(0, EpisodeMemory::new(Default::default()))
+                    .map_err(crashed)?;
+                json(serde_json::to_value(
+                    a.init(config).map_err(crashed)?.map_err(rejected)?,
+                ))
             }
-            PluginKind::Reward => json(serde_json::to_value(self.reward(0).map_err(crashed)?.init(config).map_err(crashed)?.map_err(rejected)?)),
+            PluginKind::Reward => json(serde_json::to_value(
+                self.reward(0)
+                    .map_err(crashed)?
+                    .init(config)
+                    .map_err(crashed)?
+                    .map_err(rejected)?,
+            )),
         })
     }
 }
 
 fn unreachable_kind(plugin: &Plugin, wanted: PluginKind) -> ! {
     // `load` fixed the kind; asking a plugin for another kind is a host bug.
-    panic!("plugin {} is a {} plugin, not {wanted}", plugin.name, plugin.kind)
+    panic!(
+        "plugin {} is a {} plugin, not {wanted}",
+        plugin.name, plugin.kind
+    )
 }
 
-fn check_exports(path: &Path, component: &wasmtime::component::Component, kind: PluginKind) -> Result<(), LoadError> {
+fn check_exports(
+    path: &Path,
+    component: &wasmtime::component::Component,
+    kind: PluginKind,
+) -> Result<(), LoadError> {
     let engine = engine::engine();
     let ty = component.component_type();
     let names: Vec<String> = ty
@@ -269,23 +403,45 @@ fn check_exports(path: &Path, component: &wasmtime::component::Component, kind: 
         .collect();
     let wanted = format!("{CONTRACT_PACKAGE}/{}", kind.interface());
     for name in &names {
-        let Some((iface, version)) = name.split_once('@') else { continue };
+        let Some((iface, version)) = name.split_once('@') else {
+            continue;
+        };
         if iface == wanted {
             return if version == CONTRACT_VERSION || compatible(version) {
                 Ok(())
             } else {
-                Err(LoadError::WrongVersion { path: path.to_path_buf(), found: version.to_string() })
+                Err(LoadError::WrongVersion {
+                    path: path.to_path_buf(),
+                    found: version.to_string(),
+                })
             };
         }
     }
     for other in [PluginKind::Env, PluginKind::Agent, PluginKind::Reward] {
         let iface = format!("{CONTRACT_PACKAGE}/{}@", other.interface());
         if names.iter().any(|n| n.starts_with(&iface)) {
-            let article = |k: PluginKind| if k == PluginKind::Reward { format!("a {k}") } else { format!("an {k}") };
-            return Err(LoadError::WrongKind { path: path.to_path_buf(), expected: article(kind), found: article(other) });
+            let article = |k: PluginKind| {
+                if k == PluginKind::Reward {
+                    format!("a {k}")
+                } else {
+                    format!("an {k}")
+                }
+            };
+            return Err(LoadError::WrongKind {
+                path: path.to_path_buf(),
+                expected: article(kind),
+                found: article(other),
+            });
         }
     }
-    Err(LoadError::NotLudus { path: path.to_path_buf(), exports: if names.is_empty() { "nothing".into() } else { names.join(", ") } })
+    Err(LoadError::NotLudus {
+        path: path.to_path_buf(),
+        exports: if names.is_empty() {
+            "nothing".into()
+        } else {
+            names.join(", ")
+        },
+    })
 }
 
 /// Versions whose interfaces this host can call: the same 0.minor line (patch
@@ -294,14 +450,20 @@ fn check_exports(path: &Path, component: &wasmtime::component::Component, kind: 
 fn compatible(version: &str) -> bool {
     let ours: Vec<&str> = CONTRACT_VERSION.split('.').collect();
     let theirs: Vec<&str> = version.split('.').collect();
-    theirs.len() == 3 && theirs[0] == ours[0] && theirs[1] == ours[1] && theirs[2].parse::<u32>().is_ok()
+    theirs.len() == 3
+        && theirs[0] == ours[0]
+        && theirs[1] == ours[1]
+        && theirs[2].parse::<u32>().is_ok()
 }
 
 /// Re-arms the budget and the deadline: both are per call.
 fn arm(store: &mut Store<PluginState>, limits: &Limits) {
     // Fuel is on for every store of this engine, so this cannot fail.
     let _ = store.set_fuel(limits.fuel);
-    let ticks = limits.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+    let ticks = limits
+        .timeout_ms
+        .div_ceil(EPOCH_TICK.as_millis() as u64)
+        .max(1);
     store.set_epoch_deadline(ticks);
 }
 
@@ -365,8 +527,15 @@ impl Crash {
 fn backtrace_lines(bt: &WasmBacktrace) -> Vec<String> {
     let mut lines: Vec<(String, usize)> = Vec::new();
     for f in bt.frames() {
-        let name = f.func_name().map_or_else(|| "<unnamed>".to_string(), |n| format!("{:#}", rustc_demangle::demangle(n)));
-        let line = match f.symbols().iter().find_map(|s| Some((s.file()?, s.line()?))) {
+        let name = f.func_name().map_or_else(
+            || "<unnamed>".to_string(),
+            |n| format!("{:#}", rustc_demangle::demangle(n)),
+        );
+        let line = match f
+            .symbols()
+            .iter()
+            .find_map(|s| Some((s.file()?, s.line()?)))
+        {
             Some((file, line)) => format!("{name} at {file}:{line}"),
             None => name,
         };
@@ -378,7 +547,10 @@ fn backtrace_lines(bt: &WasmBacktrace) -> Vec<String> {
             break;
         }
     }
-    lines.into_iter().map(|(l, n)| if n > 1 { format!("{l} (x{n})") } else { l }).collect()
+    lines
+        .into_iter()
+        .map(|(l, n)| if n > 1 { format!("{l} (x{n})") } else { l })
+        .collect()
 }
 
 /// A plugin instance: its store, and the plugin it came from.
@@ -422,11 +594,13 @@ impl EnvInstance {
     }
     pub fn batch_reset(&mut self, seeds: &[u64]) -> Result<Result<Vec<f32>, String>, Crash> {
         let g = &self.guest;
-        self.sandbox.call("batch-reset", |s| g.call_batch_reset(s, seeds))
+        self.sandbox
+            .call("batch-reset", |s| g.call_batch_reset(s, seeds))
     }
     pub fn batch_step(&mut self, actions: &[f32]) -> Result<Result<BatchResult, String>, Crash> {
         let g = &self.guest;
-        self.sandbox.call("batch-step", |s| g.call_batch_step(s, actions))
+        self.sandbox
+            .call("batch-step", |s| g.call_batch_step(s, actions))
     }
     pub fn take_logs(&mut self) -> Vec<LogLine> {
         self.sandbox.take_logs()
@@ -445,15 +619,23 @@ impl AgentInstance {
     }
     pub fn begin_episode(&mut self, env: &EnvInfo, task: &str, seed: u64) -> Result<(), Crash> {
         let g = &self.guest;
-        self.sandbox.call("begin-episode", |s| g.call_begin_episode(s, env, task, seed))
+        self.sandbox.call("begin-episode", |s| {
+            g.call_begin_episode(s, env, task, seed)
+        })
     }
-    pub fn act(&mut self, observation: &Observation, context: StepContext) -> Result<Action, Crash> {
+    pub fn act(
+        &mut self,
+        observation: &Observation,
+        context: StepContext,
+    ) -> Result<Action, Crash> {
         let g = &self.guest;
-        self.sandbox.call("act", |s| g.call_act(s, observation, context))
+        self.sandbox
+            .call("act", |s| g.call_act(s, observation, context))
     }
     pub fn end_episode(&mut self, end: EpisodeEnd) -> Result<(), Crash> {
         let g = &self.guest;
-        self.sandbox.call("end-episode", |s| g.call_end_episode(s, end))
+        self.sandbox
+            .call("end-episode", |s| g.call_end_episode(s, end))
     }
     pub fn take_logs(&mut self) -> Vec<LogLine> {
         self.sandbox.take_logs()

@@ -21,7 +21,7 @@ const CHUNK_FRAMES: u32 = 512;
 const CHUNK_BYTES: usize = 1 << 20;
 /// Longest time between commits while a run goes.
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
-const ZSTD_LEVEL: i32 = 3;
+const ZSTD_LEVEL: i32 = 1;
 
 /// How an episode ended, as the stepping thread reports it.
 #[derive(Debug)]
@@ -39,9 +39,108 @@ pub(crate) struct EpisodeFinish {
 }
 
 pub(crate) enum Msg {
-    Start { episode: i64, index: u64, seed: u64 },
-    Frame { episode: i64, frame: Box<Frame>, timing: Timing },
-    End { episode: i64, finish: Box<EpisodeFinish> },
+    Start {
+        episode: i64,
+        index: u64,
+        seed: u64,
+    },
+    Frames(Box<FrameBatch>),
+    End {
+        episode: i64,
+        finish: Box<EpisodeFinish>,
+    },
+}
+
+/// Frames encoded on the stepping thread, sent in batches.
+pub(crate) struct FrameBatch {
+    episode: i64,
+    frames: u32,
+    /// postcard-encoded `Frame`s, back to back: what the digest hashes.
+    data: Vec<u8>,
+    /// postcard-encoded `Timing`s, back to back (not part of the digest).
+    timings: Vec<u8>,
+    /// Memory writes with their step.
+    writes: Vec<(u64, MemoryWrite)>,
+}
+
+/// Frames per batch sent from a stepping thread.
+const BATCH_FRAMES: u32 = 256;
+/// Longest a frame waits on the stepping thread before it is sent.
+const BATCH_EVERY: Duration = Duration::from_millis(50);
+
+/// The stepping thread's end of one episode's recording: encodes frames and
+/// sends them in batches (by count, size or age, so slow environments still
+/// get every frame committed within a commit interval).
+pub(crate) struct EpisodeWriter {
+    tx: Sender<Msg>,
+    batch: FrameBatch,
+    since: Instant,
+    pub alive: bool,
+}
+
+impl EpisodeWriter {
+    pub fn start(tx: Sender<Msg>, episode: i64, index: u64, seed: u64) -> EpisodeWriter {
+        let alive = tx
+            .send(Msg::Start {
+                episode,
+                index,
+                seed,
+            })
+            .is_ok();
+        EpisodeWriter {
+            tx,
+            batch: FrameBatch::new(episode),
+            since: Instant::now(),
+            alive,
+        }
+    }
+
+    pub fn push(&mut self, frame: &Frame, timing: Timing) {
+        let b = &mut self.batch;
+        // postcard into a Vec cannot fail for these plain data types.
+        b.data = postcard::to_extend(frame, std::mem::take(&mut b.data)).unwrap_or_default();
+        b.timings =
+            postcard::to_extend(&timing, std::mem::take(&mut b.timings)).unwrap_or_default();
+        for w in &frame.memory_writes {
+            b.writes.push((u64::from(frame.step), w.clone()));
+        }
+        b.frames += 1;
+        if b.frames >= BATCH_FRAMES
+            || b.data.len() >= CHUNK_BYTES
+            || self.since.elapsed() >= BATCH_EVERY
+        {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.frames > 0 {
+            let episode = self.batch.episode;
+            let batch = std::mem::replace(&mut self.batch, FrameBatch::new(episode));
+            self.alive &= self.tx.send(Msg::Frames(Box::new(batch))).is_ok();
+        }
+        self.since = Instant::now();
+    }
+
+    pub fn end(mut self, finish: EpisodeFinish) {
+        self.flush();
+        let _ = self.tx.send(Msg::End {
+            episode: self.batch.episode,
+            finish: Box::new(finish),
+        });
+    }
+}
+
+impl FrameBatch {
+    fn new(episode: i64) -> FrameBatch {
+        FrameBatch {
+            episode,
+            frames: 0,
+            data: Vec::new(),
+            timings: Vec::new(),
+            writes: Vec::new(),
+        }
+    }
 }
 
 /// What a run looks like in the `runs` table.
@@ -65,6 +164,7 @@ struct Episode {
     seed: u64,
     hasher: blake3::Hasher,
     buf: Vec<u8>,
+    timings: Vec<u8>,
     buf_frames: u32,
     first_step: u64,
     next_step: u64,
@@ -74,10 +174,26 @@ struct Episode {
 }
 
 enum Op {
-    Running(i64),
-    Chunk { episode: i64, chunk: u32, first_step: u64, frames: u32, data: Vec<u8> },
-    Write { episode: i64, seq: u64, step: u64, write: MemoryWrite },
-    End { episode: i64, finish: Box<EpisodeFinish>, digest: String },
+    Chunk {
+        episode: i64,
+        chunk: u32,
+        first_step: u64,
+        frames: u32,
+        data: Vec<u8>,
+        timings: Vec<u8>,
+    },
+    Write {
+        episode: i64,
+        seq: u64,
+        step: u64,
+        write: MemoryWrite,
+    },
+    End {
+        episode: i64,
+        finish: Box<EpisodeFinish>,
+        digest: String,
+        final_observation: Option<Vec<u8>>,
+    },
 }
 
 impl Recorder {
@@ -96,7 +212,9 @@ impl Recorder {
         )?;
         let mut episode_ids = Vec::with_capacity(seeds.len());
         {
-            let mut ins = tx.prepare("INSERT INTO episodes (run_id, idx, seed, outcome) VALUES (?1, ?2, ?3, 'pending')")?;
+            let mut ins = tx.prepare(
+                "INSERT INTO episodes (run_id, idx, seed, outcome) VALUES (?1, ?2, ?3, 'pending')",
+            )?;
             for (i, seed) in seeds.iter().enumerate() {
                 ins.execute(params![run.id, i as i64, *seed as i64])?;
                 episode_ids.push(tx.last_insert_rowid());
@@ -108,8 +226,15 @@ impl Recorder {
         let handle = std::thread::Builder::new()
             .name("ludus-recorder".into())
             .spawn(move || record(db, &run_id, receiver))
-            .map_err(|e| StoreError::Open { path: db_path.to_path_buf(), message: format!("cannot start the recorder thread: {e}") })?;
-        Ok(Recorder { tx: sender, handle, episode_ids })
+            .map_err(|e| StoreError::Open {
+                path: db_path.to_path_buf(),
+                message: format!("cannot start the recorder thread: {e}"),
+            })?;
+        Ok(Recorder {
+            tx: sender,
+            handle,
+            episode_ids,
+        })
     }
 
     pub fn sender(&self) -> Sender<Msg> {
@@ -123,7 +248,10 @@ impl Recorder {
         drop(self.tx);
         match self.handle.join() {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Open { path: Default::default(), message: "the recorder thread panicked".into() }),
+            Err(_) => Err(StoreError::Open {
+                path: Default::default(),
+                message: "the recorder thread panicked".into(),
+            }),
         }
     }
 }
@@ -135,6 +263,12 @@ fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>,
     let mut reports: Vec<EpisodeReport> = Vec::new();
     let mut finished_writes: BTreeMap<u64, (i64, Vec<MemoryWrite>)> = BTreeMap::new();
     let mut last_commit = Instant::now();
+    // One compression context for the whole run: creating one per chunk costs
+    // more than compressing a small chunk.
+    let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| StoreError::Open {
+        path: Default::default(),
+        message: format!("zstd: {e}"),
+    })?;
     loop {
         let msg = match rx.recv_timeout(COMMIT_EVERY) {
             Ok(m) => Some(m),
@@ -142,7 +276,11 @@ fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
         match msg {
-            Some(Msg::Start { episode, index, seed }) => {
+            Some(Msg::Start {
+                episode,
+                index,
+                seed,
+            }) => {
                 episodes.insert(
                     episode,
                     Episode {
@@ -150,6 +288,7 @@ fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>,
                         seed,
                         hasher: blake3::Hasher::new(),
                         buf: Vec::new(),
+                        timings: Vec::new(),
                         buf_frames: 0,
                         first_step: 0,
                         next_step: 0,
@@ -158,44 +297,51 @@ fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>,
                         agent_writes: Vec::new(),
                     },
                 );
-                ops.push(Op::Running(episode));
             }
-            Some(Msg::Frame { episode, frame, timing }) => {
-                let Some(ep) = episodes.get_mut(&episode) else { continue };
-                let start = ep.buf.len();
-                // postcard into a Vec cannot fail for these plain data types.
-                ep.buf = postcard::to_extend(&*frame, std::mem::take(&mut ep.buf)).unwrap_or_default();
-                ep.hasher.update(&((ep.buf.len() - start) as u64).to_le_bytes());
-                ep.hasher.update(&ep.buf[start..]);
-                ep.buf = postcard::to_extend(&timing, std::mem::take(&mut ep.buf)).unwrap_or_default();
-                if ep.buf_frames == 0 {
-                    ep.first_step = u64::from(frame.step);
-                }
-                ep.buf_frames += 1;
-                ep.next_step = u64::from(frame.step) + 1;
-                let step = u64::from(frame.step);
-                for w in frame.memory_writes.iter() {
+            Some(Msg::Frames(batch)) => {
+                let episode = batch.episode;
+                let Some(ep) = episodes.get_mut(&episode) else {
+                    continue;
+                };
+                ep.hasher.update(&batch.data);
+                ep.buf.extend_from_slice(&batch.data);
+                ep.timings.extend_from_slice(&batch.timings);
+                ep.buf_frames += batch.frames;
+                ep.next_step += u64::from(batch.frames);
+                for (step, w) in batch.writes {
                     if w.path.starts_with("/agent/") {
                         ep.agent_writes.push(w.clone());
                     }
-                    ops.push(Op::Write { episode, seq: ep.seq, step, write: w.clone() });
+                    ops.push(Op::Write {
+                        episode,
+                        seq: ep.seq,
+                        step,
+                        write: w,
+                    });
                     ep.seq += 1;
                 }
                 if ep.buf_frames >= CHUNK_FRAMES || ep.buf.len() >= CHUNK_BYTES {
                     pending_bytes += ep.buf.len();
-                    ops.push(seal_chunk(episode, ep));
+                    ops.push(seal_chunk(episode, ep, &mut zstd));
                 }
             }
             Some(Msg::End { episode, finish }) => {
-                let Some(mut ep) = episodes.remove(&episode) else { continue };
+                let Some(mut ep) = episodes.remove(&episode) else {
+                    continue;
+                };
                 if ep.buf_frames > 0 {
-                    ops.push(seal_chunk(episode, &mut ep));
+                    ops.push(seal_chunk(episode, &mut ep, &mut zstd));
                 }
                 for w in &finish.end_writes {
                     if w.path.starts_with("/agent/") {
                         ep.agent_writes.push(w.clone());
                     }
-                    ops.push(Op::Write { episode, seq: ep.seq, step: finish.length, write: w.clone() });
+                    ops.push(Op::Write {
+                        episode,
+                        seq: ep.seq,
+                        step: finish.length,
+                        write: w.clone(),
+                    });
                     ep.seq += 1;
                 }
                 // The episode's ending is part of its digest too.
@@ -212,7 +358,8 @@ fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>,
                 ep.hasher.update(&tail);
                 let digest = ep.hasher.finalize().to_hex()[..32].to_string();
                 if matches!(finish.outcome, Outcome::Terminated | Outcome::Truncated) {
-                    finished_writes.insert(ep.index, (episode, std::mem::take(&mut ep.agent_writes)));
+                    finished_writes
+                        .insert(ep.index, (episode, std::mem::take(&mut ep.agent_writes)));
                 }
                 reports.push(EpisodeReport {
                     id: episode,
@@ -225,7 +372,17 @@ fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>,
                     digest: digest.clone(),
                     error: finish.error.clone(),
                 });
-                ops.push(Op::End { episode, finish, digest });
+                let final_observation = finish
+                    .final_observation
+                    .as_ref()
+                    .and_then(|o| postcard::to_allocvec(o).ok())
+                    .and_then(|raw| zstd.compress(&raw).ok());
+                ops.push(Op::End {
+                    episode,
+                    finish,
+                    digest,
+                    final_observation,
+                });
             }
             None => {}
         }
@@ -233,7 +390,7 @@ fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>,
             // Also seal partial chunks so a kill loses at most one commit interval.
             for (&id, ep) in episodes.iter_mut() {
                 if ep.buf_frames > 0 {
-                    ops.push(seal_chunk(id, ep));
+                    ops.push(seal_chunk(id, ep, &mut zstd));
                 }
             }
             commit(&db, &mut ops)?;
@@ -243,12 +400,12 @@ fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>,
     }
     for (&id, ep) in episodes.iter_mut() {
         if ep.buf_frames > 0 {
-            ops.push(seal_chunk(id, ep));
+            ops.push(seal_chunk(id, ep, &mut zstd));
         }
     }
     commit(&db, &mut ops)?;
-    // Episodes that started but never ended (the run was cut short) stay
-    // `running` only until `Db::open` sees the run's process is gone.
+    // Episodes stay `pending` until they end; if the process dies first,
+    // `Db::open` marks them `interrupted`.
     let tx = db.conn.unchecked_transaction()?;
     {
         let mut writes: Vec<(i64, &MemoryWrite)> = Vec::new();
@@ -266,20 +423,32 @@ fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>,
             };
         }
     }
-    tx.execute("UPDATE runs SET status = 'finished', finished_at = ?2 WHERE id = ?1", params![run_id, now_rfc3339()])?;
+    tx.execute(
+        "UPDATE runs SET status = 'finished', finished_at = ?2 WHERE id = ?1",
+        params![run_id, now_rfc3339()],
+    )?;
     tx.commit()?;
     reports.sort_by_key(|r| r.index);
     Ok(reports)
 }
 
-fn seal_chunk(episode: i64, ep: &mut Episode) -> Op {
-    let data = zstd::bulk::compress(&ep.buf, ZSTD_LEVEL).unwrap_or_else(|_| {
-        // Compression of an in-memory buffer does not fail; keep the data anyway.
-        zstd::encode_all(&ep.buf[..], 0).unwrap_or_default()
-    });
-    let op = Op::Chunk { episode, chunk: ep.chunk, first_step: ep.first_step, frames: ep.buf_frames, data };
+fn seal_chunk(episode: i64, ep: &mut Episode, zstd: &mut zstd::bulk::Compressor<'_>) -> Op {
+    // Compressing an in-memory buffer does not fail; keep the data raw if it did.
+    let pack =
+        |z: &mut zstd::bulk::Compressor<'_>, b: &[u8]| z.compress(b).unwrap_or_else(|_| b.to_vec());
+    let data = pack(zstd, &ep.buf);
+    let timings = pack(zstd, &ep.timings);
+    let op = Op::Chunk {
+        episode,
+        chunk: ep.chunk,
+        first_step: ep.first_step,
+        frames: ep.buf_frames,
+        data,
+        timings,
+    };
     ep.chunk += 1;
     ep.buf.clear();
+    ep.timings.clear();
     ep.buf_frames = 0;
     ep.first_step = ep.next_step;
     op
@@ -291,9 +460,8 @@ fn commit(db: &Db, ops: &mut Vec<Op>) -> Result<(), StoreError> {
     }
     let tx = db.conn.unchecked_transaction()?;
     {
-        let mut running = tx.prepare_cached("UPDATE episodes SET outcome = 'running' WHERE id = ?1")?;
         let mut chunk = tx.prepare_cached(
-            "INSERT INTO frame_chunks (episode_id, chunk, first_step, frames, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO frame_chunks (episode_id, chunk, first_step, frames, data, timings) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let mut write = tx.prepare_cached(
             "INSERT INTO memory_writes (episode_id, seq, step, path, value) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -303,21 +471,37 @@ fn commit(db: &Db, ops: &mut Vec<Op>) -> Result<(), StoreError> {
         )?;
         for op in ops.drain(..) {
             match op {
-                Op::Running(id) => {
-                    running.execute([id])?;
+                Op::Chunk {
+                    episode,
+                    chunk: c,
+                    first_step,
+                    frames,
+                    data,
+                    timings,
+                } => {
+                    chunk.execute(params![
+                        episode,
+                        c,
+                        first_step as i64,
+                        frames,
+                        data,
+                        timings
+                    ])?;
                 }
-                Op::Chunk { episode, chunk: c, first_step, frames, data } => {
-                    chunk.execute(params![episode, c, first_step as i64, frames, data])?;
-                }
-                Op::Write { episode, seq, step, write: w } => {
+                Op::Write {
+                    episode,
+                    seq,
+                    step,
+                    write: w,
+                } => {
                     write.execute(params![episode, seq as i64, step as i64, w.path, w.value])?;
                 }
-                Op::End { episode, finish, digest } => {
-                    let final_obs = finish
-                        .final_observation
-                        .as_ref()
-                        .and_then(|o| postcard::to_allocvec(o).ok())
-                        .and_then(|raw| zstd::bulk::compress(&raw, ZSTD_LEVEL).ok());
+                Op::End {
+                    episode,
+                    finish,
+                    digest,
+                    final_observation: final_obs,
+                } => {
                     end.execute(params![
                         episode,
                         finish.outcome.as_str(),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::memory::{EpisodeMemory, MemoryBase};
 use crate::model::{EnvInfo, EpisodeEnd, Frame, LogLine, StepContext, Timing, Transition};
 use crate::plugin::{Crash, Limits, LoadError, Plugin, PluginKind};
-use crate::recorder::{EpisodeFinish, Msg, Recorder, RunRecord};
+use crate::recorder::{EpisodeFinish, EpisodeWriter, Recorder, RunRecord};
 use crate::store::{Db, StoreError};
 
 /// One step of SplitMix64: the seed stream behind every derived seed.
@@ -137,10 +137,22 @@ impl RunReport {
             episodes: n,
             success_rate: self.episodes.iter().filter(|e| e.success).count() as f64 / nf,
             mean_return: returns.clone().sum::<f64>() / nf,
-            min_return: if n == 0 { 0.0 } else { returns.clone().fold(f64::INFINITY, f64::min) },
-            max_return: if n == 0 { 0.0 } else { returns.fold(f64::NEG_INFINITY, f64::max) },
+            min_return: if n == 0 {
+                0.0
+            } else {
+                returns.clone().fold(f64::INFINITY, f64::min)
+            },
+            max_return: if n == 0 {
+                0.0
+            } else {
+                returns.fold(f64::NEG_INFINITY, f64::max)
+            },
             mean_length: self.episodes.iter().map(|e| e.length as f64).sum::<f64>() / nf,
-            crashed: self.episodes.iter().filter(|e| e.outcome == Outcome::Crashed).count(),
+            crashed: self
+                .episodes
+                .iter()
+                .filter(|e| e.outcome == Outcome::Crashed)
+                .count(),
             env_steps_per_sec: self.env_steps as f64 / self.wall.as_secs_f64().max(1e-9),
         }
     }
@@ -184,12 +196,20 @@ pub fn prepare(spec: RunSpec) -> Result<Prepared, RunError> {
     if let (Some(r), Some(rs)) = (&reward, &spec.reward) {
         r.validate(&rs.config)?;
     }
-    Ok(Prepared { spec, env, agent, reward, env_info })
+    Ok(Prepared {
+        spec,
+        env,
+        agent,
+        reward,
+        env_info,
+    })
 }
 
 fn new_run_id() -> String {
     let mut h = blake3::Hasher::new();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     h.update(&now.as_nanos().to_le_bytes());
     h.update(&std::process::id().to_le_bytes());
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -220,9 +240,14 @@ impl Prepared {
 
     /// Runs every episode on `jobs` threads and records them.
     pub fn run(&self, progress: &Progress) -> Result<RunReport, RunError> {
-        let seeds: Vec<u64> = (0..self.spec.episodes).map(|i| episode_seed(self.spec.seed, i)).collect();
+        let seeds: Vec<u64> = (0..self.spec.episodes)
+            .map(|i| episode_seed(self.spec.seed, i))
+            .collect();
         let db = Db::open(&self.spec.db)?;
-        let base = MemoryBase { agent: Arc::new(db.agent_memory()?), user: Arc::new(db.user_memory()?) };
+        let base = MemoryBase {
+            agent: Arc::new(db.agent_memory()?),
+            user: Arc::new(db.user_memory()?),
+        };
         drop(db);
         let run_id = new_run_id();
         let record = RunRecord {
@@ -240,19 +265,24 @@ impl Prepared {
             for j in 0..jobs {
                 let tx = recorder.sender();
                 let (next, seeds, ids, base) = (&next, &seeds, &recorder.episode_ids, &base);
-                let spawned = std::thread::Builder::new().name(format!("ludus-worker-{j}")).spawn_scoped(scope, move || {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&seed) = seeds.get(i as usize) else { break };
-                        let id = ids[i as usize];
-                        let _ = tx.send(Msg::Start { episode: id, index: i, seed });
-                        let finish = self.episode(seed, base.clone(), progress, &mut |frame, timing| {
-                            let _ = tx.send(Msg::Frame { episode: id, frame: Box::new(frame), timing });
-                        });
-                        let _ = tx.send(Msg::End { episode: id, finish: Box::new(finish) });
-                        progress.episodes_done.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
+                let spawned = std::thread::Builder::new()
+                    .name(format!("ludus-worker-{j}"))
+                    .spawn_scoped(scope, move || {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(&seed) = seeds.get(i as usize) else {
+                                break;
+                            };
+                            let mut writer =
+                                EpisodeWriter::start(tx.clone(), ids[i as usize], i, seed);
+                            let finish =
+                                self.episode(seed, base.clone(), progress, &mut |frame, timing| {
+                                    writer.push(&frame, timing);
+                                });
+                            writer.end(finish);
+                            progress.episodes_done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
                 if let Err(e) = spawned {
                     tracing::error!("cannot start worker thread {j}: {e}");
                 }
@@ -261,7 +291,13 @@ impl Prepared {
         let wall = started.elapsed();
         let episodes = recorder.finish()?;
         let env_steps = progress.steps.load(Ordering::Relaxed);
-        Ok(RunReport { run_id, db: self.spec.db.clone(), episodes, wall, env_steps })
+        Ok(RunReport {
+            run_id,
+            db: self.spec.db.clone(),
+            episodes,
+            wall,
+            env_steps,
+        })
     }
 
     /// Runs one episode, handing each frame to `sink` as it is made.
@@ -298,11 +334,19 @@ impl Prepared {
         sink: &mut dyn FnMut(Frame, Timing),
         finish: &mut EpisodeFinish,
     ) -> Result<(), Crash> {
-        let config_err = |role: &str, m: String| Crash { message: format!("{role} rejected its config: {m}") };
+        let config_err = |role: &str, m: String| Crash {
+            message: format!("{role} rejected its config: {m}"),
+        };
         let mut env = self.env.env(derived_seed(seed, 0))?;
-        let info = env.init(&self.spec.env.config)?.map_err(|m| config_err("env", m))?;
-        let mut agent = self.agent.agent(derived_seed(seed, 1), EpisodeMemory::new(memory))?;
-        agent.init(&self.spec.agent.config)?.map_err(|m| config_err("agent", m))?;
+        let info = env
+            .init(&self.spec.env.config)?
+            .map_err(|m| config_err("env", m))?;
+        let mut agent = self
+            .agent
+            .agent(derived_seed(seed, 1), EpisodeMemory::new(memory))?;
+        agent
+            .init(&self.spec.agent.config)?
+            .map_err(|m| config_err("agent", m))?;
         let mut reward = match (&self.reward, &self.spec.reward) {
             (Some(p), Some(s)) => {
                 let mut r = p.reward(derived_seed(seed, 2))?;
@@ -347,7 +391,8 @@ impl Prepared {
             };
             let t2 = Instant::now();
             terminated = result.terminated;
-            truncated = result.truncated || (!terminated && info.max_steps > 0 && step + 1 >= info.max_steps);
+            truncated = result.truncated
+                || (!terminated && info.max_steps > 0 && step + 1 >= info.max_steps);
             let (recorded, success, note, next, taken, observation_prev, info_text);
             match reward.as_mut() {
                 Some(r) => {
@@ -431,7 +476,11 @@ impl Prepared {
                 break;
             }
         }
-        finish.outcome = if terminated { Outcome::Terminated } else { Outcome::Truncated };
+        finish.outcome = if terminated {
+            Outcome::Terminated
+        } else {
+            Outcome::Truncated
+        };
         finish.success = success_flag.unwrap_or(false);
         finish.final_observation = Some(observation);
         let end = EpisodeEnd {

@@ -18,7 +18,9 @@ pub enum StoreError {
     Open { path: PathBuf, message: String },
     #[error("database {path} is not a ludus database (or is corrupt): {message}")]
     Corrupt { path: PathBuf, message: String },
-    #[error("database {path} was written by a newer ludus (schema {found}, this ludus reads {SCHEMA_VERSION}): upgrade ludus")]
+    #[error(
+        "database {path} was written by a newer ludus (schema {found}, this ludus reads {SCHEMA_VERSION}): upgrade ludus"
+    )]
     NewerSchema { path: PathBuf, found: i64 },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
@@ -65,7 +67,10 @@ CREATE TABLE IF NOT EXISTS frame_chunks (
     chunk INTEGER NOT NULL,
     first_step INTEGER NOT NULL,
     frames INTEGER NOT NULL,
+    -- zstd(postcard Frame records back to back)
     data BLOB NOT NULL,
+    -- zstd(postcard Timing records back to back)
+    timings BLOB NOT NULL,
     PRIMARY KEY (episode_id, chunk)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memory_writes (
@@ -170,31 +175,56 @@ impl Db {
     /// Opens (creating if needed) a ludus database, and marks the episodes of
     /// runs whose process died (e.g. SIGKILL) as `interrupted`.
     pub fn open(path: &Path) -> Result<Db, StoreError> {
-        let open_err = |e: rusqlite::Error| StoreError::Open { path: path.to_path_buf(), message: e.to_string() };
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
         let conn = Connection::open(path).map_err(open_err)?;
-        let corrupt = |e: rusqlite::Error| StoreError::Corrupt { path: path.to_path_buf(), message: e.to_string() };
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(corrupt)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(corrupt)?;
+        let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(corrupt)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(corrupt)?;
         conn.execute_batch(SCHEMA).map_err(corrupt)?;
         let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(corrupt)?;
         match version.as_deref().map(str::parse::<i64>) {
             None => {
-                conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])
-                    .map_err(corrupt)?;
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )
+                .map_err(corrupt)?;
             }
             Some(Ok(v)) if v > SCHEMA_VERSION => {
-                return Err(StoreError::NewerSchema { path: path.to_path_buf(), found: v });
+                return Err(StoreError::NewerSchema {
+                    path: path.to_path_buf(),
+                    found: v,
+                });
             }
             Some(Ok(_)) => {}
             Some(Err(_)) => {
-                return Err(StoreError::Corrupt { path: path.to_path_buf(), message: "bad schema_version".into() });
+                return Err(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: "bad schema_version".into(),
+                });
             }
         }
-        let db = Db { conn, path: path.to_path_buf() };
+        let db = Db {
+            conn,
+            path: path.to_path_buf(),
+        };
         db.mark_interrupted()?;
         Ok(db)
     }
@@ -204,7 +234,9 @@ impl Db {
     }
 
     fn mark_interrupted(&self) -> Result<(), StoreError> {
-        let mut stmt = self.conn.prepare("SELECT id, pid FROM runs WHERE status = 'running'")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, pid FROM runs WHERE status = 'running'")?;
         let dead: Vec<String> = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
             .filter_map(Result::ok)
@@ -217,9 +249,14 @@ impl Db {
                 "UPDATE episodes SET outcome = 'interrupted' WHERE run_id = ?1 AND outcome IN ('pending', 'running')",
                 [&run],
             )?;
-            tx.execute("UPDATE runs SET status = 'interrupted', finished_at = ?2 WHERE id = ?1", params![run, now_rfc3339()])?;
+            tx.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?2 WHERE id = ?1",
+                params![run, now_rfc3339()],
+            )?;
             tx.commit()?;
-            tracing::warn!("run {run} was interrupted (its process is gone): {n} episodes marked interrupted");
+            tracing::warn!(
+                "run {run} was interrupted (its process is gone): {n} episodes marked interrupted"
+            );
         }
         Ok(())
     }
@@ -264,25 +301,38 @@ impl Db {
     }
 
     pub fn episodes(&self, run_id: &str) -> Result<Vec<EpisodeRow>, StoreError> {
-        let sql = format!("SELECT {} FROM episodes WHERE run_id = ?1 ORDER BY idx", Self::EPISODE_COLUMNS);
+        let sql = format!(
+            "SELECT {} FROM episodes WHERE run_id = ?1 ORDER BY idx",
+            Self::EPISODE_COLUMNS
+        );
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map([run_id], Self::episode_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn episode(&self, id: i64) -> Result<EpisodeRow, StoreError> {
-        let sql = format!("SELECT {} FROM episodes WHERE id = ?1", Self::EPISODE_COLUMNS);
-        self.conn.query_row(&sql, [id], Self::episode_row).optional()?.ok_or(StoreError::NoEpisode(id))
+        let sql = format!(
+            "SELECT {} FROM episodes WHERE id = ?1",
+            Self::EPISODE_COLUMNS
+        );
+        self.conn
+            .query_row(&sql, [id], Self::episode_row)
+            .optional()?
+            .ok_or(StoreError::NoEpisode(id))
     }
 
     /// Every recorded frame of an episode, in order, with its timings.
     pub fn frames(&self, episode: i64) -> Result<Vec<(Frame, Timing)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT data FROM frame_chunks WHERE episode_id = ?1 ORDER BY chunk")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT data, timings FROM frame_chunks WHERE episode_id = ?1 ORDER BY chunk",
+        )?;
         let mut rows = stmt.query([episode])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let data: Vec<u8> = row.get(0)?;
-            decode_chunk(&data, &mut out).map_err(|message| StoreError::Decode { episode, message })?;
+            let timings: Vec<u8> = row.get(1)?;
+            decode_chunk(&data, &timings, &mut out)
+                .map_err(|message| StoreError::Decode { episode, message })?;
         }
         Ok(out)
     }
@@ -292,19 +342,36 @@ impl Db {
     pub fn final_observation(&self, episode: i64) -> Result<Option<Observation>, StoreError> {
         let blob: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT final_observation FROM episodes WHERE id = ?1", [episode], |r| r.get(0))
+            .query_row(
+                "SELECT final_observation FROM episodes WHERE id = ?1",
+                [episode],
+                |r| r.get(0),
+            )
             .optional()?
             .flatten();
         let Some(blob) = blob else { return Ok(None) };
-        let raw = zstd::decode_all(&blob[..]).map_err(|e| StoreError::Decode { episode, message: e.to_string() })?;
-        postcard::from_bytes(&raw).map(Some).map_err(|e| StoreError::Decode { episode, message: e.to_string() })
+        let raw = zstd::decode_all(&blob[..]).map_err(|e| StoreError::Decode {
+            episode,
+            message: e.to_string(),
+        })?;
+        postcard::from_bytes(&raw)
+            .map(Some)
+            .map_err(|e| StoreError::Decode {
+                episode,
+                message: e.to_string(),
+            })
     }
 
     pub fn memory_writes(&self, episode: i64) -> Result<Vec<StoredWrite>, StoreError> {
-        let mut stmt =
-            self.conn.prepare("SELECT step, path, value FROM memory_writes WHERE episode_id = ?1 ORDER BY seq")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT step, path, value FROM memory_writes WHERE episode_id = ?1 ORDER BY seq",
+        )?;
         let rows = stmt.query_map([episode], |r| {
-            Ok(StoredWrite { step: r.get::<_, i64>(0)? as u64, path: r.get(1)?, value: r.get(2)? })
+            Ok(StoredWrite {
+                step: r.get::<_, i64>(0)? as u64,
+                path: r.get(1)?,
+                value: r.get(2)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -316,7 +383,10 @@ impl Db {
 
     /// `/agent/...` as a run's episodes saw it when the run started.
     pub fn run_agent_memory(&self, run_id: &str) -> Result<BTreeMap<String, String>, StoreError> {
-        self.map("SELECT path, value FROM run_agent_memory WHERE run_id = ?1", [run_id])
+        self.map(
+            "SELECT path, value FROM run_agent_memory WHERE run_id = ?1",
+            [run_id],
+        )
     }
 
     /// The user's `/user/...` memory.
@@ -335,7 +405,11 @@ impl Db {
         Ok(())
     }
 
-    fn map<P: rusqlite::Params>(&self, sql: &str, p: P) -> Result<BTreeMap<String, String>, StoreError> {
+    fn map<P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        p: P,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
         let mut stmt = self.conn.prepare(sql)?;
         let rows = stmt.query_map(p, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -343,14 +417,33 @@ impl Db {
 }
 
 /// Appends the frames of one compressed chunk to `out`.
-pub(crate) fn decode_chunk(data: &[u8], out: &mut Vec<(Frame, Timing)>) -> Result<(), String> {
+pub(crate) fn decode_chunk(
+    data: &[u8],
+    timings: &[u8],
+    out: &mut Vec<(Frame, Timing)>,
+) -> Result<(), String> {
     let raw = zstd::decode_all(data).map_err(|e| e.to_string())?;
-    let mut rest = &raw[..];
+    let raw_timings = zstd::decode_all(timings).map_err(|e| e.to_string())?;
+    let (mut rest, mut rest_t) = (&raw[..], &raw_timings[..]);
     while !rest.is_empty() {
-        let (frame, r): (Frame, &[u8]) = postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
-        let (timing, r): (Timing, &[u8]) = postcard::take_from_bytes(r).map_err(|e| e.to_string())?;
+        let (frame, r): (Frame, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
+        let (timing, rt): (Timing, &[u8]) =
+            postcard::take_from_bytes(rest_t).unwrap_or_default_timing();
         out.push((frame, timing));
         rest = r;
+        rest_t = rt;
     }
     Ok(())
+}
+
+trait OrDefaultTiming<'a> {
+    fn unwrap_or_default_timing(self) -> (Timing, &'a [u8]);
+}
+
+impl<'a> OrDefaultTiming<'a> for Result<(Timing, &'a [u8]), postcard::Error> {
+    /// Timings are informative: a missing or short timings record gives zeros.
+    fn unwrap_or_default_timing(self) -> (Timing, &'a [u8]) {
+        self.unwrap_or((Timing::default(), &[]))
+    }
 }

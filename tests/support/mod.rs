@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Builds every plugin once per test process and returns the folder of .wasm files.
@@ -16,7 +19,10 @@ pub fn plugins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let script = root().join("scripts/build-plugins.sh");
-        let out = Command::new("bash").arg(&script).output().expect("run build-plugins.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("run build-plugins.sh");
         assert!(
             out.status.success(),
             "building plugins failed:\n{}\n{}",
@@ -58,7 +64,8 @@ impl Run {
     /// Asserts success and returns stdout parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
         assert_eq!(self.code(), 0, "{}", self.describe());
-        serde_json::from_str(&self.stdout()).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.describe()))
+        serde_json::from_str(&self.stdout())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.describe()))
     }
     /// Asserts the exit code and returns stderr.
     pub fn fails_with(&self, code: i32) -> String {
@@ -72,7 +79,10 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
     let out = Command::new(env!("CARGO_BIN_EXE_ludus"))
         .args(&args)
         .env_remove("LUDUS_LOG")

@@ -61,10 +61,14 @@ macro_rules! export_agent {
                         $crate::Agent::begin_episode(s.agent(), &env, &task, seed)
                     })
                 }
-                fn act(observation: $crate::Observation, context: $crate::StepContext) -> $crate::Action {
-                    __STATE.with_borrow_mut(|s| $crate::Agent::act(s.agent(), &observation, &context))
+                fn act(
+                    observation: $crate::Observation,
+                    context: $crate::StepContext,
+                ) -> $crate::Action {
+                    __STATE
+                        .with_borrow_mut(|s| $crate::Agent::act(s.agent(), &observation, &context))
                 }
-                fn end_episode(end: $crate::EpisodeEnd) {
+        fn end_episode(end: $crate::EpisodeEnd) {
                     __STATE.with_borrow_mut(|s| $crate::Agent::end_episode(s.agent(), &end))
                 }
             }

@@ -28,7 +28,12 @@ pub struct EnvState<E: Env> {
 
 impl<E: Env> Default for EnvState<E> {
     fn default() -> Self {
-        EnvState { config: None, info: None, env: None, batch: Vec::new() }
+        EnvState {
+            config: None,
+            info: None,
+            env: None,
+            batch: Vec::new(),
+        }
     }
 }
 
@@ -76,7 +81,11 @@ impl<E: Env> EnvState<E> {
             let (mut env, _) = E::init(&config)?;
             let reset = env.reset(seed);
             push_vector(&mut out, &reset.observation, size);
-            self.batch.push(Copy { env, seed, steps: 0 });
+            self.batch.push(Copy {
+                env,
+                seed,
+                steps: 0,
+            });
         }
         Ok(out)
     }
@@ -89,7 +98,10 @@ impl<E: Env> EnvState<E> {
         let width = if discrete {
             1
         } else {
-            info.action_space.continuous.as_ref().map_or(1, |b| b.low.len().max(1))
+            info.action_space
+                .continuous
+                .as_ref()
+                .map_or(1, |b| b.low.len().max(1))
         };
         let max_steps = info.max_steps;
         if actions.len() != n * width {
@@ -108,7 +120,9 @@ impl<E: Env> EnvState<E> {
             copy.steps += 1;
             let truncated = step.truncated || (max_steps > 0 && copy.steps >= max_steps);
             result.rewards.push(step.reward);
-            result.flags.push(u8::from(step.terminated) | (u8::from(truncated) << 1));
+            result
+                .flags
+                .push(u8::from(step.terminated) | (u8::from(truncated) << 1));
             if step.terminated || truncated {
                 copy.seed = util::next_seed(copy.seed);
                 copy.steps = 0;
@@ -165,7 +179,7 @@ macro_rules! export_env {
                     __STATE.with_borrow_mut(|s| s.batch_step(actions))
                 }
             }
-            $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);
+    $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);
         };
     };
 }

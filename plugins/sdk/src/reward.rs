@@ -52,7 +52,7 @@ macro_rules! export_reward {
                     __STATE.with_borrow_mut(|s| $crate::Reward::score(s.reward(), &transition))
                 }
             }
-            $crate::bindings::__export_world!(__LudusReward with_types_in $crate::bindings);
+    $crate::bindings::__export_world!(__LudusReward with_types_in $crate::bindings);
         };
     };
 }

@@ -2,12 +2,18 @@ use crate::{Observation, Part, Value};
 
 /// A one-part observation holding a vector.
 pub fn vector_observation(name: &str, values: Vec<f32>) -> Observation {
-    vec![Part { name: name.to_string(), value: Value::Vector(values) }]
+    vec![Part {
+        name: name.to_string(),
+        value: Value::Vector(values),
+    }]
 }
 
 /// The value of the part called `name`.
 pub fn part<'a>(observation: &'a [Part], name: &str) -> Option<&'a Value> {
-    observation.iter().find(|p| p.name == name).map(|p| &p.value)
+    observation
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| &p.value)
 }
 
 /// The vector part called `name`.
@@ -51,7 +57,9 @@ pub fn parse_config(config: &str) -> Result<Vec<(String, String)>, String> {
 
 /// Parses one numeric config value, naming the key on error.
 pub fn parse_value<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
-    value.parse().map_err(|_| format!("config key `{key}`: cannot parse `{value}`"))
+    value
+        .parse()
+        .map_err(|_| format!("config key `{key}`: cannot parse `{value}`"))
 }
 
 /// A small, fast, deterministic random number generator (SplitMix64).
@@ -91,5 +99,9 @@ pub fn next_seed(seed: u64) -> u64 {
 
 /// `{"success": true}` or `{}`.
 pub fn success_info(success: bool) -> String {
-    if success { r#"{"success":true}"#.to_string() } else { "{}".to_string() }
+    if success {
+        r#"{"success":true}"#.to_string()
+    } else {
+        "{}".to_string()
+    }
 }

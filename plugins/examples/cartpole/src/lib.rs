@@ -47,12 +47,23 @@ impl Env for CartPoleEnv {
             max_steps: physics::MAX_STEPS,
             vector_size: 4,
         };
-        Ok((CartPoleEnv { sim: CartPole::default(), rng: Rng::new(0) }, info))
+        Ok((
+            CartPoleEnv {
+                sim: CartPole::default(),
+                rng: Rng::new(0),
+            },
+            info,
+        ))
     }
 
     fn reset(&mut self, seed: u64) -> ResetResult {
         self.rng = Rng::new(seed);
-        let u = [self.rng.next_f64(), self.rng.next_f64(), self.rng.next_f64(), self.rng.next_f64()];
+        let u = [
+            self.rng.next_f64(),
+            self.rng.next_f64(),
+            self.rng.next_f64(),
+            self.rng.next_f64(),
+        ];
         self.sim.reset(u);
         ResetResult {
             observation: self.observation(),
@@ -73,7 +84,11 @@ impl Env for CartPoleEnv {
             reward,
             terminated,
             truncated,
-            info: if truncated { success_info(true) } else { String::new() },
+            info: if truncated {
+                success_info(true)
+            } else {
+                String::new()
+            },
         }
     }
 }

@@ -20,7 +20,11 @@ impl Reward for DistanceReward {
         for (k, v) in parse_config(config)? {
             match k.as_str() {
                 "scale" => scale = parse_value(&k, &v)?,
-                _ => return Err(format!("distance-reward: unknown config key `{k}` (known: scale)")),
+                _ => {
+                    return Err(format!(
+                        "distance-reward: unknown config key `{k}` (known: scale)"
+                    ));
+                }
             }
         }
         let info = RewardInfo {

@@ -17,7 +17,11 @@ pub struct Grid {
 impl Grid {
     /// Parses the maze's `grid` text part; `@` marks the agent.
     pub fn parse(text: &str) -> Option<Grid> {
-        let rows: Vec<&[u8]> = text.lines().map(str::as_bytes).filter(|r| !r.is_empty()).collect();
+        let rows: Vec<&[u8]> = text
+            .lines()
+            .map(str::as_bytes)
+            .filter(|r| !r.is_empty())
+            .collect();
         let width = rows.first()?.len();
         let mut cells = Vec::with_capacity(width * rows.len());
         let mut agent = None;
@@ -34,7 +38,12 @@ impl Grid {
                 }
             }
         }
-        Some(Grid { width, height: rows.len(), cells, agent: agent? })
+        Some(Grid {
+            width,
+            height: rows.len(),
+            cells,
+            agent: agent?,
+        })
     }
 
     pub fn at(&self, x: usize, y: usize) -> u8 {
@@ -58,7 +67,10 @@ pub fn key_bit(c: u8) -> u32 {
 
 /// Bitmask of the keys in a `keys` text part.
 pub fn key_mask(keys: &str) -> u32 {
-    keys.bytes().filter(u8::is_ascii_lowercase).map(key_bit).fold(0, |a, b| a | b)
+    keys.bytes()
+        .filter(u8::is_ascii_lowercase)
+        .map(key_bit)
+        .fold(0, |a, b| a | b)
 }
 
 /// Shortest action sequence from the agent to `G`, picking up keys to pass
@@ -79,10 +91,15 @@ pub fn solve(grid: &Grid, keys: u32, allowed: impl Fn(usize, usize) -> bool) -> 
             while cur != start {
                 let before = prev[cur] as usize;
                 let (c, b) = (cur / 64, before / 64);
-                let (cx, cy, bx, by) = (c % grid.width, c / grid.width, b % grid.width, b / grid.width);
-                let m = MOVES
-                    .iter()
-                    .position(|&(dx, dy)| bx as i32 + dx == cx as i32 && by as i32 + dy == cy as i32)?;
+                let (cx, cy, bx, by) = (
+                    c % grid.width,
+                    c / grid.width,
+                    b % grid.width,
+                    b / grid.width,
+                );
+                let m = MOVES.iter().position(|&(dx, dy)| {
+                    bx as i32 + dx == cx as i32 && by as i32 + dy == cy as i32
+                })?;
                 actions.push(m as u32);
                 cur = before;
             }
@@ -90,7 +107,9 @@ pub fn solve(grid: &Grid, keys: u32, allowed: impl Fn(usize, usize) -> bool) -> 
             return Some(actions);
         }
         for m in 0..4 {
-            let Some(q) = grid.neighbour(p, m) else { continue };
+            let Some(q) = grid.neighbour(p, m) else {
+                continue;
+            };
             if !allowed(q.0, q.1) {
                 continue;
             }
@@ -113,7 +132,9 @@ pub fn solve(grid: &Grid, keys: u32, allowed: impl Fn(usize, usize) -> bool) -> 
 
 /// FNV-1a, for naming layouts in memory.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 pub fn encode_actions(actions: &[u32]) -> String {
@@ -121,7 +142,9 @@ pub fn encode_actions(actions: &[u32]) -> String {
 }
 
 pub fn decode_actions(text: &str) -> Option<Vec<u32>> {
-    text.chars().map(|c| LETTERS.iter().position(|&l| l == c).map(|p| p as u32)).collect()
+    text.chars()
+        .map(|c| LETTERS.iter().position(|&l| l == c).map(|p| p as u32))
+        .collect()
 }
 
 #[cfg(test)]

@@ -17,7 +17,14 @@ impl Agent for MazeSolver {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Plans the shortest path through keys and doors.".into(),
         };
-        Ok((MazeSolver { plan: Vec::new(), next: 0, expected: None }, info))
+        Ok((
+            MazeSolver {
+                plan: Vec::new(),
+                next: 0,
+                expected: None,
+            },
+            info,
+        ))
     }
 
     fn begin_episode(&mut self, _env: &EnvInfo, _task: &str, _seed: u64) {
@@ -45,7 +52,9 @@ impl Agent for MazeSolver {
                 }
             }
         }
-        let Some(&a) = self.plan.get(self.next) else { return Action::Noop };
+        let Some(&a) = self.plan.get(self.next) else {
+            return Action::Noop;
+        };
         self.next += 1;
         self.expected = grid.neighbour(grid.agent, a as usize);
         Action::Discrete(a)

@@ -46,7 +46,10 @@ impl Maze {
             for (dx, dy) in MOVES {
                 let nx = x as i32 + dx * 2;
                 let ny = y as i32 + dy * 2;
-                if nx > 0 && ny > 0 && (nx as usize) < n - 1 && (ny as usize) < n - 1
+                if nx > 0
+                    && ny > 0
+                    && (nx as usize) < n - 1
+                    && (ny as usize) < n - 1
                     && self.at(nx as usize, ny as usize) == b'#'
                 {
                     options.push((nx as usize, ny as usize, dx, dy));
@@ -110,7 +113,8 @@ impl Maze {
             for (dx, dy) in MOVES {
                 let (nx, ny) = ((x as i32 + dx) as usize, (y as i32 + dy) as usize);
                 let c = self.at(nx, ny);
-                let closed = c == b'#' || (c.is_ascii_uppercase() && c != b'G' && (c - b'A') as usize >= first_closed);
+                let closed = c == b'#'
+                    || (c.is_ascii_uppercase() && c != b'G' && (c - b'A') as usize >= first_closed);
                 if !closed && !seen[ny * self.size + nx] {
                     seen[ny * self.size + nx] = true;
                     queue.push_back((nx, ny));
@@ -152,15 +156,31 @@ impl Maze {
         let mut grid = String::with_capacity(self.size * (self.size + 1));
         for y in 0..self.size {
             for x in 0..self.size {
-                grid.push(if (x, y) == self.pos { '@' } else { self.at(x, y) as char });
+                grid.push(if (x, y) == self.pos {
+                    '@'
+                } else {
+                    self.at(x, y) as char
+                });
             }
             grid.push('\n');
         }
         vec![
-            Part { name: "grid".into(), value: Value::Text(grid) },
-            Part { name: "position".into(), value: Value::Vector(vec![self.pos.0 as f32, self.pos.1 as f32]) },
-            Part { name: "goal".into(), value: Value::Vector(vec![self.goal.0 as f32, self.goal.1 as f32]) },
-            Part { name: "keys".into(), value: Value::Text(self.keys.clone()) },
+            Part {
+                name: "grid".into(),
+                value: Value::Text(grid),
+            },
+            Part {
+                name: "position".into(),
+                value: Value::Vector(vec![self.pos.0 as f32, self.pos.1 as f32]),
+            },
+            Part {
+                name: "goal".into(),
+                value: Value::Vector(vec![self.goal.0 as f32, self.goal.1 as f32]),
+            },
+            Part {
+                name: "keys".into(),
+                value: Value::Text(self.keys.clone()),
+            },
         ]
     }
 }
@@ -173,11 +193,17 @@ impl Env for Maze {
                 "size" => size = parse_value(&k, &v)?,
                 "doors" => doors = parse_value(&k, &v)?,
                 "max_steps" => max_steps = Some(parse_value(&k, &v)?),
-                _ => return Err(format!("maze: unknown config key `{k}` (known: size, doors, max_steps)")),
+                _ => {
+                    return Err(format!(
+                        "maze: unknown config key `{k}` (known: size, doors, max_steps)"
+                    ));
+                }
             }
         }
         if !(5..=63).contains(&size) || size % 2 == 0 {
-            return Err(format!("maze: size must be odd and within 5..=63 (got {size})"));
+            return Err(format!(
+                "maze: size must be odd and within 5..=63 (got {size})"
+            ));
         }
         if doors > 4 {
             return Err(format!("maze: doors must be within 0..=4 (got {doors})"));
@@ -188,16 +214,30 @@ impl Env for Maze {
             version: env!("CARGO_PKG_VERSION").into(),
             description: format!("A {size}x{size} maze with {doors} locked door(s); reach G."),
             observation_space: vec![
-                NamedSpace { name: "grid".into(), space: PartSpace::Text((size * (size + 1)) as u32) },
+                NamedSpace {
+                    name: "grid".into(),
+                    space: PartSpace::Text((size * (size + 1)) as u32),
+                },
                 NamedSpace {
                     name: "position".into(),
-                    space: PartSpace::Box(BoxSpace { shape: vec![2], low: vec![0.0; 2], high: vec![size as f32; 2] }),
+                    space: PartSpace::Box(BoxSpace {
+                        shape: vec![2],
+                        low: vec![0.0; 2],
+                        high: vec![size as f32; 2],
+                    }),
                 },
                 NamedSpace {
                     name: "goal".into(),
-                    space: PartSpace::Box(BoxSpace { shape: vec![2], low: vec![0.0; 2], high: vec![size as f32; 2] }),
+                    space: PartSpace::Box(BoxSpace {
+                        shape: vec![2],
+                        low: vec![0.0; 2],
+                        high: vec![size as f32; 2],
+                    }),
                 },
-                NamedSpace { name: "keys".into(), space: PartSpace::Text(8) },
+                NamedSpace {
+                    name: "keys".into(),
+                    space: PartSpace::Text(8),
+                },
             ],
             action_space: ActionSpace {
                 discrete: Some(4),
@@ -238,7 +278,10 @@ impl Env for Maze {
         if let Action::Discrete(a) = action
             && let Some(&(dx, dy)) = MOVES.get(*a as usize)
         {
-            let (nx, ny) = ((self.pos.0 as i32 + dx) as usize, (self.pos.1 as i32 + dy) as usize);
+            let (nx, ny) = (
+                (self.pos.0 as i32 + dx) as usize,
+                (self.pos.1 as i32 + dy) as usize,
+            );
             let c = self.at(nx, ny);
             match c {
                 b'#' => note = "wall",

@@ -52,17 +52,24 @@ impl Agent for MemoryAgent {
             self.next += 1;
             return Action::Discrete(a);
         }
-        self.explore(&grid, key_mask(text_part(observation, "keys").unwrap_or("")))
+        self.explore(
+            &grid,
+            key_mask(text_part(observation, "keys").unwrap_or("")),
+        )
     }
 
     fn end_episode(&mut self, end: &EpisodeEnd) {
         if !end.success || !self.replay.is_empty() {
             return;
         }
-        let (Some(key), Some(start)) = (&self.layout_key, &self.start) else { return };
+        let (Some(key), Some(start)) = (&self.layout_key, &self.start) else {
+            return;
+        };
         let visited = &self.visited;
         // The goal cell itself is never observed from inside: allow it too.
-        if let Some(path) = solve(start, 0, |x, y| visited.contains(&(x, y)) || start.at(x, y) == b'G') {
+        if let Some(path) = solve(start, 0, |x, y| {
+            visited.contains(&(x, y)) || start.at(x, y) == b'G'
+        }) {
             match memory::write(key, &encode_actions(&path)) {
                 Ok(()) => log::info(&format!("remembered a {}-step path at {key}", path.len())),
                 Err(e) => log::warn(&format!("could not remember the path: {e}")),
@@ -103,7 +110,9 @@ impl MemoryAgent {
             self.stack.push(grid.agent);
         }
         for m in 0..4 {
-            let Some(q) = grid.neighbour(grid.agent, m) else { continue };
+            let Some(q) = grid.neighbour(grid.agent, m) else {
+                continue;
+            };
             let c = grid.at(q.0, q.1);
             let open = match c {
                 b'#' => false,

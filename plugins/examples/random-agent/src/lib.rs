@@ -16,7 +16,13 @@ impl Agent for RandomAgent {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Uniformly random actions.".into(),
         };
-        Ok((RandomAgent { rng: Rng::new(0), space: None }, info))
+        Ok((
+            RandomAgent {
+                rng: Rng::new(0),
+                space: None,
+            },
+            info,
+        ))
     }
 
     fn begin_episode(&mut self, env: &EnvInfo, _task: &str, seed: u64) {
@@ -25,7 +31,9 @@ impl Agent for RandomAgent {
     }
 
     fn act(&mut self, _observation: &Observation, _context: &StepContext) -> Action {
-        let Some(space) = &self.space else { return Action::Noop };
+        let Some(space) = &self.space else {
+            return Action::Noop;
+        };
         if let Some(n) = space.discrete {
             return Action::Discrete(self.rng.below(n.max(1)));
         }
@@ -34,7 +42,11 @@ impl Agent for RandomAgent {
                 .low
                 .iter()
                 .zip(&b.high)
-                .map(|(l, h)| self.rng.uniform(f64::from(l.max(-1e3)), f64::from(h.min(1e3))) as f32)
+                .map(|(l, h)| {
+                    self.rng
+                        .uniform(f64::from(l.max(-1e3)), f64::from(h.min(1e3)))
+                        as f32
+                })
                 .collect();
             return Action::Continuous(v);
         }

@@ -1,0 +1,438 @@
+//! `ludus bench`: CartPole steps per second on one thread, four ways: native
+//! Rust, through wasm one env per call, through wasm batched, and through wasm
+//! with every frame recorded to SQLite. The gaps between them are the cost of
+//! the sandbox, of crossing into it per step, and of recording.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::model::{Action, Frame, Observation, Timing};
+use crate::plugin::{EnvInstance, Limits, LoadError, Plugin, PluginKind};
+use crate::recorder::{EpisodeFinish, EpisodeWriter, Recorder, RunRecord};
+use crate::run::{Outcome, splitmix64};
+use crate::store::StoreError;
+
+// The very file the cartpole plugin compiles to wasm, so the native figure
+// measures the same code as the wasm figures, not a look-alike.
+#[path = "../../plugins/examples/cartpole/src/physics.rs"]
+#[allow(dead_code)]
+mod cartpole_physics;
+
+use cartpole_physics::CartPole;
+
+/// Warm-up before each measurement (JIT-free, but caches, branch predictors
+/// and the allocator settle).
+const WARMUP: Duration = Duration::from_millis(200);
+/// Steps between two looks at the clock.
+const CLOCK_EVERY: u64 = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("benchmark: {0}")]
+    Crash(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<crate::plugin::Crash> for BenchError {
+    fn from(c: crate::plugin::Crash) -> Self {
+        BenchError::Crash(c.message)
+    }
+}
+
+/// The figures of one `ludus bench`.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// Seconds each measurement ran for.
+    pub seconds: f64,
+    /// Environment copies per call in the batched measurement.
+    pub batch: usize,
+    pub native_steps_per_sec: f64,
+    pub wasm_single_steps_per_sec: f64,
+    pub wasm_batched_steps_per_sec: f64,
+    pub wasm_recorded_steps_per_sec: f64,
+    /// wasm one env per call / native.
+    pub wasm_single_vs_native: f64,
+    /// wasm batched / native.
+    pub wasm_batched_vs_native: f64,
+    /// wasm recorded / native.
+    pub wasm_recorded_vs_native: f64,
+    /// wasm batched / wasm one env per call.
+    pub wasm_batched_vs_single: f64,
+    /// wasm recorded / wasm unrecorded (one env per call).
+    pub recorded_vs_unrecorded: f64,
+    /// Extra time per step that recording costs, in percent of an unrecorded step.
+    pub recording_overhead_percent: f64,
+    /// Frames recorded, episodes recorded, and the database's size afterwards.
+    pub recorded_frames: u64,
+    pub recorded_episodes: u64,
+    pub recorded_db_bytes: u64,
+}
+
+impl BenchReport {
+    pub fn ns_per_step(steps_per_sec: f64) -> f64 {
+        if steps_per_sec > 0.0 {
+            1e9 / steps_per_sec
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+/// A uniform draw in [0, 1) from the top 53 bits.
+fn uniform(rng: &mut u64) -> f64 {
+    (splitmix64(rng) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// Calls `chunk` (which does about [`CLOCK_EVERY`] steps and returns how many;
+/// 0 stops early) until `duration` has passed since `start`. Returns the steps.
+fn run_until(
+    start: Instant,
+    duration: Duration,
+    mut chunk: impl FnMut() -> Result<u64, BenchError>,
+) -> Result<u64, BenchError> {
+    let mut steps = 0u64;
+    loop {
+        let n = chunk()?;
+        steps += n;
+        if n == 0 || start.elapsed() >= duration {
+            return Ok(steps);
+        }
+    }
+}
+
+/// Warms up, then measures; returns (steps, elapsed).
+fn measure(
+    seconds: Duration,
+    mut chunk: impl FnMut() -> Result<u64, BenchError>,
+) -> Result<(u64, Duration), BenchError> {
+    run_until(Instant::now(), WARMUP, &mut chunk)?;
+    let start = Instant::now();
+    let steps = run_until(start, seconds, &mut chunk)?;
+    Ok((steps, start.elapsed()))
+}
+
+fn rate(steps: u64, elapsed: Duration) -> f64 {
+    steps as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Measures CartPole at `cartpole` for `seconds` per mode (after a short
+/// warm-up each), on the calling thread; the batched mode steps `batch`
+/// copies per call.
+pub fn run_bench(cartpole: &Path, seconds: f64, batch: usize) -> Result<BenchReport, BenchError> {
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(BenchError::Invalid(format!(
+            "--seconds must be a positive number (got {seconds})"
+        )));
+    }
+    if batch == 0 {
+        return Err(BenchError::Invalid("--batch must be at least 1".into()));
+    }
+    let plugin = Plugin::load(cartpole, PluginKind::Env, Limits::DEFAULT)?;
+    let duration = Duration::from_secs_f64(seconds);
+
+    let native = rate_native(duration)?;
+    let (single, single_episodes_per_sec) = rate_single(&plugin, duration)?;
+    let batched = rate_batched(&plugin, duration, batch)?;
+    let recorded = rate_recorded(&plugin, duration, single_episodes_per_sec)?;
+
+    Ok(BenchReport {
+        seconds,
+        batch,
+        native_steps_per_sec: native,
+        wasm_single_steps_per_sec: single,
+        wasm_batched_steps_per_sec: batched,
+        wasm_recorded_steps_per_sec: recorded.steps_per_sec,
+        wasm_single_vs_native: ratio(single, native),
+        wasm_batched_vs_native: ratio(batched, native),
+        wasm_recorded_vs_native: ratio(recorded.steps_per_sec, native),
+        wasm_batched_vs_single: ratio(batched, single),
+        recorded_vs_unrecorded: ratio(recorded.steps_per_sec, single),
+        recording_overhead_percent: (ratio(single, recorded.steps_per_sec) - 1.0) * 100.0,
+        recorded_frames: recorded.frames,
+        recorded_episodes: recorded.episodes,
+        recorded_db_bytes: recorded.db_bytes,
+    })
+}
+
+/// (a) The physics compiled natively, no sandbox, no encoding.
+fn rate_native(duration: Duration) -> Result<f64, BenchError> {
+    let mut rng = 0x5EED_0001u64;
+    let mut sim = CartPole::default();
+    sim.reset([
+        uniform(&mut rng),
+        uniform(&mut rng),
+        uniform(&mut rng),
+        uniform(&mut rng),
+    ]);
+    let mut obs = [0.0f32; 4];
+    let (steps, elapsed) = measure(duration, || {
+        for _ in 0..CLOCK_EVERY {
+            let right = splitmix64(&mut rng) & 1 == 1;
+            let (_reward, terminated, truncated) = sim.step(right);
+            // The plugin builds its observation every step; so does this.
+            sim.observe(&mut obs);
+            std::hint::black_box(&obs);
+            if terminated || truncated {
+                sim.reset([
+                    uniform(&mut rng),
+                    uniform(&mut rng),
+                    uniform(&mut rng),
+                    uniform(&mut rng),
+                ]);
+            }
+        }
+        Ok(CLOCK_EVERY)
+    })?;
+    Ok(rate(steps, elapsed))
+}
+
+fn new_env(plugin: &Arc<Plugin>, seed: u64) -> Result<EnvInstance, BenchError> {
+    let mut env = plugin.env(seed)?;
+    env.init("")?
+        .map_err(|m| BenchError::Crash(format!("{} rejected an empty config: {m}", plugin.name)))?;
+    Ok(env)
+}
+
+/// (b) One wasm call per step. Returns (steps/s, episodes/s).
+fn rate_single(plugin: &Arc<Plugin>, duration: Duration) -> Result<(f64, f64), BenchError> {
+    let mut rng = 0x5EED_0002u64;
+    let mut env = new_env(plugin, splitmix64(&mut rng))?;
+    env.reset(splitmix64(&mut rng))?;
+    let mut episodes = 0u64;
+    let (steps, elapsed) = measure(duration, || {
+        for _ in 0..CLOCK_EVERY {
+            let a = (splitmix64(&mut rng) & 1) as u32;
+            let r = env.step(&Action::Discrete(a))?;
+            if r.terminated || r.truncated {
+                env.reset(splitmix64(&mut rng))?;
+                episodes += 1;
+            }
+        }
+        Ok(CLOCK_EVERY)
+    })?;
+    // `episodes` also counts the warm-up's; good enough for sizing the
+    // recorded measurement, which only needs an upper bound.
+    let warm_and_measured = elapsed + WARMUP;
+    Ok((
+        rate(steps, elapsed),
+        episodes as f64 / warm_and_measured.as_secs_f64(),
+    ))
+}
+
+/// (c) `batch` copies stepped per wasm call.
+fn rate_batched(plugin: &Arc<Plugin>, duration: Duration, batch: usize) -> Result<f64, BenchError> {
+    let mut rng = 0x5EED_0003u64;
+    let mut env = new_env(plugin, splitmix64(&mut rng))?;
+    let seeds: Vec<u64> = (0..batch).map(|_| splitmix64(&mut rng)).collect();
+    env.batch_reset(&seeds)?.map_err(BenchError::Crash)?;
+    let mut actions = vec![0.0f32; batch];
+    let calls = (CLOCK_EVERY as usize).div_ceil(batch).max(1);
+    let (steps, elapsed) = measure(duration, || {
+        for _ in 0..calls {
+            for a in actions.iter_mut() {
+                *a = (splitmix64(&mut rng) & 1) as f32;
+            }
+            let r = env.batch_step(&actions)?.map_err(BenchError::Crash)?;
+            if r.flags.len() != batch {
+                return Err(BenchError::Crash(format!(
+                    "batch-step returned {} flags for {batch} copies",
+                    r.flags.len()
+                )));
+            }
+        }
+        Ok((calls * batch) as u64)
+    })?;
+    Ok(rate(steps, elapsed))
+}
+
+struct Recorded {
+    steps_per_sec: f64,
+    frames: u64,
+    episodes: u64,
+    db_bytes: u64,
+}
+
+/// (d) Like (b), with every step made into a [`Frame`] and recorded into a
+/// fresh SQLite file; the final commit is inside the measured time.
+fn rate_recorded(
+    plugin: &Arc<Plugin>,
+    duration: Duration,
+    episodes_per_sec: f64,
+) -> Result<Recorded, BenchError> {
+    let mut rng = 0x5EED_0004u64;
+    let mut env = new_env(plugin, splitmix64(&mut rng))?;
+    // Warm the instance up unrecorded; the recorder starts afterwards.
+    env.reset(splitmix64(&mut rng))?;
+    run_until(Instant::now(), WARMUP, || {
+        for _ in 0..CLOCK_EVERY {
+            let r = env.step(&Action::Discrete((splitmix64(&mut rng) & 1) as u32))?;
+            if r.terminated || r.truncated {
+                env.reset(splitmix64(&mut rng))?;
+            }
+        }
+        Ok(CLOCK_EVERY)
+    })?;
+
+    // Episode rows are made up front (as a run does): enough for the
+    // unrecorded pace with room to spare. Should they run out, the
+    // measurement ends early, which still gives a fair rate.
+    let rows = (episodes_per_sec * duration.as_secs_f64() * 1.5) as usize + 1024;
+    let seeds: Vec<u64> = (0..rows).map(|_| splitmix64(&mut rng)).collect();
+    let dir = tempfile::tempdir()
+        .map_err(|e| BenchError::Crash(format!("cannot make a temporary directory: {e}")))?;
+    let db_path = dir.path().join("bench.db");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let record = RunRecord {
+        id: format!(
+            "bench-{:016x}",
+            nanos as u64 ^ u64::from(std::process::id())
+        ),
+        seed: 0,
+        episodes: rows as u64,
+        jobs: 1,
+        spec: serde_json::json!({ "bench": "cartpole", "env": { "path": plugin.path, "hash": plugin.hash } }),
+    };
+    let recorder = Recorder::start(&db_path, record, &seeds)?;
+    let ids = recorder.episode_ids.clone();
+    let tx = recorder.sender();
+
+    let reset = env.reset(seeds[0])?;
+    let mut observation: Observation = reset.observation;
+    let (mut task, mut reset_info) = (reset.task, reset.info);
+    let mut index = 0usize;
+    let mut step: u32 = 0;
+    let mut return_ = 0.0f64;
+    let mut done = false;
+    let start = Instant::now();
+    let mut writer = Some(EpisodeWriter::start(tx.clone(), ids[0], 0, seeds[0]));
+    let sent_start = writer.as_ref().is_some_and(|w| w.alive);
+    let steps = run_until(start, duration, || {
+        if done || !sent_start {
+            return Ok(0);
+        }
+        let mut n = 0;
+        while n < CLOCK_EVERY {
+            let a = (splitmix64(&mut rng) & 1) as u32;
+            let t0 = Instant::now();
+            let r = env.step(&Action::Discrete(a))?;
+            let step_ns = t0.elapsed().as_nanos() as u64;
+            let ended = r.terminated || r.truncated;
+            let frame = Frame {
+                step,
+                observation: std::mem::replace(&mut observation, r.observation),
+                action: Action::Discrete(a),
+                env_reward: r.reward,
+                reward: r.reward,
+                terminated: r.terminated,
+                truncated: r.truncated,
+                info: r.info,
+                success: None,
+                note: None,
+                logs: Vec::new(),
+                memory_writes: Vec::new(),
+            };
+            let timing = Timing {
+                step_ns,
+                ..Timing::default()
+            };
+            n += 1;
+            step += 1;
+            return_ += f64::from(r.reward);
+            let Some(w) = writer.as_mut() else {
+                return Ok(n);
+            };
+            w.push(&frame, timing);
+            if !w.alive {
+                // The recorder stopped; `finish` says why.
+                done = true;
+                return Ok(n);
+            }
+            if ended {
+                // CartPole's truncation (500 steps upright) is its success.
+                let finish = EpisodeFinish {
+                    outcome: if r.terminated {
+                        Outcome::Terminated
+                    } else {
+                        Outcome::Truncated
+                    },
+                    return_,
+                    length: u64::from(step),
+                    success: !r.terminated,
+                    error: None,
+                    task: std::mem::take(&mut task),
+                    reset_info: std::mem::take(&mut reset_info),
+                    final_observation: Some(std::mem::take(&mut observation)),
+                    end_writes: Vec::new(),
+                };
+                if let Some(w) = writer.take() {
+                    w.end(finish);
+                }
+                index += 1;
+                step = 0;
+                return_ = 0.0;
+                if index >= ids.len() {
+                    done = true;
+                    return Ok(n);
+                }
+                let reset = env.reset(seeds[index])?;
+                observation = reset.observation;
+                task = reset.task;
+                reset_info = reset.info;
+                writer = Some(EpisodeWriter::start(
+                    tx.clone(),
+                    ids[index],
+                    index as u64,
+                    seeds[index],
+                ));
+            }
+        }
+        Ok(n)
+    })?;
+    // The episode cut short by the clock is recorded as interrupted.
+    if !done {
+        let finish = EpisodeFinish {
+            outcome: Outcome::Interrupted,
+            return_,
+            length: u64::from(step),
+            success: false,
+            error: None,
+            task,
+            reset_info,
+            final_observation: Some(observation),
+            end_writes: Vec::new(),
+        };
+        if let Some(w) = writer.take() {
+            w.end(finish);
+        }
+    }
+    // `finish` waits for the channel to close: every sender must be gone.
+    drop(tx);
+    let reports = recorder.finish()?;
+    let elapsed = start.elapsed();
+    let db_bytes = ["bench.db", "bench.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    Ok(Recorded {
+        steps_per_sec: rate(steps, elapsed),
+        frames: steps,
+        episodes: reports.len() as u64,
+        db_bytes,
+    })
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Sets up, builds, and runs the main job on the embedded default: the example
+# plugins in `ludus run`, recorded into ./ludus.db.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --release -p ludus
+P=plugins/target/wasm32-wasip2/release
+LUDUS=target/release/ludus
+echo "== CartPole, random agent, sparse success reward"
+$LUDUS run --env $P/cartpole.wasm --agent $P/random_agent.wasm --reward $P/sparse_reward.wasm \
+    --episodes 100 --seed 1 --db ludus.db
+echo "== Maze with keys and doors, memory agent (run twice: the second run replays what it remembered)"
+for i in 1 2; do
+    $LUDUS run --env $P/maze.wasm --env-config size=15,doors=2 --agent $P/memory_agent.wasm \
+        --reward $P/distance_reward.wasm --episodes 20 --seed 1 --db ludus.db
+done
+echo "recorded into ludus.db; stored agent memory: $($LUDUS memory list ludus.db /agent | wc -l) paths"
