@@ -82,7 +82,7 @@ impl Maze {
             self.set(x, y, b'A' + d as u8);
         }
         // Each key somewhere reachable with the keys before it.
-        for d in 0..doors.len() {
+        for (d, &(door_x, door_y)) in doors.iter().enumerate() {
             let reachable = self.reachable(self.pos, d);
             let spots: Vec<_> = reachable
                 .into_iter()
@@ -90,8 +90,7 @@ impl Maze {
                 .collect();
             if spots.is_empty() {
                 // Degenerate tiny maze: open the door instead.
-                let (x, y) = doors[d];
-                self.set(x, y, b' ');
+                self.set(door_x, door_y, b' ');
                 continue;
             }
             let (x, y) = spots[rng.below(spots.len() as u32) as usize];
