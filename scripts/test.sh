@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: the plugins' own unit tests (native) and the
 # workspace's unit and integration tests (real plugins, real SQLite files).
+# Ends with one line totalling every test binary's results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-(cd plugins && cargo test --quiet -p maze-kit)
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+(cd plugins && cargo test -p maze-kit 2>&1) | tee -a "$log"
+cargo test --workspace 2>&1 | tee -a "$log"
+passed=$(grep -o '[0-9]* passed' "$log" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -o '[0-9]* failed' "$log" | awk '{s += $1} END {print s + 0}')
+echo "tests: $passed passed, $failed failed"
