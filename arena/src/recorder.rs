@@ -388,21 +388,13 @@ fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>,
         }
         if !ops.is_empty() && (last_commit.elapsed() >= COMMIT_EVERY || pending_bytes >= 8 << 20) {
             // Also seal partial chunks so a kill loses at most one commit interval.
-            for (&id, ep) in episodes.iter_mut() {
-                if ep.buf_frames > 0 {
-                    ops.push(seal_chunk(id, ep, &mut zstd));
-                }
-            }
+            seal_partial_chunks(&mut episodes, &mut ops, &mut zstd);
             commit(&db, &mut ops)?;
             pending_bytes = 0;
             last_commit = Instant::now();
         }
     }
-    for (&id, ep) in episodes.iter_mut() {
-        if ep.buf_frames > 0 {
-            ops.push(seal_chunk(id, ep, &mut zstd));
-        }
-    }
+    seal_partial_chunks(&mut episodes, &mut ops, &mut zstd);
     commit(&db, &mut ops)?;
     // Episodes stay `pending` until they end; if the process dies first,
     // `Db::open` marks them `interrupted`.
@@ -430,6 +422,19 @@ fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>,
     tx.commit()?;
     reports.sort_by_key(|r| r.index);
     Ok(reports)
+}
+
+/// Seals every episode's unsealed frames, so a commit holds all frames received.
+fn seal_partial_chunks(
+    episodes: &mut BTreeMap<i64, Episode>,
+    ops: &mut Vec<Op>,
+    zstd: &mut zstd::bulk::Compressor<'_>,
+) {
+    for (&id, ep) in episodes.iter_mut() {
+        if ep.buf_frames > 0 {
+            ops.push(seal_chunk(id, ep, zstd));
+        }
+    }
 }
 
 fn seal_chunk(episode: i64, ep: &mut Episode, zstd: &mut zstd::bulk::Compressor<'_>) -> Op {

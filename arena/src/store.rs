@@ -428,22 +428,12 @@ pub(crate) fn decode_chunk(
     while !rest.is_empty() {
         let (frame, r): (Frame, &[u8]) =
             postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
+        // Timings are informative: a missing or short record reads as zeros.
         let (timing, rt): (Timing, &[u8]) =
-            postcard::take_from_bytes(rest_t).unwrap_or_default_timing();
+            postcard::take_from_bytes(rest_t).unwrap_or((Timing::default(), &[]));
         out.push((frame, timing));
         rest = r;
         rest_t = rt;
     }
     Ok(())
-}
-
-trait OrDefaultTiming<'a> {
-    fn unwrap_or_default_timing(self) -> (Timing, &'a [u8]);
-}
-
-impl<'a> OrDefaultTiming<'a> for Result<(Timing, &'a [u8]), postcard::Error> {
-    /// Timings are informative: a missing or short timings record gives zeros.
-    fn unwrap_or_default_timing(self) -> (Timing, &'a [u8]) {
-        self.unwrap_or((Timing::default(), &[]))
-    }
 }
