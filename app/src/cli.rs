@@ -21,6 +21,100 @@ pub enum Command {
     Bench(BenchArgs),
     /// Read and set execution memory stored in a database.
     Memory(MemoryArgs),
+    /// Step through a recorded episode: print the frames where breakpoints
+    /// hit, with watches; with no --break, an interactive prompt.
+    Debug(DebugArgs),
+    /// Compare two episodes (first divergence, step-aligned summary) or, with
+    /// --runs, two runs. Exit 1 when they differ, 0 when identical.
+    Diff(DiffArgs),
+    /// Replay an episode to a frame, edit memory and/or the action there,
+    /// and play a new branch to its end.
+    Fork(ForkArgs),
+    /// Play a recorded episode again with a new build of a plugin (same seed,
+    /// same other plugins) and diff it against the recording.
+    Rerun(RerunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DebugArgs {
+    /// The database holding the episode.
+    pub db: PathBuf,
+    /// The episode's id (as `ludus run --json` prints it).
+    #[arg(long)]
+    pub episode: i64,
+    /// A breakpoint: a CEL expression over the frame, e.g. `reward < 0` or
+    /// `memory["/episode/plan"] != prev.memory["/episode/plan"]`. Repeatable.
+    #[arg(long = "break", value_name = "EXPR")]
+    pub breaks: Vec<String>,
+    /// A watch: a CEL expression printed at every stop. Repeatable.
+    #[arg(long = "watch", value_name = "EXPR")]
+    pub watches: Vec<String>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many hits.
+    #[arg(long, default_value_t = 1000)]
+    pub max_hits: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The database holding the first episode (or run).
+    pub db: PathBuf,
+    /// The first episode's id (a run id with --runs); `OTHER.db:ID` takes it from another database.
+    pub a: String,
+    /// The second episode's id (a run id with --runs); `OTHER.db:ID` takes it from another database.
+    pub b: String,
+    /// Compare two runs episode by episode instead of two episodes.
+    #[arg(long)]
+    pub runs: bool,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ForkArgs {
+    pub db: PathBuf,
+    /// The episode to branch from.
+    #[arg(long)]
+    pub episode: i64,
+    /// The frame where the edits apply (before the agent acts there).
+    #[arg(long)]
+    pub frame: u64,
+    /// Set a memory path (any scope): `PATH=VALUE`. Repeatable.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    /// Delete a memory path. Repeatable.
+    #[arg(long = "delete", value_name = "PATH")]
+    pub delete: Vec<String>,
+    /// Replace the action at the fork frame: `discrete:1`, `click:10,20`,
+    /// `type:hello`, `key:Enter`, `noop`, ... or JSON.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RerunArgs {
+    pub db: PathBuf,
+    /// The recorded episode to play again.
+    #[arg(long)]
+    pub episode: i64,
+    /// A new build of the environment plugin.
+    #[arg(long)]
+    pub env: Option<PathBuf>,
+    /// A new build of the agent plugin.
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// A new build of the reward plugin.
+    #[arg(long)]
+    pub reward: Option<PathBuf>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

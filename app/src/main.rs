@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod debug_cmd;
 mod memory_cmd;
 mod run_cmd;
 
@@ -34,6 +35,10 @@ fn main() -> ExitCode {
         cli::Command::Run(a) => run_cmd::run(a),
         cli::Command::Bench(a) => bench::run(a),
         cli::Command::Memory(a) => memory_cmd::run(a),
+        cli::Command::Debug(a) => debug_cmd::debug(a),
+        cli::Command::Diff(a) => debug_cmd::diff(a),
+        cli::Command::Fork(a) => debug_cmd::fork(a),
+        cli::Command::Rerun(a) => debug_cmd::rerun(a),
     };
     match result {
         Ok(code) => code,

@@ -306,6 +306,9 @@ fn rate_recorded(
         episodes: rows as u64,
         jobs: 1,
         spec: serde_json::json!({ "bench": "cartpole", "env": { "path": plugin.path, "hash": plugin.hash } }),
+        agent_base: None,
+        fold_agent_memory: true,
+        branch: None,
     };
     let recorder = Recorder::start(&db_path, record, &seeds)?;
     let ids = recorder.episode_ids.clone();

@@ -12,9 +12,12 @@ pub mod memory;
 pub mod model;
 pub mod plugin;
 mod recorder;
+pub mod replay;
 pub mod run;
 pub mod store;
 
 pub use plugin::{CONTRACT_VERSION, Limits, LoadError, Plugin, PluginKind};
-pub use run::{EpisodeReport, Outcome, PluginSpec, RunError, RunReport, RunSpec};
+pub use run::{
+    EpisodeFinish, EpisodeReport, Outcome, PluginSpec, RunError, RunReport, RunSpec, Stepper,
+};
 pub use store::{Db, StoreError};

@@ -126,6 +126,20 @@ impl EpisodeMemory {
         Ok(())
     }
 
+    /// Sets (`Some`) or deletes (`None`) a path as the user does in the
+    /// debugger: any scope, `/user` included, within the same size limits.
+    pub fn edit(&mut self, path: &str, value: Option<String>) -> Result<(), MemoryError> {
+        scope_of(path)?;
+        if let Some(v) = &value {
+            if v.len() > MAX_VALUE {
+                return Err(MemoryError::ValueTooLarge(path.to_string()));
+            }
+            self.bytes += path.len() + v.len();
+        }
+        self.overlay.insert(path.to_string(), value);
+        Ok(())
+    }
+
     /// Paths under `prefix` that hold a value, sorted.
     pub fn list(&self, prefix: &str) -> Vec<String> {
         self.snapshot()

@@ -647,6 +647,10 @@ impl AgentInstance {
     pub fn memory(&self) -> Option<&EpisodeMemory> {
         self.sandbox.store.data().memory.as_ref()
     }
+    /// The agent's memory, for edits made by the user (the debugger).
+    pub fn memory_mut(&mut self) -> Option<&mut EpisodeMemory> {
+        self.sandbox.store.data_mut().memory.as_mut()
+    }
 }
 
 pub struct RewardInstance {

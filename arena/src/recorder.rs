@@ -25,7 +25,7 @@ const ZSTD_LEVEL: i32 = 1;
 
 /// How an episode ended, as the stepping thread reports it.
 #[derive(Debug)]
-pub(crate) struct EpisodeFinish {
+pub struct EpisodeFinish {
     pub outcome: Outcome,
     pub return_: f64,
     pub length: u64,
@@ -150,6 +150,22 @@ pub(crate) struct RunRecord {
     pub episodes: u64,
     pub jobs: u64,
     pub spec: serde_json::Value,
+    /// The `/agent` memory the run's episodes start from; `None`: the stored one.
+    pub agent_base: Option<BTreeMap<String, String>>,
+    /// Whether the finished episodes' `/agent` writes go into the stored
+    /// memory when the run ends (not for the debugger's branches).
+    pub fold_agent_memory: bool,
+    /// For a branch: its parent episode, frame and edits.
+    pub branch: Option<BranchOf>,
+}
+
+/// Where a branch comes from.
+#[derive(Clone, Debug)]
+pub struct BranchOf {
+    pub parent_episode: i64,
+    pub parent_frame: u64,
+    /// JSON text describing the edits.
+    pub edits: String,
 }
 
 pub(crate) struct Recorder {
@@ -201,15 +217,39 @@ impl Recorder {
     /// run, and starts the recording thread.
     pub fn start(db_path: &Path, run: RunRecord, seeds: &[u64]) -> Result<Recorder, StoreError> {
         let db = Db::open(db_path)?;
+        let mut spec = run.spec;
+        // `/user` as the run saw it, so replays see the same memory later.
+        if let Some(obj) = spec.as_object_mut()
+            && !obj.contains_key("user_memory")
+        {
+            let user: serde_json::Map<String, serde_json::Value> = db
+                .user_memory()?
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            obj.insert("user_memory".into(), serde_json::Value::Object(user));
+        }
         let tx = db.conn.unchecked_transaction()?;
         tx.execute(
             "INSERT INTO runs (id, created_at, seed, episodes, jobs, spec, status, pid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
-            params![run.id, now_rfc3339(), run.seed as i64, run.episodes as i64, run.jobs as i64, run.spec.to_string(), std::process::id()],
+            params![run.id, now_rfc3339(), run.seed as i64, run.episodes as i64, run.jobs as i64, spec.to_string(), std::process::id()],
         )?;
-        tx.execute(
-            "INSERT INTO run_agent_memory (run_id, path, value) SELECT ?1, path, value FROM agent_memory",
-            [&run.id],
-        )?;
+        match &run.agent_base {
+            None => {
+                tx.execute(
+                    "INSERT INTO run_agent_memory (run_id, path, value) SELECT ?1, path, value FROM agent_memory",
+                    [&run.id],
+                )?;
+            }
+            Some(base) => {
+                let mut ins = tx.prepare(
+                    "INSERT INTO run_agent_memory (run_id, path, value) VALUES (?1, ?2, ?3)",
+                )?;
+                for (path, value) in base {
+                    ins.execute(params![run.id, path, value])?;
+                }
+            }
+        }
         let mut episode_ids = Vec::with_capacity(seeds.len());
         {
             let mut ins = tx.prepare(
@@ -220,12 +260,19 @@ impl Recorder {
                 episode_ids.push(tx.last_insert_rowid());
             }
         }
+        if let Some(b) = &run.branch {
+            tx.execute(
+                "UPDATE episodes SET parent_episode = ?2, parent_frame = ?3, edits = ?4 WHERE run_id = ?1",
+                params![run.id, b.parent_episode, b.parent_frame as i64, b.edits],
+            )?;
+        }
         tx.commit()?;
         let (sender, receiver) = crossbeam_channel::bounded(1 << 14);
         let run_id = run.id.clone();
+        let fold = run.fold_agent_memory;
         let handle = std::thread::Builder::new()
             .name("ludus-recorder".into())
-            .spawn(move || record(db, &run_id, receiver))
+            .spawn(move || record(db, &run_id, fold, receiver))
             .map_err(|e| StoreError::Open {
                 path: db_path.to_path_buf(),
                 message: format!("cannot start the recorder thread: {e}"),
@@ -256,7 +303,12 @@ impl Recorder {
     }
 }
 
-fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>, StoreError> {
+fn record(
+    db: Db,
+    run_id: &str,
+    fold_agent_memory: bool,
+    rx: Receiver<Msg>,
+) -> Result<Vec<EpisodeReport>, StoreError> {
     let mut episodes: BTreeMap<i64, Episode> = BTreeMap::new();
     let mut ops: Vec<Op> = Vec::new();
     let mut pending_bytes = 0usize;
@@ -399,7 +451,7 @@ fn record(db: Db, run_id: &str, rx: Receiver<Msg>) -> Result<Vec<EpisodeReport>,
     // Episodes stay `pending` until they end; if the process dies first,
     // `Db::open` marks them `interrupted`.
     let tx = db.conn.unchecked_transaction()?;
-    {
+    if fold_agent_memory {
         let mut writes: Vec<(i64, &MemoryWrite)> = Vec::new();
         for (episode, ws) in finished_writes.values() {
             writes.extend(ws.iter().map(|w| (*episode, w)));

@@ -1,6 +1,7 @@
 //! Running episodes: seeds, worker threads, the episode loop, and the run's
 //! report.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,10 +9,16 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::memory::{EpisodeMemory, MemoryBase};
-use crate::model::{EnvInfo, EpisodeEnd, Frame, LogLine, StepContext, Timing, Transition};
-use crate::plugin::{Crash, Limits, LoadError, Plugin, PluginKind};
-use crate::recorder::{EpisodeFinish, EpisodeWriter, Recorder, RunRecord};
+use crate::memory::{EpisodeMemory, MemoryBase, MemoryError};
+use crate::model::{
+    Action, EnvInfo, EpisodeEnd, Frame, LogLine, MemoryWrite, Observation, StepContext, Timing,
+    Transition,
+};
+use crate::plugin::{
+    AgentInstance, Crash, EnvInstance, Limits, LoadError, Plugin, PluginKind, RewardInstance,
+};
+pub use crate::recorder::EpisodeFinish;
+use crate::recorder::{EpisodeWriter, Recorder, RunRecord};
 use crate::store::{Db, StoreError};
 
 /// One step of SplitMix64: the seed stream behind every derived seed.
@@ -205,7 +212,7 @@ pub fn prepare(spec: RunSpec) -> Result<Prepared, RunError> {
     })
 }
 
-fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     let mut h = blake3::Hasher::new();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -256,6 +263,9 @@ impl Prepared {
             episodes: self.spec.episodes,
             jobs: self.spec.jobs as u64,
             spec: self.spec_json(),
+            agent_base: None,
+            fold_agent_memory: true,
+            branch: None,
         };
         let recorder = Recorder::start(&self.spec.db, record, &seeds)?;
         let started = Instant::now();
@@ -308,191 +318,359 @@ impl Prepared {
         progress: &Progress,
         sink: &mut dyn FnMut(Frame, Timing),
     ) -> EpisodeFinish {
-        let mut finish = EpisodeFinish {
-            outcome: Outcome::Crashed,
-            return_: 0.0,
-            length: 0,
-            success: false,
-            error: None,
-            task: String::new(),
-            reset_info: String::new(),
-            final_observation: None,
-            end_writes: Vec::new(),
+        let mut stepper = match Stepper::start(self, seed, memory) {
+            Ok(s) => s,
+            Err(finish) => return *finish,
         };
-        if let Err(crash) = self.episode_inner(seed, memory, progress, sink, &mut finish) {
-            finish.outcome = Outcome::Crashed;
-            finish.error = Some(crash.message);
+        while !stepper.is_done() {
+            if progress.cancel.load(Ordering::Relaxed) {
+                stepper.interrupt();
+                break;
+            }
+            let Some((frame, timing)) = stepper.step(None) else {
+                break;
+            };
+            sink(frame, timing);
+            progress.steps.fetch_add(1, Ordering::Relaxed);
         }
-        finish
+        stepper.finish()
     }
+}
 
-    fn episode_inner(
-        &self,
+/// One episode advanced a frame at a time. `ludus run`'s workers, the
+/// debugger's live mode and its replays and forks all step episodes through
+/// this, so they produce the same frames from the same seed.
+pub struct Stepper {
+    env: EnvInstance,
+    agent: AgentInstance,
+    reward: Option<RewardInstance>,
+    info: EnvInfo,
+    observation: Option<Observation>,
+    last_reward: f32,
+    step: u32,
+    success_flag: Option<bool>,
+    pending_logs: Vec<LogLine>,
+    pending_writes: Vec<MemoryWrite>,
+    finish: EpisodeFinish,
+    /// Set once the episode ended (by the env, the step limit, a crash or an interrupt).
+    done: Option<Outcome>,
+}
+
+fn empty_finish() -> EpisodeFinish {
+    EpisodeFinish {
+        outcome: Outcome::Crashed,
+        return_: 0.0,
+        length: 0,
+        success: false,
+        error: None,
+        task: String::new(),
+        reset_info: String::new(),
+        final_observation: None,
+        end_writes: Vec::new(),
+    }
+}
+
+impl Stepper {
+    /// Instantiates the plugins, resets the env and begins the agent's
+    /// episode. A plugin that crashes on the way gives the crashed episode's
+    /// ending instead.
+    pub fn start(
+        prepared: &Prepared,
         seed: u64,
         memory: MemoryBase,
-        progress: &Progress,
-        sink: &mut dyn FnMut(Frame, Timing),
-        finish: &mut EpisodeFinish,
-    ) -> Result<(), Crash> {
+    ) -> Result<Stepper, Box<EpisodeFinish>> {
+        let mut finish = empty_finish();
+        let crashed = |mut finish: EpisodeFinish, c: Crash| {
+            finish.error = Some(c.message);
+            Box::new(finish)
+        };
         let config_err = |role: &str, m: String| Crash {
             message: format!("{role} rejected its config: {m}"),
         };
-        let mut env = self.env.env(derived_seed(seed, 0))?;
-        let info = env
-            .init(&self.spec.env.config)?
-            .map_err(|m| config_err("env", m))?;
-        let mut agent = self
+        let spec = &prepared.spec;
+        let mut env = match prepared.env.env(derived_seed(seed, 0)) {
+            Ok(e) => e,
+            Err(c) => return Err(crashed(finish, c)),
+        };
+        let info = match env.init(&spec.env.config) {
+            Ok(Ok(i)) => i,
+            Ok(Err(m)) => return Err(crashed(finish, config_err("env", m))),
+            Err(c) => return Err(crashed(finish, c)),
+        };
+        let mut agent = match prepared
             .agent
-            .agent(derived_seed(seed, 1), EpisodeMemory::new(memory))?;
-        agent
-            .init(&self.spec.agent.config)?
-            .map_err(|m| config_err("agent", m))?;
-        let mut reward = match (&self.reward, &self.spec.reward) {
+            .agent(derived_seed(seed, 1), EpisodeMemory::new(memory))
+        {
+            Ok(a) => a,
+            Err(c) => return Err(crashed(finish, c)),
+        };
+        match agent.init(&spec.agent.config) {
+            Ok(Ok(_)) => {}
+            Ok(Err(m)) => return Err(crashed(finish, config_err("agent", m))),
+            Err(c) => return Err(crashed(finish, c)),
+        }
+        let reward = match (&prepared.reward, &spec.reward) {
             (Some(p), Some(s)) => {
-                let mut r = p.reward(derived_seed(seed, 2))?;
-                r.init(&s.config)?.map_err(|m| config_err("reward", m))?;
+                let mut r = match p.reward(derived_seed(seed, 2)) {
+                    Ok(r) => r,
+                    Err(c) => return Err(crashed(finish, c)),
+                };
+                match r.init(&s.config) {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(m)) => return Err(crashed(finish, config_err("reward", m))),
+                    Err(c) => return Err(crashed(finish, c)),
+                }
                 Some(r)
             }
             _ => None,
         };
-        let reset = env.reset(seed)?;
+        let reset = match env.reset(seed) {
+            Ok(r) => r,
+            Err(c) => return Err(crashed(finish, c)),
+        };
         finish.task = reset.task.clone();
         finish.reset_info = reset.info.clone();
         let mut pending_logs: Vec<LogLine> = env.take_logs();
-        agent.begin_episode(&info, &reset.task, derived_seed(seed, 3))?;
+        if let Err(c) = agent.begin_episode(&info, &reset.task, derived_seed(seed, 3)) {
+            finish.final_observation = Some(reset.observation);
+            return Err(crashed(finish, c));
+        }
         pending_logs.extend(agent.take_logs());
-        let mut pending_writes = agent.take_writes();
-        let mut observation = reset.observation;
-        let mut last_reward = 0.0f32;
-        let mut step: u32 = 0;
-        let (mut terminated, mut truncated);
-        let mut success_flag: Option<bool> = None;
-        loop {
-            if progress.cancel.load(Ordering::Relaxed) {
-                finish.outcome = Outcome::Interrupted;
-                finish.final_observation = Some(observation);
-                return Ok(());
-            }
-            let t0 = Instant::now();
-            let action = match agent.act(&observation, StepContext { step, last_reward }) {
-                Ok(a) => a,
-                Err(c) => {
-                    finish.final_observation = Some(observation);
-                    return Err(c);
-                }
-            };
-            let t1 = Instant::now();
-            let result = match env.step(&action) {
-                Ok(r) => r,
-                Err(c) => {
-                    finish.final_observation = Some(observation);
-                    return Err(c);
-                }
-            };
-            let t2 = Instant::now();
-            terminated = result.terminated;
-            truncated = result.truncated
-                || (!terminated && info.max_steps > 0 && step + 1 >= info.max_steps);
-            let (recorded, success, note, next, taken, observation_prev, info_text);
-            match reward.as_mut() {
-                Some(r) => {
-                    let transition = Transition {
-                        step,
-                        previous: observation,
-                        action,
-                        next: result.observation,
-                        env_reward: result.reward,
-                        terminated,
-                        truncated,
-                        info: result.info,
-                    };
-                    let scored = match r.score(&transition) {
-                        Ok(s) => s,
-                        Err(c) => {
-                            finish.final_observation = Some(transition.next);
-                            return Err(c);
-                        }
-                    };
-                    recorded = scored.reward;
-                    success = scored.success;
-                    note = scored.note;
-                    next = transition.next;
-                    taken = transition.action;
-                    observation_prev = transition.previous;
-                    info_text = transition.info;
-                }
-                None => {
-                    recorded = result.reward;
-                    success = None;
-                    note = None;
-                    next = result.observation;
-                    taken = action;
-                    observation_prev = observation;
-                    info_text = result.info;
-                }
-            }
-            let t3 = Instant::now();
-            if success.is_some() {
-                success_flag = success;
-            }
-            pending_logs.extend(agent.take_logs());
-            pending_logs.extend(env.take_logs());
-            if let Some(r) = reward.as_mut() {
-                pending_logs.extend(r.take_logs());
-            }
-            pending_writes.extend(agent.take_writes());
-            finish.return_ += f64::from(recorded);
-            let ended = terminated || truncated;
-            if ended && success_flag.is_none() {
-                success_flag = Some(info_says_success(&info_text));
-            }
-            sink(
-                Frame {
-                    step,
-                    observation: observation_prev,
-                    action: taken,
-                    env_reward: result.reward,
-                    reward: recorded,
-                    terminated,
-                    truncated,
-                    info: info_text,
-                    success,
-                    note,
-                    logs: std::mem::take(&mut pending_logs),
-                    memory_writes: std::mem::take(&mut pending_writes),
-                },
-                Timing {
-                    act_ns: (t1 - t0).as_nanos() as u64,
-                    step_ns: (t2 - t1).as_nanos() as u64,
-                    score_ns: (t3 - t2).as_nanos() as u64,
-                },
-            );
-            progress.steps.fetch_add(1, Ordering::Relaxed);
-            observation = next;
-            last_reward = recorded;
-            step += 1;
-            finish.length = u64::from(step);
-            if ended {
-                break;
+        let pending_writes = agent.take_writes();
+        Ok(Stepper {
+            env,
+            agent,
+            reward,
+            info,
+            observation: Some(reset.observation),
+            last_reward: 0.0,
+            step: 0,
+            success_flag: None,
+            pending_logs,
+            pending_writes,
+            finish,
+            done: None,
+        })
+    }
+
+    /// The environment's description.
+    pub fn env_info(&self) -> &EnvInfo {
+        &self.info
+    }
+
+    /// The task the environment set at reset.
+    pub fn task(&self) -> &str {
+        &self.finish.task
+    }
+
+    /// The index of the next frame.
+    pub fn step_index(&self) -> u32 {
+        self.step
+    }
+
+    /// The observation the agent acts on next.
+    pub fn observation(&self) -> Option<&Observation> {
+        self.observation.as_ref()
+    }
+
+    /// Whether the episode has ended.
+    pub fn is_done(&self) -> bool {
+        self.done.is_some()
+    }
+
+    /// The agent's execution memory as it sees it now.
+    pub fn memory(&self) -> BTreeMap<String, String> {
+        self.agent
+            .memory()
+            .map(EpisodeMemory::snapshot)
+            .unwrap_or_default()
+    }
+
+    /// Sets (`Some`) or deletes (`None`) a memory path as the user, before the
+    /// next frame: any scope, `/user` included. The edit is recorded with the
+    /// next frame's memory writes.
+    pub fn edit_memory(&mut self, path: &str, value: Option<&str>) -> Result<(), MemoryError> {
+        let Some(memory) = self.agent.memory_mut() else {
+            return Ok(());
+        };
+        memory.edit(path, value.map(str::to_string))?;
+        self.pending_writes.push(MemoryWrite {
+            path: path.to_string(),
+            value: value.map(str::to_string),
+        });
+        Ok(())
+    }
+
+    /// Stops the episode as `interrupted`.
+    pub fn interrupt(&mut self) {
+        if self.done.is_none() {
+            self.done = Some(Outcome::Interrupted);
+        }
+    }
+
+    /// Plays one frame: the agent acts (its action replaced by `replace` when
+    /// given), the env steps, the reward plugin scores. `None` when the
+    /// episode had already ended or a plugin crashed (see [`Stepper::finish`]).
+    pub fn step(&mut self, replace: Option<Action>) -> Option<(Frame, Timing)> {
+        if self.done.is_some() {
+            return None;
+        }
+        match self.step_inner(replace) {
+            Ok(frame) => Some(frame),
+            Err(crash) => {
+                self.finish.error = Some(crash.message);
+                self.done = Some(Outcome::Crashed);
+                None
             }
         }
-        finish.outcome = if terminated {
-            Outcome::Terminated
-        } else {
-            Outcome::Truncated
+    }
+
+    fn step_inner(&mut self, replace: Option<Action>) -> Result<(Frame, Timing), Crash> {
+        let step = self.step;
+        let Some(observation) = self.observation.take() else {
+            return Err(Crash {
+                message: "the episode has no observation to act on".into(),
+            });
         };
-        finish.success = success_flag.unwrap_or(false);
-        finish.final_observation = Some(observation);
-        let end = EpisodeEnd {
-            steps: step,
-            return_: finish.return_,
-            success: finish.success,
+        let t0 = Instant::now();
+        let action = match self.agent.act(
+            &observation,
+            StepContext {
+                step,
+                last_reward: self.last_reward,
+            },
+        ) {
+            Ok(a) => replace.unwrap_or(a),
+            Err(c) => {
+                self.finish.final_observation = Some(observation);
+                return Err(c);
+            }
+        };
+        let t1 = Instant::now();
+        let result = match self.env.step(&action) {
+            Ok(r) => r,
+            Err(c) => {
+                self.finish.final_observation = Some(observation);
+                return Err(c);
+            }
+        };
+        let t2 = Instant::now();
+        let max_steps = self.info.max_steps;
+        let terminated = result.terminated;
+        let truncated = result.truncated || (!terminated && max_steps > 0 && step + 1 >= max_steps);
+        let (recorded, success, note, next, taken, observation_prev, info_text);
+        match self.reward.as_mut() {
+            Some(r) => {
+                let transition = Transition {
+                    step,
+                    previous: observation,
+                    action,
+                    next: result.observation,
+                    env_reward: result.reward,
+                    terminated,
+                    truncated,
+                    info: result.info,
+                };
+                let scored = match r.score(&transition) {
+                    Ok(s) => s,
+                    Err(c) => {
+                        self.finish.final_observation = Some(transition.next);
+                        return Err(c);
+                    }
+                };
+                recorded = scored.reward;
+                success = scored.success;
+                note = scored.note;
+                next = transition.next;
+                taken = transition.action;
+                observation_prev = transition.previous;
+                info_text = transition.info;
+            }
+            None => {
+                recorded = result.reward;
+                success = None;
+                note = None;
+                next = result.observation;
+                taken = action;
+                observation_prev = observation;
+                info_text = result.info;
+            }
+        }
+        let t3 = Instant::now();
+        if success.is_some() {
+            self.success_flag = success;
+        }
+        self.pending_logs.extend(self.agent.take_logs());
+        self.pending_logs.extend(self.env.take_logs());
+        if let Some(r) = self.reward.as_mut() {
+            self.pending_logs.extend(r.take_logs());
+        }
+        self.pending_writes.extend(self.agent.take_writes());
+        self.finish.return_ += f64::from(recorded);
+        let ended = terminated || truncated;
+        if ended && self.success_flag.is_none() {
+            self.success_flag = Some(info_says_success(&info_text));
+        }
+        let frame = Frame {
+            step,
+            observation: observation_prev,
+            action: taken,
+            env_reward: result.reward,
+            reward: recorded,
             terminated,
             truncated,
+            info: info_text,
+            success,
+            note,
+            logs: std::mem::take(&mut self.pending_logs),
+            memory_writes: std::mem::take(&mut self.pending_writes),
         };
-        let ended = agent.end_episode(end);
-        finish.end_writes = agent.take_writes();
-        ended
+        let timing = Timing {
+            act_ns: (t1 - t0).as_nanos() as u64,
+            step_ns: (t2 - t1).as_nanos() as u64,
+            score_ns: (t3 - t2).as_nanos() as u64,
+        };
+        self.observation = Some(next);
+        self.last_reward = recorded;
+        self.step += 1;
+        self.finish.length = u64::from(self.step);
+        if ended {
+            self.done = Some(if terminated {
+                Outcome::Terminated
+            } else {
+                Outcome::Truncated
+            });
+        }
+        Ok((frame, timing))
+    }
+
+    /// Ends the episode: tells the agent how it went (when the env ended it)
+    /// and returns the ending to record.
+    pub fn finish(mut self) -> EpisodeFinish {
+        let outcome = self.done.unwrap_or(Outcome::Interrupted);
+        let mut finish = std::mem::replace(&mut self.finish, empty_finish());
+        finish.outcome = outcome;
+        if finish.final_observation.is_none() {
+            finish.final_observation = self.observation.take();
+        }
+        if !matches!(outcome, Outcome::Terminated | Outcome::Truncated) {
+            return finish;
+        }
+        finish.success = self.success_flag.unwrap_or(false);
+        let end = EpisodeEnd {
+            steps: self.step,
+            return_: finish.return_,
+            success: finish.success,
+            terminated: outcome == Outcome::Terminated,
+            truncated: outcome == Outcome::Truncated,
+        };
+        let ended = self.agent.end_episode(end);
+        finish.end_writes = self.agent.take_writes();
+        if let Err(c) = ended {
+            finish.outcome = Outcome::Crashed;
+            finish.error = Some(c.message);
+        }
+        finish
     }
 }
 

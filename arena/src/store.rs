@@ -28,6 +28,8 @@ pub enum StoreError {
     Decode { episode: i64, message: String },
     #[error("no episode with id {0} in this database")]
     NoEpisode(i64),
+    #[error("no run with id {0} in this database")]
+    NoRun(String),
 }
 
 const SCHEMA: &str = r#"
@@ -81,6 +83,8 @@ CREATE TABLE IF NOT EXISTS memory_writes (
     value TEXT,
     PRIMARY KEY (episode_id, seq)
 ) WITHOUT ROWID;
+-- Memory at any frame is rebuilt from the last write of each path up to it.
+CREATE INDEX IF NOT EXISTS memory_writes_by_path ON memory_writes (episode_id, path, step, seq);
 CREATE TABLE IF NOT EXISTS run_agent_memory (
     run_id TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -121,6 +125,18 @@ pub struct EpisodeRow {
     pub task: Option<String>,
     pub parent_episode: Option<i64>,
     pub parent_frame: Option<i64>,
+    /// The environment's info at reset (JSON text).
+    pub reset_info: Option<String>,
+    /// For a branch: the edits made at `parent_frame` (JSON text).
+    pub edits: Option<String>,
+}
+
+/// Where one compressed chunk of an episode's frames sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkInfo {
+    pub chunk: u32,
+    pub first_step: u64,
+    pub frames: u32,
 }
 
 /// A memory write as stored: the step it happened in (`step == length` for
@@ -280,7 +296,7 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    const EPISODE_COLUMNS: &'static str = "id, run_id, idx, seed, outcome, return, length, success, digest, error, task, parent_episode, parent_frame";
+    const EPISODE_COLUMNS: &'static str = "id, run_id, idx, seed, outcome, return, length, success, digest, error, task, parent_episode, parent_frame, reset_info, edits";
 
     fn episode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EpisodeRow> {
         Ok(EpisodeRow {
@@ -297,6 +313,8 @@ impl Db {
             task: r.get(10)?,
             parent_episode: r.get(11)?,
             parent_frame: r.get(12)?,
+            reset_info: r.get(13)?,
+            edits: r.get(14)?,
         })
     }
 
@@ -319,6 +337,123 @@ impl Db {
             .query_row(&sql, [id], Self::episode_row)
             .optional()?
             .ok_or(StoreError::NoEpisode(id))
+    }
+
+    pub fn run(&self, id: &str) -> Result<RunRow, StoreError> {
+        self.runs()?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| StoreError::NoRun(id.to_string()))
+    }
+
+    /// Episodes that branch from `episode` (forks and re-runs), oldest first.
+    pub fn branches(&self, episode: i64) -> Result<Vec<EpisodeRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM episodes WHERE parent_episode = ?1 ORDER BY id",
+            Self::EPISODE_COLUMNS
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([episode], Self::episode_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Where each chunk of an episode's frames is, in order.
+    pub fn chunk_index(&self, episode: i64) -> Result<Vec<ChunkInfo>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT chunk, first_step, frames FROM frame_chunks WHERE episode_id = ?1 ORDER BY chunk",
+        )?;
+        let rows = stmt.query_map([episode], |r| {
+            Ok(ChunkInfo {
+                chunk: r.get(0)?,
+                first_step: r.get::<_, i64>(1)? as u64,
+                frames: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The frames of one chunk, with their timings.
+    pub fn chunk_frames(
+        &self,
+        episode: i64,
+        chunk: u32,
+    ) -> Result<Vec<(Frame, Timing)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT data, timings FROM frame_chunks WHERE episode_id = ?1 AND chunk = ?2",
+        )?;
+        let mut out = Vec::new();
+        let found = stmt
+            .query_row(params![episode, chunk], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()?;
+        if let Some((data, timings)) = found {
+            decode_chunk(&data, &timings, &mut out)
+                .map_err(|message| StoreError::Decode { episode, message })?;
+        }
+        Ok(out)
+    }
+
+    /// The memory an episode started from: `/agent` as its run saw it when it
+    /// started, and `/user` as it was then (the current `/user` for runs
+    /// recorded before snapshots existed).
+    pub fn episode_base_memory(
+        &self,
+        episode: &EpisodeRow,
+    ) -> Result<crate::memory::MemoryBase, StoreError> {
+        let run = self.run(&episode.run_id)?;
+        let user = match run.spec.get("user_memory").and_then(|v| v.as_object()) {
+            Some(m) => m
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect(),
+            None => self.user_memory()?,
+        };
+        Ok(crate::memory::MemoryBase {
+            agent: std::sync::Arc::new(self.run_agent_memory(&episode.run_id)?),
+            user: std::sync::Arc::new(user),
+        })
+    }
+
+    /// Every path the episode's frames wrote (or deleted), sorted. Walks the
+    /// path index one distinct path at a time, so it costs the number of
+    /// paths, not of writes.
+    pub fn written_paths(&self, episode: i64) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "WITH RECURSIVE p(path) AS ( \
+                SELECT MIN(path) FROM memory_writes WHERE episode_id = ?1 \
+                UNION ALL \
+                SELECT (SELECT MIN(path) FROM memory_writes WHERE episode_id = ?1 AND path > p.path) \
+                FROM p WHERE p.path IS NOT NULL) \
+             SELECT path FROM p WHERE path IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([episode], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The last write of each path at or before `through_step` (`None` when
+    /// it was deleted), for the given paths: with the base memory, the whole
+    /// memory as it was after that frame.
+    pub fn last_writes(
+        &self,
+        episode: i64,
+        paths: &[String],
+        through_step: u64,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT value FROM memory_writes WHERE episode_id = ?1 AND path = ?2 AND step <= ?3 \
+             ORDER BY step DESC, seq DESC LIMIT 1",
+        )?;
+        let mut out = Vec::new();
+        for path in paths {
+            let found: Option<Option<String>> = stmt
+                .query_row(params![episode, path, through_step as i64], |r| r.get(0))
+                .optional()?;
+            if let Some(value) = found {
+                out.push((path.clone(), value));
+            }
+        }
+        Ok(out)
     }
 
     /// Every recorded frame of an episode, in order, with its timings.

@@ -1,0 +1,493 @@
+//! Playing episodes again with the real plugins: fork a recorded episode at a
+//! frame after editing its memory or action, re-run it with a new build of
+//! one plugin, check that a replay reproduces the recording, and play a live
+//! episode step by step.
+//!
+//! A fork replays the recorded prefix deterministically (same plugins, seed
+//! and starting memory), checks every replayed frame against the recording
+//! and stops with the first frame that differs, applies the edits, and plays
+//! the episode to its end. The result is recorded as a new episode whose
+//! parent is the original: branches form a tree.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use ludus_arena::memory::{MemoryBase, apply_writes, scope_of};
+use ludus_arena::model::{Action, Frame, Timing};
+use ludus_arena::replay::{self, BranchOf, BranchRecorder, ChangedPlugin, Overrides};
+use ludus_arena::run::Prepared;
+use ludus_arena::{EpisodeReport, Stepper};
+use serde::{Deserialize, Serialize};
+
+use crate::DebugError;
+use crate::diff::{Change, EpisodeDiff, diff_episodes, diff_frames};
+use crate::source::{Block, FrameSource, Recording};
+use crate::view::EpisodeMeta;
+
+/// What to change at the fork frame, before the agent acts there.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Edits {
+    /// Paths to set, in order (any scope, `/user` included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<(String, String)>,
+    /// Paths to delete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delete: Vec<String>,
+    /// The action the env gets at the fork frame instead of the agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+}
+
+impl Edits {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.delete.is_empty() && self.action.is_none()
+    }
+
+    /// Checks every path before anything is played or written.
+    pub fn validate(&self) -> Result<(), DebugError> {
+        for path in self.set.iter().map(|(p, _)| p).chain(&self.delete) {
+            scope_of(path).map_err(|e| DebugError::Invalid(format!("cannot edit memory: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, stepper: &mut Stepper) -> Result<(), DebugError> {
+        for (path, value) in &self.set {
+            stepper
+                .edit_memory(path, Some(value))
+                .map_err(|e| DebugError::Invalid(format!("cannot set {path}: {e}")))?;
+        }
+        for path in &self.delete {
+            stepper
+                .edit_memory(path, None)
+                .map_err(|e| DebugError::Invalid(format!("cannot delete {path}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// A replay that did not reproduce the recording.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Mismatch {
+    pub frame: u64,
+    pub changes: Vec<Change>,
+    /// Set when a plugin crashed during the replay where the recording went on.
+    pub crash: Option<String>,
+    pub changed_plugins: Vec<ChangedPlugin>,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the replay does not reproduce the recording at frame {}",
+            self.frame
+        )?;
+        if let Some(c) = &self.crash {
+            write!(f, ": {c}")?;
+        }
+        let what: Vec<String> = self.changes.iter().take(3).map(Change::summary).collect();
+        if !what.is_empty() {
+            write!(f, ": {}", what.join("; "))?;
+        }
+        if self.changed_plugins.is_empty() {
+            write!(
+                f,
+                " (the plugins are unchanged: is one of them not deterministic?)"
+            )
+        } else {
+            let changed: Vec<String> = self.changed_plugins.iter().map(|c| c.to_string()).collect();
+            write!(f, "; {}", changed.join("; "))
+        }
+    }
+}
+
+/// Replays frames `0..upto` of the recording and checks each one.
+fn replay_prefix(
+    stepper: &mut Stepper,
+    recording: &Recording,
+    upto: u64,
+    changed: &[ChangedPlugin],
+    keep: &mut Vec<(Frame, Timing)>,
+) -> Result<(), Mismatch> {
+    let mut block: Option<Block> = None;
+    for k in 0..upto {
+        let recorded = match &block {
+            Some((first, frames)) if k >= *first && k < first + frames.len() as u64 => {
+                frames[(k - first) as usize].0.clone()
+            }
+            _ => {
+                let b = recording.block(k).map_err(|e| Mismatch {
+                    frame: k,
+                    changes: Vec::new(),
+                    crash: Some(format!("cannot read the recorded frame: {e}")),
+                    changed_plugins: changed.to_vec(),
+                })?;
+                let f = b.1[(k - b.0) as usize].0.clone();
+                block = Some(b);
+                f
+            }
+        };
+        let Some((frame, timing)) = stepper.step(None) else {
+            return Err(Mismatch {
+                frame: k,
+                changes: Vec::new(),
+                crash: Some(
+                    "the replayed episode ended or crashed here (the recording goes on)".into(),
+                ),
+                changed_plugins: changed.to_vec(),
+            });
+        };
+        if frame != recorded {
+            return Err(Mismatch {
+                frame: k,
+                changes: diff_frames(&recorded, &frame),
+                crash: None,
+                changed_plugins: changed.to_vec(),
+            });
+        }
+        keep.push((frame, timing));
+    }
+    Ok(())
+}
+
+fn start(recorded: &replay::Recorded) -> Result<Stepper, DebugError> {
+    Stepper::start(
+        &recorded.prepared,
+        recorded.episode.seed,
+        recorded.base.clone(),
+    )
+    .map_err(|f| {
+        DebugError::Invalid(format!(
+            "the episode crashed while starting: {}",
+            f.error.unwrap_or_default()
+        ))
+    })
+}
+
+/// Plays the stepper to its end, recording every frame.
+fn play_out(
+    mut stepper: Stepper,
+    mut recorder: BranchRecorder,
+    mut first_action: Option<Action>,
+) -> Result<EpisodeReport, DebugError> {
+    while !stepper.is_done() {
+        let Some((frame, timing)) = stepper.step(first_action.take()) else {
+            break;
+        };
+        recorder.push(&frame, timing);
+    }
+    Ok(recorder.end(stepper.finish())?)
+}
+
+/// The result of a fork or a re-run.
+#[derive(Clone, Debug, Serialize)]
+pub struct BranchReport {
+    /// The new episode.
+    pub branch: EpisodeReport,
+    pub run_id: String,
+    pub parent: i64,
+    pub frame: u64,
+    pub edits: Edits,
+    pub changed_plugins: Vec<ChangedPlugin>,
+    /// The parent against the branch.
+    pub diff: EpisodeDiff,
+}
+
+/// Replays `episode` to `frame`, applies `edits`, plays on to the end and
+/// records the branch. Nothing is written when the replay does not
+/// reproduce the recording.
+pub fn fork(
+    db: &Path,
+    episode: i64,
+    frame: u64,
+    edits: &Edits,
+) -> Result<BranchReport, DebugError> {
+    edits.validate()?;
+    let recorded = replay::load(db, episode, &Overrides::default())?;
+    let parent = Recording::open(db, episode)?;
+    let ended_normally = matches!(parent.episode.outcome.as_str(), "terminated" | "truncated");
+    if frame > parent.len() || (frame == parent.len() && ended_normally) {
+        return Err(DebugError::Invalid(format!(
+            "cannot fork episode {episode} at frame {frame}: it has {} frames (fork at 0..{})",
+            parent.len(),
+            parent.len().saturating_sub(1)
+        )));
+    }
+    let mut stepper = start(&recorded)?;
+    let mut prefix = Vec::with_capacity(frame as usize);
+    replay_prefix(&mut stepper, &parent, frame, &recorded.changed, &mut prefix)
+        .map_err(|m| DebugError::Replay(Box::new(m)))?;
+    edits.apply(&mut stepper)?;
+    let branch_of = BranchOf {
+        parent_episode: episode,
+        parent_frame: frame,
+        edits: serde_json::to_string(edits).unwrap_or_default(),
+    };
+    let mut recorder = BranchRecorder::start(
+        db,
+        &recorded.prepared,
+        recorded.episode.seed,
+        &recorded.base,
+        Some(branch_of),
+    )?;
+    for (f, t) in &prefix {
+        recorder.push(f, *t);
+    }
+    let run_id = recorder.run_id.clone();
+    let report = play_out(stepper, recorder, edits.action.clone())?;
+    let branch = Recording::open(db, report.id)?;
+    let diff = diff_episodes(&parent, &branch)?;
+    Ok(BranchReport {
+        branch: report,
+        run_id,
+        parent: episode,
+        frame,
+        edits: edits.clone(),
+        changed_plugins: recorded.changed,
+        diff,
+    })
+}
+
+/// Plays `episode` again from its start (same seed, same starting memory)
+/// with new builds of some plugins, records it as a branch, and compares it
+/// with the recording: "what did my change change".
+pub fn rerun(db: &Path, episode: i64, overrides: &Overrides) -> Result<BranchReport, DebugError> {
+    let recorded = replay::load(db, episode, overrides)?;
+    let parent = Recording::open(db, episode)?;
+    let stepper = start(&recorded)?;
+    let replaced: BTreeMap<&str, String> = [
+        ("env", &overrides.env),
+        ("agent", &overrides.agent),
+        ("reward", &overrides.reward),
+    ]
+    .into_iter()
+    .filter_map(|(k, p)| Some((k, p.as_ref()?.display().to_string())))
+    .collect();
+    let branch_of = BranchOf {
+        parent_episode: episode,
+        parent_frame: 0,
+        edits: serde_json::json!({ "replaced": replaced }).to_string(),
+    };
+    let recorder = BranchRecorder::start(
+        db,
+        &recorded.prepared,
+        recorded.episode.seed,
+        &recorded.base,
+        Some(branch_of),
+    )?;
+    let run_id = recorder.run_id.clone();
+    let report = play_out(stepper, recorder, None)?;
+    let branch = Recording::open(db, report.id)?;
+    let diff = diff_episodes(&parent, &branch)?;
+    Ok(BranchReport {
+        branch: report,
+        run_id,
+        parent: episode,
+        frame: 0,
+        edits: Edits::default(),
+        changed_plugins: recorded.changed,
+        diff,
+    })
+}
+
+/// Replays a whole recorded episode without recording anything and says
+/// whether it reproduces every frame: `Ok(None)` when it does.
+pub fn verify(db: &Path, episode: i64) -> Result<Option<Mismatch>, DebugError> {
+    let recorded = replay::load(db, episode, &Overrides::default())?;
+    let parent = Recording::open(db, episode)?;
+    let mut stepper = start(&recorded)?;
+    let mut sink = Vec::new();
+    match replay_prefix(
+        &mut stepper,
+        &parent,
+        parent.len(),
+        &recorded.changed,
+        &mut sink,
+    ) {
+        Ok(()) => Ok(None),
+        Err(m) => Ok(Some(m)),
+    }
+}
+
+/// An episode played a frame at a time under the debugger (live mode): it
+/// pauses wherever the caller likes, takes memory edits and action
+/// replacements between frames, and is recorded as it goes when given a
+/// database. It is a [`FrameSource`], so a session can show it.
+pub struct LiveEpisode {
+    stepper: Option<Stepper>,
+    recorder: Option<BranchRecorder>,
+    frames: Vec<(Frame, Timing)>,
+    start: BTreeMap<String, String>,
+    /// Memory after the last frame.
+    now: BTreeMap<String, String>,
+    meta: EpisodeMeta,
+    report: Option<EpisodeReport>,
+}
+
+impl LiveEpisode {
+    /// Starts an episode of a prepared run with the given seed, recording
+    /// it into `db` when given.
+    pub fn start(
+        prepared: &Prepared,
+        seed: u64,
+        base: MemoryBase,
+        db: Option<&Path>,
+    ) -> Result<LiveEpisode, DebugError> {
+        let stepper = Stepper::start(prepared, seed, base.clone()).map_err(|f| {
+            DebugError::Invalid(format!(
+                "the episode crashed while starting: {}",
+                f.error.unwrap_or_default()
+            ))
+        })?;
+        let recorder = match db {
+            Some(db) => Some(BranchRecorder::start(db, prepared, seed, &base, None)?),
+            None => None,
+        };
+        let mut start = BTreeMap::clone(&base.user);
+        start.extend(base.agent.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(LiveEpisode {
+            stepper: Some(stepper),
+            meta: EpisodeMeta {
+                id: recorder.as_ref().map_or(0, |r| r.episode_id),
+                outcome: "running".into(),
+                seed,
+                ..EpisodeMeta::default()
+            },
+            recorder,
+            frames: Vec::new(),
+            now: start.clone(),
+            start,
+            report: None,
+        })
+    }
+
+    /// Whether the episode has ended.
+    pub fn is_done(&self) -> bool {
+        self.stepper.as_ref().is_none_or(Stepper::is_done)
+    }
+
+    /// The memory the agent will see when it acts next.
+    pub fn memory(&self) -> BTreeMap<String, String> {
+        self.stepper
+            .as_ref()
+            .map_or_else(|| self.now.clone(), Stepper::memory)
+    }
+
+    /// Sets or deletes a path before the next frame (recorded with it).
+    pub fn edit_memory(&mut self, path: &str, value: Option<&str>) -> Result<(), DebugError> {
+        let Some(s) = self.stepper.as_mut() else {
+            return Err(DebugError::Invalid("the episode has ended".into()));
+        };
+        s.edit_memory(path, value)
+            .map_err(|e| DebugError::Invalid(format!("cannot edit {path}: {e}")))
+    }
+
+    /// Plays one frame (with the env getting `replace` instead of the
+    /// agent's action when given). Returns the new frame's index, or `None`
+    /// when the episode has ended.
+    pub fn step(&mut self, replace: Option<Action>) -> Result<Option<u64>, DebugError> {
+        let Some(s) = self.stepper.as_mut() else {
+            return Ok(None);
+        };
+        let mut played = None;
+        if let Some((frame, timing)) = s.step(replace) {
+            apply_writes(
+                &mut self.now,
+                frame
+                    .memory_writes
+                    .iter()
+                    .map(|w| (w.path.as_str(), w.value.as_deref())),
+            );
+            if let Some(r) = self.recorder.as_mut() {
+                r.push(&frame, timing);
+            }
+            self.meta.return_ += f64::from(frame.reward);
+            self.frames.push((frame, timing));
+            self.meta.length = self.frames.len() as u64;
+            played = Some(self.meta.length - 1);
+        }
+        if self.is_done() {
+            self.end()?;
+        }
+        Ok(played)
+    }
+
+    /// Ends the episode (as `interrupted` when it had not ended) and records
+    /// its ending. Idempotent.
+    pub fn end(&mut self) -> Result<Option<&EpisodeReport>, DebugError> {
+        if let Some(mut s) = self.stepper.take() {
+            s.interrupt();
+            let finish = s.finish();
+            self.meta.outcome = finish.outcome.as_str().to_string();
+            self.meta.success = finish.success;
+            if let Some(r) = self.recorder.take() {
+                self.report = Some(r.end(finish)?);
+            }
+        }
+        Ok(self.report.as_ref())
+    }
+
+    /// The recorded episode, once ended.
+    pub fn report(&self) -> Option<&EpisodeReport> {
+        self.report.as_ref()
+    }
+}
+
+impl FrameSource for LiveEpisode {
+    fn len(&self) -> u64 {
+        self.frames.len() as u64
+    }
+
+    fn block(&self, k: u64) -> Result<Block, DebugError> {
+        const BLOCK: u64 = 512;
+        if k >= self.len() {
+            return Err(DebugError::Invalid(format!(
+                "frame {k} has not been played yet ({} frames)",
+                self.len()
+            )));
+        }
+        let first = k / BLOCK * BLOCK;
+        let end = (first + BLOCK).min(self.len());
+        Ok((
+            first,
+            std::sync::Arc::new(self.frames[first as usize..end as usize].to_vec()),
+        ))
+    }
+
+    fn start_memory(&self) -> BTreeMap<String, String> {
+        self.start.clone()
+    }
+
+    fn memory_after(&self, k: u64) -> Result<BTreeMap<String, String>, DebugError> {
+        if k + 1 == self.len() {
+            return Ok(self.now.clone());
+        }
+        let mut memory = self.start.clone();
+        for (f, _) in self.frames.iter().take(k as usize + 1) {
+            apply_writes(
+                &mut memory,
+                f.memory_writes
+                    .iter()
+                    .map(|w| (w.path.as_str(), w.value.as_deref())),
+            );
+        }
+        Ok(memory)
+    }
+
+    fn written_paths(&self) -> Result<std::sync::Arc<Vec<String>>, DebugError> {
+        let mut paths: Vec<String> = self
+            .frames
+            .iter()
+            .flat_map(|(f, _)| f.memory_writes.iter().map(|w| w.path.clone()))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        Ok(std::sync::Arc::new(paths))
+    }
+
+    fn meta(&self) -> EpisodeMeta {
+        self.meta.clone()
+    }
+}
