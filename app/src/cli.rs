@@ -21,6 +21,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Read and set execution memory stored in a database.
     Memory(MemoryArgs),
+    /// Regression suites for CI: thresholds, baselines with a statistical gate, reports.
+    Suite(crate::suite_cmd::SuiteArgs),
 }
 
 #[derive(Args, Debug)]

@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod memory_cmd;
 mod run_cmd;
+mod suite_cmd;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         cli::Command::Run(a) => run_cmd::run(a),
         cli::Command::Bench(a) => bench::run(a),
         cli::Command::Memory(a) => memory_cmd::run(a),
+        cli::Command::Suite(a) => suite_cmd::run(a),
     };
     match result {
         Ok(code) => code,
