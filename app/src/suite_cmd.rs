@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use ludus_arena::run::{Prepared, Progress, prepare};
-use ludus_arena::{PluginSpec, RunSpec};
+use ludus_arena::{Limits, Plugin, PluginKind, PluginSpec, RunSpec};
 use ludus_suite::baseline::{self, Baseline};
 use ludus_suite::model::{self, Case, PluginRef, Suite, SuiteError};
 use ludus_suite::report::{self, CaseResult, SuiteReport};
@@ -145,6 +145,20 @@ fn load(
                 )));
             }
         }
+        let roles = [
+            (Some(&case.env), PluginKind::Env),
+            (Some(&case.agent), PluginKind::Agent),
+            (case.reward.as_ref(), PluginKind::Reward),
+        ];
+        for (p, kind) in roles {
+            // Loaded once here to blame the right key; `prepare` loads again
+            // from the compile cache.
+            if let Some(p) = p
+                && let Err(e) = Plugin::load(&p.path, kind, Limits::DEFAULT)
+            {
+                return Err(usage(SuiteError::at(path, &p.at, e.to_string())));
+            }
+        }
         for l in &case.limits {
             parse_limits(std::slice::from_ref(&l.item))
                 .map_err(|e| usage(SuiteError::at(path, &l.at, e.0)))?;
@@ -200,26 +214,27 @@ fn run_cases(suite: &Suite, cases: &[(Case, Prepared)], quiet: bool) -> Result<V
         );
         bar.set_prefix(format!("[{}/{}] {}", i + 1, cases.len(), case.name));
         let done = AtomicBool::new(false);
-        let started = Instant::now();
-        let report = std::thread::scope(|scope| {
+        let (report, wall) = std::thread::scope(|scope| {
             let (progress, bar, done) = (&progress, &bar, &done);
             let ticker = std::thread::Builder::new()
                 .name("ludus-suite-progress".into())
                 .spawn_scoped(scope, move || {
                     while !done.load(Ordering::Relaxed) {
                         bar.set_position(progress.episodes_done.load(Ordering::Relaxed));
-                        std::thread::sleep(Duration::from_millis(100));
+                        std::thread::park_timeout(Duration::from_millis(100));
                     }
                 });
-            if let Err(e) = ticker {
-                tracing::warn!("no progress display: {e}");
-            }
+            let started = Instant::now();
             let r = prepared.run(progress);
+            let wall = started.elapsed().as_secs_f64();
             done.store(true, Ordering::Relaxed);
-            r
+            match ticker {
+                Ok(t) => t.thread().unpark(),
+                Err(e) => tracing::warn!("no progress display: {e}"),
+            }
+            r.map(|r| (r, wall))
         })
         .with_context(|| format!("case `{}` of {}", case.name, suite.file.display()))?;
-        let wall = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let mut episodes: Vec<Episode> = report
             .episodes

@@ -122,6 +122,9 @@ pub struct CaseResult {
     pub passed: bool,
     /// The worst episodes of a failed case, worst first.
     pub worst: Vec<Episode>,
+    /// The commands that open the worst episodes (`ludus debug DB --episode ID`,
+    /// then `ludus ide DB`); filled in by [`SuiteReport::new`].
+    pub open_commands: Vec<String>,
     pub episodes: Vec<Episode>,
 }
 
@@ -173,6 +176,7 @@ pub fn judge(
         failures,
         passed,
         worst,
+        open_commands: Vec::new(),
         episodes,
     }
 }
@@ -243,7 +247,13 @@ pub struct SuiteReport {
 }
 
 impl SuiteReport {
-    pub fn new(suite: &str, file: &str, db: &str, alpha: f64, cases: Vec<CaseResult>) -> Self {
+    pub fn new(suite: &str, file: &str, db: &str, alpha: f64, mut cases: Vec<CaseResult>) -> Self {
+        for c in &mut cases {
+            c.open_commands = c.worst.iter().map(|e| debug_command(db, e.id)).collect();
+            if !c.worst.is_empty() {
+                c.open_commands.push(ide_command(db));
+            }
+        }
         let passed = cases.iter().filter(|c| c.passed).count();
         SuiteReport {
             suite: suite.into(),
