@@ -29,7 +29,10 @@ fn suite_variant(dir: &Path, name: &str, replacements: &[(&str, &str)]) -> PathB
         .find(|l| l.starts_with("plugins = "))
         .expect("plugins line")
         .to_string();
-    text = text.replace(&line, &format!("plugins = {:?}", plugins().display().to_string()));
+    text = text.replace(
+        &line,
+        &format!("plugins = {:?}", plugins().display().to_string()),
+    );
     for (from, to) in replacements {
         assert!(text.contains(from), "the example suite has no `{from}`");
         text = text.replace(from, to);
@@ -183,7 +186,10 @@ fn example_suite_passes_and_records_every_case() {
             .all(|c| matches!(c.status, TestCaseStatus::Success { .. }))
     );
     let md = std::fs::read_to_string(&md).unwrap();
-    assert!(md.starts_with("## ludus suite `examples`: all passed"), "{md}");
+    assert!(
+        md.starts_with("## ludus suite `examples`: all passed"),
+        "{md}"
+    );
     assert_eq!(md.matches("| ✅ |").count(), 3, "{md}");
     // The table on a terminal, and --filter.
     let r = ludus([
@@ -199,7 +205,10 @@ fn example_suite_passes_and_records_every_case() {
     let out = r.stdout();
     assert!(out.contains(&format!("PASS  {MAZE_9}")), "{out}");
     assert!(!out.contains(CARTPOLE), "{out}");
-    assert!(out.contains("suite examples: 2 cases, 2 passed, 0 failed"), "{out}");
+    assert!(
+        out.contains("suite examples: 2 cases, 2 passed, 0 failed"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -234,7 +243,10 @@ fn weakened_agent_fails_and_names_the_regressed_cases() {
     assert!(out.contains(&format!("PASS  {CARTPOLE}")), "{out}");
     assert!(out.contains("failed: success rate"), "{out}");
     assert!(!out.contains("regressed"), "{out}");
-    assert!(out.contains("suite examples: 3 cases, 1 passed, 2 failed"), "{out}");
+    assert!(
+        out.contains("suite examples: 3 cases, 1 passed, 2 failed"),
+        "{out}"
+    );
 
     // Against the original agent's baseline: a significant drop, with the interval.
     let r = run(&[
@@ -284,8 +296,16 @@ fn weakened_agent_fails_and_names_the_regressed_cases() {
         }
     }
     // The text report of the run before printed the same kind of commands.
-    assert_eq!(out.matches(&format!("ludus debug {} --episode ", s(&db))).count(), 6);
-    assert_eq!(out.matches(&format!("all episodes: ludus ide {}", s(&db))).count(), 2);
+    assert_eq!(
+        out.matches(&format!("ludus debug {} --episode ", s(&db)))
+            .count(),
+        6
+    );
+    assert_eq!(
+        out.matches(&format!("all episodes: ludus ide {}", s(&db)))
+            .count(),
+        2
+    );
     assert_eq!(case(&report, CARTPOLE)["baseline"]["exact"], true);
 
     // JUnit: the two maze cases fail as regressions, carrying the figures.
@@ -340,7 +360,10 @@ fn weakened_agent_fails_and_names_the_regressed_cases() {
     assert_eq!(attr(suite_attrs, "failures"), "2");
 
     let md = std::fs::read_to_string(&md).unwrap();
-    assert!(md.starts_with("## ludus suite `examples`: 2 of 3 failed"), "{md}");
+    assert!(
+        md.starts_with("## ludus suite `examples`: 2 of 3 failed"),
+        "{md}"
+    );
     assert!(md.contains(&format!("### ❌ `{MAZE_9}`")), "{md}");
     assert!(md.contains("```sh\nludus debug "), "{md}");
 }
@@ -373,7 +396,10 @@ fn tie_break_change_does_not_trip_the_statistical_gate() {
     let m = &cmp["mean_return"];
     assert_ne!(m["diff"].as_f64().unwrap(), 0.0, "{m}");
     // ...of the same quality: the interval straddles zero.
-    assert!(m["low"].as_f64().unwrap() < 0.0 && m["high"].as_f64().unwrap() > 0.0, "{m}");
+    assert!(
+        m["low"].as_f64().unwrap() < 0.0 && m["high"].as_f64().unwrap() > 0.0,
+        "{m}"
+    );
     assert_eq!(m["significant_drop"], false);
     assert_eq!(cmp["success_rate"]["significant_drop"], false);
     assert_eq!(cmp["regressed"], false);
@@ -403,16 +429,24 @@ fn unchanged_build_reproduces_the_baseline_exactly() {
     r.fails_with(0);
     let out = r.stdout();
     assert_eq!(
-        out.matches("baseline: reproduces the baseline exactly").count(),
+        out.matches("baseline: reproduces the baseline exactly")
+            .count(),
         3,
         "{out}"
     );
     let md = std::fs::read_to_string(&md).unwrap();
-    assert_eq!(md.matches("reproduces the baseline exactly").count(), 3, "{md}");
+    assert_eq!(
+        md.matches("reproduces the baseline exactly").count(),
+        3,
+        "{md}"
+    );
     // The baseline holds every episode's digest.
     let b: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&base).unwrap()).unwrap();
-    assert_eq!(b["cases"][CARTPOLE]["digests"].as_array().unwrap().len(), 60);
+    assert_eq!(
+        b["cases"][CARTPOLE]["digests"].as_array().unwrap().len(),
+        60
+    );
 }
 
 #[test]
@@ -460,7 +494,10 @@ fn malformed_suites_exit_2_naming_file_line_and_key() {
     );
     check(
         "limit.toml",
-        &[("episodes = 60", "episodes = 60\nlimits = { \"agent.fuel\" = \"lots\" }")],
+        &[(
+            "episodes = 60",
+            "episodes = 60\nlimits = { \"agent.fuel\" = \"lots\" }",
+        )],
         18,
         "agent.fuel",
         "fuel",
@@ -481,7 +518,11 @@ fn malformed_suites_exit_2_naming_file_line_and_key() {
     );
     // The suite, the baseline and the filter are checked before anything runs.
     let missing = ludus(["suite", "run", "no/such/suite.toml", "--db", &s(&db)]);
-    assert!(missing.fails_with(2).contains("cannot read suite file no/such/suite.toml"));
+    assert!(
+        missing
+            .fails_with(2)
+            .contains("cannot read suite file no/such/suite.toml")
+    );
     let junk = dir.path().join("junk.json");
     std::fs::write(&junk, "{}").unwrap();
     let r = ludus([

@@ -349,7 +349,14 @@ fn write_baseline(args: SuiteBaselineArgs) -> Result<ExitCode> {
     };
     let mut results = Vec::new();
     for o in outcomes {
-        let r = report::judge(&o.case, o.episodes, o.wall, None, suite.alpha, suite.resamples);
+        let r = report::judge(
+            &o.case,
+            o.episodes,
+            o.wall,
+            None,
+            suite.alpha,
+            suite.resamples,
+        );
         b.cases.insert(r.name.clone(), report::baseline_case(&r));
         results.push(r);
     }

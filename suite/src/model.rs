@@ -203,7 +203,11 @@ impl Ctx<'_> {
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// The key a serde error is about: named in the message (unknown or missing
@@ -313,7 +317,11 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
         let envs = axis(&cx, m.envs.get_ref(), "envs")?;
         let rewards = axis(&cx, &m.rewards, "rewards")?;
         if agents.is_empty() {
-            return Err(cx.err(m.agents.span(), "agents", "a matrix needs at least one agent"));
+            return Err(cx.err(
+                m.agents.span(),
+                "agents",
+                "a matrix needs at least one agent",
+            ));
         }
         if envs.is_empty() {
             return Err(cx.err(m.envs.span(), "envs", "a matrix needs at least one env"));
@@ -380,7 +388,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
             return Err(SuiteError::at(
                 file,
                 &c.at,
-                format!("two cases are named `{}`: case names must be unique", c.name),
+                format!(
+                    "two cases are named `{}`: case names must be unique",
+                    c.name
+                ),
             ));
         }
     }
@@ -509,7 +520,9 @@ fn axis(
                                     line: at.line,
                                     key: k.clone(),
                                 },
-                                format!("unknown field `{k}`, expected `path`, `config` or `label`"),
+                                format!(
+                                    "unknown field `{k}`, expected `path`, `config` or `label`"
+                                ),
                             ));
                         }
                     }
@@ -631,14 +644,23 @@ seed = 5
         let items: Vec<&str> = c.limits.iter().map(|l| l.item.as_str()).collect();
         assert_eq!(items, ["fuel=1000000", "agent.memory-mb=64"]);
         assert_eq!(c.limits[1].at.line, 17);
-        assert_eq!(c.agent.at, Location { line: 14, key: "agent".into() });
+        assert_eq!(
+            c.agent.at,
+            Location {
+                line: 14,
+                key: "agent".into()
+            }
+        );
         let m = &s.cases[2];
         assert_eq!(m.env.config, "size=11,doors=2");
         assert_eq!(m.episodes, 10);
         assert_eq!(m.seed, 5);
         assert_eq!(m.expect.success_rate_min, Some(0.5));
         assert_eq!(m.agent.at.line, 22);
-        assert_eq!(s.cases[3].agent.path, Path::new("suites/wasm/memory_agent.wasm"));
+        assert_eq!(
+            s.cases[3].agent.path,
+            Path::new("suites/wasm/memory_agent.wasm")
+        );
     }
 
     #[test]
@@ -651,7 +673,10 @@ seed = 5
         );
         let bad_type = SUITE.replace("episodes = 30", "episodes = \"many\"");
         let e = parse_err(&bad_type);
-        assert!(e.starts_with("suites/demo.toml:16: key `episodes`: invalid type"), "{e}");
+        assert!(
+            e.starts_with("suites/demo.toml:16: key `episodes`: invalid type"),
+            "{e}"
+        );
         let bad_rate = SUITE.replace("success_rate_min = 0.5", "success_rate_min = 1.5");
         assert_eq!(
             parse_err(&bad_rate),
@@ -659,10 +684,16 @@ seed = 5
         );
         let inline = SUITE.replace("mean_return_min = 10", "mean_return_min = \"x\"");
         let e = parse_err(&inline);
-        assert!(e.starts_with("suites/demo.toml:18: key `mean_return_min`:"), "{e}");
+        assert!(
+            e.starts_with("suites/demo.toml:18: key `mean_return_min`:"),
+            "{e}"
+        );
         let axis = SUITE.replace("label = \"memory\"", "lable = \"memory\"");
         let e = parse_err(&axis);
-        assert!(e.starts_with("suites/demo.toml:22: key `lable`: unknown field"), "{e}");
+        assert!(
+            e.starts_with("suites/demo.toml:22: key `lable`: unknown field"),
+            "{e}"
+        );
         let syntax = SUITE.replace("seed = 5", "seed = = 5");
         let e = parse_err(&syntax);
         assert!(e.starts_with("suites/demo.toml:25: key `seed`:"), "{e}");
@@ -676,7 +707,10 @@ seed = 5
         assert!(e.contains("key `env`: missing field"), "{e}");
         let dup = format!("{SUITE}\n[[case]]\nname = \"cartpole\"\nenv = \"a\"\nagent = \"b\"\n");
         let e = parse_err(&dup);
-        assert!(e.starts_with("suites/demo.toml:28: key `name`: two cases"), "{e}");
+        assert!(
+            e.starts_with("suites/demo.toml:28: key `name`: two cases"),
+            "{e}"
+        );
         assert!(parse_err("name = \"x\"\n").contains("no cases"));
     }
 
@@ -684,7 +718,11 @@ seed = 5
     fn filter_by_substring_or_glob() {
         let s = parse_ok(SUITE);
         let names = |p: &str| -> Vec<String> {
-            filter(&s.cases, p).unwrap().into_iter().map(|c| c.name).collect()
+            filter(&s.cases, p)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.name)
+                .collect()
         };
         assert_eq!(names("cart"), ["cartpole"]);
         assert_eq!(names("maze/*/maze/size=9").len(), 2);

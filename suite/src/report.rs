@@ -60,7 +60,11 @@ impl Check {
             (false, ">=") => "<",
             (false, _) => ">",
         };
-        let word = if self.op == ">=" { "required" } else { "allowed" };
+        let word = if self.op == ">=" {
+            "required"
+        } else {
+            "allowed"
+        };
         format!(
             "{} {} {op} {} {word}",
             self.what,
@@ -462,7 +466,10 @@ pub fn markdown(r: &SuiteReport) -> String {
             let _ = writeln!(out, "```");
         }
     }
-    if r.cases.iter().any(|c| matches!(c.baseline, BaselineStatus::Compared(_))) {
+    if r.cases
+        .iter()
+        .any(|c| matches!(c.baseline, BaselineStatus::Compared(_)))
+    {
         let _ = writeln!(
             out,
             "\nA case regresses only on a significant drop (one-sided level {}): the Newcombe interval on the success-rate change, or a bootstrap interval on the mean-return change, lies below zero.",
@@ -523,4 +530,149 @@ pub fn junit(r: &SuiteReport) -> Result<String, quick_junit::SerializeError> {
 /// The per-case part of a baseline file.
 pub fn baseline_case(c: &CaseResult) -> BaselineCase {
     BaselineCase::of(c.seed, &c.stats, &c.episodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use expect_test::expect;
+
+    use super::*;
+    use crate::model::parse;
+
+    fn episodes(successes: &[bool], returns: &[f64], tag: &str) -> Vec<Episode> {
+        successes
+            .iter()
+            .zip(returns)
+            .enumerate()
+            .map(|(i, (&success, &r))| Episode {
+                id: 100 + i as i64,
+                index: i as u64,
+                seed: 7 * i as u64,
+                outcome: if success { "terminated" } else { "truncated" }.into(),
+                return_: r,
+                length: if success { 10 } else { 40 },
+                success,
+                digest: format!("{tag}{i}"),
+                error: None,
+            })
+            .collect()
+    }
+
+    fn report() -> SuiteReport {
+        let suite = parse(
+            "[[case]]\nname = \"maze\"\nenv = \"m.wasm\"\nagent = \"a.wasm\"\nexpect = { success_rate_min = 0.9 }\n\n[[case]]\nname = \"same\"\nenv = \"m.wasm\"\nagent = \"a.wasm\"\n",
+            Path::new("s/ci.toml"),
+        )
+        .unwrap();
+        let good = episodes(&[true; 20], &[1.0; 20], "g");
+        let mut bad_success = [true; 20];
+        for s in bad_success.iter_mut().step_by(2) {
+            *s = false;
+        }
+        let bad_returns: Vec<f64> = bad_success
+            .iter()
+            .map(|&s| f64::from(u8::from(s)))
+            .collect();
+        let bad = episodes(&bad_success, &bad_returns, "b");
+        let base = BaselineCase::of(0, &CaseStats::of(&good, 1.0), &good);
+        let cases = vec![
+            judge(&suite.cases[0], bad, 0.5, Some(Some(&base)), 0.05, 1000),
+            judge(&suite.cases[1], good, 0.25, Some(Some(&base)), 0.05, 1000),
+        ];
+        SuiteReport::new("ci", "s/ci.toml", "runs/ci db.sqlite", 0.05, cases)
+    }
+
+    #[test]
+    fn judging_thresholds_and_baseline() {
+        let r = report();
+        assert_eq!((r.passed, r.failed, r.exit_code()), (1, 1, 1));
+        let bad = &r.cases[0];
+        assert_eq!(bad.failures.len(), 3, "{:?}", bad.failures);
+        assert_eq!(
+            bad.worst.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [0, 2, 4]
+        );
+        let BaselineStatus::Compared(c) = &r.cases[1].baseline else {
+            panic!("not compared");
+        };
+        assert!(c.exact && !c.regressed);
+    }
+
+    #[test]
+    fn text_report() {
+        expect![[r#"
+            FAIL  maze
+                  episodes                20
+                  success rate         50.0%
+                  mean return          0.500
+                  mean length           25.0
+                  p95 length              40
+                  crashed                  0
+                  wall time            0.50s
+                  expect FAIL: success rate 50.0% < 90.0% required
+                  expect ok  : crashed episodes 0 <= 0 allowed
+                  baseline: success rate 100.0% -> 50.0% (-50.0 points, 90% interval -67.3 to -29.0 points, one-sided p = 0.0001): significant drop
+                  baseline: mean return 1.000 -> 0.500 (-0.500, 90% bootstrap interval -0.650 to -0.300): significant drop
+                  failed: success rate 50.0% < 90.0% required
+                  failed: regressed: success rate 100.0% -> 50.0% (-50.0 points, 90% interval -67.3 to -29.0 points, one-sided p = 0.0001)
+                  failed: regressed: mean return 1.000 -> 0.500 (-0.500, 90% bootstrap interval -0.650 to -0.300)
+                  worst episodes:
+                    episode 100 (index 0, seed 0, truncated, return 0.000, length 40)
+                      ludus debug 'runs/ci db.sqlite' --episode 100
+                    episode 102 (index 2, seed 14, truncated, return 0.000, length 40)
+                      ludus debug 'runs/ci db.sqlite' --episode 102
+                    episode 104 (index 4, seed 28, truncated, return 0.000, length 40)
+                      ludus debug 'runs/ci db.sqlite' --episode 104
+                    all episodes: ludus ide 'runs/ci db.sqlite'
+
+            PASS  same
+                  episodes                20
+                  success rate        100.0%
+                  mean return          1.000
+                  mean length           10.0
+                  p95 length              10
+                  crashed                  0
+                  wall time            0.25s
+                  expect ok  : crashed episodes 0 <= 0 allowed
+                  baseline: reproduces the baseline exactly (20 episodes, every digest equal)
+
+            suite ci: 2 cases, 1 passed, 1 failed; recorded in runs/ci db.sqlite
+        "#]]
+        .assert_eq(&text(&report()));
+    }
+
+    #[test]
+    fn markdown_report() {
+        expect![[r#"
+            ## ludus suite `ci`: 1 of 2 failed
+
+            | | case | episodes | success rate | mean return | mean length | p95 length | crashed | wall time | baseline |
+            |---|---|--:|--:|--:|--:|--:|--:|--:|---|
+            | ❌ | `maze` | 20 | 50.0% | 0.500 | 25.0 | 40 | 0 | 0.50s | regressed |
+            | ✅ | `same` | 20 | 100.0% | 1.000 | 10.0 | 10 | 0 | 0.25s | reproduces the baseline exactly |
+
+            ### ❌ `maze`
+
+            - success rate 50.0% < 90.0% required
+            - regressed: success rate 100.0% -> 50.0% (-50.0 points, 90% interval -67.3 to -29.0 points, one-sided p = 0.0001)
+            - regressed: mean return 1.000 -> 0.500 (-0.500, 90% bootstrap interval -0.650 to -0.300)
+
+            Worst episodes:
+
+            - episode 100 (index 0, seed 0, truncated, return 0.000, length 40)
+            - episode 102 (index 2, seed 14, truncated, return 0.000, length 40)
+            - episode 104 (index 4, seed 28, truncated, return 0.000, length 40)
+
+            ```sh
+            ludus debug 'runs/ci db.sqlite' --episode 100
+            ludus debug 'runs/ci db.sqlite' --episode 102
+            ludus debug 'runs/ci db.sqlite' --episode 104
+            ludus ide 'runs/ci db.sqlite'
+            ```
+
+            A case regresses only on a significant drop (one-sided level 0.05): the Newcombe interval on the success-rate change, or a bootstrap interval on the mean-return change, lies below zero.
+        "#]].assert_eq(&markdown(&report()));
+    }
 }

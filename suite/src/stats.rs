@@ -127,7 +127,8 @@ pub fn rate_change(
     let low = diff - ((p1 - l1).powi(2) + (u2 - p2).powi(2)).sqrt();
     let high = diff + ((u1 - p1).powi(2) + (p2 - l2).powi(2)).sqrt();
     let pooled = (base_successes + successes) as f64 / (base_n + n).max(1) as f64;
-    let se = (pooled * (1.0 - pooled) * (1.0 / n.max(1) as f64 + 1.0 / base_n.max(1) as f64)).sqrt();
+    let se =
+        (pooled * (1.0 - pooled) * (1.0 / n.max(1) as f64 + 1.0 / base_n.max(1) as f64)).sqrt();
     let p_value = if se > 0.0 {
         1.0 - Normal::standard().cdf((p2 - p1) / se)
     } else {
