@@ -547,3 +547,38 @@ fn malformed_suites_exit_2_naming_file_line_and_key() {
     assert!(r.fails_with(2).contains("matches no case"));
     assert!(!db.exists());
 }
+
+#[test]
+fn crashed_episodes_fail_the_case_and_lead_the_worst() {
+    let dir = tmp();
+    let suite = dir.path().join("crash.toml");
+    let write = |crashed_max: u64| {
+        std::fs::write(
+            &suite,
+            format!(
+                "plugins = {:?}\nseed = 4\n\n[[case]]\nname = \"panics\"\nenv = \"cartpole.wasm\"\nagent = \"hostile_agent.wasm\"\nagent_config = \"mode=panic,at=2\"\nepisodes = 4\nexpect = {{ crashed_max = {crashed_max} }}\n",
+                s(plugins())
+            ),
+        )
+        .unwrap();
+    };
+    let db = dir.path().join("crash.db");
+    write(0);
+    let r = ludus(["suite", "run", &s(&suite), "--db", &s(&db), "--json"]);
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    let c = case(&report, "panics");
+    assert_eq!(c["stats"]["crashed"], 4);
+    assert_eq!(
+        c["failures"][0], "crashed episodes 4 > 0 allowed",
+        "{}",
+        c["failures"]
+    );
+    for e in c["worst"].as_array().unwrap() {
+        assert_eq!(e["outcome"], "crashed");
+        assert!(e["error"].as_str().unwrap().contains("panic"), "{e}");
+    }
+    // Allowing them makes the same case pass.
+    write(4);
+    ludus(["suite", "run", &s(&suite), "--db", &s(&db)]).fails_with(0);
+}

@@ -191,13 +191,36 @@ impl Ctx<'_> {
         SuiteError::at(self.file, &self.loc(span, key), message)
     }
 
-    fn plugin(&self, path: &Spanned<String>, config: &str, key: &str) -> PluginRef {
-        PluginRef {
+    fn plugin(
+        &self,
+        path: &Spanned<String>,
+        config: &str,
+        key: &str,
+    ) -> Result<PluginRef, SuiteError> {
+        checkpoint_not_yet(self, path.get_ref(), path.span(), key)?;
+        Ok(PluginRef {
             path: self.dir.join(path.get_ref()),
             config: config.to_string(),
             at: self.loc(path.span(), key),
-        }
+        })
     }
+}
+
+/// `checkpoint:` policies arrive with the trainer; until then, say so.
+fn checkpoint_not_yet(
+    cx: &Ctx,
+    path: &str,
+    span: Range<usize>,
+    key: &str,
+) -> Result<(), SuiteError> {
+    if path.starts_with("checkpoint:") {
+        return Err(cx.err(
+            span,
+            key,
+            format!("`{path}`: checkpoint policies are not supported yet (they arrive with the trainer); give a .wasm path"),
+        ));
+    }
+    Ok(())
 }
 
 /// 1-based line of a byte offset.
@@ -300,12 +323,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
         cases.push(Case {
             name: c.name.get_ref().clone(),
             at: cx.loc(c.name.span(), "name"),
-            env: cx.plugin(&c.env, &c.env_config, "env"),
-            agent: cx.plugin(&c.agent, &c.agent_config, "agent"),
+            env: cx.plugin(&c.env, &c.env_config, "env")?,
+            agent: cx.plugin(&c.agent, &c.agent_config, "agent")?,
             reward: c
                 .reward
                 .as_ref()
-                .map(|r| cx.plugin(r, &c.reward_config, "reward")),
+                .map(|r| cx.plugin(r, &c.reward_config, "reward"))
+                .transpose()?,
             episodes: episodes(&cx, c.episodes.as_ref(), default_episodes)?,
             seed: c.seed.unwrap_or(default_seed),
             limits: lims,
@@ -488,12 +512,15 @@ fn axis(
                 .map_or(path.to_string(), |s| s.to_string_lossy().into_owned())
         };
         match entry.get_ref() {
-            toml::Value::String(path) => out.push(AxisEntry {
-                label: label_of(path),
-                path: path.clone(),
-                config: String::new(),
-                at,
-            }),
+            toml::Value::String(path) => {
+                checkpoint_not_yet(cx, path, entry.span(), key)?;
+                out.push(AxisEntry {
+                    label: label_of(path),
+                    path: path.clone(),
+                    config: String::new(),
+                    at,
+                })
+            }
             toml::Value::Table(t) => {
                 let mut path = None;
                 let mut config = String::new();
@@ -526,6 +553,9 @@ fn axis(
                             ));
                         }
                     }
+                }
+                if let Some(p) = &path {
+                    checkpoint_not_yet(cx, p, entry.span(), key)?;
                 }
                 let Some(path) = path else {
                     return Err(SuiteError::at(
@@ -712,6 +742,9 @@ seed = 5
             "{e}"
         );
         assert!(parse_err("name = \"x\"\n").contains("no cases"));
+        let ckpt = SUITE.replace("\"random_agent.wasm\"", "\"checkpoint:run1/step100\"");
+        let e = parse_err(&ckpt);
+        assert!(e.starts_with("suites/demo.toml:14: key `agent`: `checkpoint:run1/step100`: checkpoint policies are not supported yet"), "{e}");
     }
 
     #[test]
