@@ -46,7 +46,7 @@ impl Check {
     fn fmt_value(&self, v: f64) -> String {
         match self.what {
             "success rate" => pct(v),
-            "crashed episodes" => format!("{v:.0}"),
+            "crashed episodes" | "p95 length" => format!("{v:.0}"),
             "wall time" => format!("{v:.2}s"),
             "mean return" => format!("{v:.3}"),
             _ => format!("{v:.1}"),
@@ -203,14 +203,18 @@ pub fn worst_episodes(episodes: &[Episode], n: usize) -> Vec<Episode> {
 pub fn rate_line(c: &Comparison) -> String {
     let r = &c.success_rate;
     format!(
-        "success rate {} -> {} ({:+.1} points, {:.0}% interval {:+.1} to {:+.1} points, one-sided p = {:.4})",
+        "success rate {} -> {} ({:+.1} points, {:.0}% interval {:+.1} to {:+.1} points, one-sided p {})",
         pct(r.baseline),
         pct(r.current),
         r.diff * 100.0,
         c.confidence * 100.0,
         r.low * 100.0,
         r.high * 100.0,
-        r.p_value
+        if r.p_value < 1e-4 {
+            "< 0.0001".to_string()
+        } else {
+            format!("= {:.4}", r.p_value)
+        }
     )
 }
 
@@ -403,9 +407,10 @@ pub fn text(r: &SuiteReport) -> String {
     }
     let _ = writeln!(
         out,
-        "suite {}: {} cases, {} passed, {} failed; recorded in {}",
+        "suite {}: {} case{}, {} passed, {} failed; recorded in {}",
         r.suite,
         r.cases.len(),
+        if r.cases.len() == 1 { "" } else { "s" },
         r.passed,
         r.failed,
         r.db
