@@ -14,7 +14,7 @@ use ludus_arena::run::{Prepared, Progress, prepare};
 use ludus_arena::{Limits, Plugin, PluginKind, PluginSpec, RunSpec};
 use ludus_suite::baseline::{self, Baseline};
 use ludus_suite::model::{self, Case, PluginRef, Suite, SuiteError};
-use ludus_suite::report::{self, CaseResult, SuiteReport};
+use ludus_suite::report::{self, Against, CaseResult, SuiteReport};
 use ludus_suite::stats::Episode;
 
 use crate::UsageError;
@@ -310,8 +310,16 @@ fn run_suite(args: SuiteRunArgs) -> Result<ExitCode> {
     let results: Vec<CaseResult> = outcomes
         .into_iter()
         .map(|o| {
-            let b = base.as_ref().map(|b| b.cases.get(&o.case.name));
-            report::judge(&o.case, o.episodes, o.wall, b, suite.alpha, suite.resamples)
+            let against = match base.as_ref().map(|b| b.cases.get(&o.case.name)) {
+                None => Against::Nothing,
+                Some(None) => Against::Missing,
+                Some(Some(case)) => Against::Baseline {
+                    case,
+                    alpha: suite.alpha,
+                    resamples: suite.resamples,
+                },
+            };
+            report::judge(&o.case, o.episodes, o.wall, against)
         })
         .collect();
     let r = SuiteReport::new(
@@ -349,14 +357,7 @@ fn write_baseline(args: SuiteBaselineArgs) -> Result<ExitCode> {
     };
     let mut results = Vec::new();
     for o in outcomes {
-        let r = report::judge(
-            &o.case,
-            o.episodes,
-            o.wall,
-            None,
-            suite.alpha,
-            suite.resamples,
-        );
+        let r = report::judge(&o.case, o.episodes, o.wall, Against::Nothing);
         b.cases.insert(r.name.clone(), report::baseline_case(&r));
         results.push(r);
     }

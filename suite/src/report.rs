@@ -135,15 +135,28 @@ pub struct CaseResult {
 /// How many of a failed case's worst episodes a report names.
 pub const WORST: usize = 3;
 
-/// Judges one case: its episodes in index order against its expectations and,
-/// when given, its baseline.
+/// What a case is measured against besides its expectations.
+#[derive(Clone, Copy, Debug)]
+pub enum Against<'a> {
+    /// No baseline file was given.
+    Nothing,
+    /// A baseline file was given but has no case of this name.
+    Missing,
+    /// The case's baseline, with the gate's one-sided level and bootstrap resamples.
+    Baseline {
+        case: &'a BaselineCase,
+        alpha: f64,
+        resamples: u64,
+    },
+}
+
+/// Judges one case: its episodes in index order against its expectations and
+/// its baseline.
 pub fn judge(
     case: &Case,
     episodes: Vec<Episode>,
     wall_time_s: f64,
-    baseline: Option<Option<&BaselineCase>>,
-    alpha: f64,
-    resamples: u64,
+    against: Against,
 ) -> CaseResult {
     let stats = CaseStats::of(&episodes, wall_time_s);
     let checks = checks(&case.expect, &stats);
@@ -152,10 +165,14 @@ pub fn judge(
         .filter(|c| !c.ok)
         .map(Check::describe)
         .collect();
-    let baseline = match baseline {
-        None => BaselineStatus::NotGiven,
-        Some(None) => BaselineStatus::Missing,
-        Some(Some(b)) => BaselineStatus::Compared(compare(b, &episodes, alpha, resamples)),
+    let baseline = match against {
+        Against::Nothing => BaselineStatus::NotGiven,
+        Against::Missing => BaselineStatus::Missing,
+        Against::Baseline {
+            case: b,
+            alpha,
+            resamples,
+        } => BaselineStatus::Compared(compare(b, &episodes, alpha, resamples)),
     };
     if let BaselineStatus::Compared(c) = &baseline {
         if c.success_rate.significant_drop {
@@ -565,6 +582,14 @@ mod tests {
             .collect()
     }
 
+    fn against(case: &BaselineCase) -> Against<'_> {
+        Against::Baseline {
+            case,
+            alpha: 0.05,
+            resamples: 1000,
+        }
+    }
+
     fn report() -> SuiteReport {
         let suite = parse(
             "[[case]]\nname = \"maze\"\nenv = \"m.wasm\"\nagent = \"a.wasm\"\nexpect = { success_rate_min = 0.9 }\n\n[[case]]\nname = \"same\"\nenv = \"m.wasm\"\nagent = \"a.wasm\"\n",
@@ -583,8 +608,8 @@ mod tests {
         let bad = episodes(&bad_success, &bad_returns, "b");
         let base = BaselineCase::of(0, &CaseStats::of(&good, 1.0), &good);
         let cases = vec![
-            judge(&suite.cases[0], bad, 0.5, Some(Some(&base)), 0.05, 1000),
-            judge(&suite.cases[1], good, 0.25, Some(Some(&base)), 0.05, 1000),
+            judge(&suite.cases[0], bad, 0.5, against(&base)),
+            judge(&suite.cases[1], good, 0.25, against(&base)),
         ];
         SuiteReport::new("ci", "s/ci.toml", "runs/ci db.sqlite", 0.05, cases)
     }
