@@ -33,6 +33,8 @@ pub enum Command {
     /// Play a recorded episode again with a new build of a plugin (same seed,
     /// same other plugins) and diff it against the recording.
     Rerun(RerunArgs),
+    /// Regression suites for CI: thresholds, baselines with a statistical gate, reports.
+    Suite(crate::suite_cmd::SuiteArgs),
 }
 
 #[derive(Args, Debug)]

@@ -5,6 +5,7 @@ mod cli;
 mod debug_cmd;
 mod memory_cmd;
 mod run_cmd;
+mod suite_cmd;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         cli::Command::Diff(a) => debug_cmd::diff(a),
         cli::Command::Fork(a) => debug_cmd::fork(a),
         cli::Command::Rerun(a) => debug_cmd::rerun(a),
+        cli::Command::Suite(a) => suite_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,386 @@
+//! `ludus suite run` and `ludus suite baseline`: read the suite file, run its
+//! cases through the arena into one database, hand the episodes to
+//! `ludus-suite` to judge, print and write the reports, pick the exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use ludus_arena::run::{Prepared, Progress, prepare};
+use ludus_arena::{Limits, Plugin, PluginKind, PluginSpec, RunSpec};
+use ludus_suite::baseline::{self, Baseline};
+use ludus_suite::model::{self, Case, PluginRef, Suite, SuiteError};
+use ludus_suite::report::{self, Against, CaseResult, SuiteReport};
+use ludus_suite::stats::Episode;
+
+use crate::UsageError;
+use crate::run_cmd::parse_limits;
+
+#[derive(Args, Debug)]
+pub struct SuiteArgs {
+    #[command(subcommand)]
+    pub command: SuiteCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SuiteCommand {
+    /// Run every case of a suite file, judge it, and exit 0 (all passed),
+    /// 1 (some case failed or regressed) or 2 (the suite could not run).
+    Run(SuiteRunArgs),
+    /// Run every case and store its statistics and episode digests as a baseline.
+    Baseline(SuiteBaselineArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SuiteRunArgs {
+    /// The suite file (TOML); paths in it resolve relative to it.
+    pub suite: PathBuf,
+    /// The SQLite file every case is recorded into.
+    #[arg(long, default_value = "ludus-suite.db")]
+    pub db: PathBuf,
+    /// Worker threads per case (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write a Markdown summary (for a pull-request comment) here.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Gate on a baseline from `ludus suite baseline`: a case regresses when
+    /// its drop is statistically significant.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Only the cases whose name contains PATTERN (or matches it as a glob).
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SuiteBaselineArgs {
+    /// The suite file (TOML).
+    pub suite: PathBuf,
+    /// Where to write the baseline (JSON).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The SQLite file every case is recorded into.
+    #[arg(long, default_value = "ludus-suite.db")]
+    pub db: PathBuf,
+    /// Worker threads per case (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Only the cases whose name contains PATTERN (or matches it as a glob).
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Option<String>,
+}
+
+pub fn run(args: SuiteArgs) -> Result<ExitCode> {
+    match args.command {
+        SuiteCommand::Run(a) => run_suite(a),
+        SuiteCommand::Baseline(a) => write_baseline(a),
+    }
+}
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    UsageError(e.to_string()).into()
+}
+
+/// A folder an output file goes into must exist before anything runs.
+fn check_parent(flag: &str, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(usage(format!(
+            "{flag} {}: folder {} does not exist",
+            path.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads, parses and filters the suite; checks that every plugin file exists
+/// and every limit is valid; loads every plugin. Nothing is written yet.
+fn load(
+    path: &Path,
+    filter: Option<&str>,
+    db: &Path,
+    jobs: Option<usize>,
+) -> Result<(Suite, Vec<(Case, Prepared)>)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read suite file {}: {e}", path.display())))?;
+    let mut suite = model::parse(&text, path).map_err(usage)?;
+    if let Some(p) = filter {
+        suite.cases = model::filter(&suite.cases, p).map_err(usage)?;
+        if suite.cases.is_empty() {
+            return Err(usage(format!(
+                "--filter `{p}` matches no case of {}",
+                path.display()
+            )));
+        }
+    }
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if jobs == 0 {
+        return Err(usage("--jobs must be at least 1"));
+    }
+    let mut prepared = Vec::new();
+    for case in &suite.cases {
+        let plugins = [Some(&case.env), Some(&case.agent), case.reward.as_ref()];
+        for p in plugins.iter().flatten() {
+            if !p.path.is_file() {
+                return Err(usage(SuiteError::at(
+                    path,
+                    &p.at,
+                    format!(
+                        "plugin file {} not found (build the plugins first, e.g. scripts/build-plugins.sh)",
+                        p.path.display()
+                    ),
+                )));
+            }
+        }
+        let roles = [
+            (Some(&case.env), PluginKind::Env),
+            (Some(&case.agent), PluginKind::Agent),
+            (case.reward.as_ref(), PluginKind::Reward),
+        ];
+        for (p, kind) in roles {
+            // Loaded once here to blame the right key; `prepare` loads again
+            // from the compile cache.
+            if let Some(p) = p
+                && let Err(e) = Plugin::load(&p.path, kind, Limits::DEFAULT)
+            {
+                return Err(usage(SuiteError::at(path, &p.at, e.to_string())));
+            }
+        }
+        for l in &case.limits {
+            parse_limits(std::slice::from_ref(&l.item))
+                .map_err(|e| usage(SuiteError::at(path, &l.at, e.0)))?;
+        }
+        let items: Vec<String> = case.limits.iter().map(|l| l.item.clone()).collect();
+        let [env_limits, agent_limits, reward_limits] = parse_limits(&items).map_err(usage)?;
+        let spec = |p: &PluginRef, limits| PluginSpec {
+            path: p.path.clone(),
+            config: p.config.clone(),
+            limits,
+        };
+        let run_spec = RunSpec {
+            env: spec(&case.env, env_limits),
+            agent: spec(&case.agent, agent_limits),
+            reward: case.reward.as_ref().map(|r| spec(r, reward_limits)),
+            episodes: case.episodes,
+            seed: case.seed,
+            jobs,
+            db: db.to_path_buf(),
+        };
+        let ready = prepare(run_spec).map_err(|e| {
+            let message = e.to_string();
+            // Point at the plugin the error is about when it names one.
+            let at = plugins
+                .iter()
+                .flatten()
+                .find(|p| message.contains(&p.path.display().to_string()))
+                .map_or(&case.at, |p| &p.at);
+            usage(SuiteError::at(
+                path,
+                at,
+                format!("case `{}`: {message}", case.name),
+            ))
+        })?;
+        prepared.push((case.clone(), ready));
+    }
+    Ok((suite, prepared))
+}
+
+/// Runs every case in order, each with its episodes in parallel.
+fn run_cases(suite: &Suite, cases: &[(Case, Prepared)], quiet: bool) -> Result<Vec<Outcome>> {
+    let mut out = Vec::new();
+    for (i, (case, prepared)) in cases.iter().enumerate() {
+        let progress = Progress::default();
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(case.episodes)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} {bar:30} {pos}/{len} episodes {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(format!("[{}/{}] {}", i + 1, cases.len(), case.name));
+        let done = AtomicBool::new(false);
+        let (report, wall) = std::thread::scope(|scope| {
+            let (progress, bar, done) = (&progress, &bar, &done);
+            let ticker = std::thread::Builder::new()
+                .name("ludus-suite-progress".into())
+                .spawn_scoped(scope, move || {
+                    while !done.load(Ordering::Relaxed) {
+                        bar.set_position(progress.episodes_done.load(Ordering::Relaxed));
+                        std::thread::park_timeout(Duration::from_millis(100));
+                    }
+                });
+            let started = Instant::now();
+            let r = prepared.run(progress);
+            let wall = started.elapsed().as_secs_f64();
+            done.store(true, Ordering::Relaxed);
+            match ticker {
+                Ok(t) => t.thread().unpark(),
+                Err(e) => tracing::warn!("no progress display: {e}"),
+            }
+            r.map(|r| (r, wall))
+        })
+        .with_context(|| format!("case `{}` of {}", case.name, suite.file.display()))?;
+        bar.finish_and_clear();
+        let mut episodes: Vec<Episode> = report
+            .episodes
+            .iter()
+            .map(|e| Episode {
+                id: e.id,
+                index: e.index,
+                seed: e.seed,
+                outcome: e.outcome.as_str().to_string(),
+                return_: e.return_,
+                length: e.length,
+                success: e.success,
+                digest: e.digest.clone(),
+                error: e.error.clone(),
+            })
+            .collect();
+        episodes.sort_by_key(|e| e.index);
+        out.push(Outcome {
+            case: case.clone(),
+            episodes,
+            wall,
+        });
+    }
+    Ok(out)
+}
+
+struct Outcome {
+    case: Case,
+    episodes: Vec<Episode>,
+    wall: f64,
+}
+
+fn read_baseline(path: &Path) -> Result<Baseline> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read baseline {}: {e}", path.display())))?;
+    let b: Baseline = serde_json::from_str(&text).map_err(|e| {
+        usage(format!(
+            "baseline {}: not a baseline file ({e}); write one with `ludus suite baseline SUITE.toml --out FILE`",
+            path.display()
+        ))
+    })?;
+    if b.format != baseline::FORMAT {
+        return Err(usage(format!(
+            "baseline {}: format {} is not the supported {}; write it again with this ludus",
+            path.display(),
+            b.format,
+            baseline::FORMAT
+        )));
+    }
+    Ok(b)
+}
+
+fn run_suite(args: SuiteRunArgs) -> Result<ExitCode> {
+    check_parent("--db", &args.db)?;
+    if let Some(p) = &args.junit {
+        check_parent("--junit", p)?;
+    }
+    if let Some(p) = &args.markdown {
+        check_parent("--markdown", p)?;
+    }
+    let base = args.baseline.as_deref().map(read_baseline).transpose()?;
+    let (suite, cases) = load(&args.suite, args.filter.as_deref(), &args.db, args.jobs)?;
+    if let Some(b) = &base
+        && b.suite != suite.name
+    {
+        tracing::warn!(
+            "baseline was written for suite `{}`, this is suite `{}`",
+            b.suite,
+            suite.name
+        );
+    }
+    let outcomes = run_cases(&suite, &cases, args.json)?;
+    let results: Vec<CaseResult> = outcomes
+        .into_iter()
+        .map(|o| {
+            let against = match base.as_ref().map(|b| b.cases.get(&o.case.name)) {
+                None => Against::Nothing,
+                Some(None) => Against::Missing,
+                Some(Some(case)) => Against::Baseline {
+                    case,
+                    alpha: suite.alpha,
+                    resamples: suite.resamples,
+                },
+            };
+            report::judge(&o.case, o.episodes, o.wall, against)
+        })
+        .collect();
+    let r = SuiteReport::new(
+        &suite.name,
+        &suite.file.display().to_string(),
+        &args.db.display().to_string(),
+        suite.alpha,
+        results,
+    );
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print!("{}", report::text(&r));
+    }
+    if let Some(p) = &args.junit {
+        let xml = report::junit(&r).context("rendering the JUnit report")?;
+        std::fs::write(p, xml).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.markdown {
+        std::fs::write(p, report::markdown(&r))
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(ExitCode::from(r.exit_code()))
+}
+
+fn write_baseline(args: SuiteBaselineArgs) -> Result<ExitCode> {
+    check_parent("--db", &args.db)?;
+    check_parent("--out", &args.out)?;
+    let (suite, cases) = load(&args.suite, args.filter.as_deref(), &args.db, args.jobs)?;
+    let outcomes = run_cases(&suite, &cases, false)?;
+    let mut b = Baseline {
+        format: baseline::FORMAT,
+        suite: suite.name.clone(),
+        cases: Default::default(),
+    };
+    let mut results = Vec::new();
+    for o in outcomes {
+        let r = report::judge(&o.case, o.episodes, o.wall, Against::Nothing);
+        b.cases.insert(r.name.clone(), report::baseline_case(&r));
+        results.push(r);
+    }
+    let r = SuiteReport::new(
+        &suite.name,
+        &suite.file.display().to_string(),
+        &args.db.display().to_string(),
+        suite.alpha,
+        results,
+    );
+    print!("{}", report::text(&r));
+    let json = serde_json::to_string_pretty(&b)?;
+    std::fs::write(&args.out, json).with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "baseline of {} cases written to {}",
+        b.cases.len(),
+        args.out.display()
+    );
+    if r.failed > 0 {
+        tracing::warn!(
+            "{} case(s) of the baseline fall short of their expectations",
+            r.failed
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
