@@ -357,6 +357,15 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Replaces the edits recorded for an episode (a branch or a live episode).
+    pub fn set_episode_edits(&self, episode: i64, edits: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE episodes SET edits = ?2 WHERE id = ?1",
+            params![episode, edits],
+        )?;
+        Ok(())
+    }
+
     /// Where each chunk of an episode's frames is, in order.
     pub fn chunk_index(&self, episode: i64) -> Result<Vec<ChunkInfo>, StoreError> {
         let mut stmt = self.conn.prepare_cached(

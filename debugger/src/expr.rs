@@ -93,7 +93,9 @@ impl Expr {
         let refs = program.references();
         let prev = refs.has_variable("prev");
         let uses = Uses {
-            memory: refs.has_variable("memory") || (prev && source.contains("memory")),
+            memory: refs.has_variable("memory")
+                || refs.has_variable("changed")
+                || (prev && (source.contains("memory") || source.contains("changed"))),
             prev,
             observation: refs.has_variable("observation")
                 || (prev && source.contains("observation")),

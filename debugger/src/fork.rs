@@ -67,6 +67,64 @@ impl Edits {
     }
 }
 
+/// Edits made at one frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FrameEdits {
+    pub frame: u64,
+    #[serde(flatten)]
+    pub edits: Edits,
+}
+
+/// Everything a branch's frames depend on beyond its seed and plugins: the
+/// edits made at each frame (its own and those inherited from its ancestors)
+/// and the plugins a re-run replaced. Stored as the episode's `edits` JSON,
+/// so a branch replays exactly, and so can a branch of a branch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edits: Vec<FrameEdits>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replaced: BTreeMap<String, String>,
+}
+
+impl History {
+    /// The history recorded for an episode (empty for a plain recording).
+    pub fn of(row: &ludus_arena::store::EpisodeRow) -> History {
+        row.edits
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default()
+    }
+
+    /// The edits made at `frame`, in order.
+    fn at(&self, frame: u64) -> impl Iterator<Item = &Edits> {
+        self.edits
+            .iter()
+            .filter(move |e| e.frame == frame)
+            .map(|e| &e.edits)
+    }
+
+    fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Plays one frame, applying the history's edits for it first.
+fn step_with(
+    stepper: &mut Stepper,
+    history: &History,
+    frame: u64,
+) -> Result<Option<(Frame, Timing)>, DebugError> {
+    let mut action = None;
+    for e in history.at(frame) {
+        e.apply(stepper)?;
+        if e.action.is_some() {
+            action = e.action.clone();
+        }
+    }
+    Ok(stepper.step(action))
+}
+
 /// A replay that did not reproduce the recording.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Mismatch {
@@ -111,6 +169,7 @@ fn replay_prefix(
     changed: &[ChangedPlugin],
     keep: &mut Vec<(Frame, Timing)>,
 ) -> Result<(), Mismatch> {
+    let history = History::of(&recording.episode);
     let mut block: Option<Block> = None;
     for k in 0..upto {
         let recorded = match &block {
@@ -129,7 +188,13 @@ fn replay_prefix(
                 f
             }
         };
-        let Some((frame, timing)) = stepper.step(None) else {
+        let played = step_with(stepper, &history, k).map_err(|e| Mismatch {
+            frame: k,
+            changes: Vec::new(),
+            crash: Some(format!("cannot apply the recorded edits: {e}")),
+            changed_plugins: changed.to_vec(),
+        })?;
+        let Some((frame, timing)) = played else {
             return Err(Mismatch {
                 frame: k,
                 changes: Vec::new(),
@@ -166,17 +231,21 @@ fn start(recorded: &replay::Recorded) -> Result<Stepper, DebugError> {
     })
 }
 
-/// Plays the stepper to its end, recording every frame.
+/// Plays the stepper to its end from frame `from`, applying the history's
+/// edits at their frames and recording every frame.
 fn play_out(
     mut stepper: Stepper,
     mut recorder: BranchRecorder,
-    mut first_action: Option<Action>,
+    history: &History,
+    from: u64,
 ) -> Result<EpisodeReport, DebugError> {
+    let mut k = from;
     while !stepper.is_done() {
-        let Some((frame, timing)) = stepper.step(first_action.take()) else {
+        let Some((frame, timing)) = step_with(&mut stepper, history, k)? else {
             break;
         };
         recorder.push(&frame, timing);
+        k += 1;
     }
     Ok(recorder.end(stepper.finish())?)
 }
@@ -219,11 +288,18 @@ pub fn fork(
     let mut prefix = Vec::with_capacity(frame as usize);
     replay_prefix(&mut stepper, &parent, frame, &recorded.changed, &mut prefix)
         .map_err(|m| DebugError::Replay(Box::new(m)))?;
-    edits.apply(&mut stepper)?;
+    // The branch keeps its ancestors' edits before the fork frame, and adds
+    // its own at it.
+    let mut history = History::of(&parent.episode);
+    history.edits.retain(|e| e.frame < frame);
+    history.edits.push(FrameEdits {
+        frame,
+        edits: edits.clone(),
+    });
     let branch_of = BranchOf {
         parent_episode: episode,
         parent_frame: frame,
-        edits: serde_json::to_string(edits).unwrap_or_default(),
+        edits: history.json(),
     };
     let mut recorder = BranchRecorder::start(
         db,
@@ -236,7 +312,7 @@ pub fn fork(
         recorder.push(f, *t);
     }
     let run_id = recorder.run_id.clone();
-    let report = play_out(stepper, recorder, edits.action.clone())?;
+    let report = play_out(stepper, recorder, &history, frame)?;
     let branch = Recording::open(db, report.id)?;
     let diff = diff_episodes(&parent, &branch)?;
     Ok(BranchReport {
@@ -257,18 +333,21 @@ pub fn rerun(db: &Path, episode: i64, overrides: &Overrides) -> Result<BranchRep
     let recorded = replay::load(db, episode, overrides)?;
     let parent = Recording::open(db, episode)?;
     let stepper = start(&recorded)?;
-    let replaced: BTreeMap<&str, String> = [
+    let replaced: BTreeMap<String, String> = [
         ("env", &overrides.env),
         ("agent", &overrides.agent),
         ("reward", &overrides.reward),
     ]
     .into_iter()
-    .filter_map(|(k, p)| Some((k, p.as_ref()?.display().to_string())))
+    .filter_map(|(k, p)| Some((k.to_string(), p.as_ref()?.display().to_string())))
     .collect();
+    // The parent's own edits are made again, at the same frames.
+    let mut history = History::of(&parent.episode);
+    history.replaced.extend(replaced);
     let branch_of = BranchOf {
         parent_episode: episode,
         parent_frame: 0,
-        edits: serde_json::json!({ "replaced": replaced }).to_string(),
+        edits: history.json(),
     };
     let recorder = BranchRecorder::start(
         db,
@@ -278,7 +357,7 @@ pub fn rerun(db: &Path, episode: i64, overrides: &Overrides) -> Result<BranchRep
         Some(branch_of),
     )?;
     let run_id = recorder.run_id.clone();
-    let report = play_out(stepper, recorder, None)?;
+    let report = play_out(stepper, recorder, &history, 0)?;
     let branch = Recording::open(db, report.id)?;
     let diff = diff_episodes(&parent, &branch)?;
     Ok(BranchReport {
@@ -324,6 +403,9 @@ pub struct LiveEpisode {
     now: BTreeMap<String, String>,
     meta: EpisodeMeta,
     report: Option<EpisodeReport>,
+    /// The user's edits, by frame, so the recorded episode replays exactly.
+    history: History,
+    db: Option<std::path::PathBuf>,
 }
 
 impl LiveEpisode {
@@ -360,6 +442,8 @@ impl LiveEpisode {
             now: start.clone(),
             start,
             report: None,
+            history: History::default(),
+            db: db.map(Path::to_path_buf),
         })
     }
 
@@ -381,13 +465,38 @@ impl LiveEpisode {
             return Err(DebugError::Invalid("the episode has ended".into()));
         };
         s.edit_memory(path, value)
-            .map_err(|e| DebugError::Invalid(format!("cannot edit {path}: {e}")))
+            .map_err(|e| DebugError::Invalid(format!("cannot edit {path}: {e}")))?;
+        let edits = self.edits_here();
+        match value {
+            Some(v) => edits.set.push((path.to_string(), v.to_string())),
+            None => edits.delete.push(path.to_string()),
+        }
+        Ok(())
+    }
+
+    /// The history entry for the next frame.
+    fn edits_here(&mut self) -> &mut Edits {
+        let frame = self.frames.len() as u64;
+        if self.history.edits.last().is_none_or(|e| e.frame != frame) {
+            self.history.edits.push(FrameEdits {
+                frame,
+                edits: Edits::default(),
+            });
+        }
+        let last = self.history.edits.len() - 1;
+        &mut self.history.edits[last].edits
     }
 
     /// Plays one frame (with the env getting `replace` instead of the
     /// agent's action when given). Returns the new frame's index, or `None`
     /// when the episode has ended.
     pub fn step(&mut self, replace: Option<Action>) -> Result<Option<u64>, DebugError> {
+        if self.stepper.is_none() {
+            return Ok(None);
+        }
+        if let Some(a) = &replace {
+            self.edits_here().action = Some(a.clone());
+        }
         let Some(s) = self.stepper.as_mut() else {
             return Ok(None);
         };
@@ -423,7 +532,11 @@ impl LiveEpisode {
             self.meta.outcome = finish.outcome.as_str().to_string();
             self.meta.success = finish.success;
             if let Some(r) = self.recorder.take() {
-                self.report = Some(r.end(finish)?);
+                let report = r.end(finish)?;
+                if let (Some(db), false) = (&self.db, self.history.edits.is_empty()) {
+                    ludus_arena::Db::open(db)?.set_episode_edits(report.id, &self.history.json())?;
+                }
+                self.report = Some(report);
             }
         }
         Ok(self.report.as_ref())

@@ -67,6 +67,10 @@ impl Run {
         serde_json::from_str(&self.stdout())
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.describe()))
     }
+    /// Asserts success.
+    pub fn ok(&self) {
+        assert_eq!(self.code(), 0, "{}", self.describe());
+    }
     /// Asserts the exit code and returns stderr.
     pub fn fails_with(&self, code: i32) -> String {
         assert_eq!(self.code(), code, "{}", self.describe());
@@ -89,6 +93,27 @@ where
         .output()
         .expect("run ludus");
     Run { args, out }
+}
+
+/// Runs `ludus` with `input` on its standard input.
+pub fn ludus_with_stdin<I, S>(args: I, input: &str) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .args(args)
+        .env_remove("LUDUS_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ludus");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait for ludus")
 }
 
 /// `ludus run ... --json` with the given plugins and extra arguments.
