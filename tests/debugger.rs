@@ -68,7 +68,14 @@ fn breakpoints_hit_exactly_the_expected_frames_forward_and_backward() {
         "maze",
         "size=11,doors=1",
         "maze_solver",
-        &["--episodes", "1", "--seed", "5", "--reward", &p("distance_reward")],
+        &[
+            "--episodes",
+            "1",
+            "--seed",
+            "5",
+            "--reward",
+            &p("distance_reward"),
+        ],
     );
     let recorded = frames(&db, ids[0]);
     let expected: Vec<u64> = recorded
@@ -125,7 +132,9 @@ fn reverse_continue_crosses_blocks_and_is_as_exact_as_forward() {
         .add_breakpoint("step % 1000 == 999 || (changed.size() > 0 && step % 4000 == 0)")
         .expect("bp");
     let (forward, backward) = walk(&mut session);
-    let mut expected: Vec<u64> = (0..10_000).filter(|k| k % 1000 == 999 || k % 4000 == 0).collect();
+    let mut expected: Vec<u64> = (0..10_000)
+        .filter(|k| k % 1000 == 999 || k % 4000 == 0)
+        .collect();
     expected.retain(|&k| k > 0);
     assert_eq!(forward, expected);
     let mut rev: Vec<u64> = (0..10_000)
@@ -160,9 +169,21 @@ fn memory_at_every_frame_is_what_the_agent_saw() {
     let dbs = db.display().to_string();
     // Two runs: the second starts from the /agent memory the first left,
     // and from a /user value set in between.
-    record(&db, "ticker", "steps=200", "memory_probe", &["--episodes", "1"]);
+    record(
+        &db,
+        "ticker",
+        "steps=200",
+        "memory_probe",
+        &["--episodes", "1"],
+    );
     ludus(["memory", "set", &dbs, "/user/hint", "go left"]).ok();
-    let ids = record(&db, "ticker", "steps=200", "memory_probe", &["--episodes", "2", "--jobs", "2"]);
+    let ids = record(
+        &db,
+        "ticker",
+        "steps=200",
+        "memory_probe",
+        &["--episodes", "2", "--jobs", "2"],
+    );
     // Changing /user after the run must not change what the debugger shows.
     ludus(["memory", "set", &dbs, "/user/hint", "changed later"]).ok();
     for id in ids {
@@ -178,7 +199,11 @@ fn memory_at_every_frame_is_what_the_agent_saw() {
         }
         assert_eq!(checked, 200);
         assert!(
-            session.view(0).unwrap().memory_before.contains_key("/agent/count"),
+            session
+                .view(0)
+                .unwrap()
+                .memory_before
+                .contains_key("/agent/count"),
             "the second run starts from the first run's /agent memory"
         );
         // A memory breakpoint across the first write of a path: the frames
@@ -202,11 +227,24 @@ fn fork_with_edited_memory_changes_behaviour_from_k_and_keeps_the_prefix() {
     let dir = tmp();
     let db = dir.path().join("fork.db");
     let dbs = db.display().to_string();
-    let ids = record(&db, "ticker", "steps=60", "memory_probe", &["--episodes", "1", "--seed", "9"]);
+    let ids = record(
+        &db,
+        "ticker",
+        "steps=60",
+        "memory_probe",
+        &["--episodes", "1", "--seed", "9"],
+    );
     let parent = ids[0];
     let out = ludus([
-        "fork", &dbs, "--episode", &parent.to_string(), "--frame", "20", "--set",
-        "/episode/force=2", "--json",
+        "fork",
+        &dbs,
+        "--episode",
+        &parent.to_string(),
+        "--frame",
+        "20",
+        "--set",
+        "/episode/force=2",
+        "--json",
     ])
     .json();
     let branch = out["branch"]["id"].as_i64().expect("branch id");
@@ -222,17 +260,27 @@ fn fork_with_edited_memory_changes_behaviour_from_k_and_keeps_the_prefix() {
         "the parent acted otherwise"
     );
     assert!(
-        b[20].memory_writes.iter().any(|w| w.path == "/episode/force"),
+        b[20]
+            .memory_writes
+            .iter()
+            .any(|w| w.path == "/episode/force"),
         "the edit is recorded with the fork frame"
     );
     let row = Db::open(&db).unwrap().episode(branch).unwrap();
-    assert_eq!((row.parent_episode, row.parent_frame), (Some(parent), Some(20)));
+    assert_eq!(
+        (row.parent_episode, row.parent_frame),
+        (Some(parent), Some(20))
+    );
     assert!(row.edits.unwrap_or_default().contains("/episode/force"));
 
     // Diffs: the branch against its parent, and each against itself.
     let d = ludus(["diff", &dbs, &parent.to_string(), &branch.to_string()]);
     assert_eq!(d.code(), 1, "{}", d.stdout());
-    assert!(d.stdout().contains("first divergence at frame 20"), "{}", d.stdout());
+    assert!(
+        d.stdout().contains("first divergence at frame 20"),
+        "{}",
+        d.stdout()
+    );
     for id in [parent, branch] {
         let same = ludus(["diff", &dbs, &id.to_string(), &id.to_string()]);
         assert_eq!(same.code(), 0, "{}", same.stdout());
@@ -241,7 +289,14 @@ fn fork_with_edited_memory_changes_behaviour_from_k_and_keeps_the_prefix() {
 
     // An action replacement at frame 5 of the branch: a branch of a branch.
     let out2 = ludus([
-        "fork", &dbs, "--episode", &branch.to_string(), "--frame", "30", "--action", "discrete:3",
+        "fork",
+        &dbs,
+        "--episode",
+        &branch.to_string(),
+        "--frame",
+        "30",
+        "--action",
+        "discrete:3",
         "--json",
     ])
     .json();
@@ -251,22 +306,40 @@ fn fork_with_edited_memory_changes_behaviour_from_k_and_keeps_the_prefix() {
     assert_eq!(b[..30], c[..30]);
     // Branches replay exactly: their own edits and their ancestors' are kept.
     for id in [branch, grandchild] {
-        assert!(ludus_debugger::fork::verify(&db, id).unwrap().is_none(), "episode {id}");
+        assert!(
+            ludus_debugger::fork::verify(&db, id).unwrap().is_none(),
+            "episode {id}"
+        );
     }
     let tree = Db::open(&db).unwrap();
     assert_eq!(
-        tree.branches(parent).unwrap().iter().map(|e| e.id).collect::<Vec<_>>(),
+        tree.branches(parent)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
         vec![branch]
     );
     assert_eq!(
-        tree.branches(branch).unwrap().iter().map(|e| e.id).collect::<Vec<_>>(),
+        tree.branches(branch)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
         vec![grandchild]
     );
     // The stored /agent memory is not changed by debugging.
     let before = tree.agent_memory().unwrap();
     drop(tree);
     ludus([
-        "fork", &dbs, "--episode", &parent.to_string(), "--frame", "10", "--set", "/agent/count=999",
+        "fork",
+        &dbs,
+        "--episode",
+        &parent.to_string(),
+        "--frame",
+        "10",
+        "--set",
+        "/agent/count=999",
         "--json",
     ])
     .json();
@@ -281,8 +354,18 @@ fn replay_detects_a_changed_plugin_at_the_right_frame() {
     let agent = dir.path().join("agent.wasm");
     std::fs::copy(plugin("memory_probe"), &agent).unwrap();
     let report = ludus([
-        "run", "--env", &p("ticker"), "--agent", &agent.display().to_string(), "--env-config",
-        "steps=40", "--episodes", "1", "--db", &dbs, "--json",
+        "run",
+        "--env",
+        &p("ticker"),
+        "--agent",
+        &agent.display().to_string(),
+        "--env-config",
+        "steps=40",
+        "--episodes",
+        "1",
+        "--db",
+        &dbs,
+        "--json",
     ])
     .json();
     let id = report["episodes"][0]["id"].as_i64().unwrap().to_string();
@@ -295,7 +378,16 @@ fn replay_detects_a_changed_plugin_at_the_right_frame() {
     // A new build of the agent that acts otherwise from step 7.
     std::fs::copy(plugin("memory_probe_v2"), &agent).unwrap();
     let runs_before = Db::open(&db).unwrap().runs().unwrap().len();
-    let bad = ludus(["fork", &dbs, "--episode", &id, "--frame", "20", "--set", "/episode/x=1"]);
+    let bad = ludus([
+        "fork",
+        &dbs,
+        "--episode",
+        &id,
+        "--frame",
+        "20",
+        "--set",
+        "/episode/x=1",
+    ]);
     let err = bad.fails_with(1);
     assert!(err.contains("at frame 7"), "{err}");
     assert!(err.contains("changed since the recording"), "{err}");
@@ -315,16 +407,31 @@ fn replay_detects_a_changed_plugin_at_the_right_frame() {
     // "What did my change change": re-run with the new build, diff.
     std::fs::copy(plugin("memory_probe"), &agent).unwrap();
     let rerun = ludus([
-        "rerun", &dbs, "--episode", &id, "--agent", &p("memory_probe_v2"), "--json",
+        "rerun",
+        &dbs,
+        "--episode",
+        &id,
+        "--agent",
+        &p("memory_probe_v2"),
+        "--json",
     ]);
     assert_eq!(rerun.code(), 1, "{}", rerun.stderr());
     let r: serde_json::Value = serde_json::from_str(&rerun.stdout()).unwrap();
     assert_eq!(r["diff"]["first_divergence"]["frame"], 7);
-    assert_eq!(r["diff"]["first_divergence"]["changes"][0]["what"], "action");
+    assert_eq!(
+        r["diff"]["first_divergence"]["changes"][0]["what"],
+        "action"
+    );
     assert_eq!(r["changed_plugins"][0]["role"], "agent");
     // The same build reproduces the recording exactly.
     let same = ludus([
-        "rerun", &dbs, "--episode", &id, "--agent", &p("memory_probe"), "--json",
+        "rerun",
+        &dbs,
+        "--episode",
+        &id,
+        "--agent",
+        &p("memory_probe"),
+        "--json",
     ]);
     assert_eq!(same.code(), 0, "{}", same.stdout());
 }
@@ -335,7 +442,12 @@ fn run_diffs_and_diffs_across_databases() {
     let a = dir.path().join("a.db");
     let b = dir.path().join("b.db");
     let run = |db: &Path, seed: &str| {
-        run_json(db, "cartpole", "random_agent", &["--episodes", "6", "--seed", seed])["run_id"]
+        run_json(
+            db,
+            "cartpole",
+            "random_agent",
+            &["--episodes", "6", "--seed", seed],
+        )["run_id"]
             .as_str()
             .unwrap()
             .to_string()
@@ -365,11 +477,26 @@ fn ludus_debug_prints_hits_and_watches_and_rejects_bad_expressions() {
     let dir = tmp();
     let db = dir.path().join("cli.db");
     let dbs = db.display().to_string();
-    let ids = record(&db, "ticker", "steps=50", "memory_probe", &["--episodes", "1"]);
+    let ids = record(
+        &db,
+        "ticker",
+        "steps=50",
+        "memory_probe",
+        &["--episodes", "1"],
+    );
     let id = ids[0].to_string();
     let out = ludus([
-        "debug", &dbs, "--episode", &id, "--break", "step % 10 == 0", "--watch", "reward",
-        "--watch", r#"memory["/episode/step"]"#, "--json",
+        "debug",
+        &dbs,
+        "--episode",
+        &id,
+        "--break",
+        "step % 10 == 0",
+        "--watch",
+        "reward",
+        "--watch",
+        r#"memory["/episode/step"]"#,
+        "--json",
     ])
     .json();
     let frames: Vec<i64> = out["hits"]
@@ -386,14 +513,29 @@ fn ludus_debug_prints_hits_and_watches_and_rejects_bad_expressions() {
     assert_eq!(text.code(), 0);
     assert!(text.stdout().contains("frame 42"), "{}", text.stdout());
     // Bad expressions: exit 2, one line, the column.
-    let bad = ludus(["debug", &dbs, "--episode", &id, "--break", r#"step > 3 && action.kind = "click""#]);
+    let bad = ludus([
+        "debug",
+        &dbs,
+        "--episode",
+        &id,
+        "--break",
+        r#"step > 3 && action.kind = "click""#,
+    ]);
     let err = bad.fails_with(2);
     assert!(err.contains("column 25"), "{err}");
     assert_eq!(err.trim().lines().count(), 1);
     // No such episode, no such database.
-    assert!(ludus(["debug", &dbs, "--episode", "999", "--break", "true"]).fails_with(2).contains("999"));
+    assert!(
+        ludus(["debug", &dbs, "--episode", "999", "--break", "true"])
+            .fails_with(2)
+            .contains("999")
+    );
     let missing = dir.path().join("nope.db").display().to_string();
-    assert!(ludus(["debug", &missing, "--episode", "1", "--break", "true"]).fails_with(2).contains("not found"));
+    assert!(
+        ludus(["debug", &missing, "--episode", "1", "--break", "true"])
+            .fails_with(2)
+            .contains("not found")
+    );
 }
 
 #[test]
@@ -401,7 +543,13 @@ fn interactive_prompt_steps_breaks_and_forks() {
     let dir = tmp();
     let db = dir.path().join("prompt.db");
     let dbs = db.display().to_string();
-    let ids = record(&db, "ticker", "steps=30,rich=1", "memory_probe", &["--episodes", "1"]);
+    let ids = record(
+        &db,
+        "ticker",
+        "steps=30,rich=1",
+        "memory_probe",
+        &["--episodes", "1"],
+    );
     let script = "n\nn 3\nb\nbreak step == 20\nwatch memory[\"/episode/step\"]\nc\nmem /episode\ndiff\nprint\nset /episode/force 1\nfork\nbreak reward <\nq\n";
     let out = ludus_with_stdin(["debug", &dbs, "--episode", &ids[0].to_string()], script);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -410,7 +558,10 @@ fn interactive_prompt_steps_breaks_and_forks() {
     assert!(text.contains("frame 3 (step 3)"), "{text}");
     assert!(text.contains("hit breakpoint [1]"), "{text}");
     assert!(text.contains("frame 20 (step 20)"), "{text}");
-    assert!(text.contains("observation `screen` image: 2 pixels changed"), "{text}");
+    assert!(
+        text.contains("observation `screen` image: 2 pixels changed"),
+        "{text}"
+    );
     assert!(text.contains("observation `tree` tree: #1"), "{text}");
     assert!(text.contains("branch episode"), "{text}");
     assert!(text.contains("first divergence at frame 20"), "{text}");
@@ -442,7 +593,10 @@ fn live_mode_pauses_at_breakpoints_and_continues_after_an_edit() {
     let live = LiveEpisode::start(&prepared, 77, Default::default(), Some(&db)).expect("live");
     let mut session = Session::live(live);
     session.add_breakpoint("step == 10").unwrap();
-    let hit = session.live_continue(1000).unwrap().expect("pauses at the breakpoint");
+    let hit = session
+        .live_continue(1000)
+        .unwrap()
+        .expect("pauses at the breakpoint");
     assert_eq!(hit.frame, 10);
     assert_eq!(session.len(), 11, "nothing played past the breakpoint");
     // Going back over what was played works as in a recording.
@@ -453,8 +607,14 @@ fn live_mode_pauses_at_breakpoints_and_continues_after_an_edit() {
         .unwrap()
         .edit_memory("/episode/force", Some("1"))
         .unwrap();
-    assert_eq!(session.live_step(Some(Action::Discrete(3))).unwrap(), Some(11));
-    assert!(session.live_continue(1000).unwrap().is_none(), "runs to the end");
+    assert_eq!(
+        session.live_step(Some(Action::Discrete(3))).unwrap(),
+        Some(11)
+    );
+    assert!(
+        session.live_continue(1000).unwrap().is_none(),
+        "runs to the end"
+    );
     assert_eq!(session.len(), 40);
     let view = session.view(11).unwrap();
     assert_eq!(view.frame.action, Action::Discrete(3));
@@ -462,11 +622,20 @@ fn live_mode_pauses_at_breakpoints_and_continues_after_an_edit() {
     for k in 12..40 {
         assert_eq!(session.view(k).unwrap().frame.action, Action::Discrete(1));
     }
-    let report = session.live_episode().unwrap().report().cloned().expect("recorded");
+    let report = session
+        .live_episode()
+        .unwrap()
+        .report()
+        .cloned()
+        .expect("recorded");
     assert_eq!(report.length, 40);
     let stored = frames(&db, report.id);
     assert_eq!(stored.len(), 40);
     assert_eq!(stored[11].action, Action::Discrete(3));
     // The edits were recorded with the episode, so it replays exactly.
-    assert!(ludus_debugger::fork::verify(&db, report.id).unwrap().is_none());
+    assert!(
+        ludus_debugger::fork::verify(&db, report.id)
+            .unwrap()
+            .is_none()
+    );
 }

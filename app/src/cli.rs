@@ -162,6 +162,13 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
+    /// What to measure: the arena (CartPole steps/s, the default) or the
+    /// debugger (open, random jump, breakpoint scan on a long episode).
+    #[arg(value_enum, default_value_t = BenchTarget::Arena)]
+    pub target: BenchTarget,
+    /// Frames in the recorded episode of the debugger benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub frames: u64,
     /// The CartPole plugin to measure.
     #[arg(
         long,
@@ -177,6 +184,12 @@ pub struct BenchArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchTarget {
+    Arena,
+    Debugger,
 }
 
 #[derive(Args, Debug)]

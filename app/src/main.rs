@@ -1,6 +1,7 @@
 //! `ludus`: the command line (and, later, the IDE) over the arena.
 
 mod bench;
+mod bench_debugger;
 mod cli;
 mod debug_cmd;
 mod memory_cmd;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         .init();
     let result = match args.command {
         cli::Command::Run(a) => run_cmd::run(a),
+        cli::Command::Bench(a) if a.target == cli::BenchTarget::Debugger => bench_debugger::run(a),
         cli::Command::Bench(a) => bench::run(a),
         cli::Command::Memory(a) => memory_cmd::run(a),
         cli::Command::Debug(a) => debug_cmd::debug(a),

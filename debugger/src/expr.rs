@@ -26,6 +26,8 @@ impl fmt::Debug for Expr {
 /// The parts of a frame an expression reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Uses {
+    /// Bit i: the plain variable `view::PLAIN[i]` is read.
+    pub plain: u32,
     pub memory: bool,
     pub prev: bool,
     pub observation: bool,
@@ -35,6 +37,7 @@ pub(crate) struct Uses {
 impl Uses {
     pub fn union(self, o: Uses) -> Uses {
         Uses {
+            plain: self.plain | o.plain,
             memory: self.memory || o.memory,
             prev: self.prev || o.prev,
             observation: self.observation || o.observation,
@@ -92,7 +95,14 @@ impl Expr {
         })?;
         let refs = program.references();
         let prev = refs.has_variable("prev");
+        // `prev` is read as a whole, so it needs every variable.
+        let plain = crate::view::PLAIN
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| prev || refs.has_variable(name))
+            .fold(0u32, |bits, (i, _)| bits | 1 << i);
         let uses = Uses {
+            plain,
             memory: refs.has_variable("memory")
                 || refs.has_variable("changed")
                 || (prev && (source.contains("memory") || source.contains("changed"))),
@@ -153,6 +163,10 @@ mod tests {
             Expr::compile(r#"memory["/episode/plan"] != prev.memory["/episode/plan"]"#).unwrap();
         assert!(e.uses.memory && e.uses.prev && !e.uses.observation);
         let e = Expr::compile("reward < 0").unwrap();
-        assert_eq!(e.uses, Uses::default());
+        assert_eq!(
+            (e.uses.memory, e.uses.prev, e.uses.observation, e.uses.logs),
+            (false, false, false, false)
+        );
+        assert_eq!(e.uses.plain, 1 << 1, "only `reward`");
     }
 }

@@ -534,7 +534,8 @@ impl LiveEpisode {
             if let Some(r) = self.recorder.take() {
                 let report = r.end(finish)?;
                 if let (Some(db), false) = (&self.db, self.history.edits.is_empty()) {
-                    ludus_arena::Db::open(db)?.set_episode_edits(report.id, &self.history.json())?;
+                    ludus_arena::Db::open(db)?
+                        .set_episode_edits(report.id, &self.history.json())?;
                 }
                 self.report = Some(report);
             }

@@ -498,8 +498,16 @@ pub(crate) fn scan(
     }
     let mut results: Vec<Result<bool, String>> = Vec::with_capacity(exprs.len());
     let mut k = lo;
-    while k < hi {
-        let (first, block) = source.block(k)?;
+    for block in source.blocks_from(lo) {
+        let (first, block) = block?;
+        if k >= hi {
+            break;
+        }
+        if k < first || block.is_empty() {
+            return Err(DebugError::Invalid(format!(
+                "the recording has no frame {k} (a block starts at {first})"
+            )));
+        }
         let end = (first + block.len() as u64).min(hi);
         for (frame, timing) in &block[(k - first) as usize..(end - first) as usize] {
             if uses.memory && !frame.memory_writes.is_empty() {
@@ -529,9 +537,6 @@ pub(crate) fn scan(
                 return Ok(());
             }
             k += 1;
-        }
-        if end <= k && k < hi && block.is_empty() {
-            break;
         }
     }
     Ok(())

@@ -26,6 +26,23 @@ pub trait FrameSource {
     }
     /// The block of frames that holds frame `k` (`k < len`).
     fn block(&self, k: u64) -> Result<Block, DebugError>;
+    /// The blocks from the one holding frame `k` to the end, in order, for
+    /// scans. A recording reads and decodes them ahead on another thread.
+    fn blocks_from(&self, k: u64) -> Box<dyn Iterator<Item = Result<Block, DebugError>> + '_> {
+        let mut next = k;
+        let len = self.len();
+        Box::new(std::iter::from_fn(move || {
+            if next >= len {
+                return None;
+            }
+            let b = self.block(next);
+            match &b {
+                Ok((first, frames)) if !frames.is_empty() => next = first + frames.len() as u64,
+                _ => next = len,
+            }
+            Some(b)
+        }))
+    }
     /// The memory the episode started from.
     fn start_memory(&self) -> BTreeMap<String, String>;
     /// The memory after frame `k`'s writes.
@@ -116,6 +133,60 @@ impl FrameSource for Recording {
         }
         cache.push_back((info.chunk, frames.clone()));
         Ok((info.first_step, frames))
+    }
+
+    fn blocks_from(&self, k: u64) -> Box<dyn Iterator<Item = Result<Block, DebugError>> + '_> {
+        // Reading and decoding chunks costs more than evaluating most
+        // breakpoints: a second connection does it ahead, on another core.
+        let i = self
+            .chunks
+            .partition_point(|c| c.first_step + u64::from(c.frames) <= k);
+        let chunks: Vec<ChunkInfo> = self.chunks.get(i..).unwrap_or_default().to_vec();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Block, DebugError>>(4);
+        let path = self.db.path().to_path_buf();
+        let episode = self.episode.id;
+        let spawned = std::thread::Builder::new()
+            .name("ludus-scan-reader".into())
+            .spawn(move || {
+                let db = match Db::open(&path) {
+                    Ok(db) => db,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                for c in chunks {
+                    let block = db
+                        .chunk_frames(episode, c.chunk)
+                        .map(|frames| (c.first_step, Arc::new(frames)))
+                        .map_err(DebugError::from);
+                    // The scan stopped (a hit): stop reading.
+                    if tx.send(block).is_err() {
+                        return;
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Box::new(rx.into_iter()),
+            Err(e) => {
+                tracing::debug!("no read-ahead thread ({e}); scanning on one thread");
+                let mut next = k;
+                let len = self.len;
+                Box::new(std::iter::from_fn(move || {
+                    if next >= len {
+                        return None;
+                    }
+                    let b = self.block(next);
+                    match &b {
+                        Ok((first, frames)) if !frames.is_empty() => {
+                            next = first + frames.len() as u64
+                        }
+                        _ => next = len,
+                    }
+                    Some(b)
+                }))
+            }
+        }
     }
 
     fn start_memory(&self) -> BTreeMap<String, String> {

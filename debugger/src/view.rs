@@ -298,7 +298,23 @@ pub(crate) fn memory_cel(memory: &BTreeMap<String, String>, known: &[String]) ->
     m.into()
 }
 
-/// A frame's variables, building only what `uses` asks for (plus the cheap ones).
+/// The plain (cheap, always-present) variables of a frame, by bit in `Uses::plain`.
+pub(crate) const PLAIN: [&str; 11] = [
+    "step",
+    "reward",
+    "env_reward",
+    "terminated",
+    "truncated",
+    "done",
+    "success",
+    "note",
+    "info",
+    "action",
+    "timing",
+];
+
+/// A frame's variables, building only what `uses` asks for: a scan over a
+/// million frames must not parse every frame's info for `reward < 0`.
 pub(crate) fn frame_vars(
     frame: &Frame,
     timing: &Timing,
@@ -306,23 +322,35 @@ pub(crate) fn frame_vars(
     uses: Uses,
 ) -> Vec<(&'static str, Value)> {
     let mut v: Vec<(&'static str, Value)> = Vec::with_capacity(16);
-    v.push(("step", Value::Int(i64::from(frame.step))));
-    v.push(("reward", Value::Float(f64::from(frame.reward))));
-    v.push(("env_reward", Value::Float(f64::from(frame.env_reward))));
-    v.push(("terminated", Value::Bool(frame.terminated)));
-    v.push(("truncated", Value::Bool(frame.truncated)));
-    v.push(("done", Value::Bool(frame.terminated || frame.truncated)));
-    v.push(("success", frame.success.map_or(Value::Null, Value::Bool)));
-    v.push((
-        "note",
-        frame.note.as_deref().map_or(Value::Null, Value::from),
-    ));
-    let info = match serde_json::from_str::<serde_json::Value>(&frame.info) {
-        Ok(j) => json_to_cel(&j),
-        Err(_) => frame.info.as_str().into(),
-    };
-    v.push(("info", info));
-    v.push(("action", action_cel(&frame.action)));
+    let wants = |name: usize| uses.plain & (1 << name) != 0;
+    for (i, name) in PLAIN.iter().enumerate() {
+        if !wants(i) {
+            continue;
+        }
+        let value = match *name {
+            "step" => Value::Int(i64::from(frame.step)),
+            "reward" => Value::Float(f64::from(frame.reward)),
+            "env_reward" => Value::Float(f64::from(frame.env_reward)),
+            "terminated" => Value::Bool(frame.terminated),
+            "truncated" => Value::Bool(frame.truncated),
+            "done" => Value::Bool(frame.terminated || frame.truncated),
+            "success" => frame.success.map_or(Value::Null, Value::Bool),
+            "note" => frame.note.as_deref().map_or(Value::Null, Value::from),
+            "info" => match serde_json::from_str::<serde_json::Value>(&frame.info) {
+                Ok(j) => json_to_cel(&j),
+                Err(_) => frame.info.as_str().into(),
+            },
+            "action" => action_cel(&frame.action),
+            _ => {
+                let mut t: HashMap<String, Value> = HashMap::new();
+                t.insert("act_ns".into(), Value::UInt(timing.act_ns));
+                t.insert("step_ns".into(), Value::UInt(timing.step_ns));
+                t.insert("score_ns".into(), Value::UInt(timing.score_ns));
+                t.into()
+            }
+        };
+        v.push((name, value));
+    }
     if uses.observation {
         let m: HashMap<String, Value> = frame
             .observation
@@ -345,11 +373,6 @@ pub(crate) fn frame_vars(
             .collect();
         v.push(("changed", changed.into()));
     }
-    let mut t: HashMap<String, Value> = HashMap::new();
-    t.insert("act_ns".into(), Value::UInt(timing.act_ns));
-    t.insert("step_ns".into(), Value::UInt(timing.step_ns));
-    t.insert("score_ns".into(), Value::UInt(timing.score_ns));
-    v.push(("timing", t.into()));
     v
 }
 
