@@ -14,6 +14,7 @@ pub mod plugin;
 mod recorder;
 pub mod run;
 pub mod store;
+pub mod train_store;
 
 pub use plugin::{CONTRACT_VERSION, Limits, LoadError, Plugin, PluginKind};
 pub use run::{EpisodeReport, Outcome, PluginSpec, RunError, RunReport, RunSpec};
