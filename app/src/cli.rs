@@ -21,6 +21,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Read and set execution memory stored in a database.
     Memory(MemoryArgs),
+    /// Train a policy with RL on a wasm env (config in TOML), recording metrics and episodes.
+    Train(TrainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -105,4 +107,29 @@ pub enum MemoryCommand {
     },
     /// Delete a /user/... value.
     Delete { db: PathBuf, path: String },
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The training config (TOML); see configs/.
+    pub config: PathBuf,
+    /// The SQLite file to record metrics and sampled episodes into.
+    #[arg(long, default_value = "ludus.db")]
+    pub db: PathBuf,
+    /// Where the learner runs (default: CUDA when available, else CPU).
+    #[arg(long, value_enum, default_value_t = TrainDevice::Auto)]
+    pub device: TrainDevice,
+    /// Continue the run from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print one JSON summary on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainDevice {
+    Auto,
+    Cpu,
+    Cuda,
 }

@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod memory_cmd;
 mod run_cmd;
+mod train_cmd;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         cli::Command::Run(a) => run_cmd::run(a),
         cli::Command::Bench(a) => bench::run(a),
         cli::Command::Memory(a) => memory_cmd::run(a),
+        cli::Command::Train(a) => train_cmd::run(a),
     };
     match result {
         Ok(code) => code,
@@ -42,6 +44,8 @@ fn main() -> ExitCode {
             let line = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {line}");
             if e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<ludus_trainer::train::TrainError>()
+                    .is_some_and(|t| t.is_usage())
                 || e.downcast_ref::<ludus_arena::RunError>().is_some_and(|r| {
                     !matches!(
                         r,

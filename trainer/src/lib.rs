@@ -14,3 +14,4 @@ pub mod learner;
 pub mod policy;
 pub mod rng;
 pub mod sampler;
+pub mod train;
