@@ -253,6 +253,11 @@ impl TrainRecorder {
     pub fn finish_run(self, db_path: &Path, run_id: &str, status: &str) -> Result<(), StoreError> {
         self.finish()?;
         let db = Db::open(db_path)?;
+        // Episodes still in progress when training stopped.
+        db.conn.execute(
+            "UPDATE episodes SET outcome = 'interrupted' WHERE run_id = ?1 AND outcome = 'running'",
+            [run_id],
+        )?;
         db.conn.execute(
             "UPDATE runs SET status = ?2, finished_at = ?3, episodes = (SELECT COUNT(*) FROM episodes WHERE run_id = ?1) WHERE id = ?1",
             params![run_id, status, now_rfc3339()],

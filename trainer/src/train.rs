@@ -217,6 +217,10 @@ pub fn train(
             samplers: None,
         };
     }
+    if config.checkpoint.keep_all && !opts.resume {
+        // The initial weights too, so every recorded step's policy can be reloaded.
+        save(&config, &policy, &adam, &lrng, &run, &ck_dir.join("update-0.safetensors"))?;
+    }
     let resume_point = opts.resume.then(|| ResumePoint {
         update: run.update,
         next_episode: run.next_episode,
@@ -239,7 +243,12 @@ pub fn train(
         version: run.update,
         values: policy.values(),
     }));
-    let (tx, rx) = crossbeam_channel::bounded(4096);
+    // Room for about two batches (and every env's episode, so groups can
+    // complete): when the learner falls behind, samplers wait rather than
+    // pile up data that would only go stale.
+    let envs = config.sampling.samplers * config.sampling.envs_per_sampler;
+    let capacity = (2 * config.sampling.batch_steps / config.sampling.rollout_steps).max(envs);
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
     let mut handles = Vec::new();
     for i in 0..config.sampling.samplers {
         let state = run.samplers.as_ref().and_then(|s| s.get(i).cloned());
