@@ -15,3 +15,8 @@ pub mod policy;
 pub mod rng;
 pub mod sampler;
 pub mod train;
+
+/// Whether libtorch sees a CUDA device.
+pub fn cuda_available() -> bool {
+    tch::Cuda::is_available()
+}

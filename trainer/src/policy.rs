@@ -231,6 +231,11 @@ impl Policy {
         }
     }
 
+    /// A policy on the CPU with the given parameter values (e.g. a checkpoint's).
+    pub fn on_cpu(spec: Spec, values: &[Vec<f32>]) -> Policy {
+        Policy::from_values(spec, values, Device::Cpu)
+    }
+
     /// Parameter values on the CPU, in [`Policy::names`] order.
     pub fn values(&self) -> Vec<Vec<f32>> {
         self.params
