@@ -23,6 +23,8 @@ pub enum Command {
     Memory(MemoryArgs),
     /// Train a policy with RL on a wasm env (config in TOML), recording metrics and episodes.
     Train(TrainArgs),
+    /// Compare sync and decoupled training on slow envs, and PPO CartPole samples/s.
+    TrainBench(TrainBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -132,4 +134,20 @@ pub enum TrainDevice {
     Auto,
     Cpu,
     Cuda,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainBenchArgs {
+    /// Folder of the built example plugins (cartpole.wasm, maze.wasm).
+    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+    pub plugins: PathBuf,
+    /// Updates per slow-env measurement.
+    #[arg(long, default_value_t = 12)]
+    pub updates: u64,
+    /// The slow env's added step latency, uniform in MIN,MAX milliseconds.
+    #[arg(long, default_value = "5,50", value_name = "MIN,MAX")]
+    pub delay_ms: String,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

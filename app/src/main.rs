@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod memory_cmd;
 mod run_cmd;
+mod train_bench;
 mod train_cmd;
 
 use std::process::ExitCode;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         cli::Command::Bench(a) => bench::run(a),
         cli::Command::Memory(a) => memory_cmd::run(a),
         cli::Command::Train(a) => train_cmd::run(a),
+        cli::Command::TrainBench(a) => train_bench::run(a),
     };
     match result {
         Ok(code) => code,

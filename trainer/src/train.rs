@@ -90,6 +90,11 @@ pub struct TrainSummary {
     pub mean_return: Option<f64>,
     pub reached_target: bool,
     pub seconds: f64,
+    /// Samples the learner trained on (after dropping stale ones).
+    pub samples_trained: u64,
+    /// Env instances and the seconds they spent stepping (delays included), summed.
+    pub envs: usize,
+    pub env_busy_seconds: f64,
     pub checkpoint: PathBuf,
 }
 
@@ -148,6 +153,7 @@ struct Run {
     env_steps: u64,
     episodes: u64,
     samplers: Option<Vec<SamplerState>>,
+    samples_trained: u64,
 }
 
 /// Trains as configured, calling `on_update` after every update.
@@ -202,6 +208,7 @@ pub fn train(
             env_steps: ck.meta.env_steps,
             episodes: ck.meta.next_episode,
             samplers: if sync { ck.meta.samplers.clone() } else { None },
+            samples_trained: 0,
         };
     } else {
         policy = Policy::new(spec.clone(), derive(config.seed, &[4]), device);
@@ -215,6 +222,7 @@ pub fn train(
             env_steps: 0,
             episodes: 0,
             samplers: None,
+            samples_trained: 0,
         };
     }
     if config.checkpoint.keep_all && !opts.resume {
@@ -311,6 +319,9 @@ pub fn train(
         mean_return: mean(&run.recent),
         reached_target: reached,
         seconds: started.elapsed().as_secs_f64(),
+        samples_trained: run.samples_trained,
+        envs,
+        env_busy_seconds: shared.env_busy_ns.load(Ordering::Relaxed) as f64 / 1e9,
         checkpoint: latest,
     })
 }
@@ -493,6 +504,7 @@ fn learn(
         let steps = shared.env_steps.load(Ordering::Relaxed);
         let new_steps = steps - last_steps;
         run.env_steps += stats.samples as u64 + stats.dropped as u64;
+        run.samples_trained += stats.samples as u64;
         let mut m: Vec<(String, f64)> = Vec::new();
         let mut put = |name: &str, v: f64| m.push((name.to_string(), v));
         if !returns.is_empty() {
