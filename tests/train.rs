@@ -92,7 +92,10 @@ fn ppo_reaches_475_on_cartpole_within_a_ci_budget() {
     let last = window.last().expect("metrics recorded").1;
     assert!(last >= 475.0, "{window:?}");
     // Every metric is finite.
-    let all = Db::open(&db).unwrap().train_metrics("ppo-cartpole").unwrap();
+    let all = Db::open(&db)
+        .unwrap()
+        .train_metrics("ppo-cartpole")
+        .unwrap();
     assert!(all.iter().all(|m| m.value.is_finite()), "non-finite metric");
     assert!(Path::new(out["checkpoint"].as_str().unwrap()).exists());
 }
@@ -100,7 +103,10 @@ fn ppo_reaches_475_on_cartpole_within_a_ci_budget() {
 #[test]
 fn every_example_trains_without_nan_and_improves() {
     for (example, edits) in [
-        ("ppo-cartpole", vec![("updates", "40"), ("mean_return", "1000")]),
+        (
+            "ppo-cartpole",
+            vec![("updates", "40"), ("mean_return", "1000")],
+        ),
         ("ppo-maze", vec![("updates", "40")]),
         ("grpo-maze", vec![("updates", "40")]),
     ] {
@@ -132,11 +138,7 @@ fn every_example_trains_without_nan_and_improves() {
 #[test]
 fn resume_after_a_kill_continues_with_identical_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let edits = [
-        ("updates", "40"),
-        ("mean_return", "100000"),
-        ("every", "4"),
-    ];
+    let edits = [("updates", "40"), ("mean_return", "100000"), ("every", "4")];
     let cfg = config(dir.path(), "ppo-cartpole", &edits);
     // A: uninterrupted.
     let a = dir.path().join("a.db");
@@ -144,7 +146,12 @@ fn resume_after_a_kill_continues_with_identical_metrics() {
     // B: killed (SIGKILL) once the checkpoint at update 8 is written, then resumed.
     let b = dir.path().join("b.db");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ludus"))
-        .args(["train", &cfg.display().to_string(), "--db", &b.display().to_string()])
+        .args([
+            "train",
+            &cfg.display().to_string(),
+            "--db",
+            &b.display().to_string(),
+        ])
         .args(["--device", "cpu"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -167,7 +174,10 @@ fn resume_after_a_kill_continues_with_identical_metrics() {
     let runs = Db::open(&b).unwrap().runs().unwrap();
     assert_eq!(runs[0].status, "interrupted");
     let ck_dir = dir.path().join("b-ppo-cartpole-checkpoints");
-    let killed_at = checkpoint::load(&ck_dir.join("latest.safetensors")).unwrap().meta.update;
+    let killed_at = checkpoint::load(&ck_dir.join("latest.safetensors"))
+        .unwrap()
+        .meta
+        .update;
     assert!((8..40).contains(&killed_at), "checkpoint at {killed_at}");
     let out = train_json(&cfg, &b, &["--resume"]);
     assert_eq!(out["updates"], 40, "{out}");
@@ -276,7 +286,10 @@ fn recorded_log_probs_match_a_recomputation() {
             let mut features = Vec::new();
             policy.spec.features(&frame.observation, &mut features);
             let Action::Discrete(a) = frame.action else {
-                panic!("CartPole takes discrete actions, recorded {:?}", frame.action)
+                panic!(
+                    "CartPole takes discrete actions, recorded {:?}",
+                    frame.action
+                )
             };
             let lp = policy.log_probs_of(&features, &[a as f32])[0];
             assert!(
@@ -295,7 +308,9 @@ fn recorded_log_probs_match_a_recomputation() {
 #[test]
 fn cuda_trains_on_the_gpu_where_there_is_one() {
     if !ludus_trainer::cuda_available() {
-        eprintln!("SKIPPED cuda_trains_on_the_gpu_where_there_is_one: no CUDA device on this machine");
+        eprintln!(
+            "SKIPPED cuda_trains_on_the_gpu_where_there_is_one: no CUDA device on this machine"
+        );
         // Asking for CUDA here is a usage error, not a silent fallback.
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config(dir.path(), "ppo-cartpole", &[("updates", "2")]);
@@ -332,7 +347,10 @@ fn cuda_trains_on_the_gpu_where_there_is_one() {
     assert!(gpu.iter().all(|g| g.1 > 0.0), "{gpu:?}");
     eprintln!(
         "cuda: PPO CartPole reached {} in {} updates, {} env steps, {:.1} s",
-        out["mean_return"], out["updates"], out["env_steps"], out["seconds"].as_f64().unwrap()
+        out["mean_return"],
+        out["updates"],
+        out["env_steps"],
+        out["seconds"].as_f64().unwrap()
     );
 }
 
@@ -342,21 +360,41 @@ fn bad_configs_fail_with_one_line_naming_the_key() {
     let db = dir.path().join("t.db");
     let cfg = config(dir.path(), "ppo-cartpole", &[("epocs", "3")]);
     // Appended at the end, `epocs` lands in [checkpoint].
-    let err = ludus(["train", &cfg.display().to_string(), "--db", &db.display().to_string()])
-        .fails_with(2);
+    let err = ludus([
+        "train",
+        &cfg.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+    ])
+    .fails_with(2);
     assert!(err.contains("epocs"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let cfg = config(dir.path(), "ppo-cartpole", &[("policy_loss", "\"ppo3\"")]);
-    let err = ludus(["train", &cfg.display().to_string(), "--db", &db.display().to_string()])
-        .fails_with(2);
+    let err = ludus([
+        "train",
+        &cfg.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+    ])
+    .fails_with(2);
     assert!(err.contains("ppo3"), "{err}");
     let missing = dir.path().join("missing.toml");
-    let err = ludus(["train", &missing.display().to_string(), "--db", &db.display().to_string()])
-        .fails_with(2);
+    let err = ludus([
+        "train",
+        &missing.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+    ])
+    .fails_with(2);
     assert!(err.contains("missing.toml"), "{err}");
     let cfg = config(dir.path(), "ppo-cartpole", &[("plugin", "\"nope.wasm\"")]);
-    let err = ludus(["train", &cfg.display().to_string(), "--db", &db.display().to_string()])
-        .fails_with(2);
+    let err = ludus([
+        "train",
+        &cfg.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+    ])
+    .fails_with(2);
     assert!(err.contains("nope.wasm"), "{err}");
     assert!(!db.exists(), "nothing is written on a usage error");
 }

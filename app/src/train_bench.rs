@@ -62,7 +62,12 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
     let db = scratch.join("bench.db");
     let mut rows = Vec::new();
     let mut n = 0;
-    let mut measure = |base: &str, plugin: &str, scenario: &str, mode: Mode, edit: &dyn Fn(&mut Config)| -> anyhow::Result<Row> {
+    let mut measure = |base: &str,
+                       plugin: &str,
+                       scenario: &str,
+                       mode: Mode,
+                       edit: &dyn Fn(&mut Config)|
+     -> anyhow::Result<Row> {
         let mut c = Config::parse(base).map_err(|e| anyhow::anyhow!("built-in config: {e}"))?;
         c.env.plugin = args.plugins.join(plugin);
         c.sampling.mode = mode;
@@ -83,7 +88,12 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         if !args.json {
             eprintln!(
                 "{:<34} {:<5} {:>5.1} s  env steps/s {:>9.0}  learner samples/s {:>9.0}  env utilisation {:>5.1}%",
-                r.scenario, r.mode, r.seconds, r.env_steps_per_s, r.learner_samples_per_s, 100.0 * r.env_utilisation
+                r.scenario,
+                r.mode,
+                r.seconds,
+                r.env_steps_per_s,
+                r.learner_samples_per_s,
+                100.0 * r.env_utilisation
             );
         }
         Ok(r)
@@ -107,13 +117,31 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
     let fast = |c: &mut Config| c.stop.updates = 150;
     let label = format!("slow env {}-{} ms", delay[0], delay[1]);
     for mode in [Mode::Sync, Mode::Async] {
-        rows.push(measure(PPO_CARTPOLE, "cartpole.wasm", &format!("PPO CartPole, {label}"), mode, &slow_ppo)?);
+        rows.push(measure(
+            PPO_CARTPOLE,
+            "cartpole.wasm",
+            &format!("PPO CartPole, {label}"),
+            mode,
+            &slow_ppo,
+        )?);
     }
     for mode in [Mode::Sync, Mode::Async] {
-        rows.push(measure(GRPO_MAZE, "maze.wasm", &format!("GRPO maze, {label}"), mode, &slow_grpo)?);
+        rows.push(measure(
+            GRPO_MAZE,
+            "maze.wasm",
+            &format!("GRPO maze, {label}"),
+            mode,
+            &slow_grpo,
+        )?);
     }
     for mode in [Mode::Sync, Mode::Async] {
-        rows.push(measure(PPO_CARTPOLE, "cartpole.wasm", "PPO CartPole, CPU", mode, &fast)?);
+        rows.push(measure(
+            PPO_CARTPOLE,
+            "cartpole.wasm",
+            "PPO CartPole, CPU",
+            mode,
+            &fast,
+        )?);
     }
     let _ = std::fs::remove_dir_all(&scratch);
     let ratio = |i: usize, f: fn(&Row) -> f64| f(&rows[i + 1]) / f(&rows[i]).max(1e-12);
@@ -128,7 +156,10 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         },
     });
     if args.json {
-        println!("{}", serde_json::json!({ "runs": rows, "async_over_sync": speedups }));
+        println!(
+            "{}",
+            serde_json::json!({ "runs": rows, "async_over_sync": speedups })
+        );
     } else {
         println!(
             "decoupled over sync, PPO CartPole on the slow env: env utilisation x{:.2}, learner samples/s x{:.2}",
@@ -149,9 +180,16 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn parse_delay(s: &str) -> anyhow::Result<[f64; 2]> {
-    let bad = || UsageError(format!("--delay-ms `{s}`: expected MIN,MAX in milliseconds, e.g. 5,50"));
+    let bad = || {
+        UsageError(format!(
+            "--delay-ms `{s}`: expected MIN,MAX in milliseconds, e.g. 5,50"
+        ))
+    };
     let (a, b) = s.split_once(',').ok_or_else(bad)?;
-    let (a, b): (f64, f64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    let (a, b): (f64, f64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
     if !(a >= 0.0 && b >= a) {
         return Err(bad().into());
     }

@@ -44,9 +44,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             summary.updates,
             summary.env_steps,
             summary.episodes,
-            summary.mean_return.map_or("-".into(), |r| format!("{r:.2}")),
+            summary
+                .mean_return
+                .map_or("-".into(), |r| format!("{r:.2}")),
             summary.seconds,
-            if summary.reached_target { " (target reached)" } else { "" },
+            if summary.reached_target {
+                " (target reached)"
+            } else {
+                ""
+            },
             summary.checkpoint.display(),
             summary.db.display()
         );
@@ -74,7 +80,11 @@ fn progress_line(r: &UpdateReport) -> String {
         f("policy_lag"),
     );
     if let Some(p) = &r.checkpoint {
-        line.push_str(&format!("\ncheckpoint update {}: {}", r.update, p.display()));
+        line.push_str(&format!(
+            "\ncheckpoint update {}: {}",
+            r.update,
+            p.display()
+        ));
     }
     line
 }

@@ -286,9 +286,8 @@ fn record(db: Db, run_id: &str, rx: Receiver<TrainMsg>) -> Result<(), StoreError
         path: db.path().to_path_buf(),
         message: format!("zstd: {e}"),
     })?;
-    loop {
-        // Block for the first message, then take what is queued for up to a commit interval.
-        let Ok(first) = rx.recv() else { break };
+    // Block for the first message, then take what is queued for up to a commit interval.
+    while let Ok(first) = rx.recv() {
         let started = Instant::now();
         let tx = db.conn.unchecked_transaction()?;
         let mut msg = Some(first);

@@ -62,7 +62,9 @@ pub fn normalize(values: &mut [f32]) {
         / n;
     let std = var.sqrt();
     if std < 1e-8 {
-        values.iter_mut().for_each(|v| *v = (f64::from(*v) - mean) as f32);
+        values
+            .iter_mut()
+            .for_each(|v| *v = (f64::from(*v) - mean) as f32);
         return;
     }
     for v in values {
@@ -99,7 +101,10 @@ mod tests {
 
     #[test]
     fn returns_discount_back_to_front() {
-        assert!(close(&returns_to_go(&[1.0, 1.0, 1.0], 0.0, 0.5), &[1.75, 1.5, 1.0]));
+        assert!(close(
+            &returns_to_go(&[1.0, 1.0, 1.0], 0.0, 0.5),
+            &[1.75, 1.5, 1.0]
+        ));
     }
 
     #[test]

@@ -267,7 +267,7 @@ impl Config {
                 self.optimizer.kind
             ));
         }
-        if !(self.optimizer.lr > 0.0) {
+        if self.optimizer.lr.is_nan() || self.optimizer.lr <= 0.0 {
             return Err("`optimizer.lr` must be greater than 0".into());
         }
         if !(0.0..=1.0).contains(&self.algorithm.gamma) {
@@ -281,7 +281,11 @@ impl Config {
             if self.algorithm.group_size < 2 {
                 return Err("`algorithm.group_size` must be at least 2".into());
             }
-            if self.sampling.envs_per_sampler % self.algorithm.group_size != 0 {
+            if !self
+                .sampling
+                .envs_per_sampler
+                .is_multiple_of(self.algorithm.group_size)
+            {
                 return Err(format!(
                     "`sampling.envs_per_sampler` ({}) must be a multiple of `algorithm.group_size` ({}): a group's episodes run in one sampler",
                     self.sampling.envs_per_sampler, self.algorithm.group_size

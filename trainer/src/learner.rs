@@ -49,7 +49,9 @@ impl Adam {
 
     pub fn values(ts: &[Tensor]) -> Vec<Vec<f32>> {
         ts.iter()
-            .map(|t| Vec::<f32>::try_from(&t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default())
+            .map(|t| {
+                Vec::<f32>::try_from(&t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default()
+            })
             .collect()
     }
 
@@ -143,7 +145,12 @@ pub fn update(
     let n: usize = batch.iter().map(Segment::len).sum();
     let lags: Vec<Vec<u64>> = batch
         .iter()
-        .map(|s| s.versions.iter().map(|&v| version.saturating_sub(v)).collect())
+        .map(|s| {
+            s.versions
+                .iter()
+                .map(|&v| version.saturating_sub(v))
+                .collect()
+        })
         .collect();
     let empty = StepOutcome {
         advantages: batch.iter().map(|s| vec![None; s.len()]).collect(),
@@ -161,8 +168,12 @@ pub fn update(
         acts.extend_from_slice(&s.actions);
         behaviour.extend_from_slice(&s.log_probs);
     }
-    let obs_t = Tensor::from_slice(&obs).view([n as i64, d as i64]).to_device(device);
-    let act_t = Tensor::from_slice(&acts).view([n as i64, ad as i64]).to_device(device);
+    let obs_t = Tensor::from_slice(&obs)
+        .view([n as i64, d as i64])
+        .to_device(device);
+    let act_t = Tensor::from_slice(&acts)
+        .view([n as i64, ad as i64])
+        .to_device(device);
     let behaviour_t = Tensor::from_slice(&behaviour).to_device(device);
     // The proximal policy (the learner's, before this update) and its values.
     let (prox_logp, values_now) = tch::no_grad(|| {
@@ -178,14 +189,24 @@ pub fn update(
             .collect();
         let v = tch::no_grad(|| {
             policy
-                .forward(&Tensor::from_slice(&next).view([batch.len() as i64, d as i64]).to_device(device))
+                .forward(
+                    &Tensor::from_slice(&next)
+                        .view([batch.len() as i64, d as i64])
+                        .to_device(device),
+                )
                 .value
         });
         let v = Vec::<f32>::try_from(&v.to_device(Device::Cpu)).unwrap_or_default();
         batch
             .iter()
             .zip(v)
-            .map(|(s, v)| if s.next_features.is_some() && alg.value_loss { v } else { 0.0 })
+            .map(|(s, v)| {
+                if s.next_features.is_some() && alg.value_loss {
+                    v
+                } else {
+                    0.0
+                }
+            })
             .collect()
     };
     // Advantages and value targets per segment.
@@ -196,7 +217,10 @@ pub fn update(
         let mut groups: BTreeMap<(usize, usize, u64), Vec<(usize, f64)>> = BTreeMap::new();
         for (i, s) in batch.iter().enumerate() {
             let ret: f64 = s.rewards.iter().map(|&r| f64::from(r)).sum();
-            groups.entry((s.sampler, s.group, s.counter)).or_default().push((i, ret));
+            groups
+                .entry((s.sampler, s.group, s.counter))
+                .or_default()
+                .push((i, ret));
         }
         let mut out = BTreeMap::new();
         for members in groups.values() {
@@ -228,7 +252,10 @@ pub fn update(
                 targets.extend(g);
             }
             AdvantageKind::Group => {
-                let a = group_adv.get(&(s.sampler, s.slot, s.counter)).copied().unwrap_or(0.0);
+                let a = group_adv
+                    .get(&(s.sampler, s.slot, s.counter))
+                    .copied()
+                    .unwrap_or(0.0);
                 adv.extend(std::iter::repeat_n(a, s.len()));
                 targets.extend(advantage::returns_to_go(&s.rewards, boots[si], alg.gamma));
             }
@@ -243,8 +270,16 @@ pub fn update(
     stats.dropped = n - keep.len();
     stats.samples = keep.len();
     if !keep.is_empty() {
-        stats.lag_mean = keep.iter().map(|&i| flat_lags[i as usize] as f64).sum::<f64>() / keep.len() as f64;
-        stats.lag_max = keep.iter().map(|&i| flat_lags[i as usize]).max().unwrap_or(0);
+        stats.lag_mean = keep
+            .iter()
+            .map(|&i| flat_lags[i as usize] as f64)
+            .sum::<f64>()
+            / keep.len() as f64;
+        stats.lag_max = keep
+            .iter()
+            .map(|&i| flat_lags[i as usize])
+            .max()
+            .unwrap_or(0);
     }
     if alg.normalize_advantages {
         let mut kept: Vec<f32> = keep.iter().map(|&i| adv[i as usize]).collect();
@@ -273,7 +308,9 @@ pub fn update(
         for s in batch {
             outcome.advantages.push(
                 (0..s.len())
-                    .map(|k| (flat_lags[i + k] <= config.sampling.max_policy_lag).then_some(adv[i + k]))
+                    .map(|k| {
+                        (flat_lags[i + k] <= config.sampling.max_policy_lag).then_some(adv[i + k])
+                    })
                     .collect(),
             );
             i += s.len();
@@ -286,7 +323,10 @@ pub fn update(
     let target_t = Tensor::from_slice(&targets).to_device(device);
     let seq_t = Tensor::from_slice(&seq_w).to_device(device);
     // Truncated importance weights between the proximal and the behaviour policy.
-    let is_w = (&prox_logp - &behaviour_t).exp().clamp_max(alg.ratio_truncation).detach();
+    let is_w = (&prox_logp - &behaviour_t)
+        .exp()
+        .clamp_max(alg.ratio_truncation)
+        .detach();
     let mut order: Vec<i64> = keep.clone();
     let mb = order.len().div_ceil(alg.minibatches);
     let mut count = 0f64;
@@ -317,7 +357,7 @@ pub fn update(
             let vloss = if alg.value_loss {
                 let t = target_t.index_select(0, &idx);
                 let vl = (&out.value - t).square().mean(Kind::Float) * 0.5;
-                loss = loss + &vl * alg.value_coef;
+                loss += &vl * alg.value_coef;
                 vl.double_value(&[])
             } else {
                 0.0
@@ -325,7 +365,7 @@ pub fn update(
             // k3 estimator of KL(current || proximal).
             let kl = ((-&log_ratio).exp() - 1.0 + &log_ratio).mean(Kind::Float);
             if alg.kl_coef > 0.0 {
-                loss = loss + &kl * alg.kl_coef;
+                loss += &kl * alg.kl_coef;
             }
             loss.backward();
             stats.grad_norm += adam.step(&mut policy.params, lr, config.optimizer.max_grad_norm);
@@ -333,7 +373,9 @@ pub fn update(
                 stats.policy_loss += pg.double_value(&[]);
                 stats.value_loss += vloss;
                 stats.entropy += entropy.double_value(&[]);
-                stats.approx_kl += ((&ratio - 1.0) - &log_ratio).mean(Kind::Float).double_value(&[]);
+                stats.approx_kl += ((&ratio - 1.0) - &log_ratio)
+                    .mean(Kind::Float)
+                    .double_value(&[]);
                 stats.clip_fraction += (&ratio - 1.0)
                     .abs()
                     .gt(c)

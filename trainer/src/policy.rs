@@ -57,10 +57,8 @@ impl Spec {
                             b.low.get(i).copied().unwrap_or(f32::MIN),
                             b.high.get(i).copied().unwrap_or(f32::MAX),
                         );
-                        let bounded = lo.is_finite()
-                            && hi.is_finite()
-                            && hi > lo
-                            && (hi - lo) < 1e4;
+                        let bounded =
+                            lo.is_finite() && hi.is_finite() && hi > lo && (hi - lo) < 1e4;
                         norm.push(if bounded {
                             ((hi + lo) / 2.0, 2.0 / (hi - lo))
                         } else {
@@ -251,7 +249,9 @@ impl Policy {
     pub fn load_values(&mut self, values: &[Vec<f32>]) {
         tch::no_grad(|| {
             for (p, v) in self.params.iter_mut().zip(values) {
-                let src = Tensor::from_slice(v).view(p.size().as_slice()).to_device(self.device);
+                let src = Tensor::from_slice(v)
+                    .view(p.size().as_slice())
+                    .to_device(self.device);
                 p.copy_(&src);
             }
         });
@@ -325,7 +325,8 @@ impl Policy {
                 .view([b as i64, self.spec.obs_dim as i64])
                 .to_device(self.device);
             let out = self.forward(&x);
-            let values = Vec::<f32>::try_from(&out.value.to_device(Device::Cpu)).unwrap_or_default();
+            let values =
+                Vec::<f32>::try_from(&out.value.to_device(Device::Cpu)).unwrap_or_default();
             match &self.spec.head {
                 Head::Discrete { n } => {
                     let logp = out.head.log_softmax(-1, Kind::Float).to_device(Device::Cpu);
@@ -353,8 +354,9 @@ impl Policy {
                 }
                 Head::Gaussian { low, .. } => {
                     let d = low.len();
-                    let mean = Vec::<f32>::try_from(&out.head.to_device(Device::Cpu).flatten(0, -1))
-                        .unwrap_or_default();
+                    let mean =
+                        Vec::<f32>::try_from(&out.head.to_device(Device::Cpu).flatten(0, -1))
+                            .unwrap_or_default();
                     let log_std = Vec::<f32>::try_from(
                         &self.param("actor.log_std").detach().to_device(Device::Cpu),
                     )

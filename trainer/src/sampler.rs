@@ -9,11 +9,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use ludus_arena::Plugin;
 use ludus_arena::model::{Frame, Observation};
 use ludus_arena::plugin::EnvInstance;
 use ludus_arena::run::info_says_success;
 use ludus_arena::train_store::EpisodeEndRecord;
-use ludus_arena::Plugin;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
@@ -134,7 +134,10 @@ impl Shared {
     }
 
     fn latest(&self) -> Arc<Weights> {
-        self.weights.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.weights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Blocks until weights newer than `version` are published (or stop).
@@ -416,7 +419,11 @@ fn run(setup: SamplerSetup) -> Result<(), String> {
                         seg.step_ns.push(step_ns);
                     }
                     let end = (r.terminated || r.truncated).then(|| EpisodeEndRecord {
-                        outcome: if r.terminated { "terminated" } else { "truncated" },
+                        outcome: if r.terminated {
+                            "terminated"
+                        } else {
+                            "truncated"
+                        },
                         return_: slot.state.return_,
                         length: step + 1,
                         success: slot.state.success,

@@ -116,7 +116,9 @@ pub fn checkpoint_dir(config: &Config, db: &Path) -> PathBuf {
     match &config.checkpoint.dir {
         Some(d) => base.join(d),
         None => {
-            let stem = db.file_stem().map_or_else(|| "ludus".into(), |s| s.to_string_lossy());
+            let stem = db
+                .file_stem()
+                .map_or_else(|| "ludus".into(), |s| s.to_string_lossy());
             base.join(format!("{stem}-{}-checkpoints", config.name))
         }
     }
@@ -125,9 +127,7 @@ pub fn checkpoint_dir(config: &Config, db: &Path) -> PathBuf {
 /// The env's policy spec, checking that the env loads and accepts its config.
 pub fn load_env(config: &Config) -> Result<(Arc<Plugin>, Spec), TrainError> {
     let plugin = Plugin::load(&config.env.plugin, PluginKind::Env, Limits::DEFAULT)?;
-    let mut env = plugin
-        .env(0)
-        .map_err(|c| TrainError::Env(c.message))?;
+    let mut env = plugin.env(0).map_err(|c| TrainError::Env(c.message))?;
     let info = match env.init(&config.env.config) {
         Ok(Ok(info)) => info,
         Ok(Err(message)) => {
@@ -227,7 +227,14 @@ pub fn train(
     }
     if config.checkpoint.keep_all && !opts.resume {
         // The initial weights too, so every recorded step's policy can be reloaded.
-        save(&config, &policy, &adam, &lrng, &run, &ck_dir.join("update-0.safetensors"))?;
+        save(
+            &config,
+            &policy,
+            &adam,
+            &lrng,
+            &run,
+            &ck_dir.join("update-0.safetensors"),
+        )?;
     }
     let resume_point = opts.resume.then(|| ResumePoint {
         update: run.update,
@@ -337,7 +344,7 @@ fn gather(
     config: &Config,
     rx: &Receiver<SamplerMsg>,
     pending: &mut Vec<Segment>,
-    states: &mut Vec<Option<SamplerState>>,
+    states: &mut [Option<SamplerState>],
 ) -> Result<Option<Vec<Segment>>, TrainError> {
     let sync = config.sampling.mode == Mode::Sync;
     let g = config.group_size();
@@ -409,7 +416,11 @@ fn ready(pending: &[Segment], group: usize) -> Vec<usize> {
     (0..pending.len())
         .filter(|&i| {
             let s = &pending[i];
-            count.get(&(s.sampler, s.group, s.counter)).copied().unwrap_or(0) >= group
+            count
+                .get(&(s.sampler, s.group, s.counter))
+                .copied()
+                .unwrap_or(0)
+                >= group
         })
         .collect()
 }
@@ -540,7 +551,14 @@ fn learn(
         );
         put("learner_share", (learn_s / wall).min(1.0));
         let on_gpu = policy.device != Device::Cpu;
-        put("gpu_share", if on_gpu { (learn_s / wall).min(1.0) } else { 0.0 });
+        put(
+            "gpu_share",
+            if on_gpu {
+                (learn_s / wall).min(1.0)
+            } else {
+                0.0
+            },
+        );
         last = now;
         last_busy = busy;
         last_steps = steps;
@@ -550,19 +568,24 @@ fn learn(
         });
         let mean_return = mean(&run.recent);
         let reached = match config.stop.mean_return {
-            Some(target) => run.recent.len() >= config.stop.window && mean_return.is_some_and(|r| r >= target),
+            Some(target) => {
+                run.recent.len() >= config.stop.window && mean_return.is_some_and(|r| r >= target)
+            }
             None => false,
         };
         let last_update = reached || run.update >= config.stop.updates;
         let every = config.checkpoint.every;
-        let checkpoint = if last_update || (every > 0 && run.update % every == 0) {
+        let checkpoint = if last_update || (every > 0 && run.update.is_multiple_of(every)) {
             if config.sampling.mode == Mode::Sync {
                 run.samplers = states.iter().cloned().collect::<Option<Vec<_>>>();
             }
             let path = ck_dir.join("latest.safetensors");
             save(config, policy, adam, lrng, run, &path)?;
             if config.checkpoint.keep_all {
-                let _ = std::fs::copy(&path, ck_dir.join(format!("update-{}.safetensors", run.update)));
+                let _ = std::fs::copy(
+                    &path,
+                    ck_dir.join(format!("update-{}.safetensors", run.update)),
+                );
             }
             Some(path)
         } else {
