@@ -124,3 +124,49 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
         adam_v,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Head, Policy};
+
+    #[test]
+    fn round_trips_parameters_optimizer_and_meta() {
+        let spec = Spec {
+            obs_dim: 4,
+            norm: vec![(0.0, 1.0); 4],
+            head: Head::Discrete { n: 2 },
+            hidden: vec![8],
+        };
+        let policy = Policy::new(spec.clone(), 3, Device::Cpu);
+        let values = policy.values();
+        let ck = Checkpoint {
+            meta: Meta {
+                format: FORMAT,
+                run: "r".into(),
+                update: 7,
+                adam_step: 70,
+                learner_rng: Rng::new(9),
+                spec,
+                samplers: None,
+                next_episode: 12,
+                open_episodes: vec![((0, 1, 2), 11, 30)],
+                recent_returns: vec![1.5, 2.5],
+                env_steps: 1234,
+            },
+            params: policy.names.iter().cloned().zip(values.clone()).collect(),
+            adam_m: values.iter().map(|v| v.iter().map(|x| x * 2.0).collect()).collect(),
+            adam_v: values.iter().map(|v| v.iter().map(|x| x * x).collect()).collect(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        save(&path, &ck).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!(back.meta, ck.meta);
+        assert_eq!(back.params, ck.params);
+        assert_eq!(back.adam_m, ck.adam_m);
+        assert_eq!(back.adam_v, ck.adam_v);
+        let missing = load(&dir.path().join("nope.safetensors")).err().unwrap();
+        assert!(missing.to_string().contains("nope.safetensors"), "{missing}");
+    }
+}

@@ -328,11 +328,20 @@ impl Config {
     }
 }
 
+/// A small valid config for unit tests.
+#[cfg(test)]
+pub(crate) fn test_config() -> Config {
+    match Config::parse(tests::GOOD) {
+        Ok(c) => c,
+        Err(e) => panic!("test config: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
+    pub(super) const GOOD: &str = r#"
 name = "t"
 seed = 1
 [env]

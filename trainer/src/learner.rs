@@ -398,3 +398,128 @@ pub fn update(
     }
     (stats, outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AdvantageKind, test_config};
+    use crate::policy::{Head, Spec};
+
+    fn spec() -> Spec {
+        Spec {
+            obs_dim: 2,
+            norm: vec![(0.0, 1.0); 2],
+            head: Head::Discrete { n: 2 },
+            hidden: vec![16],
+        }
+    }
+
+    /// One-step episodes where action 0 pays 1 and action 1 pays 0.
+    fn batch(policy: &Policy, rng: &mut Rng, version: u64, n: usize) -> Vec<Segment> {
+        (0..n)
+            .map(|i| {
+                let features = vec![rng.normal() as f32, rng.normal() as f32];
+                let s = policy.act(&features, 1, rng).remove(0);
+                let reward = if s.action[0] == 0.0 { 1.0 } else { 0.0 };
+                Segment {
+                    sampler: 0,
+                    slot: i % 8,
+                    counter: (i / 8) as u64,
+                    group: 0,
+                    seed: 0,
+                    task: String::new(),
+                    first_step: 0,
+                    features,
+                    actions: s.action,
+                    log_probs: vec![s.log_prob],
+                    values: vec![s.value],
+                    rewards: vec![reward],
+                    versions: vec![version],
+                    next_features: None,
+                    end: None,
+                    frames: Vec::new(),
+                    step_ns: Vec::new(),
+                }
+            })
+            .collect()
+    }
+
+    fn p_action0(policy: &Policy) -> f32 {
+        let lp = policy.log_probs_of(&[0.3, -0.2], &[0.0]);
+        lp[0].exp()
+    }
+
+    fn improves(edit: impl Fn(&mut Config)) {
+        let mut config = test_config();
+        edit(&mut config);
+        let mut policy = Policy::new(spec(), 1, Device::Cpu);
+        let mut adam = Adam::new(&policy.params);
+        let mut rng = Rng::new(2);
+        let before = p_action0(&policy);
+        for v in 0..15 {
+            let b = batch(&policy, &mut rng, v, 64);
+            let (stats, _) = update(&config, &mut policy, &mut adam, &mut rng, &b, v, 0.01);
+            assert!(stats.policy_loss.is_finite() && stats.entropy.is_finite());
+        }
+        let after = p_action0(&policy);
+        assert!(after > before + 0.2, "p(good action) {before} -> {after}");
+    }
+
+    #[test]
+    fn ppo_with_gae_learns_the_paying_action() {
+        improves(|_| {});
+    }
+
+    #[test]
+    fn reinforce_with_monte_carlo_learns_the_paying_action() {
+        improves(|c| {
+            c.algorithm.advantage = AdvantageKind::MonteCarlo;
+            c.algorithm.policy_loss = PolicyLossKind::Reinforce;
+            c.algorithm.value_loss = false;
+        });
+    }
+
+    #[test]
+    fn grpo_with_groups_learns_the_paying_action() {
+        improves(|c| {
+            c.algorithm.advantage = AdvantageKind::Group;
+            c.algorithm.group_size = 8;
+            c.algorithm.policy_loss = PolicyLossKind::Grpo;
+            c.algorithm.value_loss = false;
+            c.algorithm.kl_coef = 0.01;
+        });
+    }
+
+    #[test]
+    fn steps_older_than_the_lag_bound_are_dropped() {
+        let mut config = test_config();
+        config.sampling.max_policy_lag = 1;
+        let mut policy = Policy::new(spec(), 1, Device::Cpu);
+        let mut adam = Adam::new(&policy.params);
+        let mut rng = Rng::new(3);
+        let mut b = batch(&policy, &mut rng, 5, 16);
+        b.extend(batch(&policy, &mut rng, 3, 16));
+        let before = policy.values();
+        let (stats, out) = update(&config, &mut policy, &mut adam, &mut rng, &b, 6, 0.01);
+        assert_eq!((stats.samples, stats.dropped, stats.lag_max), (16, 16, 1));
+        assert!(out.advantages[..16].iter().all(|a| a[0].is_some()));
+        assert!(out.advantages[16..].iter().all(|a| a[0].is_none()));
+        assert_eq!(out.lags[20][0], 3);
+        assert_ne!(before, policy.values(), "the fresh half was trained on");
+        // All too old: nothing is trained on, the policy stays.
+        let old = batch(&policy, &mut rng, 0, 8);
+        let before = policy.values();
+        let (stats, _) = update(&config, &mut policy, &mut adam, &mut rng, &old, 6, 0.01);
+        assert_eq!(stats.samples, 0);
+        assert_eq!(before, policy.values());
+    }
+
+    #[test]
+    fn linear_schedule_decays_to_zero() {
+        let mut config = test_config();
+        config.optimizer.schedule = Schedule::Linear;
+        config.stop.updates = 4;
+        let lrs: Vec<f64> = (1..=4).map(|u| learning_rate(&config, u)).collect();
+        assert_eq!(lrs, vec![0.001, 0.00075, 0.0005, 0.00025]);
+    }
+}

@@ -400,3 +400,58 @@ impl Policy {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(head: Head) {
+        let spec = Spec {
+            obs_dim: 3,
+            norm: vec![(0.0, 1.0); 3],
+            head,
+            hidden: vec![8, 8],
+        };
+        let ad = spec.head.action_dim();
+        let policy = Policy::new(spec, 7, Device::Cpu);
+        let mut rng = Rng::new(1);
+        let features: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).sin()).collect();
+        let sampled = policy.act(&features, 4, &mut rng);
+        let actions: Vec<f32> = sampled.iter().flat_map(|s| s.action.clone()).collect();
+        assert_eq!(actions.len(), 4 * ad);
+        let lp = policy.log_probs_of(&features, &actions);
+        for (s, l) in sampled.iter().zip(lp) {
+            assert!((s.log_prob - l).abs() < 1e-4, "{} vs {l}", s.log_prob);
+        }
+        // Same values, same policy.
+        let copy = Policy::on_cpu(policy.spec.clone(), &policy.values());
+        assert_eq!(copy.log_probs_of(&features, &actions), policy.log_probs_of(&features, &actions));
+    }
+
+    #[test]
+    fn sampled_log_probs_match_recomputed_ones_discrete() {
+        check(Head::Discrete { n: 3 });
+    }
+
+    #[test]
+    fn sampled_log_probs_match_recomputed_ones_gaussian() {
+        check(Head::Gaussian {
+            low: vec![-1.0, -2.0],
+            high: vec![1.0, 2.0],
+        });
+    }
+
+    #[test]
+    fn continuous_actions_are_clipped_to_the_box() {
+        let spec = Spec {
+            obs_dim: 1,
+            norm: vec![(0.0, 1.0)],
+            head: Head::Gaussian {
+                low: vec![-1.0],
+                high: vec![1.0],
+            },
+            hidden: vec![4],
+        };
+        assert_eq!(spec.env_action(&[3.0]), Action::Continuous(vec![1.0]));
+    }
+}
