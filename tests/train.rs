@@ -398,3 +398,35 @@ fn bad_configs_fail_with_one_line_naming_the_key() {
     assert!(err.contains("nope.wasm"), "{err}");
     assert!(!db.exists(), "nothing is written on a usage error");
 }
+
+#[test]
+fn a_crashing_env_is_an_episode_outcome_not_a_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let plugin = format!(
+        "\"{}\"\nconfig = \"mode=panic,at=3\"",
+        plugin("hostile_env").display()
+    );
+    let cfg = config(
+        dir.path(),
+        "ppo-cartpole",
+        &[
+            ("plugin", &plugin),
+            ("updates", "3"),
+            ("mean_return", "100000"),
+        ],
+    );
+    let out = train_json(&cfg, &db, &[]);
+    assert_eq!(out["updates"], 3, "{out}");
+    let eps = Db::open(&db).unwrap().episodes("ppo-cartpole").unwrap();
+    let crashed: Vec<_> = eps.iter().filter(|e| e.outcome == "crashed").collect();
+    assert!(!crashed.is_empty(), "no crashed episodes");
+    for e in crashed {
+        assert_eq!(e.length, 4, "the 4th step crashes");
+        let err = e.error.as_deref().unwrap_or_default();
+        assert!(
+            err.contains("hostile_env.wasm") && err.contains("step"),
+            "{err}"
+        );
+    }
+}

@@ -155,8 +155,14 @@ mod tests {
                 env_steps: 1234,
             },
             params: policy.names.iter().cloned().zip(values.clone()).collect(),
-            adam_m: values.iter().map(|v| v.iter().map(|x| x * 2.0).collect()).collect(),
-            adam_v: values.iter().map(|v| v.iter().map(|x| x * x).collect()).collect(),
+            adam_m: values
+                .iter()
+                .map(|v| v.iter().map(|x| x * 2.0).collect())
+                .collect(),
+            adam_v: values
+                .iter()
+                .map(|v| v.iter().map(|x| x * x).collect())
+                .collect(),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.safetensors");
@@ -167,6 +173,9 @@ mod tests {
         assert_eq!(back.adam_m, ck.adam_m);
         assert_eq!(back.adam_v, ck.adam_v);
         let missing = load(&dir.path().join("nope.safetensors")).err().unwrap();
-        assert!(missing.to_string().contains("nope.safetensors"), "{missing}");
+        assert!(
+            missing.to_string().contains("nope.safetensors"),
+            "{missing}"
+        );
     }
 }

@@ -425,7 +425,10 @@ mod tests {
         }
         // Same values, same policy.
         let copy = Policy::on_cpu(policy.spec.clone(), &policy.values());
-        assert_eq!(copy.log_probs_of(&features, &actions), policy.log_probs_of(&features, &actions));
+        assert_eq!(
+            copy.log_probs_of(&features, &actions),
+            policy.log_probs_of(&features, &actions)
+        );
     }
 
     #[test]
