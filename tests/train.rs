@@ -430,3 +430,28 @@ fn a_crashing_env_is_an_episode_outcome_not_a_failure() {
         );
     }
 }
+
+#[test]
+fn async_resume_continues_from_the_checkpoint_with_fresh_episodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let first = config(dir.path(), "ppo-maze", &[("updates", "6"), ("every", "3")]);
+    train_json(&first, &db, &[]);
+    let before = Db::open(&db).unwrap().episodes("ppo-maze").unwrap().len();
+    // The same run, extended: it resumes from update 6.
+    let longer = config(dir.path(), "ppo-maze", &[("updates", "10"), ("every", "3")]);
+    let out = train_json(&longer, &db, &["--resume"]);
+    assert_eq!(out["updates"], 10, "{out}");
+    let updates: Vec<u64> = metric(&db, "ppo-maze", "policy_loss")
+        .iter()
+        .map(|m| m.0)
+        .collect();
+    assert_eq!(updates, (1..=10).collect::<Vec<_>>());
+    let eps = Db::open(&db).unwrap().episodes("ppo-maze").unwrap();
+    assert!(eps.len() > before, "no new episodes after resuming");
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        eps.iter().all(|e| seen.insert(e.index)),
+        "episode indices repeat"
+    );
+}
