@@ -102,6 +102,8 @@ pub enum TrainMsg {
         values: Vec<(String, f64)>,
     },
     Segment(Box<SegmentRecord>),
+    /// Commit everything before this message, then answer on the channel.
+    Flush(Sender<()>),
 }
 
 /// A stored metric.
@@ -235,6 +237,13 @@ impl TrainRecorder {
         self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok())
     }
 
+    /// Waits until everything sent so far is committed (e.g. before a
+    /// checkpoint, so a resumed run finds what the checkpoint counts on).
+    pub fn flush(&self) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(TrainMsg::Flush(tx)) && rx.recv().is_ok()
+    }
+
     /// Commits everything queued.
     pub fn finish(mut self) -> Result<(), StoreError> {
         drop(self.tx.take());
@@ -291,8 +300,13 @@ fn record(db: Db, run_id: &str, rx: Receiver<TrainMsg>) -> Result<(), StoreError
         let started = Instant::now();
         let tx = db.conn.unchecked_transaction()?;
         let mut msg = Some(first);
+        let mut flushed = None;
         while let Some(m) = msg.take() {
             match m {
+                TrainMsg::Flush(ack) => {
+                    flushed = Some(ack);
+                    break;
+                }
                 TrainMsg::Metrics { update, values } => {
                     let mut ins = tx.prepare_cached(
                         "INSERT OR REPLACE INTO train_metrics (run_id, update_no, name, value, time) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -309,6 +323,9 @@ fn record(db: Db, run_id: &str, rx: Receiver<TrainMsg>) -> Result<(), StoreError
             }
         }
         tx.commit()?;
+        if let Some(ack) = flushed {
+            let _ = ack.send(());
+        }
     }
     Ok(())
 }

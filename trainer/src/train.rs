@@ -579,6 +579,8 @@ fn learn(
             if config.sampling.mode == Mode::Sync {
                 run.samplers = states.iter().cloned().collect::<Option<Vec<_>>>();
             }
+            // What the checkpoint counts as recorded must be on disk first.
+            recorder.flush();
             let path = ck_dir.join("latest.safetensors");
             save(config, policy, adam, lrng, run, &path)?;
             if config.checkpoint.keep_all {
