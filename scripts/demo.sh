@@ -15,4 +15,7 @@ for i in 1 2; do
     $LUDUS run --env $P/maze.wasm --env-config size=15,doors=2 --agent $P/memory_agent.wasm \
         --reward $P/distance_reward.wasm --episodes 20 --seed 1 --db ludus.db
 done
+echo "== PPO on CartPole with \`ludus train\` (metrics and every sampled episode into ludus-train.db)"
+rm -rf ludus-train.db ludus-train.db-wal ludus-train.db-shm ludus-train-ppo-cartpole-checkpoints
+$LUDUS train configs/ppo-cartpole.toml --db ludus-train.db | tail -2
 echo "recorded into ludus.db; stored agent memory: $($LUDUS memory list ludus.db /agent | wc -l) paths"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything ludus needs on a fresh machine with a Rust toolchain (rustup):
-# the wasm32-wasip2 target and the example plugins.
+# the wasm32-wasip2 target, the example plugins, and PyTorch 2.11.0 (the
+# libtorch that tch 0.24 links) in a local virtual env `.venv`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null 2>&1; then
@@ -12,3 +13,4 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 bash scripts/build-plugins.sh
+bash scripts/setup-torch.sh

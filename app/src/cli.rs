@@ -35,6 +35,10 @@ pub enum Command {
     Rerun(RerunArgs),
     /// Regression suites for CI: thresholds, baselines with a statistical gate, reports.
     Suite(crate::suite_cmd::SuiteArgs),
+    /// Train a policy with RL on a wasm env (config in TOML), recording metrics and episodes.
+    Train(TrainArgs),
+    /// Compare sync and decoupled training on slow envs, and PPO CartPole samples/s.
+    TrainBench(TrainBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -214,4 +218,45 @@ pub enum MemoryCommand {
     },
     /// Delete a /user/... value.
     Delete { db: PathBuf, path: String },
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The training config (TOML); see configs/.
+    pub config: PathBuf,
+    /// The SQLite file to record metrics and sampled episodes into.
+    #[arg(long, default_value = "ludus.db")]
+    pub db: PathBuf,
+    /// Where the learner runs (default: CUDA when available, else CPU).
+    #[arg(long, value_enum, default_value_t = TrainDevice::Auto)]
+    pub device: TrainDevice,
+    /// Continue the run from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print one JSON summary on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainDevice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainBenchArgs {
+    /// Folder of the built example plugins (cartpole.wasm, maze.wasm).
+    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+    pub plugins: PathBuf,
+    /// Updates per slow-env measurement.
+    #[arg(long, default_value_t = 12)]
+    pub updates: u64,
+    /// The slow env's added step latency, uniform in MIN,MAX milliseconds.
+    #[arg(long, default_value = "5,50", value_name = "MIN,MAX")]
+    pub delay_ms: String,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -7,6 +7,8 @@ mod debug_cmd;
 mod memory_cmd;
 mod run_cmd;
 mod suite_cmd;
+mod train_bench;
+mod train_cmd;
 
 use std::process::ExitCode;
 
@@ -43,6 +45,8 @@ fn main() -> ExitCode {
         cli::Command::Fork(a) => debug_cmd::fork(a),
         cli::Command::Rerun(a) => debug_cmd::rerun(a),
         cli::Command::Suite(a) => suite_cmd::run(a),
+        cli::Command::Train(a) => train_cmd::run(a),
+        cli::Command::TrainBench(a) => train_bench::run(a),
     };
     match result {
         Ok(code) => code,
@@ -51,6 +55,8 @@ fn main() -> ExitCode {
             let line = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {line}");
             if e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<ludus_trainer::train::TrainError>()
+                    .is_some_and(|t| t.is_usage())
                 || e.downcast_ref::<ludus_arena::RunError>().is_some_and(|r| {
                     !matches!(
                         r,

@@ -15,6 +15,7 @@ mod recorder;
 pub mod replay;
 pub mod run;
 pub mod store;
+pub mod train_store;
 
 pub use plugin::{CONTRACT_VERSION, Limits, LoadError, Plugin, PluginKind};
 pub use run::{

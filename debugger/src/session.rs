@@ -171,7 +171,9 @@ impl Session {
         self.len().saturating_sub(1)
     }
 
-    /// One frame forward; false at the last frame.
+    /// One frame forward; false at the last frame. (A cursor move, not an
+    /// iterator, whatever the name suggests to clippy.)
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> bool {
         if self.cursor < self.last_index() {
             self.cursor += 1;

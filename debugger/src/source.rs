@@ -58,6 +58,9 @@ fn merged(base: &MemoryBase) -> BTreeMap<String, String> {
     all
 }
 
+/// A decoded chunk, shared with the scans and views that use it.
+type DecodedChunk = Arc<Vec<(Frame, Timing)>>;
+
 /// Decoded chunks kept around, so stepping back and forth stays cheap.
 const CACHED_CHUNKS: usize = 8;
 
@@ -74,7 +77,7 @@ pub struct Recording {
     base: MemoryBase,
     start: BTreeMap<String, String>,
     paths: OnceLock<Arc<Vec<String>>>,
-    cache: RefCell<VecDeque<(u32, Arc<Vec<(Frame, Timing)>>)>>,
+    cache: RefCell<VecDeque<(u32, DecodedChunk)>>,
 }
 
 impl Recording {

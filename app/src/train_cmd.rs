@@ -1,0 +1,90 @@
+//! `ludus train CONFIG.toml [--db PATH] [--device auto|cpu|cuda] [--resume] [--json]`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use ludus_trainer::config::Config;
+use ludus_trainer::train::{self, DeviceChoice, TrainOptions, UpdateReport};
+
+use crate::UsageError;
+use crate::cli::{TrainArgs, TrainDevice};
+
+pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config).map_err(|e| UsageError(e.to_string()))?;
+    let opts = TrainOptions {
+        config,
+        db: args.db.clone(),
+        device: match args.device {
+            TrainDevice::Auto => DeviceChoice::Auto,
+            TrainDevice::Cpu => DeviceChoice::Cpu,
+            TrainDevice::Cuda => DeviceChoice::Cuda,
+        },
+        resume: args.resume,
+    };
+    let json = args.json;
+    let mut print = |r: &UpdateReport| {
+        let line = progress_line(r);
+        // Progress goes to stdout, unless stdout carries the JSON summary.
+        if json {
+            eprintln!("{line}");
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    };
+    let summary = train::train(&opts, &mut print)?;
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "trained `{}` on {}: {} updates, {} env steps, {} episodes, mean return (last episodes) {}, {:.1} s{}; checkpoint {}; recorded in {}",
+            summary.run_id,
+            summary.device,
+            summary.updates,
+            summary.env_steps,
+            summary.episodes,
+            summary
+                .mean_return
+                .map_or("-".into(), |r| format!("{r:.2}")),
+            summary.seconds,
+            if summary.reached_target {
+                " (target reached)"
+            } else {
+                ""
+            },
+            summary.checkpoint.display(),
+            summary.db.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_line(r: &UpdateReport) -> String {
+    let f = |name: &str| r.metric(name).map_or("-".into(), |v| format!("{v:.3}"));
+    let mut line = format!(
+        "update {}/{}  steps {}  return {}  window {}  len {}  pi_loss {}  v_loss {}  entropy {}  kl {}  clip {}  steps/s {:.0}  env_util {}  lag {}",
+        r.update,
+        r.updates,
+        r.env_steps,
+        f("return"),
+        r.mean_return.map_or("-".into(), |v| format!("{v:.2}")),
+        f("episode_length"),
+        f("policy_loss"),
+        f("value_loss"),
+        f("entropy"),
+        f("approx_kl"),
+        f("clip_fraction"),
+        r.metric("env_steps_per_s").unwrap_or(0.0),
+        f("env_utilisation"),
+        f("policy_lag"),
+    );
+    if let Some(p) = &r.checkpoint {
+        line.push_str(&format!(
+            "\ncheckpoint update {}: {}",
+            r.update,
+            p.display()
+        ));
+    }
+    line
+}

@@ -1,0 +1,457 @@
+//! `ludus train` end to end: the real binary, the real wasm CartPole and maze,
+//! real SQLite files and checkpoints.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use ludus_arena::Db;
+use ludus_arena::model::Action;
+use ludus_trainer::checkpoint;
+use ludus_trainer::policy::Policy;
+use support::*;
+
+/// A copy of an example config in `dir`, with the plugin path made absolute and
+/// `key = value` lines replaced (or appended when the key is absent).
+fn config(dir: &Path, example: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("configs").join(format!("{example}.toml")))
+        .expect("example config");
+    let plugins = plugins().display().to_string();
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| l.replace("../plugins/target/wasm32-wasip2/release", &plugins))
+        .collect();
+    for (key, value) in edits {
+        let new = format!("{key} = {value}");
+        match lines
+            .iter_mut()
+            .find(|l| l.trim_start().starts_with(&format!("{key} =")))
+        {
+            Some(l) => *l = new,
+            None => lines.push(new),
+        }
+    }
+    let path = dir.join(format!("{example}.toml"));
+    std::fs::write(&path, lines.join("\n")).expect("write config");
+    path
+}
+
+fn train_json(config: &Path, db: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "train".to_string(),
+        config.display().to_string(),
+        "--db".into(),
+        db.display().to_string(),
+        "--json".into(),
+        "--device".into(),
+        "cpu".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    ludus(&args).json()
+}
+
+/// Metric values by update for one name.
+fn metric(db: &Path, run: &str, name: &str) -> Vec<(u64, f64)> {
+    Db::open(db)
+        .expect("open db")
+        .train_metrics(run)
+        .expect("metrics")
+        .into_iter()
+        .filter(|m| m.name == name)
+        .map(|m| (m.update, m.value))
+        .collect()
+}
+
+fn returns(db: &Path, run: &str) -> Vec<f64> {
+    Db::open(db)
+        .expect("open db")
+        .episodes(run)
+        .expect("episodes")
+        .into_iter()
+        .filter(|e| e.outcome == "terminated" || e.outcome == "truncated")
+        .map(|e| e.return_)
+        .collect()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+#[test]
+fn ppo_reaches_475_on_cartpole_within_a_ci_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let cfg = config(dir.path(), "ppo-cartpole", &[]);
+    let out = train_json(&cfg, &db, &[]);
+    assert_eq!(out["reached_target"], true, "{out}");
+    assert!(out["mean_return"].as_f64().expect("mean") >= 475.0, "{out}");
+    // The same figure is in the database, as the last update's window mean.
+    let window = metric(&db, "ppo-cartpole", "return_window");
+    let last = window.last().expect("metrics recorded").1;
+    assert!(last >= 475.0, "{window:?}");
+    // Every metric is finite.
+    let all = Db::open(&db)
+        .unwrap()
+        .train_metrics("ppo-cartpole")
+        .unwrap();
+    assert!(all.iter().all(|m| m.value.is_finite()), "non-finite metric");
+    assert!(Path::new(out["checkpoint"].as_str().unwrap()).exists());
+}
+
+#[test]
+fn every_example_trains_without_nan_and_improves() {
+    for (example, edits) in [
+        (
+            "ppo-cartpole",
+            vec![("updates", "40"), ("mean_return", "1000")],
+        ),
+        ("ppo-maze", vec![("updates", "40")]),
+        ("grpo-maze", vec![("updates", "40")]),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("t.db");
+        let cfg = config(dir.path(), example, &edits);
+        let out = train_json(&cfg, &db, &[]);
+        assert_eq!(out["updates"], 40, "{example}: {out}");
+        let all = Db::open(&db).unwrap().train_metrics(example).unwrap();
+        for m in &all {
+            assert!(
+                m.value.is_finite(),
+                "{example}: metric {} at update {} is {}",
+                m.name,
+                m.update,
+                m.value
+            );
+        }
+        let r = returns(&db, example);
+        let k = (r.len() / 5).max(1);
+        let (first, last) = (mean(&r[..k]), mean(&r[r.len() - k..]));
+        assert!(
+            last > first * 1.3,
+            "{example}: mean return of the first {k} episodes {first:.3}, of the last {k} {last:.3}"
+        );
+    }
+}
+
+#[test]
+fn resume_after_a_kill_continues_with_identical_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let edits = [("updates", "40"), ("mean_return", "100000"), ("every", "4")];
+    let cfg = config(dir.path(), "ppo-cartpole", &edits);
+    // A: uninterrupted.
+    let a = dir.path().join("a.db");
+    train_json(&cfg, &a, &[]);
+    // B: killed (SIGKILL) once the checkpoint at update 8 is written, then resumed.
+    let b = dir.path().join("b.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .args([
+            "train",
+            &cfg.display().to_string(),
+            "--db",
+            &b.display().to_string(),
+        ])
+        .args(["--device", "cpu"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ludus train");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut seen = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read progress");
+        if line.starts_with("checkpoint update 8:") {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "no checkpoint at update 8 announced");
+    child.kill().expect("kill");
+    let _ = child.wait();
+    // The kill landed mid-run: the run is marked interrupted, its latest
+    // checkpoint is short of the end.
+    let runs = Db::open(&b).unwrap().runs().unwrap();
+    assert_eq!(runs[0].status, "interrupted");
+    let ck_dir = dir.path().join("b-ppo-cartpole-checkpoints");
+    let killed_at = checkpoint::load(&ck_dir.join("latest.safetensors"))
+        .unwrap()
+        .meta
+        .update;
+    assert!((8..40).contains(&killed_at), "checkpoint at {killed_at}");
+    let out = train_json(&cfg, &b, &["--resume"]);
+    assert_eq!(out["updates"], 40, "{out}");
+    for name in [
+        "return",
+        "episode_length",
+        "policy_loss",
+        "value_loss",
+        "entropy",
+        "approx_kl",
+        "clip_fraction",
+        "samples",
+    ] {
+        let ma = metric(&a, "ppo-cartpole", name);
+        let mb = metric(&b, "ppo-cartpole", name);
+        assert!(
+            ma.iter().any(|m| m.0 > killed_at),
+            "{name}: no metrics after update {killed_at}"
+        );
+        assert_eq!(ma, mb, "metric {name} differs after resuming");
+    }
+    // The recorded episodes agree too, frame digests included.
+    let eps = |db: &Path| -> Vec<(u64, u64, String, u64, Option<String>)> {
+        Db::open(db)
+            .unwrap()
+            .episodes("ppo-cartpole")
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.index, e.seed, e.outcome, e.length, e.digest))
+            .collect()
+    };
+    assert_eq!(eps(&a), eps(&b));
+}
+
+#[test]
+fn policy_lag_bound_is_respected_in_async_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let cfg = config(
+        dir.path(),
+        "ppo-cartpole",
+        &[
+            ("mode", "\"async\""),
+            ("updates", "15"),
+            ("mean_return", "100000"),
+            ("max_policy_lag", "1"),
+            ("batch_steps", "128"),
+        ],
+    );
+    train_json(&cfg, &db, &[]);
+    let store = Db::open(&db).unwrap();
+    let mut lags = Vec::new();
+    for e in store.episodes("ppo-cartpole").unwrap() {
+        for s in store.train_steps(e.id).unwrap() {
+            lags.push(s.stat.lag);
+            // A step is trained on (has an advantage) exactly when within the bound.
+            assert_eq!(s.stat.advantage.is_some(), s.stat.lag <= 1, "{s:?}");
+        }
+    }
+    assert!(!lags.is_empty());
+    assert!(
+        lags.iter().any(|&l| l >= 1),
+        "decoupled sampling never lagged: nothing was tested"
+    );
+    for (update, max) in metric(&db, "ppo-cartpole", "policy_lag_max") {
+        assert!(max <= 1.0, "update {update}: lag {max}");
+    }
+}
+
+#[test]
+fn recorded_log_probs_match_a_recomputation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let cfg = config(
+        dir.path(),
+        "ppo-cartpole",
+        &[
+            ("updates", "3"),
+            ("mean_return", "100000"),
+            ("every", "1"),
+            ("keep_all", "true"),
+        ],
+    );
+    let out = train_json(&cfg, &db, &[]);
+    let ck_dir = Path::new(out["checkpoint"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let policies: Vec<Policy> = (0..3)
+        .map(|v| {
+            let ck = checkpoint::load(&ck_dir.join(format!("update-{v}.safetensors")))
+                .expect("checkpoint");
+            let values: Vec<Vec<f32>> = ck.params.into_iter().map(|p| p.1).collect();
+            Policy::on_cpu(ck.meta.spec, &values)
+        })
+        .collect();
+    let store = Db::open(&db).unwrap();
+    let mut checked = 0;
+    for e in store.episodes("ppo-cartpole").unwrap() {
+        let frames = store.frames(e.id).unwrap();
+        let steps = store.train_steps(e.id).unwrap();
+        assert_eq!(frames.len(), steps.len(), "episode {}", e.id);
+        for ((frame, _), step) in frames.iter().zip(&steps) {
+            assert_eq!(u64::from(frame.step), step.step);
+            let policy = &policies[step.stat.version as usize];
+            let mut features = Vec::new();
+            policy.spec.features(&frame.observation, &mut features);
+            let Action::Discrete(a) = frame.action else {
+                panic!(
+                    "CartPole takes discrete actions, recorded {:?}",
+                    frame.action
+                )
+            };
+            let lp = policy.log_probs_of(&features, &[a as f32])[0];
+            assert!(
+                (lp - step.stat.log_prob).abs() < 1e-4,
+                "episode {} step {}: recorded {} recomputed {lp}",
+                e.id,
+                step.step,
+                step.stat.log_prob
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3 * 256, "only {checked} steps checked");
+}
+
+#[test]
+fn cuda_trains_on_the_gpu_where_there_is_one() {
+    if !ludus_trainer::cuda_available() {
+        eprintln!(
+            "SKIPPED cuda_trains_on_the_gpu_where_there_is_one: no CUDA device on this machine"
+        );
+        // Asking for CUDA here is a usage error, not a silent fallback.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), "ppo-cartpole", &[("updates", "2")]);
+        let db = dir.path().join("t.db");
+        let err = ludus([
+            "train",
+            &cfg.display().to_string(),
+            "--db",
+            &db.display().to_string(),
+            "--device",
+            "cuda",
+        ])
+        .fails_with(2);
+        assert!(err.contains("no CUDA device"), "{err}");
+        assert!(!db.exists(), "nothing is written on a usage error");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let cfg = config(dir.path(), "ppo-cartpole", &[]);
+    let args = vec![
+        "train".to_string(),
+        cfg.display().to_string(),
+        "--db".into(),
+        db.display().to_string(),
+        "--json".into(),
+        "--device".into(),
+        "cuda".into(),
+    ];
+    let out = ludus(&args).json();
+    assert!(out["device"].as_str().unwrap().starts_with("cuda"), "{out}");
+    assert_eq!(out["reached_target"], true, "{out}");
+    let gpu = metric(&db, "ppo-cartpole", "gpu_share");
+    assert!(gpu.iter().all(|g| g.1 > 0.0), "{gpu:?}");
+    eprintln!(
+        "cuda: PPO CartPole reached {} in {} updates, {} env steps, {:.1} s",
+        out["mean_return"],
+        out["updates"],
+        out["env_steps"],
+        out["seconds"].as_f64().unwrap()
+    );
+}
+
+#[test]
+fn bad_configs_fail_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let cfg = config(dir.path(), "ppo-cartpole", &[("epocs", "3")]);
+    // Appended at the end, `epocs` lands in [checkpoint].
+    let err = ludus([
+        "train",
+        &cfg.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+    ])
+    .fails_with(2);
+    assert!(err.contains("epocs"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let cfg = config(dir.path(), "ppo-cartpole", &[("policy_loss", "\"ppo3\"")]);
+    let err = ludus([
+        "train",
+        &cfg.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+    ])
+    .fails_with(2);
+    assert!(err.contains("ppo3"), "{err}");
+    let missing = dir.path().join("missing.toml");
+    let err = ludus([
+        "train",
+        &missing.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+    ])
+    .fails_with(2);
+    assert!(err.contains("missing.toml"), "{err}");
+    let cfg = config(dir.path(), "ppo-cartpole", &[("plugin", "\"nope.wasm\"")]);
+    let err = ludus([
+        "train",
+        &cfg.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+    ])
+    .fails_with(2);
+    assert!(err.contains("nope.wasm"), "{err}");
+    assert!(!db.exists(), "nothing is written on a usage error");
+}
+
+#[test]
+fn a_crashing_env_is_an_episode_outcome_not_a_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let plugin = format!(
+        "\"{}\"\nconfig = \"mode=panic,at=3\"",
+        plugin("hostile_env").display()
+    );
+    let cfg = config(
+        dir.path(),
+        "ppo-cartpole",
+        &[
+            ("plugin", &plugin),
+            ("updates", "3"),
+            ("mean_return", "100000"),
+        ],
+    );
+    let out = train_json(&cfg, &db, &[]);
+    assert_eq!(out["updates"], 3, "{out}");
+    let eps = Db::open(&db).unwrap().episodes("ppo-cartpole").unwrap();
+    let crashed: Vec<_> = eps.iter().filter(|e| e.outcome == "crashed").collect();
+    assert!(!crashed.is_empty(), "no crashed episodes");
+    for e in crashed {
+        assert_eq!(e.length, 4, "the 4th step crashes");
+        let err = e.error.as_deref().unwrap_or_default();
+        assert!(
+            err.contains("hostile_env.wasm") && err.contains("step"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn async_resume_continues_from_the_checkpoint_with_fresh_episodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let first = config(dir.path(), "ppo-maze", &[("updates", "6"), ("every", "3")]);
+    train_json(&first, &db, &[]);
+    let before = Db::open(&db).unwrap().episodes("ppo-maze").unwrap().len();
+    // The same run, extended: it resumes from update 6.
+    let longer = config(dir.path(), "ppo-maze", &[("updates", "10"), ("every", "3")]);
+    let out = train_json(&longer, &db, &["--resume"]);
+    assert_eq!(out["updates"], 10, "{out}");
+    let updates: Vec<u64> = metric(&db, "ppo-maze", "policy_loss")
+        .iter()
+        .map(|m| m.0)
+        .collect();
+    assert_eq!(updates, (1..=10).collect::<Vec<_>>());
+    let eps = Db::open(&db).unwrap().episodes("ppo-maze").unwrap();
+    assert!(eps.len() > before, "no new episodes after resuming");
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        eps.iter().all(|e| seen.insert(e.index)),
+        "episode indices repeat"
+    );
+}
