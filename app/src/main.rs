@@ -1,6 +1,7 @@
 //! `ludus`: the command line (and, later, the IDE) over the arena.
 
 mod bench;
+mod bench_env;
 mod cli;
 mod debug_cmd;
 mod memory_cmd;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         cli::Command::Run(a) => run_cmd::run(a),
         cli::Command::Bench(a) => bench::run(a),
+        cli::Command::BenchEnv(a) => bench_env::run(a),
         cli::Command::Memory(a) => memory_cmd::run(a),
         cli::Command::Debug(a) => debug_cmd::debug(a),
         cli::Command::Diff(a) => debug_cmd::diff(a),

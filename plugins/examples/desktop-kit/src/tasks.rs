@@ -108,6 +108,18 @@ fn join(names: &[String]) -> String {
 }
 
 impl Goal {
+    pub fn kind(&self) -> TaskKind {
+        match self {
+            Goal::ClickButton { .. } => TaskKind::ClickButton,
+            Goal::Checkboxes { .. } => TaskKind::Checkboxes,
+            Goal::TypeField { .. } => TaskKind::TypeField,
+            Goal::Dropdown { .. } => TaskKind::Dropdown,
+            Goal::Slider { .. } => TaskKind::Slider,
+            Goal::Workflow(_) => TaskKind::Workflow,
+            Goal::ClickRandom => TaskKind::ClickRandom,
+        }
+    }
+
     pub fn instruction(&self) -> String {
         match self {
             Goal::ClickButton { label } => format!("Click the button {}.", q(label)),
