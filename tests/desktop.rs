@@ -121,7 +121,7 @@ fn element_id_actions_work_only_when_the_env_allows_them() {
 fn a_random_agent_almost_never_solves_the_workflow() {
     let dir = tmp();
     let db = dir.path().join("random.db");
-    let report = run(&db, "random_agent", "task=workflow", 100, 1, &[]);
+    let report = run(&db, "random_agent", "task=workflow", 60, 1, &[]);
     assert!(successes(&report) <= 1, "{}", report["summary"]);
     // It does hit the single button of click-random now and then: the baseline
     // a learned pointer policy must beat.

@@ -634,12 +634,20 @@ impl Canvas<'_> {
         let y0 = r.y.max(self.clip.y).max(0);
         let x1 = (r.x + r.w).min(self.clip.x + self.clip.w).min(self.w);
         let y1 = (r.y + r.h).min(self.clip.y + self.clip.h).min(self.h);
-        for y in y0..y1 {
-            let row = (y * self.w) as usize * 3;
-            for x in x0..x1 {
-                let k = row + x as usize * 3;
-                self.px[k..k + 3].copy_from_slice(&color);
-            }
+        if x0 >= x1 || y0 >= y1 {
+            return;
+        }
+        // Paint the first row pixel by pixel, then copy it down: rendering is
+        // most of a step's cost, and large fills dominate it.
+        let (a, b) = (x0 as usize * 3, x1 as usize * 3);
+        let stride = self.w as usize * 3;
+        let first = y0 as usize * stride;
+        for px in self.px[first + a..first + b].chunks_exact_mut(3) {
+            px.copy_from_slice(&color);
+        }
+        for y in y0 + 1..y1 {
+            let row = y as usize * stride;
+            self.px.copy_within(first + a..first + b, row + a);
         }
     }
 
