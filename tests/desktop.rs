@@ -29,10 +29,24 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
-fn run(db: &Path, agent: &str, env_config: &str, episodes: u32, seed: u64, extra: &[&str]) -> serde_json::Value {
+fn run(
+    db: &Path,
+    agent: &str,
+    env_config: &str,
+    episodes: u32,
+    seed: u64,
+    extra: &[&str],
+) -> serde_json::Value {
     let episodes = episodes.to_string();
     let seed = seed.to_string();
-    let mut args = vec!["--env-config", env_config, "--episodes", &episodes, "--seed", &seed];
+    let mut args = vec![
+        "--env-config",
+        env_config,
+        "--episodes",
+        &episodes,
+        "--seed",
+        &seed,
+    ];
     args.extend_from_slice(extra);
     run_json(db, "desktop", agent, &args)
 }
@@ -56,9 +70,15 @@ fn lengths(report: &serde_json::Value) -> Vec<u64> {
 }
 
 fn frames(db: &Path, report: &serde_json::Value, index: usize) -> Vec<Frame> {
-    let id = report["episodes"][index]["id"].as_i64().expect("episode id");
+    let id = report["episodes"][index]["id"]
+        .as_i64()
+        .expect("episode id");
     let db = Db::open(db).expect("open db");
-    db.frames(id).expect("frames").into_iter().map(|(f, _)| f).collect()
+    db.frames(id)
+        .expect("frames")
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect()
 }
 
 fn screen(frame: &Frame) -> (u32, u32, Vec<u8>) {
@@ -94,7 +114,11 @@ fn the_scripted_agent_solves_every_task_over_many_seeds() {
     }
     // The workflow is long: 15 steps or more, every time.
     let report = run(&db, "desktop_solver", "task=workflow", 20, 3, &[]);
-    assert!(lengths(&report).iter().all(|&n| n >= 15), "{:?}", lengths(&report));
+    assert!(
+        lengths(&report).iter().all(|&n| n >= 15),
+        "{:?}",
+        lengths(&report)
+    );
     // Rewards are sparse and decayed by the steps used.
     let f = frames(&db, &report, 0);
     let (last, before) = f.split_last().expect("frames");
@@ -108,13 +132,24 @@ fn element_id_actions_work_only_when_the_env_allows_them() {
     let db = dir.path().join("ids.db");
     let agent = ["--agent-config", "element_actions=1"];
     for task in ["checkboxes", "workflow", "dropdown"] {
-        let on = run(&db, "desktop_solver", &format!("task={task},element_actions=1"), 15, 2, &agent);
+        let on = run(
+            &db,
+            "desktop_solver",
+            &format!("task={task},element_actions=1"),
+            15,
+            2,
+            &agent,
+        );
         assert_eq!(successes(&on), 15, "{task}");
     }
     let off = run(&db, "desktop_solver", "task=checkboxes", 10, 2, &agent);
     assert_eq!(successes(&off), 0);
     let f = frames(&db, &off, 0);
-    assert!(f[0].info.contains("element actions are off"), "{}", f[0].info);
+    assert!(
+        f[0].info.contains("element actions are off"),
+        "{}",
+        f[0].info
+    );
 }
 
 #[test]
@@ -153,7 +188,10 @@ fn the_screenshot_and_the_element_tree_agree() {
                 for n in &nodes {
                     let b = &n.bounds;
                     let (x1, y1) = (b.x + b.width as i32, b.y + b.height as i32);
-                    assert!(b.x >= 0 && b.y >= 0 && x1 <= w as i32 && y1 <= h as i32, "{task}: {n:?} off screen");
+                    assert!(
+                        b.x >= 0 && b.y >= 0 && x1 <= w as i32 && y1 <= h as i32,
+                        "{task}: {n:?} off screen"
+                    );
                     if let Some(p) = n.parent.and_then(|p| nodes.iter().find(|m| m.id == p))
                         && !matches!(n.role.as_str(), "option" | "menuitem")
                     {
@@ -181,7 +219,10 @@ fn the_screenshot_and_the_element_tree_agree() {
                         }
                     }
                     colours.remove(&BACKGROUND);
-                    assert!(covered || colours.len() >= 2, "{task}: {n:?} shows {colours:?}");
+                    assert!(
+                        covered || colours.len() >= 2,
+                        "{task}: {n:?} shows {colours:?}"
+                    );
                 }
                 // No stray drawing outside the tree (the cursor is 6x8 at the last pointer).
                 for y in 0..h as i32 {
@@ -191,10 +232,16 @@ fn the_screenshot_and_the_element_tree_agree() {
                         }
                         let in_box = nodes.iter().any(|n| {
                             let b = &n.bounds;
-                            x >= b.x && y >= b.y && x < b.x + b.width as i32 && y < b.y + b.height as i32
+                            x >= b.x
+                                && y >= b.y
+                                && x < b.x + b.width as i32
+                                && y < b.y + b.height as i32
                         });
                         let near_cursor = cursor_may_be_at(&frame, x, y);
-                        assert!(in_box || near_cursor, "{task}: pixel ({x},{y}) drawn outside every box");
+                        assert!(
+                            in_box || near_cursor,
+                            "{task}: pixel ({x},{y}) drawn outside every box"
+                        );
                     }
                 }
             }
@@ -206,7 +253,10 @@ fn the_screenshot_and_the_element_tree_agree() {
 fn cursor_may_be_at(frame: &Frame, x: i32, y: i32) -> bool {
     let (w, _, px) = screen(frame);
     let k = (y as usize * w as usize + x as usize) * 3;
-    matches!([px[k], px[k + 1], px[k + 2]], [0x20, 0x20, 0x20] | [0xff, 0xff, 0xff])
+    matches!(
+        [px[k], px[k + 1], px[k + 2]],
+        [0x20, 0x20, 0x20] | [0xff, 0xff, 0xff]
+    )
 }
 
 #[test]
@@ -219,9 +269,18 @@ fn the_same_seed_renders_the_same_pixels() {
         let b = run(&db, "desktop_solver", &cfg, 2, 9, &[]);
         let c = run(&db, "desktop_solver", &cfg, 2, 10, &[]);
         assert_eq!(digests(&a), digests(&b));
-        let screens = |r| frames(&db, r, 0).iter().map(|f| screen(f).2).collect::<Vec<_>>();
+        let screens = |r| {
+            frames(&db, r, 0)
+                .iter()
+                .map(|f| screen(f).2)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(screens(&a), screens(&b), "{task}");
-        assert_ne!(screens(&a)[0], screens(&c)[0], "{task}: another seed, another layout");
+        assert_ne!(
+            screens(&a)[0],
+            screens(&c)[0],
+            "{task}: another seed, another layout"
+        );
     }
 }
 
@@ -235,9 +294,17 @@ fn the_memory_agent_gets_faster_on_a_second_run() {
     assert_eq!(successes(&second), 12);
     let (a, b) = (lengths(&first), lengths(&second));
     assert!(a.iter().zip(&b).all(|(x, y)| y <= x), "{a:?} then {b:?}");
-    assert!(b.iter().sum::<u64>() < a.iter().sum::<u64>(), "{a:?} then {b:?}");
+    assert!(
+        b.iter().sum::<u64>() < a.iter().sum::<u64>(),
+        "{a:?} then {b:?}"
+    );
     let memory = Db::open(&db).expect("db").agent_memory().expect("memory");
-    assert_eq!(memory.get("/agent/desktop/workflow/sketch").map(String::as_str), Some("Export=File"));
+    assert_eq!(
+        memory
+            .get("/agent/desktop/workflow/sketch")
+            .map(String::as_str),
+        Some("Export=File")
+    );
     // It also generalises: new seeds, same task, already the short way.
     let third = run(&db, "desktop_memory_agent", "task=workflow", 12, 99, &[]);
     let solver = run(&db, "desktop_solver", "task=workflow", 12, 99, &[]);
@@ -250,15 +317,34 @@ fn the_shaped_reward_pays_for_progress() {
     let dir = tmp();
     let db = dir.path().join("shaped.db");
     let reward = plugin("desktop_shaped_reward").display().to_string();
-    let report = run(&db, "desktop_solver", "task=workflow", 5, 1, &["--reward", &reward]);
+    let report = run(
+        &db,
+        "desktop_solver",
+        "task=workflow",
+        5,
+        1,
+        &["--reward", &reward],
+    );
     assert_eq!(successes(&report), 5);
     let f = frames(&db, &report, 0);
     let paid = f[..f.len() - 1].iter().filter(|f| f.reward > 0.0).count();
     assert!(paid >= 8, "{paid} steps paid before the end");
     // The random agent earns only step costs and a little progress.
-    let random = run(&db, "random_agent", "task=workflow", 5, 1, &["--reward", &reward]);
+    let random = run(
+        &db,
+        "random_agent",
+        "task=workflow",
+        5,
+        1,
+        &["--reward", &reward],
+    );
     let mean = |r: &serde_json::Value| r["summary"]["mean_return"].as_f64().expect("mean");
-    assert!(mean(&report) > mean(&random) + 1.0, "{} vs {}", mean(&report), mean(&random));
+    assert!(
+        mean(&report) > mean(&random) + 1.0,
+        "{} vs {}",
+        mean(&report),
+        mean(&random)
+    );
 }
 
 #[test]
@@ -272,11 +358,29 @@ fn bad_config_is_a_one_line_error() {
         ("task=workflow,width=100", "needs width and height"),
         ("colour=red", "unknown config key `colour`"),
     ] {
-        let r = ludus(["run", "--env", &env, "--agent", &agent, "--db", &db, "--env-config", config]);
+        let r = ludus([
+            "run",
+            "--env",
+            &env,
+            "--agent",
+            &agent,
+            "--db",
+            &db,
+            "--env-config",
+            config,
+        ]);
         let err = r.fails_with(2);
         assert!(err.contains(says), "{config}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
-        let r = ludus(["bench-env", "--env", &env, "--env-config", config, "--seconds", "0.1"]);
+        let r = ludus([
+            "bench-env",
+            "--env",
+            &env,
+            "--env-config",
+            config,
+            "--seconds",
+            "0.1",
+        ]);
         assert!(r.fails_with(2).contains(says));
     }
     let r = ludus(["bench-env", "--env", "missing.wasm"]);
@@ -286,7 +390,16 @@ fn bad_config_is_a_one_line_error() {
 #[test]
 fn bench_env_measures_steps_with_screenshots() {
     let env = plugin("desktop").display().to_string();
-    let r = ludus(["bench-env", "--env", &env, "--env-config", "task=workflow", "--seconds", "0.3", "--json"]);
+    let r = ludus([
+        "bench-env",
+        "--env",
+        &env,
+        "--env-config",
+        "task=workflow",
+        "--seconds",
+        "0.3",
+        "--json",
+    ]);
     let j = r.json();
     assert!(j["steps"].as_u64().expect("steps") > 100, "{j}");
     assert!(j["episodes"].as_u64().expect("episodes") >= 1);
@@ -314,15 +427,29 @@ fn docs_screenshots_match_the_env() {
             let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
             enc.set_color(png::ColorType::Rgb);
             enc.set_depth(png::BitDepth::Eight);
-            enc.write_header().expect("png header").write_image_data(&px).expect("png data");
+            enc.write_header()
+                .expect("png header")
+                .write_image_data(&px)
+                .expect("png data");
             continue;
         }
-        let file = std::fs::File::open(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with LUDUS_UPDATE_SCREENSHOTS=1)", path.display()));
-        let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().expect("png");
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run with LUDUS_UPDATE_SCREENSHOTS=1)",
+                path.display()
+            )
+        });
+        let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+            .read_info()
+            .expect("png");
         let mut buf = vec![0; reader.output_buffer_size().expect("size")];
         let info = reader.next_frame(&mut buf).expect("png frame");
         assert_eq!((info.width, info.height), (w, h));
-        assert_eq!(&buf[..info.buffer_size()], &px[..], "{} is stale: run with LUDUS_UPDATE_SCREENSHOTS=1", path.display());
+        assert_eq!(
+            &buf[..info.buffer_size()],
+            &px[..],
+            "{} is stale: run with LUDUS_UPDATE_SCREENSHOTS=1",
+            path.display()
+        );
     }
 }

@@ -39,7 +39,11 @@ fn next(state: &mut u64) -> u64 {
 
 pub fn run(args: BenchEnvArgs) -> Result<ExitCode> {
     if !(args.seconds > 0.0 && args.seconds <= 600.0) {
-        return Err(UsageError(format!("--seconds must be within (0, 600] (got {})", args.seconds)).into());
+        return Err(UsageError(format!(
+            "--seconds must be within (0, 600] (got {})",
+            args.seconds
+        ))
+        .into());
     }
     let plugin = Plugin::load(&args.env, PluginKind::Env, Limits::DEFAULT)
         .map_err(ludus_arena::RunError::Load)?;
@@ -49,12 +53,19 @@ pub fn run(args: BenchEnvArgs) -> Result<ExitCode> {
     let info = env
         .init(&args.env_config)
         .map_err(|c| anyhow::anyhow!("environment crashed in init: {c}"))?
-        .map_err(|m| UsageError(format!("environment {} rejected its config: {m}", args.env.display())))?;
+        .map_err(|m| {
+            UsageError(format!(
+                "environment {} rejected its config: {m}",
+                args.env.display()
+            ))
+        })?;
     let (w, h) = info.action_space.pointer.unwrap_or((1, 1));
     let (w, h) = (w.max(1) as u64, h.max(1) as u64);
     let mut rng = 7u64;
     let mut seed = 0u64;
-    let reset = env.reset(seed).map_err(|c| anyhow::anyhow!("environment crashed in reset: {c}"))?;
+    let reset = env
+        .reset(seed)
+        .map_err(|c| anyhow::anyhow!("environment crashed in reset: {c}"))?;
     let (mut image_bytes, mut tree_elements) = (0u64, 0u64);
     for part in &reset.observation {
         match &part.value {
@@ -69,7 +80,11 @@ pub fn run(args: BenchEnvArgs) -> Result<ExitCode> {
     while start.elapsed() < budget {
         for _ in 0..64 {
             let r = next(&mut rng);
-            let kind = if r & 3 == 0 { PointerKind::Click } else { PointerKind::Move };
+            let kind = if r & 3 == 0 {
+                PointerKind::Click
+            } else {
+                PointerKind::Move
+            };
             let action = Action::Pointer(PointerAction {
                 kind,
                 button: MouseButton::Left,
@@ -80,7 +95,9 @@ pub fn run(args: BenchEnvArgs) -> Result<ExitCode> {
                 dx: 0,
                 dy: 0,
             });
-            let result = env.step(&action).map_err(|c| anyhow::anyhow!("environment crashed in step: {c}"))?;
+            let result = env
+                .step(&action)
+                .map_err(|c| anyhow::anyhow!("environment crashed in step: {c}"))?;
             steps += 1;
             in_episode += 1;
             let limit = info.max_steps > 0 && in_episode >= info.max_steps;
@@ -88,7 +105,8 @@ pub fn run(args: BenchEnvArgs) -> Result<ExitCode> {
                 seed += 1;
                 episodes += 1;
                 in_episode = 0;
-                env.reset(seed).map_err(|c| anyhow::anyhow!("environment crashed in reset: {c}"))?;
+                env.reset(seed)
+                    .map_err(|c| anyhow::anyhow!("environment crashed in reset: {c}"))?;
             }
         }
     }

@@ -8,11 +8,18 @@ fn main() {
         let n = 20_000;
         let t = std::time::Instant::now();
         for i in 0..n {
-            task.step(&Input::Move { x: i % 160, y: (i * 7) % 160 });
+            task.step(&Input::Move {
+                x: i % 160,
+                y: (i * 7) % 160,
+            });
             task.desktop.render(&mut px);
             std::hint::black_box(task.desktop.tree());
         }
         let dt = t.elapsed().as_secs_f64();
-        println!("{}: {:.1} µs per step natively", kind.name(), dt * 1e6 / n as f64);
+        println!(
+            "{}: {:.1} µs per step natively",
+            kind.name(),
+            dt * 1e6 / n as f64
+        );
     }
 }

@@ -26,7 +26,10 @@ fn click(n: &Node, o: &Options) -> Input {
 }
 
 fn key(k: &str) -> Input {
-    Input::Key { key: k.to_string(), shift: false }
+    Input::Key {
+        key: k.to_string(),
+        shift: false,
+    }
 }
 
 /// The next input to make `field` hold `text`, or None when it does.
@@ -48,7 +51,10 @@ fn choose(tree: &[Node], field: &str, option: &str, o: &Options) -> Option<Input
     if dd.value == option {
         return None;
     }
-    match tree.iter().find(|n| n.parent == Some(dd.id) && n.name == option) {
+    match tree
+        .iter()
+        .find(|n| n.parent == Some(dd.id) && n.name == option)
+    {
         Some(item) => Some(click(item, o)),
         None => Some(click(dd, o)),
     }
@@ -62,30 +68,47 @@ fn slide(tree: &[Node], field: &str, value: i32) -> Option<Input> {
         return None;
     }
     if s.focused && (now - value).abs() <= 3 {
-        return Some(key(if now < value { "ArrowRight" } else { "ArrowLeft" }));
+        return Some(key(if now < value {
+            "ArrowRight"
+        } else {
+            "ArrowLeft"
+        }));
     }
     let (x0, x1) = slider_track(s.bounds);
     let to_x = x0 + (value * (x1 - x0) * 2 + max.max(1)) / (2 * max.max(1));
     let (x, y) = s.bounds.center();
-    Some(Input::Drag { x, y, to_x, to_y: y })
+    Some(Input::Drag {
+        x,
+        y,
+        to_x,
+        to_y: y,
+    })
 }
 
 /// The menu whose open list shows `item` now, if any.
 pub fn menu_of(tree: &[Node], item: &str) -> Option<String> {
     let n = find(tree, "menuitem", item)?;
-    tree.iter().find(|m| Some(m.id) == n.parent).map(|m| m.name.clone())
+    tree.iter()
+        .find(|m| Some(m.id) == n.parent)
+        .map(|m| m.name.clone())
 }
 
 /// Opens menus one after another (the hinted one first) until `item` shows.
 fn use_menu_item(tree: &[Node], item: &str, o: &Options) -> Option<Input> {
     if let Some(n) = find(tree, "menuitem", item) {
-        return Some(if n.disabled { key("Escape") } else { click(n, o) });
+        return Some(if n.disabled {
+            key("Escape")
+        } else {
+            click(n, o)
+        });
     }
     let menus: Vec<&Node> = tree.iter().filter(|n| n.role == "menu").collect();
     if menus.is_empty() {
         return None;
     }
-    let open = menus.iter().position(|m| tree.iter().any(|n| n.parent == Some(m.id)));
+    let open = menus
+        .iter()
+        .position(|m| tree.iter().any(|n| n.parent == Some(m.id)));
     let next = match open {
         Some(k) => (k + 1) % menus.len(),
         None => o
@@ -128,7 +151,9 @@ pub fn next_input(goal: &Goal, tree: &[Node], o: &Options) -> Input {
             slide(tree, field, *value).unwrap_or_else(|| press(tree, SUBMIT, o))
         }
         Goal::Workflow(w) => {
-            let dialog = tree.iter().any(|n| n.role == "window" && n.name == "Export");
+            let dialog = tree
+                .iter()
+                .any(|n| n.role == "window" && n.name == "Export");
             if dialog {
                 return fill(tree, FILENAME, &w.filename, o)
                     .or_else(|| choose(tree, FORMAT, &w.format, o))

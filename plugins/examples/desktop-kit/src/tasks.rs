@@ -127,17 +127,35 @@ impl Goal {
                 format!("Tick exactly {}, then click {}.", join(names), q(SUBMIT))
             }
             Goal::TypeField { field, text } => {
-                format!("Type {} into {}, then click {}.", q(text), q(field), q(SUBMIT))
+                format!(
+                    "Type {} into {}, then click {}.",
+                    q(text),
+                    q(field),
+                    q(SUBMIT)
+                )
             }
             Goal::Dropdown { field, option } => {
-                format!("Choose {} in {}, then click {}.", q(option), q(field), q(SUBMIT))
+                format!(
+                    "Choose {} in {}, then click {}.",
+                    q(option),
+                    q(field),
+                    q(SUBMIT)
+                )
             }
             Goal::Slider { field, value } => {
-                format!("Set {} to {}, then click {}.", q(field), q(&value.to_string()), q(SUBMIT))
+                format!(
+                    "Set {} to {}, then click {}.",
+                    q(field),
+                    q(&value.to_string()),
+                    q(SUBMIT)
+                )
             }
             Goal::Workflow(w) => {
-                let fields: Vec<String> =
-                    w.fields.iter().map(|(f, t)| format!("{} {}", q(f), q(t))).collect();
+                let fields: Vec<String> = w
+                    .fields
+                    .iter()
+                    .map(|(f, t)| format!("{} {}", q(f), q(t)))
+                    .collect();
                 format!(
                     "Fill in {}; tick {}; choose {} in {}; then use {}, save as {} in {} and click {}.",
                     fields.join(", "),
@@ -156,24 +174,39 @@ impl Goal {
 
     /// Reads an instruction written by [`Goal::instruction`].
     pub fn parse(text: &str) -> Option<Goal> {
-        let quoted: Vec<String> = text.split('"').skip(1).step_by(2).map(str::to_string).collect();
+        let quoted: Vec<String> = text
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect();
         let first = text.split_whitespace().next()?;
         Some(match (first, quoted.as_slice()) {
-            ("Click", [label]) => Goal::ClickButton { label: label.clone() },
+            ("Click", [label]) => Goal::ClickButton {
+                label: label.clone(),
+            },
             ("Click", []) => Goal::ClickRandom,
-            ("Tick", [names @ .., _submit]) if !names.is_empty() => {
-                Goal::Checkboxes { names: names.to_vec() }
-            }
-            ("Type", [text, field, _]) => Goal::TypeField { field: field.clone(), text: text.clone() },
-            ("Choose", [option, field, _]) => {
-                Goal::Dropdown { field: field.clone(), option: option.clone() }
-            }
-            ("Set", [field, value, _]) => {
-                Goal::Slider { field: field.clone(), value: value.parse().ok()? }
-            }
+            ("Tick", [names @ .., _submit]) if !names.is_empty() => Goal::Checkboxes {
+                names: names.to_vec(),
+            },
+            ("Type", [text, field, _]) => Goal::TypeField {
+                field: field.clone(),
+                text: text.clone(),
+            },
+            ("Choose", [option, field, _]) => Goal::Dropdown {
+                field: field.clone(),
+                option: option.clone(),
+            },
+            ("Set", [field, value, _]) => Goal::Slider {
+                field: field.clone(),
+                value: value.parse().ok()?,
+            },
             ("Fill", all) if all.len() >= 7 && (all.len() - 7) % 2 == 0 => {
                 let n = all.len() - 7;
-                let fields = all[..n].chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect();
+                let fields = all[..n]
+                    .chunks(2)
+                    .map(|c| (c[0].clone(), c[1].clone()))
+                    .collect();
                 let r = &all[n..];
                 Goal::Workflow(Workflow {
                     fields,
@@ -198,7 +231,9 @@ const BUTTONS: &[&str] = &[
 const BOXES: &[&str] = &[
     "Red", "Green", "Blue", "Cats", "Dogs", "Fish", "Tea", "Milk", "Jazz", "Rock", "Salt", "Mint",
 ];
-const FIELDS: &[&str] = &["Name", "Email", "City", "Phone", "Title", "Code", "Notes", "Town"];
+const FIELDS: &[&str] = &[
+    "Name", "Email", "City", "Phone", "Title", "Code", "Notes", "Town",
+];
 const WORDS: &[&str] = &[
     "kiwi", "lemon", "oslo", "ada", "max42", "blue sky", "hello", "rust", "zebra", "piano",
     "delta", "omega", "nova", "pixel", "a@b.io", "k-9",
@@ -254,7 +289,12 @@ impl Form {
             Role::Checkbox => (self.x_label, text_width(name) + 11),
             _ => (self.x_ctrl, w.min(self.right - self.x_ctrl)),
         };
-        let i = d.add(Widget::new(role, name, Rect::new(x, self.y, w, h), Some(self.window)));
+        let i = d.add(Widget::new(
+            role,
+            name,
+            Rect::new(x, self.y, w, h),
+            Some(self.window),
+        ));
         self.y += h + 2 + rng.range(0, 3);
         i
     }
@@ -263,12 +303,22 @@ impl Form {
 fn window(d: &mut Desktop, rng: &mut Rng, title: &str, w: i32, h: i32) -> usize {
     let x = rng.range(0, d.width - w);
     let y = rng.range(0, d.height - h);
-    d.add(Widget::new(Role::Window, title, Rect::new(x, y, w, h), None))
+    d.add(Widget::new(
+        Role::Window,
+        title,
+        Rect::new(x, y, w, h),
+        None,
+    ))
 }
 
 fn button(d: &mut Desktop, parent: usize, name: &str, x: i32, y: i32) -> usize {
     let w = text_width(name) + 8;
-    d.add(Widget::new(Role::Button, name, Rect::new(x, y, w, 11), Some(parent)))
+    d.add(Widget::new(
+        Role::Button,
+        name,
+        Rect::new(x, y, w, 11),
+        Some(parent),
+    ))
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -303,14 +353,19 @@ impl Task {
                     }
                 }
                 // Only buttons that found room count.
-                let shown: Vec<&Widget> = d.widgets.iter().filter(|w| w.role == Role::Button).collect();
+                let shown: Vec<&Widget> = d
+                    .widgets
+                    .iter()
+                    .filter(|w| w.role == Role::Button)
+                    .collect();
                 let label = shown[rng.below(shown.len() as u32) as usize].name.clone();
                 Goal::ClickButton { label }
             }
             TaskKind::Checkboxes => {
                 let n = rng.range(3, 6) as usize;
                 let names = rng.sample(BOXES, n);
-                let (win, mut form) = form_window(&mut d, &mut rng, "Options", 0, n as i32 + 1, false);
+                let (win, mut form) =
+                    form_window(&mut d, &mut rng, "Options", 0, n as i32 + 1, false);
                 for name in &names {
                     form.row(&mut d, &mut rng, Role::Checkbox, name, 0);
                 }
@@ -319,7 +374,9 @@ impl Task {
                 let mut want = rng.sample(&names, k);
                 // In screen order, as a person would list them.
                 want.sort_by_key(|w| names.iter().position(|n| n == w));
-                Goal::Checkboxes { names: strings(&want) }
+                Goal::Checkboxes {
+                    names: strings(&want),
+                }
             }
             TaskKind::TypeField => {
                 let n = rng.range(2, 3) as usize;
@@ -360,7 +417,10 @@ impl Task {
                 if d.widgets[s].value == value.to_string() {
                     value = (value + max / 2) % (max + 1);
                 }
-                Goal::Slider { field: name.to_string(), value }
+                Goal::Slider {
+                    field: name.to_string(),
+                    value,
+                }
             }
             TaskKind::Workflow => {
                 let names = rng.sample(FIELDS, 3);
@@ -381,7 +441,12 @@ impl Task {
                 let mut export = None;
                 for m in &menus {
                     let w = text_width(m) + 6;
-                    let mi = d.add(Widget::new(Role::Menu, m, Rect::new(mx, wr.y + TITLE_H, w, ROW_H - 1), Some(bar)));
+                    let mi = d.add(Widget::new(
+                        Role::Menu,
+                        m,
+                        Rect::new(mx, wr.y + TITLE_H, w, ROW_H - 1),
+                        Some(bar),
+                    ));
                     mx += w + 1;
                     let items: Vec<String> = match *m {
                         "File" => strings(&["New", "Open", "Export", "Quit"]),
@@ -422,11 +487,20 @@ impl Task {
                 d.add_items(fmt, &strings(FORMATS), Role::Option);
                 let by = dr.y + dr.h - 14;
                 button(&mut d, dlg, "Confirm", dr.x + 4, by);
-                button(&mut d, dlg, "Cancel", dr.x + 4 + text_width("Confirm") + 12, by);
+                button(
+                    &mut d,
+                    dlg,
+                    "Cancel",
+                    dr.x + 4 + text_width("Confirm") + 12,
+                    by,
+                );
                 dialog = Some(dlg);
                 d.modal = Some(dlg);
                 Goal::Workflow(Workflow {
-                    fields: names.iter().map(|f| (f.to_string(), rng.pick(WORDS).to_string())).collect(),
+                    fields: names
+                        .iter()
+                        .map(|f| (f.to_string(), rng.pick(WORDS).to_string()))
+                        .collect(),
                     tick: tick.to_string(),
                     dropdown: dd_name.to_string(),
                     option: rng.pick(&options).clone(),
@@ -441,13 +515,27 @@ impl Task {
                 let h = rng.range(8, (height / 3).max(8));
                 let x = rng.range(0, width - w);
                 let y = rng.range(0, height - h);
-                let label = if w >= text_width("OK") + 4 && h >= 7 { "OK" } else { "" };
-                d.add(Widget::new(Role::Button, label, Rect::new(x, y, w, h), None));
+                let label = if w >= text_width("OK") + 4 && h >= 7 {
+                    "OK"
+                } else {
+                    ""
+                };
+                d.add(Widget::new(
+                    Role::Button,
+                    label,
+                    Rect::new(x, y, w, h),
+                    None,
+                ));
                 Goal::ClickRandom
             }
         };
         d.cursor = (rng.range(0, width - 1), rng.range(0, height - 1));
-        Task { kind, goal, desktop: d, dialog }
+        Task {
+            kind,
+            goal,
+            desktop: d,
+            dialog,
+        }
     }
 
     pub fn instruction(&self) -> String {
@@ -455,11 +543,15 @@ impl Task {
     }
 
     fn find(&self, role: Role, name: &str) -> Option<usize> {
-        self.desktop.widgets.iter().position(|w| w.role == role && w.name == name)
+        self.desktop
+            .widgets
+            .iter()
+            .position(|w| w.role == role && w.name == name)
     }
 
     fn value_of(&self, role: Role, name: &str) -> Option<&str> {
-        self.find(role, name).map(|i| self.desktop.widgets[i].value.as_str())
+        self.find(role, name)
+            .map(|i| self.desktop.widgets[i].value.as_str())
     }
 
     fn checked(&self, name: &str) -> bool {
@@ -482,8 +574,15 @@ impl Task {
             _ => None,
         };
         let name = pressed(event);
-        let submitted = name.as_deref() == Some(SUBMIT) || matches!(event, Some(Event::Submitted(_)));
-        let judge = |ok: bool| if ok { Outcome::Success } else { Outcome::Failure };
+        let submitted =
+            name.as_deref() == Some(SUBMIT) || matches!(event, Some(Event::Submitted(_)));
+        let judge = |ok: bool| {
+            if ok {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            }
+        };
         match &self.goal {
             Goal::ClickButton { label } => match name {
                 Some(n) => judge(&n == label),
@@ -496,7 +595,11 @@ impl Task {
                 _ => Outcome::Running,
             },
             _ if self.kind != TaskKind::Workflow => {
-                if submitted { judge(self.progress() >= 1.0) } else { Outcome::Running }
+                if submitted {
+                    judge(self.progress() >= 1.0)
+                } else {
+                    Outcome::Running
+                }
             }
             Goal::Workflow(w) => {
                 let dlg = self.dialog.unwrap_or(0);
@@ -558,7 +661,14 @@ impl Task {
 }
 
 /// A window holding `rows` rows of a form (plus a menu bar if asked).
-fn form_window(d: &mut Desktop, rng: &mut Rng, title: &str, _pad: i32, rows: i32, menu: bool) -> (usize, Form) {
+fn form_window(
+    d: &mut Desktop,
+    rng: &mut Rng,
+    title: &str,
+    _pad: i32,
+    rows: i32,
+    menu: bool,
+) -> (usize, Form) {
     let top = TITLE_H + if menu { ROW_H } else { 0 } + 4;
     let h = (top + rows * 16 + 4).min(d.height);
     let w = rng.range(140, d.width.min(200));

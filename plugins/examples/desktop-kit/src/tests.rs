@@ -6,7 +6,12 @@ use crate::*;
 fn solve(kind: TaskKind, seed: u64, o: &Options) -> (Outcome, u32, Task) {
     let mut task = Task::new(kind, 160, 160, seed);
     let goal = Goal::parse(&task.instruction()).expect("instruction parses");
-    assert_eq!(goal, task.goal, "instruction round trip for {}", task.instruction());
+    assert_eq!(
+        goal,
+        task.goal,
+        "instruction round trip for {}",
+        task.instruction()
+    );
     for step in 1..=kind.max_steps() {
         let input = next_input(&goal, &task.desktop.tree(), o);
         match task.step(&input) {
@@ -21,7 +26,10 @@ fn solve(kind: TaskKind, seed: u64, o: &Options) -> (Outcome, u32, Task) {
 fn the_solver_solves_every_task_with_pointer_and_with_element_actions() {
     for kind in TaskKind::ALL {
         for element_actions in [false, true] {
-            let o = Options { element_actions, menu_hint: None };
+            let o = Options {
+                element_actions,
+                menu_hint: None,
+            };
             for seed in 0..300 {
                 let (out, steps, task) = solve(kind, seed, &o);
                 assert_eq!(
@@ -50,7 +58,10 @@ fn a_menu_hint_saves_steps_in_the_workflow() {
     let (mut plain, mut hinted) = (0, 0);
     for seed in 0..40 {
         plain += solve(TaskKind::Workflow, seed, &Options::default()).1;
-        let o = Options { element_actions: false, menu_hint: Some("File".into()) };
+        let o = Options {
+            element_actions: false,
+            menu_hint: Some("File".into()),
+        };
         let (out, steps, _) = solve(TaskKind::Workflow, seed, &o);
         assert_eq!(out, Outcome::Success);
         hinted += steps;
@@ -61,26 +72,45 @@ fn a_menu_hint_saves_steps_in_the_workflow() {
 #[test]
 fn wrong_answers_fail() {
     let mut task = Task::new(TaskKind::ClickButton, 160, 160, 3);
-    let Goal::ClickButton { label } = task.goal.clone() else { panic!() };
+    let Goal::ClickButton { label } = task.goal.clone() else {
+        panic!()
+    };
     let tree = task.desktop.tree();
-    let wrong = tree.iter().find(|n| n.role == "button" && n.name != label).expect("another button");
+    let wrong = tree
+        .iter()
+        .find(|n| n.role == "button" && n.name != label)
+        .expect("another button");
     let (x, y) = wrong.bounds.center();
     assert_eq!(task.step(&Input::Click { x, y }), Outcome::Failure);
     // Submitting an untouched form fails.
     let mut task = Task::new(TaskKind::TypeField, 160, 160, 4);
-    let submit = task.desktop.tree().into_iter().find(|n| n.name == "Submit").expect("submit");
+    let submit = task
+        .desktop
+        .tree()
+        .into_iter()
+        .find(|n| n.name == "Submit")
+        .expect("submit");
     assert_eq!(task.step(&Input::Element(submit.id)), Outcome::Failure);
     // A click beside the button in click-random fails.
     let mut task = Task::new(TaskKind::ClickRandom, 64, 64, 5);
     let b = task.desktop.tree()[0].bounds;
-    let (x, y) = if b.x > 0 { (b.x - 1, b.y) } else { (b.x + b.w, b.y) };
+    let (x, y) = if b.x > 0 {
+        (b.x - 1, b.y)
+    } else {
+        (b.x + b.w, b.y)
+    };
     assert_eq!(task.step(&Input::Click { x, y }), Outcome::Failure);
 }
 
 #[test]
 fn the_export_item_is_disabled_until_the_box_is_ticked() {
     let task = Task::new(TaskKind::Workflow, 160, 160, 9);
-    let export = task.desktop.widgets.iter().find(|w| w.name == "Export").expect("export");
+    let export = task
+        .desktop
+        .widgets
+        .iter()
+        .find(|w| w.name == "Export")
+        .expect("export");
     assert!(export.disabled);
 }
 
@@ -152,9 +182,16 @@ fn the_screenshot_and_the_element_tree_agree() {
                 // An open list drawn on top may hide an element entirely.
                 let covered = !matches!(node.role.as_str(), "option" | "menuitem")
                     && task.desktop.tree().iter().any(|n| {
-                        matches!(n.role.as_str(), "option" | "menuitem") && n.bounds.overlaps(&node.bounds)
+                        matches!(n.role.as_str(), "option" | "menuitem")
+                            && n.bounds.overlaps(&node.bounds)
                     });
-                assert!(covered || changed > 0, "{} seed {seed}: {} {:?} draws nothing", kind.name(), node.role, node.name);
+                assert!(
+                    covered || changed > 0,
+                    "{} seed {seed}: {} {:?} draws nothing",
+                    kind.name(),
+                    node.role,
+                    node.name
+                );
             }
         }
     }
@@ -191,7 +228,9 @@ fn the_cursor_and_hover_show_in_the_pixels() {
 #[test]
 fn keyboard_works_tab_type_enter() {
     let mut task = Task::new(TaskKind::TypeField, 160, 160, 21);
-    let Goal::TypeField { field, text } = task.goal.clone() else { panic!() };
+    let Goal::TypeField { field, text } = task.goal.clone() else {
+        panic!()
+    };
     let fields: Vec<String> = task
         .desktop
         .widgets
@@ -201,9 +240,21 @@ fn keyboard_works_tab_type_enter() {
         .collect();
     let k = fields.iter().position(|f| *f == field).expect("field");
     for _ in 0..=k {
-        task.step(&Input::Key { key: "Tab".into(), shift: false });
+        task.step(&Input::Key {
+            key: "Tab".into(),
+            shift: false,
+        });
     }
     task.step(&Input::Type(format!("{text}x")));
-    task.step(&Input::Key { key: "Backspace".into(), shift: false });
-    assert_eq!(task.step(&Input::Key { key: "Enter".into(), shift: false }), Outcome::Success);
+    task.step(&Input::Key {
+        key: "Backspace".into(),
+        shift: false,
+    });
+    assert_eq!(
+        task.step(&Input::Key {
+            key: "Enter".into(),
+            shift: false
+        }),
+        Outcome::Success
+    );
 }

@@ -25,7 +25,12 @@ impl Rect {
         self.x < o.x + o.w && o.x < self.x + self.w && self.y < o.y + o.h && o.y < self.y + self.h
     }
     pub fn inset(&self, d: i32) -> Rect {
-        Rect::new(self.x + d, self.y + d, (self.w - 2 * d).max(0), (self.h - 2 * d).max(0))
+        Rect::new(
+            self.x + d,
+            self.y + d,
+            (self.w - 2 * d).max(0),
+            (self.h - 2 * d).max(0),
+        )
     }
 }
 
@@ -129,13 +134,35 @@ pub enum Event {
 /// An input, in the desktop's own terms (the plugin converts the contract's actions).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
-    Move { x: i32, y: i32 },
-    Click { x: i32, y: i32 },
-    DoubleClick { x: i32, y: i32 },
-    Drag { x: i32, y: i32, to_x: i32, to_y: i32 },
-    Scroll { x: i32, y: i32, dx: i32, dy: i32 },
+    Move {
+        x: i32,
+        y: i32,
+    },
+    Click {
+        x: i32,
+        y: i32,
+    },
+    DoubleClick {
+        x: i32,
+        y: i32,
+    },
+    Drag {
+        x: i32,
+        y: i32,
+        to_x: i32,
+        to_y: i32,
+    },
+    Scroll {
+        x: i32,
+        y: i32,
+        dx: i32,
+        dy: i32,
+    },
     Type(String),
-    Key { key: String, shift: bool },
+    Key {
+        key: String,
+        shift: bool,
+    },
     /// Click the centre of the element with this id.
     Element(u32),
     Noop,
@@ -204,7 +231,12 @@ impl Desktop {
         let x = r.x.min(self.width - w).max(0);
         for (k, n) in names.iter().enumerate() {
             // Shown only while the owner is expanded (see `shown`).
-            self.add(Widget::new(role, n, Rect::new(x, top + k as i32 * ROW_H, w, ROW_H), Some(owner)));
+            self.add(Widget::new(
+                role,
+                n,
+                Rect::new(x, top + k as i32 * ROW_H, w, ROW_H),
+                Some(owner),
+            ));
         }
     }
 
@@ -231,7 +263,11 @@ impl Desktop {
     /// Indices of shown widgets in drawing order: overlays (open lists) last.
     pub fn draw_order(&self) -> Vec<usize> {
         let shown: Vec<usize> = (0..self.widgets.len()).filter(|&i| self.shown(i)).collect();
-        let mut order: Vec<usize> = shown.iter().copied().filter(|&i| !self.is_overlay(i)).collect();
+        let mut order: Vec<usize> = shown
+            .iter()
+            .copied()
+            .filter(|&i| !self.is_overlay(i))
+            .collect();
         order.extend(shown.iter().copied().filter(|&i| self.is_overlay(i)));
         order
     }
@@ -249,7 +285,10 @@ impl Desktop {
             .into_iter()
             .rev()
             .find(|&i| self.widgets[i].rect.contains(x, y))
-            .filter(|&i| self.modal.is_none_or(|m| !self.shown(m) || self.root(i) == m))
+            .filter(|&i| {
+                self.modal
+                    .is_none_or(|m| !self.shown(m) || self.root(i) == m)
+            })
     }
 
     fn close_popups(&mut self, except: Option<usize>) {
@@ -409,7 +448,9 @@ impl Desktop {
                         self.widgets[i].role.focusable()
                             && !self.widgets[i].disabled
                             && self.shown(i)
-                            && self.modal.is_none_or(|m| !self.shown(m) || self.root(i) == m)
+                            && self
+                                .modal
+                                .is_none_or(|m| !self.shown(m) || self.root(i) == m)
                     })
                     .collect();
                 if order.is_empty() {
@@ -470,7 +511,9 @@ impl Desktop {
                         if items.is_empty() {
                             return None;
                         }
-                        let cur = items.iter().position(|&k| self.widgets[k].name == self.widgets[i].value);
+                        let cur = items
+                            .iter()
+                            .position(|&k| self.widgets[k].name == self.widgets[i].value);
                         let next = match (cur, key) {
                             (None, _) => 0,
                             (Some(p), "ArrowDown") => (p + 1).min(items.len() - 1),
@@ -553,7 +596,12 @@ impl Desktop {
                     c.frame(r.inset(1), FOCUS);
                 }
                 let tw = text_width(&w.name);
-                c.text(r.x + (r.w - tw) / 2, r.y + (r.h - GLYPH_H) / 2, &w.name, ink);
+                c.text(
+                    r.x + (r.w - tw) / 2,
+                    r.y + (r.h - GLYPH_H) / 2,
+                    &w.name,
+                    ink,
+                );
             }
             Role::Checkbox => {
                 let b = Rect::new(r.x, r.y + (r.h - 7) / 2, 7, 7);
@@ -589,7 +637,16 @@ impl Desktop {
             Role::Option | Role::MenuItem => {
                 let owner = w.parent.map(|p| &self.widgets[p]);
                 let chosen = owner.is_some_and(|o| o.role == Role::Dropdown && o.value == w.name);
-                c.fill(r, if hover { SELECT } else if chosen { HOVER } else { WHITE });
+                c.fill(
+                    r,
+                    if hover {
+                        SELECT
+                    } else if chosen {
+                        HOVER
+                    } else {
+                        WHITE
+                    },
+                );
                 c.frame(r, BORDER);
                 c.text(r.x + 3, r.y + 2, &w.name, ink);
             }
@@ -600,7 +657,10 @@ impl Desktop {
                 c.fill(Rect::new(x0, cy - 1, x1 - x0 + 1, 2), BORDER);
                 let v = self.slider(i);
                 let kx = x0 + if w.max > 0 { v * (x1 - x0) / w.max } else { 0 };
-                c.fill(Rect::new(kx - 2, r.y + 1, 5, r.h - 2), if hover { FOCUS } else { INK });
+                c.fill(
+                    Rect::new(kx - 2, r.y + 1, 5, r.h - 2),
+                    if hover { FOCUS } else { INK },
+                );
             }
             Role::MenuBar => {
                 c.fill(r, FACE);

@@ -40,10 +40,19 @@ impl Agent for MemoryAgent {
         let info = AgentInfo {
             name: "desktop-memory-agent".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Keeps per-task solution sketches in /agent memory; faster on repeats.".into(),
+            description: "Keeps per-task solution sketches in /agent memory; faster on repeats."
+                .into(),
         };
         let base = parse_options(config)?;
-        Ok((MemoryAgent { base: base.clone(), goal: None, options: base, found: None }, info))
+        Ok((
+            MemoryAgent {
+                base: base.clone(),
+                goal: None,
+                options: base,
+                found: None,
+            },
+            info,
+        ))
     }
 
     fn begin_episode(&mut self, _env: &EnvInfo, task: &str, _seed: u64) {
@@ -51,11 +60,15 @@ impl Agent for MemoryAgent {
         self.options = self.base.clone();
         self.found = None;
         let Some(goal) = &self.goal else {
-            log::error(&format!("cannot read the instruction `{task}`: is this the desktop env?"));
+            log::error(&format!(
+                "cannot read the instruction `{task}`: is this the desktop env?"
+            ));
             return;
         };
         let hint = match goal {
-            Goal::Workflow(w) => memory::read(&sketch_path(goal)).and_then(|s| menu_for(&s, &w.item)),
+            Goal::Workflow(w) => {
+                memory::read(&sketch_path(goal)).and_then(|s| menu_for(&s, &w.item))
+            }
             _ => None,
         };
         let mode = if hint.is_some() { "sketch" } else { "explore" };

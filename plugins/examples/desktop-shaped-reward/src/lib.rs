@@ -31,15 +31,28 @@ impl Reward for ShapedReward {
             match k.as_str() {
                 "scale" => scale = parse_value(&k, &v)?,
                 "step_cost" => step_cost = parse_value(&k, &v)?,
-                _ => return Err(format!("desktop-shaped-reward: unknown config key `{k}` (known: scale, step_cost)")),
+                _ => {
+                    return Err(format!(
+                        "desktop-shaped-reward: unknown config key `{k}` (known: scale, step_cost)"
+                    ));
+                }
             }
         }
         let info = RewardInfo {
             name: "desktop-shaped".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: format!("{scale} x progress gained - {step_cost} per step, plus the success reward."),
+            description: format!(
+                "{scale} x progress gained - {step_cost} per step, plus the success reward."
+            ),
         };
-        Ok((ShapedReward { scale, step_cost, last: 0.0 }, info))
+        Ok((
+            ShapedReward {
+                scale,
+                step_cost,
+                last: 0.0,
+            },
+            info,
+        ))
     }
 
     fn score(&mut self, t: &Transition) -> ScoreResult {

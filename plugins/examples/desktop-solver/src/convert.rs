@@ -17,7 +17,12 @@ pub fn tree(observation: &Observation) -> Vec<desktop_kit::Node> {
             role: e.role.clone(),
             name: e.name.clone(),
             value: e.value.clone(),
-            bounds: desktop_kit::Rect::new(e.bounds.x, e.bounds.y, e.bounds.width as i32, e.bounds.height as i32),
+            bounds: desktop_kit::Rect::new(
+                e.bounds.x,
+                e.bounds.y,
+                e.bounds.width as i32,
+                e.bounds.height as i32,
+            ),
             focused: e.focused,
             checked: e.checked,
             disabled: e.disabled,
@@ -28,7 +33,16 @@ pub fn tree(observation: &Observation) -> Vec<desktop_kit::Node> {
 /// The contract's action for a desktop input.
 pub fn action(input: Input) -> Action {
     let pointer = |kind, x, y, to_x, to_y, dx, dy| {
-        Action::Pointer(PointerAction { kind, button: MouseButton::Left, x, y, to_x, to_y, dx, dy })
+        Action::Pointer(PointerAction {
+            kind,
+            button: MouseButton::Left,
+            x,
+            y,
+            to_x,
+            to_y,
+            dx,
+            dy,
+        })
     };
     match input {
         Input::Move { x, y } => pointer(PointerKind::Move, x, y, 0, 0, 0, 0),
@@ -37,7 +51,12 @@ pub fn action(input: Input) -> Action {
         Input::Drag { x, y, to_x, to_y } => pointer(PointerKind::Drag, x, y, to_x, to_y, 0, 0),
         Input::Scroll { x, y, dx, dy } => pointer(PointerKind::Scroll, x, y, 0, 0, dx, dy),
         Input::Type(t) => Action::TypeText(t),
-        Input::Key { key, shift } => Action::Key(KeyPress { key, ctrl: false, alt: false, shift }),
+        Input::Key { key, shift } => Action::Key(KeyPress {
+            key,
+            ctrl: false,
+            alt: false,
+            shift,
+        }),
         Input::Element(id) => Action::Element(id),
         Input::Noop => Action::Noop,
     }
@@ -49,9 +68,12 @@ pub fn parse_options(config: &str) -> Result<Options, String> {
         match (k.as_str(), v.as_str()) {
             ("element_actions", "1" | "true") => options.element_actions = true,
             ("element_actions", "0" | "false") => options.element_actions = false,
-            _ => return Err(format!("unknown config `{k}={v}` (known: element_actions=0|1)")),
+            _ => {
+                return Err(format!(
+                    "unknown config `{k}={v}` (known: element_actions=0|1)"
+                ));
+            }
         }
     }
     Ok(options)
 }
-

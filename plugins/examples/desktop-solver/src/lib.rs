@@ -21,13 +21,21 @@ impl Agent for DesktopSolver {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Solves desktop tasks from the element tree.".into(),
         };
-        Ok((DesktopSolver { goal: None, options: parse_options(config)? }, info))
+        Ok((
+            DesktopSolver {
+                goal: None,
+                options: parse_options(config)?,
+            },
+            info,
+        ))
     }
 
     fn begin_episode(&mut self, _env: &EnvInfo, task: &str, _seed: u64) {
         self.goal = Goal::parse(task);
         if self.goal.is_none() {
-            log::error(&format!("cannot read the instruction `{task}`: is this the desktop env?"));
+            log::error(&format!(
+                "cannot read the instruction `{task}`: is this the desktop env?"
+            ));
         }
     }
 

@@ -27,7 +27,15 @@ pub struct DesktopEnv {
 }
 
 const KEYS: &[&str] = &[
-    "Tab", "Enter", "Escape", "Backspace", "Space", "ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown",
+    "Tab",
+    "Enter",
+    "Escape",
+    "Backspace",
+    "Space",
+    "ArrowLeft",
+    "ArrowRight",
+    "ArrowUp",
+    "ArrowDown",
 ];
 
 fn element(n: Node) -> Element {
@@ -81,15 +89,28 @@ impl DesktopEnv {
                 let (x, y) = (p.x, p.y);
                 match (p.kind, p.button) {
                     (PointerKind::Move, _) => Input::Move { x, y },
-                    (PointerKind::Scroll, _) => Input::Scroll { x, y, dx: p.dx, dy: p.dy },
+                    (PointerKind::Scroll, _) => Input::Scroll {
+                        x,
+                        y,
+                        dx: p.dx,
+                        dy: p.dy,
+                    },
                     (_, MouseButton::Middle | MouseButton::Right) => Input::Move { x, y },
                     (PointerKind::Click, _) => Input::Click { x, y },
                     (PointerKind::DoubleClick, _) => Input::DoubleClick { x, y },
-                    (PointerKind::Drag, _) => Input::Drag { x, y, to_x: p.to_x, to_y: p.to_y },
+                    (PointerKind::Drag, _) => Input::Drag {
+                        x,
+                        y,
+                        to_x: p.to_x,
+                        to_y: p.to_y,
+                    },
                 }
             }
             Action::TypeText(t) => Input::Type(t.clone()),
-            Action::Key(k) => Input::Key { key: k.key.clone(), shift: k.shift },
+            Action::Key(k) => Input::Key {
+                key: k.key.clone(),
+                shift: k.shift,
+            },
             Action::Element(id) if self.element_actions => Input::Element(*id),
             Action::Element(_) => return Err("element actions are off (config element_actions=1)"),
             Action::Noop => Input::Noop,
@@ -119,7 +140,11 @@ impl Env for DesktopEnv {
                     element_actions = match v.as_str() {
                         "1" | "true" => true,
                         "0" | "false" => false,
-                        _ => return Err(format!("desktop: element_actions must be 0 or 1 (got `{v}`)")),
+                        _ => {
+                            return Err(format!(
+                                "desktop: element_actions must be 0 or 1 (got `{v}`)"
+                            ));
+                        }
                     }
                 }
                 _ => {
@@ -143,9 +168,15 @@ impl Env for DesktopEnv {
         let info = EnvInfo {
             name: "desktop".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: format!("Simulated desktop, task {}, {width}x{height} screen.", kind.name()),
+            description: format!(
+                "Simulated desktop, task {}, {width}x{height} screen.",
+                kind.name()
+            ),
             observation_space: vec![
-                NamedSpace { name: "instruction".into(), space: PartSpace::Text(512) },
+                NamedSpace {
+                    name: "instruction".into(),
+                    space: PartSpace::Text(512),
+                },
                 NamedSpace {
                     name: "screen".into(),
                     space: PartSpace::Image(ImageSpace {
@@ -154,7 +185,10 @@ impl Env for DesktopEnv {
                         channels: 3,
                     }),
                 },
-                NamedSpace { name: "tree".into(), space: PartSpace::Tree },
+                NamedSpace {
+                    name: "tree".into(),
+                    space: PartSpace::Tree,
+                },
             ],
             action_space: ActionSpace {
                 discrete: None,
@@ -167,7 +201,15 @@ impl Env for DesktopEnv {
             max_steps,
             vector_size: 0,
         };
-        let env = DesktopEnv { kind, width, height, max_steps, element_actions, task: None, steps: 0 };
+        let env = DesktopEnv {
+            kind,
+            width,
+            height,
+            max_steps,
+            element_actions,
+            task: None,
+            steps: 0,
+        };
         Ok((env, info))
     }
 
@@ -213,7 +255,11 @@ impl Env for DesktopEnv {
         info.push('}');
         let result = StepResult {
             observation: self.observation(&task),
-            reward: if success { success_reward(self.steps, self.max_steps) } else { 0.0 },
+            reward: if success {
+                success_reward(self.steps, self.max_steps)
+            } else {
+                0.0
+            },
             terminated,
             truncated,
             info,
