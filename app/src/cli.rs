@@ -33,6 +33,9 @@ pub enum Command {
     /// Play a recorded episode again with a new build of a plugin (same seed,
     /// same other plugins) and diff it against the recording.
     Rerun(RerunArgs),
+    /// Measure any env plugin's steps/s through the wasm boundary, observations
+    /// (screenshots included) copied out every step.
+    BenchEnv(BenchEnvArgs),
     /// Regression suites for CI: thresholds, baselines with a statistical gate, reports.
     Suite(crate::suite_cmd::SuiteArgs),
     /// Train a policy with RL on a wasm env (config in TOML), recording metrics and episodes.
@@ -194,6 +197,22 @@ pub struct BenchArgs {
 pub enum BenchTarget {
     Arena,
     Debugger,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchEnvArgs {
+    /// The env plugin to measure.
+    #[arg(long)]
+    pub env: PathBuf,
+    /// Config string passed to the environment's `init`.
+    #[arg(long, default_value = "")]
+    pub env_config: String,
+    /// Seconds to measure for.
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_debugger;
+mod bench_env;
 mod cli;
 mod debug_cmd;
 mod memory_cmd;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         cli::Command::Run(a) => run_cmd::run(a),
         cli::Command::Bench(a) if a.target == cli::BenchTarget::Debugger => bench_debugger::run(a),
         cli::Command::Bench(a) => bench::run(a),
+        cli::Command::BenchEnv(a) => bench_env::run(a),
         cli::Command::Memory(a) => memory_cmd::run(a),
         cli::Command::Debug(a) => debug_cmd::debug(a),
         cli::Command::Diff(a) => debug_cmd::diff(a),
