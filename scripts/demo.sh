@@ -16,3 +16,12 @@ for i in 1 2; do
         --reward $P/distance_reward.wasm --episodes 20 --seed 1 --db ludus.db
 done
 echo "recorded into ludus.db; stored agent memory: $($LUDUS memory list ludus.db /agent | wc -l) paths"
+# Then the IDE on what was just recorded, when there is a display to show it on.
+if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
+    echo "== opening the IDE on ludus.db"
+    $LUDUS ide ludus.db
+else
+    echo "no display here (neither DISPLAY nor WAYLAND_DISPLAY is set): open the IDE on a desktop with"
+    echo "    $LUDUS ide ludus.db"
+    echo "or, in a virtual X server: xvfb-run $LUDUS ide ludus.db"
+fi

@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand};
     about = "An IDE, debugger and training arena for AI agents: wasm agents, environments and rewards."
 )]
 pub struct Cli {
+    /// With no subcommand, `ludus` opens the IDE.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -35,6 +36,9 @@ pub enum Command {
     Rerun(RerunArgs),
     /// Regression suites for CI: thresholds, baselines with a statistical gate, reports.
     Suite(crate::suite_cmd::SuiteArgs),
+    /// Open the IDE (the default with no subcommand): runs, the debugger
+    /// with timeline, memory tree, breakpoints and fork, plugin hot reload.
+    Ide(ludus::ide::IdeArgs),
 }
 
 #[derive(Args, Debug)]

@@ -32,7 +32,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match args.command {
+    // With no subcommand, `ludus` opens the IDE.
+    let command = args
+        .command
+        .unwrap_or_else(|| cli::Command::Ide(ludus::ide::IdeArgs::default()));
+    let result = match command {
         cli::Command::Run(a) => run_cmd::run(a),
         cli::Command::Bench(a) => bench::run(a),
         cli::Command::Memory(a) => memory_cmd::run(a),
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         cli::Command::Fork(a) => debug_cmd::fork(a),
         cli::Command::Rerun(a) => debug_cmd::rerun(a),
         cli::Command::Suite(a) => suite_cmd::run(a),
+        cli::Command::Ide(a) => ludus::ide::main(a),
     };
     match result {
         Ok(code) => code,
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
             let line = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {line}");
             if e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<ludus::ide::UserError>().is_some()
                 || e.downcast_ref::<ludus_arena::RunError>().is_some_and(|r| {
                     !matches!(
                         r,
