@@ -82,7 +82,7 @@ pub enum SortKey {
 pub enum Event {
     RunProgress,
     RunDone(Result<RunReport, String>),
-    Forked(Result<BranchReport, String>),
+    Forked(Result<Box<BranchReport>, String>),
     Timeline {
         episode: i64,
         rewards: Result<Vec<f32>, String>,
@@ -875,7 +875,9 @@ impl AppState {
         let (db, id, frame) = (d.db.clone(), d.episode.id, d.session.cursor());
         d.forking = true;
         self.spawn(move |tx| {
-            let r = ludus_debugger::fork::fork(&db, id, frame, &edits).map_err(|e| e.to_string());
+            let r = ludus_debugger::fork::fork(&db, id, frame, &edits)
+                .map(Box::new)
+                .map_err(|e| e.to_string());
             let _ = tx.send(Event::Forked(r));
         });
         Ok(())
@@ -904,7 +906,9 @@ impl AppState {
         d.forking = true;
         self.changed_plugins.clear();
         self.spawn(move |tx| {
-            let r = ludus_debugger::fork::rerun(&db, id, &overrides).map_err(|e| e.to_string());
+            let r = ludus_debugger::fork::rerun(&db, id, &overrides)
+                .map(Box::new)
+                .map_err(|e| e.to_string());
             let _ = tx.send(Event::Forked(r));
         });
         Ok(())

@@ -860,7 +860,8 @@ fn diff_ui(ui: &mut Ui, d: &DebugView, cmds: &mut Vec<Command>) {
 
 fn breakpoints_ui(ui: &mut Ui, d: &mut DebugView, cmds: &mut Vec<Command>) {
     ui.heading("Breakpoints");
-    let bps: Vec<(u32, String, bool, u64, Option<(u64, String)>)> = d
+    type Row = (u32, String, bool, u64, Option<(u64, String)>);
+    let bps: Vec<Row> = d
         .session
         .breakpoints()
         .iter()
