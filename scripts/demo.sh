@@ -19,3 +19,12 @@ echo "== PPO on CartPole with \`ludus train\` (metrics and every sampled episode
 rm -rf ludus-train.db ludus-train.db-wal ludus-train.db-shm ludus-train-ppo-cartpole-checkpoints
 $LUDUS train configs/ppo-cartpole.toml --db ludus-train.db | tail -2
 echo "recorded into ludus.db; stored agent memory: $($LUDUS memory list ludus.db /agent | wc -l) paths"
+# Then the IDE on what was just recorded, when there is a display to show it on.
+if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
+    echo "== opening the IDE on ludus.db"
+    $LUDUS ide ludus.db
+else
+    echo "no display here (neither DISPLAY nor WAYLAND_DISPLAY is set): open the IDE on a desktop with"
+    echo "    $LUDUS ide ludus.db"
+    echo "or, in a virtual X server: xvfb-run $LUDUS ide ludus.db"
+fi

@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand};
     about = "An IDE, debugger and training arena for AI agents: wasm agents, environments and rewards."
 )]
 pub struct Cli {
+    /// With no subcommand, `ludus` opens the IDE.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,6 +43,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Compare sync and decoupled training on slow envs, and PPO CartPole samples/s.
     TrainBench(TrainBenchArgs),
+    /// Open the IDE (the default with no subcommand): runs, the debugger
+    /// with timeline, memory tree, breakpoints and fork, plugin hot reload.
+    Ide(ludus::ide::IdeArgs),
 }
 
 #[derive(Args, Debug)]

@@ -1,4 +1,5 @@
-//! `ludus`: the command line (and, later, the IDE) over the arena.
+//! `ludus`: the command line and the IDE over the arena, the debugger, the
+//! trainer and the suites.
 
 mod bench;
 mod bench_debugger;
@@ -36,7 +37,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match args.command {
+    // With no subcommand, `ludus` opens the IDE.
+    let command = args
+        .command
+        .unwrap_or_else(|| cli::Command::Ide(ludus::ide::IdeArgs::default()));
+    let result = match command {
         cli::Command::Run(a) => run_cmd::run(a),
         cli::Command::Bench(a) if a.target == cli::BenchTarget::Debugger => bench_debugger::run(a),
         cli::Command::Bench(a) => bench::run(a),
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         cli::Command::Suite(a) => suite_cmd::run(a),
         cli::Command::Train(a) => train_cmd::run(a),
         cli::Command::TrainBench(a) => train_bench::run(a),
+        cli::Command::Ide(a) => ludus::ide::main(a),
     };
     match result {
         Ok(code) => code,
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
             if e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<ludus_trainer::train::TrainError>()
                     .is_some_and(|t| t.is_usage())
+                || e.downcast_ref::<ludus::ide::UserError>().is_some()
                 || e.downcast_ref::<ludus_arena::RunError>().is_some_and(|r| {
                     !matches!(
                         r,

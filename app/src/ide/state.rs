@@ -1,0 +1,1069 @@
+//! The IDE's state as plain structs, and the one place where commands from
+//! the UI and events from worker threads change it. Nothing here draws, so
+//! tests and the benchmark build it without a window.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use ludus_arena::run::Progress;
+use ludus_arena::store::{EpisodeRow, RunRow};
+use ludus_arena::{Db, RunReport};
+use ludus_debugger::fork::{BranchReport, Edits};
+use ludus_debugger::session::WatchValue;
+use ludus_debugger::{ExprError, FrameView, Session};
+use serde::{Deserialize, Serialize};
+
+use super::worker;
+
+/// Something the user asked for; the UI emits these, [`AppState::apply`]
+/// carries them out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    OpenDb(PathBuf),
+    Refresh,
+    SelectRun(String),
+    Sort(SortKey),
+    OpenEpisode(i64),
+    CloseEpisode,
+    Step(Step),
+    AddBreakpoint,
+    SetBreakpointEnabled(u32, bool),
+    RemoveBreakpoint(u32),
+    AddWatch,
+    /// Stage a memory edit for the next fork (`None` deletes the path).
+    EditMemory(String, Option<String>),
+    ClearEdits,
+    Fork,
+    DiffParent,
+    StartRun,
+    CancelRun,
+    DismissToast(u64),
+    SetTab(Tab),
+    ScanWorkspace,
+    Rerun,
+}
+
+/// Cursor moves in the debugger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Next,
+    Prev,
+    First,
+    Last,
+    Continue,
+    ReverseContinue,
+    Goto(u64),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tab {
+    #[default]
+    Runs,
+    Arena,
+    Workspace,
+    Debugger,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortKey {
+    #[default]
+    Index,
+    Outcome,
+    Return,
+    Length,
+    Crashed,
+}
+
+/// What a worker thread reports back.
+pub enum Event {
+    RunProgress,
+    RunDone(Result<RunReport, String>),
+    Forked(Result<Box<BranchReport>, String>),
+    Timeline {
+        episode: i64,
+        rewards: Result<Vec<f32>, String>,
+    },
+    Hits {
+        episode: i64,
+        expr: String,
+        frames: Result<Vec<u64>, String>,
+    },
+    ParentDiff {
+        episode: i64,
+        lines: Result<(Vec<String>, Option<u64>), String>,
+    },
+    Workspace(Vec<PluginEntry>),
+    PluginChanged(PathBuf),
+}
+
+/// A message in the corner: an error or a notice.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Toast {
+    pub id: u64,
+    pub text: String,
+    pub error: bool,
+}
+
+/// A plugin file found in the workspace folder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PluginEntry {
+    pub path: PathBuf,
+    pub kind: String,
+    pub contract: String,
+    pub description: String,
+}
+
+/// The arena form: what `ludus run` would take.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArenaForm {
+    pub env: String,
+    pub agent: String,
+    pub reward: String,
+    pub env_config: String,
+    pub seed: u64,
+    pub episodes: u64,
+    pub jobs: usize,
+}
+
+impl Default for ArenaForm {
+    fn default() -> Self {
+        let p = "plugins/target/wasm32-wasip2/release";
+        ArenaForm {
+            env: format!("{p}/cartpole.wasm"),
+            agent: format!("{p}/random_agent.wasm"),
+            reward: String::new(),
+            env_config: String::new(),
+            seed: 0,
+            episodes: 10,
+            jobs: 2,
+        }
+    }
+}
+
+/// A run in progress.
+pub struct RunJob {
+    pub progress: Arc<Progress>,
+    pub episodes: u64,
+    pub started: Instant,
+}
+
+/// What persists between launches.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Persisted {
+    pub db: Option<PathBuf>,
+    pub breakpoints: Vec<(String, bool)>,
+    pub watches: Vec<String>,
+    pub tab: Tab,
+    pub show_memory: bool,
+    pub show_diff: bool,
+    pub arena: Option<ArenaForm>,
+    pub workspace: String,
+}
+
+/// An episode open in the debugger.
+pub struct DebugView {
+    pub db: PathBuf,
+    pub episode: EpisodeRow,
+    pub session: Session,
+    /// The frame under the cursor (read when the cursor moves).
+    pub view: Option<FrameView>,
+    /// This frame against the previous one, one line per change.
+    pub step_changes: Vec<String>,
+    pub watch_values: Vec<WatchValue>,
+    pub breakpoint_input: String,
+    pub breakpoint_error: Option<ExprError>,
+    pub watch_input: String,
+    pub watch_error: Option<ExprError>,
+    /// Memory edits staged for a fork: path to new value (`None`: delete).
+    pub edits: BTreeMap<String, Option<String>>,
+    /// A replacement action for the fork frame (`discrete:1`, `click:3,4`, ...).
+    pub action_input: String,
+    /// What the last continue did.
+    pub status: String,
+    /// Rewards of every frame, for the timeline (computed off the UI thread).
+    pub rewards: Option<Vec<f32>>,
+    /// Frames where each breakpoint holds (by expression), for the timeline.
+    pub hits: BTreeMap<String, Vec<u64>>,
+    /// The chain of parents, oldest first.
+    pub ancestors: Vec<EpisodeRow>,
+    /// Branches of this episode (children), and their own children.
+    pub branches: Vec<(EpisodeRow, usize)>,
+    /// This episode against its parent.
+    pub parent_diff: Option<(Vec<String>, Option<u64>)>,
+    /// Path being edited in the memory tree and its text.
+    pub editing: Option<(String, String)>,
+    pub forking: bool,
+    /// Textures of the image parts shown lately: (frame, part) to texture.
+    pub textures: Vec<((u64, String), egui::TextureHandle)>,
+}
+
+pub struct AppState {
+    pub db_path: Option<PathBuf>,
+    db: Option<Db>,
+    pub db_input: String,
+    pub runs: Vec<RunRow>,
+    pub selected_run: Option<String>,
+    pub episodes: Vec<EpisodeRow>,
+    pub sort: (SortKey, bool),
+    pub debug: Option<DebugView>,
+    pub toasts: Vec<Toast>,
+    next_toast: u64,
+    pub tab: Tab,
+    pub show_memory: bool,
+    pub show_diff: bool,
+    pub arena: ArenaForm,
+    pub run_job: Option<RunJob>,
+    pub last_run: Option<String>,
+    pub workspace: String,
+    pub plugins: Vec<PluginEntry>,
+    /// Plugin files that changed on disk since the episode was opened.
+    pub changed_plugins: Vec<PathBuf>,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// Breakpoints and watches carried from episode to episode (and launch to launch).
+    carried_breakpoints: Vec<(String, bool)>,
+    carried_watches: Vec<String>,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    /// Worker jobs started and not yet reported.
+    pub pending: usize,
+    ctx: Option<egui::Context>,
+}
+
+use eframe::egui;
+
+impl Default for AppState {
+    fn default() -> Self {
+        AppState::new()
+    }
+}
+
+impl AppState {
+    pub fn new() -> AppState {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        AppState {
+            db_path: None,
+            db: None,
+            db_input: String::new(),
+            runs: Vec::new(),
+            selected_run: None,
+            episodes: Vec::new(),
+            sort: (SortKey::Index, false),
+            debug: None,
+            toasts: Vec::new(),
+            next_toast: 1,
+            tab: Tab::Runs,
+            show_memory: true,
+            show_diff: true,
+            arena: ArenaForm::default(),
+            run_job: None,
+            last_run: None,
+            workspace: ".".into(),
+            plugins: Vec::new(),
+            changed_plugins: Vec::new(),
+            watcher: None,
+            carried_breakpoints: Vec::new(),
+            carried_watches: Vec::new(),
+            tx,
+            rx,
+            pending: 0,
+            ctx: None,
+        }
+    }
+
+    /// The context workers wake when they report (set by the UI each frame).
+    pub fn set_ctx(&mut self, ctx: &egui::Context) {
+        if self.ctx.is_none() {
+            self.ctx = Some(ctx.clone());
+        }
+    }
+
+    pub fn persisted(&self) -> Persisted {
+        let (breakpoints, watches) = match &self.debug {
+            Some(d) => (
+                d.session
+                    .breakpoints()
+                    .iter()
+                    .map(|b| (b.expr.source().to_string(), b.enabled))
+                    .collect(),
+                d.session
+                    .watches()
+                    .iter()
+                    .map(|w| w.expr.source().to_string())
+                    .collect(),
+            ),
+            None => (
+                self.carried_breakpoints.clone(),
+                self.carried_watches.clone(),
+            ),
+        };
+        Persisted {
+            db: self.db_path.clone(),
+            breakpoints,
+            watches,
+            tab: self.tab,
+            show_memory: self.show_memory,
+            show_diff: self.show_diff,
+            arena: Some(self.arena.clone()),
+            workspace: self.workspace.clone(),
+        }
+    }
+
+    /// Restores what [`AppState::persisted`] saved; the database is reopened
+    /// (a message says so when it is gone).
+    pub fn restore(&mut self, p: Persisted) {
+        self.carried_breakpoints = p.breakpoints;
+        self.carried_watches = p.watches;
+        self.show_memory = p.show_memory;
+        self.show_diff = p.show_diff;
+        if let Some(a) = p.arena {
+            self.arena = a;
+        }
+        self.workspace = p.workspace;
+        if let Some(db) = p.db {
+            self.apply(Command::OpenDb(db));
+        }
+        self.tab = if p.tab == Tab::Debugger {
+            Tab::Runs
+        } else {
+            p.tab
+        };
+    }
+
+    pub fn toast(&mut self, text: impl Into<String>, error: bool) {
+        let id = self.next_toast;
+        self.next_toast += 1;
+        let text = text.into();
+        if error {
+            tracing::warn!("{text}");
+        }
+        self.toasts.push(Toast { id, text, error });
+        if self.toasts.len() > 6 {
+            self.toasts.remove(0);
+        }
+    }
+
+    pub fn errors(&self) -> Vec<&str> {
+        self.toasts
+            .iter()
+            .filter(|t| t.error)
+            .map(|t| t.text.as_str())
+            .collect()
+    }
+
+    /// Applies every event the workers have reported so far.
+    pub fn poll(&mut self) {
+        while let Ok(e) = self.rx.try_recv() {
+            self.on_event(e);
+        }
+    }
+
+    /// Blocks until every worker job started so far has reported, applying
+    /// their events (tests and the benchmark use this; the UI polls).
+    pub fn wait_for_workers(&mut self) {
+        while self.pending > 0 {
+            match self.rx.recv() {
+                Ok(e) => self.on_event(e),
+                Err(_) => break,
+            }
+        }
+        self.poll();
+    }
+
+    /// Blocks until a watched plugin file is reported changed, or `timeout`
+    /// passes; true when one was.
+    pub fn wait_for_plugin_change(&mut self, timeout: std::time::Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.changed_plugins.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(e) => self.on_event(e),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    fn spawn(&mut self, job: impl FnOnce(&Sender<Event>) + Send + 'static) {
+        self.pending += 1;
+        let tx = self.tx.clone();
+        let ctx = self.ctx.clone();
+        std::thread::spawn(move || {
+            job(&tx);
+            if let Some(ctx) = ctx {
+                ctx.request_repaint();
+            }
+        });
+    }
+
+    fn on_event(&mut self, e: Event) {
+        if !matches!(e, Event::RunProgress | Event::PluginChanged(_)) {
+            self.pending = self.pending.saturating_sub(1);
+        }
+        match e {
+            Event::RunProgress => {}
+            Event::RunDone(r) => {
+                self.run_job = None;
+                match r {
+                    Ok(report) => {
+                        let s = report.summary();
+                        self.toast(
+                            format!(
+                                "run {} finished: {} episodes, mean return {:.3}, {} crashed",
+                                report.run_id, s.episodes, s.mean_return, s.crashed
+                            ),
+                            false,
+                        );
+                        self.last_run = Some(report.run_id.clone());
+                        if self.db_path.as_deref() != Some(report.db.as_path()) {
+                            self.apply(Command::OpenDb(report.db.clone()));
+                        } else {
+                            self.apply(Command::Refresh);
+                        }
+                        self.apply(Command::SelectRun(report.run_id));
+                        self.tab = Tab::Runs;
+                    }
+                    Err(e) => self.toast(format!("run failed: {e}"), true),
+                }
+            }
+            Event::Forked(r) => {
+                if let Some(d) = &mut self.debug {
+                    d.forking = false;
+                }
+                match r {
+                    Ok(b) => {
+                        let line = match &b.diff.first_divergence {
+                            Some(div) => format!("first divergence at frame {}", div.frame),
+                            None => "identical to its parent".into(),
+                        };
+                        self.toast(
+                            format!(
+                                "branch episode {} from episode {} at frame {}: {}, return {:.3}; {line}",
+                                b.branch.id,
+                                b.parent,
+                                b.frame,
+                                b.branch.outcome.as_str(),
+                                b.branch.return_
+                            ),
+                            false,
+                        );
+                        if let Some(d) = &mut self.debug {
+                            d.edits.clear();
+                            d.action_input.clear();
+                        }
+                        self.refresh_branches();
+                        self.apply(Command::Refresh);
+                    }
+                    Err(e) => self.toast(format!("fork failed: {e}"), true),
+                }
+            }
+            Event::Timeline { episode, rewards } => match rewards {
+                Ok(r) => {
+                    if let Some(d) = self.debug.as_mut().filter(|d| d.episode.id == episode) {
+                        d.rewards = Some(r);
+                    }
+                }
+                Err(e) => self.toast(format!("timeline of episode {episode}: {e}"), true),
+            },
+            Event::Hits {
+                episode,
+                expr,
+                frames,
+            } => match frames {
+                Ok(f) => {
+                    if let Some(d) = self.debug.as_mut().filter(|d| d.episode.id == episode) {
+                        d.hits.insert(expr, f);
+                    }
+                }
+                Err(e) => self.toast(format!("breakpoint `{expr}`: {e}"), true),
+            },
+            Event::ParentDiff { episode, lines } => match lines {
+                Ok(l) => {
+                    if let Some(d) = self.debug.as_mut().filter(|d| d.episode.id == episode) {
+                        d.parent_diff = Some(l);
+                    }
+                }
+                Err(e) => self.toast(format!("diff of episode {episode}: {e}"), true),
+            },
+            Event::Workspace(p) => self.plugins = p,
+            Event::PluginChanged(path) => {
+                if !self.changed_plugins.contains(&path) {
+                    self.toast(
+                        format!(
+                            "{} changed on disk: re-run the episode with the new build from the debugger",
+                            path.display()
+                        ),
+                        false,
+                    );
+                    self.changed_plugins.push(path);
+                }
+            }
+        }
+    }
+
+    /// Carries out one command. Failures become messages, never panics.
+    pub fn apply(&mut self, cmd: Command) {
+        if let Err(e) = self.try_apply(cmd) {
+            self.toast(e, true);
+        }
+    }
+
+    fn try_apply(&mut self, cmd: Command) -> Result<(), String> {
+        match cmd {
+            Command::OpenDb(path) => self.open_db(&path)?,
+            Command::Refresh => {
+                if let Some(db) = &self.db {
+                    self.runs = db.runs().map_err(|e| e.to_string())?;
+                    if let Some(run) = self.selected_run.clone() {
+                        self.episodes = db.episodes(&run).map_err(|e| e.to_string())?;
+                        self.sort_episodes();
+                    }
+                }
+            }
+            Command::SelectRun(run) => {
+                let db = self.db.as_ref().ok_or("no database is open")?;
+                self.episodes = db.episodes(&run).map_err(|e| e.to_string())?;
+                self.selected_run = Some(run);
+                self.sort_episodes();
+            }
+            Command::Sort(key) => {
+                self.sort = if self.sort.0 == key {
+                    (key, !self.sort.1)
+                } else {
+                    (key, key != SortKey::Index && key != SortKey::Outcome)
+                };
+                self.sort_episodes();
+            }
+            Command::OpenEpisode(id) => self.open_episode(id)?,
+            Command::CloseEpisode => {
+                self.carry_breakpoints();
+                self.debug = None;
+                self.tab = Tab::Runs;
+            }
+            Command::Step(step) => self.step(step)?,
+            Command::AddBreakpoint => {
+                let d = self.debug.as_mut().ok_or("no episode is open")?;
+                let text = d.breakpoint_input.trim().to_string();
+                match d.session.add_breakpoint(&text) {
+                    Ok(_) => {
+                        d.breakpoint_error = None;
+                        d.breakpoint_input.clear();
+                        self.scan_hits(&text);
+                    }
+                    Err(e) => d.breakpoint_error = Some(e),
+                }
+            }
+            Command::SetBreakpointEnabled(id, on) => {
+                let d = self.debug.as_mut().ok_or("no episode is open")?;
+                d.session.set_enabled(id, on);
+            }
+            Command::RemoveBreakpoint(id) => {
+                let d = self.debug.as_mut().ok_or("no episode is open")?;
+                if let Some(b) = d.session.breakpoints().iter().find(|b| b.id == id) {
+                    let src = b.expr.source().to_string();
+                    d.hits.remove(&src);
+                }
+                d.session.remove(id);
+                d.refresh_watches();
+            }
+            Command::AddWatch => {
+                let d = self.debug.as_mut().ok_or("no episode is open")?;
+                let text = d.watch_input.trim().to_string();
+                match d.session.add_watch(&text) {
+                    Ok(_) => {
+                        d.watch_error = None;
+                        d.watch_input.clear();
+                        d.refresh_watches();
+                    }
+                    Err(e) => d.watch_error = Some(e),
+                }
+            }
+            Command::EditMemory(path, value) => {
+                let d = self.debug.as_mut().ok_or("no episode is open")?;
+                let edits = Edits {
+                    set: value.iter().map(|v| (path.clone(), v.clone())).collect(),
+                    delete: if value.is_none() {
+                        vec![path.clone()]
+                    } else {
+                        Vec::new()
+                    },
+                    action: None,
+                };
+                edits.validate().map_err(|e| e.to_string())?;
+                d.edits.insert(path, value);
+                d.editing = None;
+            }
+            Command::ClearEdits => {
+                if let Some(d) = &mut self.debug {
+                    d.edits.clear();
+                    d.action_input.clear();
+                }
+            }
+            Command::Fork => self.fork()?,
+            Command::DiffParent => {
+                let d = self.debug.as_ref().ok_or("no episode is open")?;
+                let parent = d
+                    .episode
+                    .parent_episode
+                    .ok_or("this episode has no parent to compare with")?;
+                let (db, id) = (d.db.clone(), d.episode.id);
+                self.spawn(move |tx| {
+                    let lines = worker::diff_against(&db, parent, id);
+                    let _ = tx.send(Event::ParentDiff { episode: id, lines });
+                });
+            }
+            Command::StartRun => self.start_run()?,
+            Command::CancelRun => {
+                if let Some(job) = &self.run_job {
+                    job.progress.cancel.store(true, Ordering::Relaxed);
+                }
+            }
+            Command::DismissToast(id) => self.toasts.retain(|t| t.id != id),
+            Command::SetTab(t) => self.tab = t,
+            Command::ScanWorkspace => {
+                let dir = PathBuf::from(self.workspace.trim());
+                if !dir.is_dir() {
+                    return Err(format!(
+                        "workspace {}: not a folder; type the path of a folder holding plugins",
+                        dir.display()
+                    ));
+                }
+                self.spawn(move |tx| {
+                    let _ = tx.send(Event::Workspace(worker::scan_plugins(&dir)));
+                });
+            }
+            Command::Rerun => self.rerun()?,
+        }
+        Ok(())
+    }
+
+    fn open_db(&mut self, path: &Path) -> Result<(), String> {
+        if !path.is_file() {
+            return Err(format!(
+                "database {}: no such file; record one with `ludus run --db {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+        let db = Db::open(path).map_err(|e| format!("database {}: {e}", path.display()))?;
+        let runs = db
+            .runs()
+            .map_err(|e| format!("database {}: {e}", path.display()))?;
+        self.carry_breakpoints();
+        self.debug = None;
+        self.db = Some(db);
+        self.db_path = Some(path.to_path_buf());
+        self.db_input = path.display().to_string();
+        self.runs = runs;
+        self.episodes.clear();
+        self.selected_run = None;
+        if let Some(first) = self.runs.first().map(|r| r.id.clone()) {
+            self.try_apply(Command::SelectRun(first))?;
+        }
+        self.tab = Tab::Runs;
+        Ok(())
+    }
+
+    fn sort_episodes(&mut self) {
+        let (key, desc) = self.sort;
+        self.episodes.sort_by(|a, b| {
+            let o = match key {
+                SortKey::Index => a.index.cmp(&b.index).then(a.id.cmp(&b.id)),
+                SortKey::Outcome => a.outcome.cmp(&b.outcome),
+                SortKey::Return => a.return_.total_cmp(&b.return_),
+                SortKey::Length => a.length.cmp(&b.length),
+                SortKey::Crashed => (a.outcome == "crashed").cmp(&(b.outcome == "crashed")),
+            };
+            if desc { o.reverse() } else { o }
+        });
+    }
+
+    fn carry_breakpoints(&mut self) {
+        if self.debug.is_some() {
+            let p = self.persisted();
+            self.carried_breakpoints = p.breakpoints;
+            self.carried_watches = p.watches;
+        }
+    }
+
+    fn open_episode(&mut self, id: i64) -> Result<(), String> {
+        let path = self.db_path.clone().ok_or("no database is open")?;
+        let db = self.db.as_ref().ok_or("no database is open")?;
+        let episode = db.episode(id).map_err(|e| e.to_string())?;
+        let mut ancestors = Vec::new();
+        let mut parent = episode.parent_episode;
+        while let Some(p) = parent {
+            let row = db.episode(p).map_err(|e| e.to_string())?;
+            parent = row.parent_episode;
+            ancestors.insert(0, row);
+            if ancestors.len() > 64 {
+                break;
+            }
+        }
+        let session = Session::open(&path, id)
+            .map_err(|e| format!("episode {id} in {}: {e}", path.display()))?;
+        self.carry_breakpoints();
+        let mut d = DebugView {
+            db: path.clone(),
+            episode,
+            session,
+            view: None,
+            step_changes: Vec::new(),
+            watch_values: Vec::new(),
+            breakpoint_input: String::new(),
+            breakpoint_error: None,
+            watch_input: String::new(),
+            watch_error: None,
+            edits: BTreeMap::new(),
+            action_input: String::new(),
+            status: String::new(),
+            rewards: None,
+            hits: BTreeMap::new(),
+            ancestors,
+            branches: Vec::new(),
+            parent_diff: None,
+            editing: None,
+            forking: false,
+            textures: Vec::new(),
+        };
+        let mut exprs = Vec::new();
+        for (src, on) in &self.carried_breakpoints {
+            if let Ok(bid) = d.session.add_breakpoint(src) {
+                d.session.set_enabled(bid, *on);
+                exprs.push(src.clone());
+            }
+        }
+        for w in &self.carried_watches {
+            let _ = d.session.add_watch(w);
+        }
+        d.read_frame()?;
+        self.debug = Some(d);
+        self.tab = Tab::Debugger;
+        self.refresh_branches();
+        self.spawn(move |tx| {
+            let rewards = worker::rewards(&path, id);
+            let _ = tx.send(Event::Timeline {
+                episode: id,
+                rewards,
+            });
+        });
+        for e in exprs {
+            self.scan_hits(&e);
+        }
+        self.watch_episode_plugins();
+        Ok(())
+    }
+
+    fn scan_hits(&mut self, expr: &str) {
+        let Some(d) = &self.debug else { return };
+        let (db, id, expr) = (d.db.clone(), d.episode.id, expr.to_string());
+        self.spawn(move |tx| {
+            let frames = worker::hits(&db, id, &expr);
+            let _ = tx.send(Event::Hits {
+                episode: id,
+                expr,
+                frames,
+            });
+        });
+    }
+
+    fn refresh_branches(&mut self) {
+        let (Some(db), Some(d)) = (&self.db, &mut self.debug) else {
+            return;
+        };
+        let mut out = Vec::new();
+        let mut stack: Vec<(i64, usize)> = vec![(d.episode.id, 0)];
+        while let Some((id, depth)) = stack.pop() {
+            match db.branches(id) {
+                Ok(children) => {
+                    for c in children.into_iter().rev() {
+                        stack.push((c.id, depth + 1));
+                        out.push((c, depth));
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("branches of episode {id}: {e}");
+                    self.toasts.push(Toast {
+                        id: self.next_toast,
+                        text: msg,
+                        error: true,
+                    });
+                    self.next_toast += 1;
+                    break;
+                }
+            }
+            if out.len() > 500 {
+                break;
+            }
+        }
+        // Children were pushed in reverse for the stack; show them in id order
+        // under their parent.
+        d.branches = order_tree(out);
+    }
+
+    fn step(&mut self, step: Step) -> Result<(), String> {
+        let d = self.debug.as_mut().ok_or("no episode is open")?;
+        let before = d.session.cursor();
+        match step {
+            Step::Next => {
+                d.session.next();
+            }
+            Step::Prev => {
+                d.session.prev();
+            }
+            Step::First => d.session.first(),
+            Step::Last => d.session.last(),
+            Step::Goto(k) => d.session.goto(k).map_err(|e| e.to_string())?,
+            Step::Continue | Step::ReverseContinue => {
+                if !d.session.breakpoints().iter().any(|b| b.enabled) {
+                    d.status = "no enabled breakpoint: add one below".into();
+                    return Ok(());
+                }
+                let hit = if step == Step::Continue {
+                    d.session.continue_forward()
+                } else {
+                    d.session.reverse_continue()
+                }
+                .map_err(|e| e.to_string())?;
+                d.status = match hit {
+                    Some(h) => format!(
+                        "breakpoint {} hit at frame {}",
+                        h.breakpoints
+                            .iter()
+                            .map(|b| b.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        h.frame
+                    ),
+                    None if step == Step::Continue => "no breakpoint holds after this frame".into(),
+                    None => "no breakpoint holds before this frame".into(),
+                };
+            }
+        }
+        if d.session.cursor() != before || d.view.is_none() {
+            d.read_frame()?;
+        }
+        Ok(())
+    }
+
+    fn fork(&mut self) -> Result<(), String> {
+        let d = self.debug.as_mut().ok_or("no episode is open")?;
+        if d.forking {
+            return Err("a fork is already running".into());
+        }
+        let action = match d.action_input.trim() {
+            "" => None,
+            s => Some(
+                ludus_debugger::view::parse_action(s)
+                    .map_err(|e| format!("replacement action `{s}`: {e}"))?,
+            ),
+        };
+        let mut edits = Edits {
+            action,
+            ..Edits::default()
+        };
+        for (p, v) in &d.edits {
+            match v {
+                Some(v) => edits.set.push((p.clone(), v.clone())),
+                None => edits.delete.push(p.clone()),
+            }
+        }
+        edits.validate().map_err(|e| e.to_string())?;
+        let (db, id, frame) = (d.db.clone(), d.episode.id, d.session.cursor());
+        d.forking = true;
+        self.spawn(move |tx| {
+            let r = ludus_debugger::fork::fork(&db, id, frame, &edits)
+                .map(Box::new)
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Event::Forked(r));
+        });
+        Ok(())
+    }
+
+    fn rerun(&mut self) -> Result<(), String> {
+        let d = self.debug.as_mut().ok_or("no episode is open")?;
+        let run: &RunRow = self
+            .runs
+            .iter()
+            .find(|r| r.id == d.episode.run_id)
+            .ok_or("the episode's run is not in this database")?;
+        let mut overrides = ludus_arena::replay::Overrides::default();
+        for (role, slot) in [
+            ("env", &mut overrides.env),
+            ("agent", &mut overrides.agent),
+            ("reward", &mut overrides.reward),
+        ] {
+            if let Some(p) = run.spec[role]["path"].as_str().map(PathBuf::from)
+                && self.changed_plugins.contains(&p)
+            {
+                *slot = Some(p);
+            }
+        }
+        let (db, id) = (d.db.clone(), d.episode.id);
+        d.forking = true;
+        self.changed_plugins.clear();
+        self.spawn(move |tx| {
+            let r = ludus_debugger::fork::rerun(&db, id, &overrides)
+                .map(Box::new)
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Event::Forked(r));
+        });
+        Ok(())
+    }
+
+    fn start_run(&mut self) -> Result<(), String> {
+        if self.run_job.is_some() {
+            return Err("a run is already in progress: cancel it or wait".into());
+        }
+        let db = self
+            .db_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("ludus.db"));
+        let a = &self.arena;
+        let plugin = |p: &str, config: &str| ludus_arena::PluginSpec {
+            path: PathBuf::from(p.trim()),
+            config: config.to_string(),
+            limits: ludus_arena::Limits::DEFAULT,
+        };
+        for (what, p) in [("environment", &a.env), ("agent", &a.agent)] {
+            if p.trim().is_empty() {
+                return Err(format!(
+                    "pick an {what} plugin (.wasm) before starting a run"
+                ));
+            }
+        }
+        let spec = ludus_arena::RunSpec {
+            env: plugin(&a.env, &a.env_config),
+            agent: plugin(&a.agent, ""),
+            reward: (!a.reward.trim().is_empty()).then(|| plugin(&a.reward, "")),
+            episodes: a.episodes.max(1),
+            seed: a.seed,
+            jobs: a.jobs.max(1),
+            db,
+        };
+        let progress = Arc::new(Progress::default());
+        self.run_job = Some(RunJob {
+            progress: progress.clone(),
+            episodes: spec.episodes,
+            started: Instant::now(),
+        });
+        self.spawn(move |tx| {
+            let r = ludus_arena::run::prepare(spec)
+                .and_then(|p| p.run(&progress))
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Event::RunDone(r));
+        });
+        Ok(())
+    }
+
+    /// Watches the plugin files of the open episode's run; a change offers a re-run.
+    fn watch_episode_plugins(&mut self) {
+        use notify::Watcher;
+        let Some(d) = &self.debug else { return };
+        let Some(run) = self.runs.iter().find(|r| r.id == d.episode.run_id) else {
+            return;
+        };
+        let paths: Vec<PathBuf> = ["env", "agent", "reward"]
+            .iter()
+            .filter_map(|r| run.spec[r]["path"].as_str().map(PathBuf::from))
+            .collect();
+        let tx = self.tx.clone();
+        let ctx = self.ctx.clone();
+        let watched = paths.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            if !(ev.kind.is_modify() || ev.kind.is_create()) {
+                return;
+            }
+            for p in ev.paths {
+                if let Some(w) = watched.iter().find(|w| p.ends_with(w) || w.ends_with(&p)) {
+                    let _ = tx.send(Event::PluginChanged(w.clone()));
+                    if let Some(c) = &ctx {
+                        c.request_repaint();
+                    }
+                }
+            }
+        });
+        match watcher {
+            Ok(mut w) => {
+                for p in &paths {
+                    if let Err(e) = w.watch(p, notify::RecursiveMode::NonRecursive) {
+                        tracing::info!("cannot watch {}: {e}", p.display());
+                    }
+                }
+                self.watcher = Some(w);
+            }
+            Err(e) => tracing::info!("no file watcher: {e}"),
+        }
+    }
+}
+
+/// Puts each branch right under its parent, children in id order.
+fn order_tree(rows: Vec<(EpisodeRow, usize)>) -> Vec<(EpisodeRow, usize)> {
+    let mut by_parent: BTreeMap<Option<i64>, Vec<(EpisodeRow, usize)>> = BTreeMap::new();
+    let root_depth_parent = rows
+        .iter()
+        .find(|(_, d)| *d == 0)
+        .and_then(|(r, _)| r.parent_episode);
+    for (r, d) in rows {
+        by_parent.entry(r.parent_episode).or_default().push((r, d));
+    }
+    for v in by_parent.values_mut() {
+        v.sort_by_key(|(r, _)| r.id);
+    }
+    let mut out = Vec::new();
+    fn walk(
+        parent: Option<i64>,
+        by_parent: &BTreeMap<Option<i64>, Vec<(EpisodeRow, usize)>>,
+        out: &mut Vec<(EpisodeRow, usize)>,
+    ) {
+        if let Some(children) = by_parent.get(&parent) {
+            for (r, d) in children {
+                out.push((r.clone(), *d));
+                walk(Some(r.id), by_parent, out);
+            }
+        }
+    }
+    walk(root_depth_parent, &by_parent, &mut out);
+    out
+}
+
+impl DebugView {
+    /// Reads the frame under the cursor, its changes and watch values.
+    pub fn read_frame(&mut self) -> Result<(), String> {
+        if self.session.is_empty() {
+            self.view = None;
+            return Ok(());
+        }
+        let k = self.session.cursor();
+        let view = self.session.view(k).map_err(|e| e.to_string())?;
+        let prev = if k > 0 {
+            self.session.view(k - 1).ok()
+        } else {
+            None
+        };
+        self.step_changes = ludus_debugger::diff::diff_step(prev.as_ref(), &view)
+            .iter()
+            .map(|c| c.summary())
+            .collect();
+        self.view = Some(view);
+        self.refresh_watches();
+        Ok(())
+    }
+
+    pub fn refresh_watches(&mut self) {
+        let k = self.session.cursor();
+        self.watch_values = if self.session.is_empty() {
+            Vec::new()
+        } else {
+            self.session.watch_values(k).unwrap_or_default()
+        };
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.session.cursor()
+    }
+}

@@ -1,0 +1,1021 @@
+//! Drawing. Every function here reads the state and pushes [`Command`]s;
+//! [`app_ui`] applies them after the frame is laid out, in one place.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use eframe::egui::{
+    self, Align2, Color32, CornerRadius, Key, Modifiers, RichText, Sense, Stroke, TextEdit, Ui,
+    WidgetInfo, pos2, vec2,
+};
+use ludus_arena::model::{Action, PointerKind, Value};
+use ludus_debugger::session::WatchResult;
+
+use super::state::{AppState, Command, DebugView, SortKey, Step, Tab};
+
+const CHANGED: Color32 = Color32::from_rgb(230, 180, 40);
+const EDITED: Color32 = Color32::from_rgb(90, 170, 255);
+
+/// The whole app, one frame.
+pub fn app_ui(ui: &mut Ui, state: &mut AppState) {
+    state.set_ctx(ui.ctx());
+    state.poll();
+    let mut cmds = Vec::new();
+    keys(ui, state, &mut cmds);
+    egui::Panel::top("ludus_tabs").show(ui, |ui| tabs_ui(ui, state, &mut cmds));
+    egui::Panel::bottom("ludus_status").show(ui, |ui| status_ui(ui, state));
+    egui::CentralPanel::default().show(ui, |ui| match state.tab {
+        Tab::Runs => runs_ui(ui, state, &mut cmds),
+        Tab::Arena => arena_ui(ui, state, &mut cmds),
+        Tab::Workspace => workspace_ui(ui, state, &mut cmds),
+        Tab::Debugger => match &mut state.debug {
+            Some(d) => debugger_ui(
+                ui,
+                d,
+                state.show_memory,
+                state.show_diff,
+                !state.changed_plugins.is_empty(),
+                &mut cmds,
+            ),
+            None => {
+                ui.label("Open an episode from the Runs tab to debug it.");
+            }
+        },
+    });
+    toasts_ui(ui.ctx(), state, &mut cmds);
+    for c in cmds {
+        state.apply(c);
+    }
+    if state.run_job.is_some() {
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Debugger keys: F10 step, Shift+F10 step back, F5 continue, Shift+F5
+/// reverse-continue, Home/End first/last frame.
+fn keys(ui: &mut Ui, state: &AppState, cmds: &mut Vec<Command>) {
+    if state.tab != Tab::Debugger || state.debug.is_none() {
+        return;
+    }
+    let typing = ui.ctx().egui_wants_keyboard_input();
+    ui.input_mut(|i| {
+        let mut on = |m: Modifiers, k: Key, s: Step| {
+            if i.consume_key(m, k) {
+                cmds.push(Command::Step(s));
+            }
+        };
+        on(Modifiers::SHIFT, Key::F10, Step::Prev);
+        on(Modifiers::NONE, Key::F10, Step::Next);
+        on(Modifiers::SHIFT, Key::F5, Step::ReverseContinue);
+        on(Modifiers::NONE, Key::F5, Step::Continue);
+        if !typing {
+            on(Modifiers::NONE, Key::Home, Step::First);
+            on(Modifiers::NONE, Key::End, Step::Last);
+        }
+    });
+}
+
+fn labelled_text(ui: &mut Ui, label: &str, text: &mut String, width: f32) -> egui::Response {
+    ui.horizontal(|ui| {
+        let l = ui.label(label);
+        ui.add(TextEdit::singleline(text).desired_width(width))
+            .labelled_by(l.id)
+    })
+    .inner
+}
+
+fn tabs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
+    ui.horizontal(|ui| {
+        ui.strong("ludus");
+        for (t, name) in [
+            (Tab::Runs, "Runs"),
+            (Tab::Arena, "Arena"),
+            (Tab::Workspace, "Workspace"),
+            (Tab::Debugger, "Debugger"),
+        ] {
+            if ui.selectable_label(state.tab == t, name).clicked() {
+                cmds.push(Command::SetTab(t));
+            }
+        }
+        ui.separator();
+        let r = labelled_text(ui, "Database", &mut state.db_input, 260.0);
+        let enter = r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+        if ui.button("Open database").clicked() || enter {
+            cmds.push(Command::OpenDb(state.db_input.trim().into()));
+        }
+        if state.db_path.is_some() && ui.button("Refresh").clicked() {
+            cmds.push(Command::Refresh);
+        }
+        ui.separator();
+        ui.checkbox(&mut state.show_memory, "Memory tree");
+        ui.checkbox(&mut state.show_diff, "Diff panel");
+    });
+}
+
+fn status_ui(ui: &mut Ui, state: &AppState) {
+    ui.horizontal(|ui| {
+        match &state.db_path {
+            Some(p) => ui.label(format!("{} ({} runs)", p.display(), state.runs.len())),
+            None => ui.label("no database open"),
+        };
+        if let Some(job) = &state.run_job {
+            let done = job.progress.episodes_done.load(Ordering::Relaxed);
+            let steps = job.progress.steps.load(Ordering::Relaxed);
+            let secs = job.started.elapsed().as_secs_f64().max(1e-3);
+            ui.separator();
+            ui.label(format!(
+                "running: {done}/{} episodes, {steps} steps, {:.0} steps/s",
+                job.episodes,
+                steps as f64 / secs
+            ));
+        }
+        if state.pending > 0 {
+            ui.separator();
+            ui.spinner();
+            ui.label(format!("{} background jobs", state.pending));
+        }
+    });
+}
+
+fn toasts_ui(ctx: &egui::Context, state: &AppState, cmds: &mut Vec<Command>) {
+    if state.toasts.is_empty() {
+        return;
+    }
+    egui::Area::new(egui::Id::unique("ludus_toasts"))
+        .anchor(Align2::RIGHT_BOTTOM, vec2(-12.0, -36.0))
+        .show(ctx, |ui| {
+            ui.set_max_width(460.0);
+            for t in &state.toasts {
+                egui::Frame::popup(ui.style()).show(ui, |ui| {
+                    ui.horizontal_wrapped(|ui| {
+                        let text = if t.error {
+                            RichText::new(format!("error: {}", t.text))
+                                .color(ui.visuals().error_fg_color)
+                        } else {
+                            RichText::new(&t.text)
+                        };
+                        ui.label(text);
+                        let b = ui.small_button("x");
+                        b.widget_info(|| {
+                            WidgetInfo::labeled(
+                                egui::Role::Button,
+                                true,
+                                format!("dismiss message {}", t.id),
+                            )
+                        });
+                        if b.clicked() {
+                            cmds.push(Command::DismissToast(t.id));
+                        }
+                    });
+                });
+            }
+        });
+}
+
+fn runs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
+    if state.db_path.is_none() {
+        ui.label("Open a database (a file `ludus run --db` wrote) with the field above.");
+        return;
+    }
+    egui::Panel::left("ludus_runs")
+        .resizable(true)
+        .default_size(300.0)
+        .show(ui, |ui| {
+            ui.heading("Runs");
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                for r in state.runs.iter().rev() {
+                    let env = r.spec["env"]["name"]
+                        .as_str()
+                        .or_else(|| r.spec["env"]["path"].as_str())
+                        .unwrap_or("?");
+                    let agent = r.spec["agent"]["name"]
+                        .as_str()
+                        .or_else(|| r.spec["agent"]["path"].as_str())
+                        .unwrap_or("?");
+                    let text = format!(
+                        "run {}: {} episodes, {}\n{} / {}",
+                        short(&r.id),
+                        r.episodes,
+                        r.status,
+                        file_name(env),
+                        file_name(agent)
+                    );
+                    if ui
+                        .selectable_label(state.selected_run.as_deref() == Some(&r.id), text)
+                        .clicked()
+                    {
+                        cmds.push(Command::SelectRun(r.id.clone()));
+                    }
+                }
+            });
+        });
+    let Some(run) = &state.selected_run else {
+        ui.label("Pick a run.");
+        return;
+    };
+    ui.heading(format!("Episodes of run {}", short(run)));
+    let row_h = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
+    let arrow = |k: SortKey| {
+        if state.sort.0 == k {
+            if state.sort.1 { " v" } else { " ^" }
+        } else {
+            ""
+        }
+    };
+    ui.horizontal(|ui| {
+        ui.label("Sort by:");
+        for (k, name) in [
+            (SortKey::Index, "index"),
+            (SortKey::Outcome, "outcome"),
+            (SortKey::Return, "return"),
+            (SortKey::Length, "length"),
+            (SortKey::Crashed, "crashed"),
+        ] {
+            if ui.button(format!("{name}{}", arrow(k))).clicked() {
+                cmds.push(Command::Sort(k));
+            }
+        }
+    });
+    egui::ScrollArea::vertical().auto_shrink(false).show_rows(
+        ui,
+        row_h,
+        state.episodes.len(),
+        |ui, range| {
+            egui::Grid::new("ludus_episodes")
+                .striped(true)
+                .num_columns(7)
+                .show(ui, |ui| {
+                    for e in &state.episodes[range] {
+                        if ui.button(format!("Open episode {}", e.id)).clicked() {
+                            cmds.push(Command::OpenEpisode(e.id));
+                        }
+                        ui.label(format!("#{}", e.index));
+                        let outcome = if e.outcome == "crashed" {
+                            RichText::new(&e.outcome).color(ui.visuals().error_fg_color)
+                        } else {
+                            RichText::new(&e.outcome)
+                        };
+                        ui.label(outcome);
+                        ui.label(format!("return {:.3}", e.return_));
+                        ui.label(format!("{} steps", e.length));
+                        ui.label(if e.success { "success" } else { "" });
+                        ui.label(match e.parent_episode {
+                            Some(p) => format!("branch of {p} at {}", e.parent_frame.unwrap_or(0)),
+                            None => e.error.clone().unwrap_or_default(),
+                        });
+                        ui.end_row();
+                    }
+                });
+        },
+    );
+}
+
+fn arena_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
+    ui.heading("Start a run");
+    let a = &mut state.arena;
+    labelled_text(ui, "Environment (.wasm)", &mut a.env, 420.0);
+    labelled_text(ui, "Environment config", &mut a.env_config, 420.0);
+    labelled_text(ui, "Agent (.wasm)", &mut a.agent, 420.0);
+    labelled_text(ui, "Reward (.wasm, optional)", &mut a.reward, 420.0);
+    ui.horizontal(|ui| {
+        let l = ui.label("Seed");
+        ui.add(egui::DragValue::new(&mut a.seed)).labelled_by(l.id);
+        let l = ui.label("Episodes");
+        ui.add(egui::DragValue::new(&mut a.episodes).range(1..=1_000_000))
+            .labelled_by(l.id);
+        let l = ui.label("Jobs");
+        ui.add(egui::DragValue::new(&mut a.jobs).range(1..=256))
+            .labelled_by(l.id);
+    });
+    ui.label(match &state.db_path {
+        Some(p) => format!("records into {}", p.display()),
+        None => "records into ludus.db (no database open)".into(),
+    });
+    ui.horizontal(|ui| {
+        if state.run_job.is_none() {
+            if ui.button("Start run").clicked() {
+                cmds.push(Command::StartRun);
+            }
+        } else {
+            if ui.button("Cancel run").clicked() {
+                cmds.push(Command::CancelRun);
+            }
+            if let Some(job) = &state.run_job {
+                let done = job.progress.episodes_done.load(Ordering::Relaxed);
+                ui.add(
+                    egui::ProgressBar::new(done as f32 / job.episodes.max(1) as f32)
+                        .text(format!("{done}/{} episodes", job.episodes)),
+                );
+            }
+        }
+    });
+    if let Some(r) = &state.last_run {
+        ui.label(format!("last run: {r} (see the Runs tab)"));
+    }
+}
+
+fn workspace_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
+    ui.heading("Plugins");
+    ui.horizontal(|ui| {
+        labelled_text(ui, "Folder", &mut state.workspace, 360.0);
+        if ui.button("Scan folder").clicked() {
+            cmds.push(Command::ScanWorkspace);
+        }
+    });
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        egui::Grid::new("ludus_plugins")
+            .striped(true)
+            .show(ui, |ui| {
+                for p in &state.plugins {
+                    ui.label(p.path.display().to_string());
+                    ui.label(&p.kind);
+                    ui.label(&p.contract);
+                    ui.label(&p.description);
+                    if p.kind == "env" && ui.button("Use as environment").clicked() {
+                        state.arena.env = p.path.display().to_string();
+                    } else if p.kind == "agent" && ui.button("Use as agent").clicked() {
+                        state.arena.agent = p.path.display().to_string();
+                    } else if p.kind == "reward" && ui.button("Use as reward").clicked() {
+                        state.arena.reward = p.path.display().to_string();
+                    }
+                    ui.end_row();
+                }
+            });
+    });
+}
+
+fn debugger_ui(
+    ui: &mut Ui,
+    d: &mut DebugView,
+    show_memory: bool,
+    show_diff: bool,
+    can_rerun: bool,
+    cmds: &mut Vec<Command>,
+) {
+    let len = d.session.len();
+    let k = d.cursor();
+    ui.horizontal(|ui| {
+        ui.strong(format!(
+            "episode {} ({}, return {:.3}, seed {})",
+            d.episode.id, d.episode.outcome, d.episode.return_, d.episode.seed
+        ));
+        ui.separator();
+        for (label, step) in [
+            ("First (Home)", Step::First),
+            ("Step back (Shift+F10)", Step::Prev),
+            ("Step (F10)", Step::Next),
+            ("Reverse continue (Shift+F5)", Step::ReverseContinue),
+            ("Continue (F5)", Step::Continue),
+            ("Last (End)", Step::Last),
+        ] {
+            if ui.button(label).clicked() {
+                cmds.push(Command::Step(step));
+            }
+        }
+        if ui.button("Close episode").clicked() {
+            cmds.push(Command::CloseEpisode);
+        }
+    });
+    ui.horizontal(|ui| {
+        ui.label(format!("frame {k} of {len}"));
+        if !d.status.is_empty() {
+            ui.separator();
+            ui.label(&d.status);
+        }
+    });
+    timeline_ui(ui, d, cmds);
+    egui::Panel::right("ludus_debug_side")
+        .resizable(true)
+        .default_size(360.0)
+        .show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                breakpoints_ui(ui, d, cmds);
+                ui.separator();
+                fork_ui(ui, d, can_rerun, cmds);
+                ui.separator();
+                branches_ui(ui, d, cmds);
+            });
+        });
+    egui::ScrollArea::vertical()
+        .id_salt("ludus_frame_scroll")
+        .show(ui, |ui| {
+            frame_ui(ui, d);
+            if show_memory {
+                ui.separator();
+                memory_ui(ui, d, cmds);
+            }
+            if show_diff {
+                ui.separator();
+                diff_ui(ui, d, cmds);
+            }
+        });
+}
+
+fn timeline_ui(ui: &mut Ui, d: &DebugView, cmds: &mut Vec<Command>) {
+    let len = d.session.len().max(1);
+    let width = ui.available_width().max(100.0);
+    let (rect, resp) = ui.allocate_exact_size(vec2(width, 56.0), Sense::click_and_drag());
+    let k = d.cursor();
+    resp.widget_info(|| {
+        WidgetInfo::slider(true, k as f64, format!("Timeline, frame {k} of {len}"))
+    });
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, CornerRadius::same(2), ui.visuals().extreme_bg_color);
+    let cols = rect.width().max(1.0) as usize;
+    let x_of = |f: u64| rect.left() + (f as f32 + 0.5) / len as f32 * rect.width();
+    // Rewards: per pixel column, the extreme reward of its frames.
+    if let Some(rewards) = &d.rewards {
+        let (mut lo, mut hi) = (0f32, 0f32);
+        for r in rewards {
+            lo = lo.min(*r);
+            hi = hi.max(*r);
+        }
+        let span = (hi - lo).max(1e-6);
+        let mid_y = rect.bottom() - 8.0 - (0.0 - lo) / span * (rect.height() - 16.0);
+        let n = rewards.len();
+        let mut col_min = vec![f32::INFINITY; cols];
+        let mut col_max = vec![f32::NEG_INFINITY; cols];
+        for (i, r) in rewards.iter().enumerate() {
+            let c = (i * cols / n.max(1)).min(cols - 1);
+            col_min[c] = col_min[c].min(*r);
+            col_max[c] = col_max[c].max(*r);
+        }
+        for c in 0..cols {
+            if col_min[c] > col_max[c] {
+                continue;
+            }
+            let x = rect.left() + c as f32 + 0.5;
+            let y = |r: f32| rect.bottom() - 8.0 - (r - lo) / span * (rect.height() - 16.0);
+            let (a, b) = (y(col_max[c]).min(mid_y), y(col_min[c]).max(mid_y));
+            let color = if col_min[c] < 0.0 {
+                Color32::from_rgb(220, 90, 80)
+            } else {
+                Color32::from_rgb(90, 190, 110)
+            };
+            painter.line_segment(
+                [pos2(x, a), pos2(x, b.max(a + 1.0))],
+                Stroke::new(1.0, color),
+            );
+        }
+    }
+    // Breakpoint hits: a tick per pixel column holding one.
+    for frames in d.hits.values() {
+        let mut cols_hit = vec![false; cols];
+        for f in frames {
+            let c = ((*f as usize) * cols / len as usize).min(cols - 1);
+            cols_hit[c] = true;
+        }
+        for (c, hit) in cols_hit.iter().enumerate() {
+            if *hit {
+                let x = rect.left() + c as f32 + 0.5;
+                painter.line_segment(
+                    [pos2(x, rect.top()), pos2(x, rect.top() + 8.0)],
+                    Stroke::new(1.5, Color32::from_rgb(230, 70, 70)),
+                );
+            }
+        }
+    }
+    let x = x_of(k);
+    painter.line_segment(
+        [pos2(x, rect.top()), pos2(x, rect.bottom())],
+        Stroke::new(2.0, ui.visuals().strong_text_color()),
+    );
+    if (resp.dragged() || resp.clicked())
+        && let Some(p) = resp.interact_pointer_pos()
+    {
+        let f = (((p.x - rect.left()) / rect.width()) * len as f32).floor();
+        let f = (f.max(0.0) as u64).min(len - 1);
+        if f != k {
+            cmds.push(Command::Step(Step::Goto(f)));
+        }
+    }
+}
+
+fn frame_ui(ui: &mut Ui, d: &mut DebugView) {
+    let Some(view) = &d.view else {
+        ui.label("This episode has no frames.");
+        return;
+    };
+    let f = &view.frame;
+    ui.heading(format!("Frame {} (step {})", view.index, f.step));
+    egui::Grid::new("ludus_frame_facts").show(ui, |ui| {
+        ui.label("action");
+        ui.monospace(ludus_debugger::view::action_label(&f.action));
+        ui.end_row();
+        ui.label("reward");
+        ui.monospace(format!("{} (env {})", f.reward, f.env_reward));
+        ui.end_row();
+        ui.label("flags");
+        ui.monospace(format!(
+            "terminated {} truncated {} success {:?}",
+            f.terminated, f.truncated, f.success
+        ));
+        ui.end_row();
+        if !f.info.is_empty() {
+            ui.label("info");
+            ui.monospace(&f.info);
+            ui.end_row();
+        }
+        if let Some(n) = &f.note {
+            ui.label("note");
+            ui.monospace(n);
+            ui.end_row();
+        }
+        ui.label("timing");
+        ui.monospace(format!(
+            "act {} µs, step {} µs, score {} µs",
+            view.timing.act_ns / 1000,
+            view.timing.step_ns / 1000,
+            view.timing.score_ns / 1000
+        ));
+        ui.end_row();
+    });
+    for part in &f.observation {
+        ui.label(RichText::new(format!("observation `{}`", part.name)).strong());
+        match &part.value {
+            Value::Discrete(n) => {
+                ui.monospace(n.to_string());
+            }
+            Value::Vector(v) => vector_ui(ui, &part.name, v),
+            Value::Text(t) => {
+                egui::Frame::group(ui.style()).show(ui, |ui| {
+                    ui.monospace(t);
+                });
+            }
+            Value::Tree(elements) => {
+                for e in elements {
+                    let depth = tree_depth(elements, e.parent);
+                    ui.horizontal(|ui| {
+                        ui.add_space(depth as f32 * 14.0);
+                        ui.monospace(format!(
+                            "#{} {} \"{}\" = \"{}\" at {},{} {}x{}{}{}",
+                            e.id,
+                            e.role,
+                            e.name,
+                            e.value,
+                            e.bounds.x,
+                            e.bounds.y,
+                            e.bounds.width,
+                            e.bounds.height,
+                            if e.focused { " focused" } else { "" },
+                            if e.disabled { " disabled" } else { "" }
+                        ));
+                    });
+                }
+            }
+            Value::Image(img) => {
+                let key = (view.index, part.name.clone());
+                let tex = match d.textures.iter().position(|(k, _)| *k == key) {
+                    Some(i) => d.textures[i].1.clone(),
+                    None => {
+                        let size = [img.width as usize, img.height as usize];
+                        let n = size[0] * size[1];
+                        let ci = match img.channels {
+                            1 if img.pixels.len() >= n => {
+                                egui::ColorImage::from_gray(size, &img.pixels[..n])
+                            }
+                            3 if img.pixels.len() >= 3 * n => {
+                                egui::ColorImage::from_rgb(size, &img.pixels[..3 * n])
+                            }
+                            4 if img.pixels.len() >= 4 * n => {
+                                egui::ColorImage::from_rgba_unmultiplied(size, &img.pixels[..4 * n])
+                            }
+                            _ => {
+                                ui.label(format!(
+                                    "image {}x{}x{} with {} bytes: cannot show it",
+                                    img.width,
+                                    img.height,
+                                    img.channels,
+                                    img.pixels.len()
+                                ));
+                                continue;
+                            }
+                        };
+                        let t = ui.ctx().load_texture(
+                            format!("frame/{}", part.name),
+                            ci,
+                            egui::TextureOptions::NEAREST,
+                        );
+                        if d.textures.len() >= 8 {
+                            drop(d.textures.remove(0));
+                        }
+                        d.textures.push((key, t.clone()));
+                        t
+                    }
+                };
+                let w = img.width.max(1) as f32;
+                let h = img.height.max(1) as f32;
+                let scale = (256.0 / w).min(256.0 / h).max(1.0);
+                let (rect, _) = ui.allocate_exact_size(vec2(w * scale, h * scale), Sense::hover());
+                let painter = ui.painter_at(rect);
+                painter.image(
+                    tex.id(),
+                    rect,
+                    egui::Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)),
+                    Color32::WHITE,
+                );
+                if let Action::Pointer(p) = &f.action {
+                    let at = |x: i32, y: i32| {
+                        pos2(
+                            rect.left() + (x as f32 + 0.5) * scale,
+                            rect.top() + (y as f32 + 0.5) * scale,
+                        )
+                    };
+                    let stroke = Stroke::new(2.0, Color32::from_rgb(255, 60, 200));
+                    painter.circle_stroke(at(p.x, p.y), 6.0, stroke);
+                    if p.kind == PointerKind::Drag {
+                        painter.arrow(at(p.x, p.y), at(p.to_x, p.to_y) - at(p.x, p.y), stroke);
+                    }
+                }
+                ui.label(format!("{}x{}x{}", img.width, img.height, img.channels));
+            }
+        }
+    }
+    if !f.logs.is_empty() {
+        ui.label(RichText::new("logs").strong());
+        for l in &f.logs {
+            ui.monospace(format!("[{:?} {:?}] {}", l.role, l.level, l.message));
+        }
+    }
+    if !d.watch_values.is_empty() {
+        ui.label(RichText::new("watches").strong());
+        for w in &d.watch_values {
+            let v = match &w.value {
+                WatchResult::Value(v) => v.to_string(),
+                WatchResult::Error(e) => format!("error: {e}"),
+            };
+            ui.monospace(format!("{} = {v}", w.expr));
+        }
+    }
+}
+
+fn tree_depth(elements: &[ludus_arena::model::Element], mut parent: Option<u32>) -> usize {
+    let mut depth = 0;
+    while let Some(p) = parent {
+        depth += 1;
+        parent = elements.iter().find(|e| e.id == p).and_then(|e| e.parent);
+        if depth > 32 {
+            break;
+        }
+    }
+    depth
+}
+
+fn vector_ui(ui: &mut Ui, name: &str, v: &[f32]) {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    egui::Grid::new(("ludus_vector", name)).show(ui, |ui| {
+        for (i, x) in v.iter().take(64).enumerate() {
+            ui.monospace(format!("[{i}]"));
+            ui.monospace(format!("{x:.4}"));
+            let (rect, _) = ui.allocate_exact_size(vec2(120.0, 10.0), Sense::hover());
+            let w = x.abs() / max * 60.0;
+            let mid = rect.center().x;
+            let bar = if *x >= 0.0 {
+                egui::Rect::from_min_max(pos2(mid, rect.top()), pos2(mid + w, rect.bottom()))
+            } else {
+                egui::Rect::from_min_max(pos2(mid - w, rect.top()), pos2(mid, rect.bottom()))
+            };
+            ui.painter()
+                .rect_filled(bar, 0.0, Color32::from_rgb(100, 150, 220));
+            ui.end_row();
+        }
+    });
+    if v.len() > 64 {
+        ui.label(format!("... {} more", v.len() - 64));
+    }
+}
+
+fn memory_ui(ui: &mut Ui, d: &mut DebugView, cmds: &mut Vec<Command>) {
+    ui.heading("Memory");
+    let Some(view) = &d.view else { return };
+    let changed: BTreeSet<String> = view.changed_paths().into_iter().map(String::from).collect();
+    let mut entries: Vec<(String, Option<String>)> = view
+        .memory
+        .iter()
+        .map(|(p, v)| (p.clone(), Some(v.clone())))
+        .collect();
+    // Paths the frame deleted still show, struck through.
+    for p in &changed {
+        if !view.memory.contains_key(p) {
+            entries.push((p.clone(), None));
+        }
+    }
+    for p in d.edits.keys() {
+        if !entries.iter().any(|(q, _)| q == p) {
+            entries.push((p.clone(), None));
+        }
+    }
+    entries.sort();
+    if entries.is_empty() {
+        ui.label("(empty at this frame)");
+    }
+    ui.label("Values after this frame's writes; changed here in amber, staged edits in blue.");
+    memory_tree(ui, d, &entries, 0, &changed, cmds);
+}
+
+fn memory_tree(
+    ui: &mut Ui,
+    d: &mut DebugView,
+    entries: &[(String, Option<String>)],
+    depth: usize,
+    changed: &BTreeSet<String>,
+    cmds: &mut Vec<Command>,
+) {
+    let mut i = 0;
+    while i < entries.len() {
+        let path = &entries[i].0;
+        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if segs.len() <= depth + 1 {
+            leaf_ui(
+                ui,
+                d,
+                &entries[i],
+                segs.last().copied().unwrap_or(""),
+                changed,
+                cmds,
+            );
+            i += 1;
+            continue;
+        }
+        let dir = format!("/{}", segs[..=depth].join("/"));
+        let prefix = format!("{dir}/");
+        let j = i + entries[i..]
+            .iter()
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .count();
+        let any_changed = entries[i..j].iter().any(|(p, _)| changed.contains(p));
+        let title = if any_changed {
+            RichText::new(format!("{}/", segs[depth])).color(CHANGED)
+        } else {
+            RichText::new(format!("{}/", segs[depth]))
+        };
+        egui::CollapsingHeader::new(title)
+            .id_salt(("ludus_mem", &dir))
+            .default_open(true)
+            .show(ui, |ui| {
+                memory_tree(ui, d, &entries[i..j], depth + 1, changed, cmds)
+            });
+        i = j;
+    }
+}
+
+fn leaf_ui(
+    ui: &mut Ui,
+    d: &mut DebugView,
+    (path, value): &(String, Option<String>),
+    name: &str,
+    changed: &BTreeSet<String>,
+    cmds: &mut Vec<Command>,
+) {
+    ui.horizontal(|ui| {
+        let mut label = RichText::new(name).monospace();
+        if changed.contains(path) {
+            label = label.color(CHANGED).strong();
+        }
+        ui.label(label);
+        let shown = match value {
+            Some(v) if v.len() > 120 => format!("{}...", &v[..v.floor_char_boundary(120)]),
+            Some(v) => v.clone(),
+            None => "(unset)".into(),
+        };
+        ui.monospace(format!("= {shown}"));
+        if let Some(edit) = d.edits.get(path) {
+            let t = match edit {
+                Some(v) => format!("-> {v} at fork"),
+                None => "-> deleted at fork".into(),
+            };
+            ui.label(RichText::new(t).color(EDITED));
+        }
+        let editing_this = d.editing.as_ref().is_some_and(|(p, _)| p == path);
+        if editing_this {
+            if let Some((_, text)) = &mut d.editing {
+                let l = ui.label(format!("value of {path}"));
+                let r = ui
+                    .add(TextEdit::singleline(text).desired_width(180.0))
+                    .labelled_by(l.id);
+                let enter = r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+                if ui.button("Set").clicked() || enter {
+                    cmds.push(Command::EditMemory(path.clone(), Some(text.clone())));
+                }
+                if ui.button("Delete").clicked() {
+                    cmds.push(Command::EditMemory(path.clone(), None));
+                }
+            }
+            if ui.button("Cancel").clicked() {
+                d.editing = None;
+            }
+        } else {
+            let b = ui.small_button("edit");
+            b.widget_info(|| WidgetInfo::labeled(egui::Role::Button, true, format!("edit {path}")));
+            if b.clicked() {
+                let current = d
+                    .edits
+                    .get(path)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| value.clone())
+                    .unwrap_or_default();
+                d.editing = Some((path.clone(), current));
+            }
+        }
+    });
+}
+
+fn diff_ui(ui: &mut Ui, d: &DebugView, cmds: &mut Vec<Command>) {
+    ui.heading("Diff");
+    ui.label(RichText::new("this frame vs the previous one").strong());
+    if d.step_changes.is_empty() {
+        ui.label("(no change)");
+    }
+    for c in d.step_changes.iter().take(50) {
+        ui.monospace(c);
+    }
+    if let Some(parent) = d.episode.parent_episode {
+        ui.label(RichText::new(format!("this episode vs its parent {parent}")).strong());
+        match &d.parent_diff {
+            None => {
+                if ui
+                    .button(format!("Compare with episode {parent}"))
+                    .clicked()
+                {
+                    cmds.push(Command::DiffParent);
+                }
+            }
+            Some((lines, first)) => {
+                if let Some(f) = first
+                    && ui
+                        .button(format!("Jump to first divergence (frame {f})"))
+                        .clicked()
+                {
+                    cmds.push(Command::Step(Step::Goto(*f)));
+                }
+                for l in lines.iter().take(60) {
+                    ui.monospace(l);
+                }
+            }
+        }
+    }
+}
+
+fn breakpoints_ui(ui: &mut Ui, d: &mut DebugView, cmds: &mut Vec<Command>) {
+    ui.heading("Breakpoints");
+    type Row = (u32, String, bool, u64, Option<(u64, String)>);
+    let bps: Vec<Row> = d
+        .session
+        .breakpoints()
+        .iter()
+        .map(|b| {
+            (
+                b.id,
+                b.expr.source().to_string(),
+                b.enabled,
+                b.hits,
+                b.error.clone(),
+            )
+        })
+        .collect();
+    for (id, src, enabled, hits, error) in bps {
+        ui.horizontal(|ui| {
+            let mut on = enabled;
+            if ui.checkbox(&mut on, format!("{id}: {src}")).changed() {
+                cmds.push(Command::SetBreakpointEnabled(id, on));
+            }
+            let n = d.hits.get(&src).map(|h| h.len());
+            ui.label(match n {
+                Some(n) => format!("{n} frames"),
+                None => "...".into(),
+            });
+            let _ = hits;
+            let b = ui.small_button("x");
+            b.widget_info(|| {
+                WidgetInfo::labeled(egui::Role::Button, true, format!("remove breakpoint {id}"))
+            });
+            if b.clicked() {
+                cmds.push(Command::RemoveBreakpoint(id));
+            }
+        });
+        if let Some((frame, e)) = error {
+            ui.label(
+                RichText::new(format!("  cannot evaluate at frame {frame}: {e}"))
+                    .color(ui.visuals().warn_fg_color),
+            );
+        }
+    }
+    let r = labelled_text(ui, "Breakpoint", &mut d.breakpoint_input, 220.0);
+    let enter = r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+    if ui.button("Add breakpoint").clicked() || enter {
+        cmds.push(Command::AddBreakpoint);
+    }
+    if let Some(e) = &d.breakpoint_error {
+        expr_error_ui(ui, e);
+    }
+    ui.heading("Watches");
+    let r = labelled_text(ui, "Watch", &mut d.watch_input, 220.0);
+    let enter = r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+    if ui.button("Add watch").clicked() || enter {
+        cmds.push(Command::AddWatch);
+    }
+    if let Some(e) = &d.watch_error {
+        expr_error_ui(ui, e);
+    }
+    for w in &d.watch_values {
+        let v = match &w.value {
+            WatchResult::Value(v) => v.to_string(),
+            WatchResult::Error(e) => format!("error: {e}"),
+        };
+        ui.monospace(format!("{} = {v}", w.expr));
+    }
+}
+
+fn expr_error_ui(ui: &mut Ui, e: &ludus_debugger::ExprError) {
+    let color = ui.visuals().error_fg_color;
+    ui.label(RichText::new(e.pointer()).monospace().color(color));
+    ui.label(RichText::new(format!("column {}: {}", e.column, e.message)).color(color));
+}
+
+fn fork_ui(ui: &mut Ui, d: &mut DebugView, can_rerun: bool, cmds: &mut Vec<Command>) {
+    ui.heading("Fork");
+    ui.label(format!(
+        "Replays to frame {}, applies the edits, plays a new branch to its end.",
+        d.cursor()
+    ));
+    for (p, v) in &d.edits {
+        ui.monospace(match v {
+            Some(v) => format!("set {p} = {v}"),
+            None => format!("delete {p}"),
+        });
+    }
+    labelled_text(ui, "Replacement action", &mut d.action_input, 160.0);
+    ui.horizontal(|ui| {
+        let b = ui.add_enabled(!d.forking, egui::Button::new("Fork here"));
+        if b.clicked() {
+            cmds.push(Command::Fork);
+        }
+        if (!d.edits.is_empty() || !d.action_input.is_empty()) && ui.button("Clear edits").clicked()
+        {
+            cmds.push(Command::ClearEdits);
+        }
+        if d.forking {
+            ui.spinner();
+        }
+    });
+    if can_rerun && ui.button("Re-run with the new build").clicked() {
+        cmds.push(Command::Rerun);
+    }
+}
+
+fn branches_ui(ui: &mut Ui, d: &DebugView, cmds: &mut Vec<Command>) {
+    ui.heading("Branch tree");
+    for a in &d.ancestors {
+        if ui
+            .button(format!(
+                "Open episode {} ({}, return {:.3})",
+                a.id, a.outcome, a.return_
+            ))
+            .clicked()
+        {
+            cmds.push(Command::OpenEpisode(a.id));
+        }
+    }
+    ui.label(
+        RichText::new(format!(
+            "episode {} (open){}",
+            d.episode.id,
+            d.episode
+                .parent_frame
+                .map(|f| format!(", forked at frame {f}"))
+                .unwrap_or_default()
+        ))
+        .strong(),
+    );
+    if d.branches.is_empty() {
+        ui.label("no branches yet");
+    }
+    for (b, depth) in &d.branches {
+        ui.horizontal(|ui| {
+            ui.add_space(14.0 * (*depth as f32 + 1.0));
+            if ui
+                .button(format!("Open episode {}", b.id))
+                .on_hover_text(b.edits.clone().unwrap_or_default())
+                .clicked()
+            {
+                cmds.push(Command::OpenEpisode(b.id));
+            }
+            ui.label(format!(
+                "at frame {}: {}, return {:.3}",
+                b.parent_frame.unwrap_or(0),
+                b.outcome,
+                b.return_
+            ));
+        });
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+fn file_name(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}

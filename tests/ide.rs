@@ -1,0 +1,610 @@
+//! The IDE: egui_kittest UI tests over real recorded databases (headless,
+//! AccessKit queries by label and role), a real window under Xvfb with a
+//! screenshot, and the `ludus ide` command's errors.
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use eframe::egui::{self, Key, Modifiers};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use ludus::ide::state::{AppState, Command as Cmd, Persisted, Tab};
+use ludus::ide::ui::app_ui;
+use support::{ludus, plugin, run_json};
+
+/// Records maze episodes with the memory agent (it writes /episode/... every
+/// step) and returns the database and the first episode's id.
+fn maze_db(dir: &Path) -> (PathBuf, i64, u64) {
+    let db = dir.join("maze.db");
+    let report = run_json(
+        &db,
+        "maze",
+        "memory_agent",
+        &["--episodes", "2", "--seed", "1", "--jobs", "1"],
+    );
+    let ep = &report["episodes"][0];
+    (
+        db,
+        ep["id"].as_i64().expect("episode id"),
+        ep["length"].as_u64().expect("length"),
+    )
+}
+
+fn harness(state: AppState) -> Harness<'static, AppState> {
+    Harness::builder()
+        .with_size(egui::vec2(1600.0, 1400.0))
+        .with_max_steps(12)
+        .build_ui_state(app_ui, state)
+}
+
+/// One frame for a click or key to land, then every background job it
+/// started reports, then the UI settles.
+fn settle(h: &mut Harness<'static, AppState>) {
+    h.step();
+    h.state_mut().wait_for_workers();
+    h.run();
+}
+
+fn cursor(h: &Harness<'static, AppState>) -> u64 {
+    h.state()
+        .debug
+        .as_ref()
+        .expect("an episode is open")
+        .cursor()
+}
+
+fn no_errors(h: &Harness<'static, AppState>) {
+    let errors = h.state().errors();
+    assert!(errors.is_empty(), "unexpected error messages: {errors:?}");
+}
+
+#[test]
+fn ui_opens_database_steps_breaks_edits_memory_and_forks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, episode, length) = maze_db(dir.path());
+    assert!(
+        length > 12,
+        "the maze episode is too short for this test: {length}"
+    );
+    let mut h = harness(AppState::new());
+    h.run();
+
+    // Open the database by typing its path.
+    h.get_by_label("Database").focus();
+    h.run();
+    h.get_by_label("Database")
+        .type_text(&db.display().to_string());
+    h.run();
+    h.get_by_label("Open database").click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    assert_eq!(h.state().runs.len(), 1);
+    assert_eq!(h.state().episodes.len(), 2);
+
+    // Open the first episode in the debugger.
+    h.get_by_label(&format!("Open episode {episode}"))
+        .click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    assert_eq!(h.state().tab, Tab::Debugger);
+    assert_eq!(cursor(&h), 0);
+    let rewards = h
+        .state()
+        .debug
+        .as_ref()
+        .unwrap()
+        .rewards
+        .as_ref()
+        .map(Vec::len);
+    assert_eq!(
+        rewards,
+        Some(length as usize),
+        "the timeline has every frame's reward"
+    );
+
+    // Keyboard stepping.
+    for _ in 0..3 {
+        h.key_press(Key::F10);
+        h.run();
+    }
+    assert_eq!(cursor(&h), 3);
+    h.key_press_modifiers(Modifiers::SHIFT, Key::F10);
+    h.run();
+    assert_eq!(cursor(&h), 2);
+    h.get_by_label(&format!("frame 2 of {length}"));
+    // Home and End go to the text field while it has the focus; Escape leaves it.
+    h.key_press(Key::Escape);
+    h.run();
+    h.key_press(Key::End);
+    h.run();
+    assert_eq!(cursor(&h), length - 1);
+    h.key_press(Key::Home);
+    h.run();
+    assert_eq!(cursor(&h), 0);
+
+    // Scrub: a click in the middle of the timeline moves there.
+    let timeline = h.get_by_label_contains("Timeline").rect();
+    h.get_by_label_contains("Timeline").click();
+    h.run();
+    let mid = cursor(&h);
+    assert!(
+        mid.abs_diff(length / 2) <= 1 + length / 50,
+        "clicked the middle of a {length}-frame timeline at {timeline:?}, got frame {mid}"
+    );
+    h.key_press(Key::Home);
+    h.run();
+
+    // A bad expression shows its error inline, with a caret.
+    h.get_by_label("Breakpoint").focus();
+    h.run();
+    h.get_by_label("Breakpoint").type_text("step ==");
+    h.run();
+    h.get_by_label("Add breakpoint").click_accesskit();
+    settle(&mut h);
+    h.get_by_label_contains("column ");
+    assert!(
+        h.state()
+            .debug
+            .as_ref()
+            .unwrap()
+            .session
+            .breakpoints()
+            .is_empty(),
+        "a bad expression adds no breakpoint"
+    );
+
+    // A good one; F5 continues to its hit, Shift+F5 finds nothing before.
+    h.get_by_label("Breakpoint").focus();
+    h.run();
+    // Replace the text: select all, then type.
+    h.key_press_modifiers(Modifiers::COMMAND, Key::A);
+    h.run();
+    h.get_by_label("Breakpoint").type_text("step == 7");
+    h.run();
+    h.get_by_label("Add breakpoint").click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    let d = h.state().debug.as_ref().unwrap();
+    assert_eq!(d.session.breakpoints().len(), 1, "{:?}", d.breakpoint_error);
+    assert_eq!(d.hits.get("step == 7"), Some(&vec![7]));
+    h.key_press(Key::F5);
+    h.run();
+    assert_eq!(cursor(&h), 7);
+    h.get_by_label("breakpoint 1 hit at frame 7");
+    h.key_press_modifiers(Modifiers::SHIFT, Key::F5);
+    h.run();
+    assert_eq!(cursor(&h), 7);
+    h.get_by_label("no breakpoint holds before this frame");
+
+    // Edit a memory value in the tree, then fork from this frame.
+    let path = "/episode/visited";
+    let before = h
+        .state()
+        .debug
+        .as_ref()
+        .unwrap()
+        .view
+        .as_ref()
+        .unwrap()
+        .memory
+        .get(path)
+        .cloned();
+    assert!(before.is_some(), "the memory agent wrote {path} by frame 7");
+    h.get_by_label(&format!("edit {path}")).click_accesskit();
+    h.run();
+    let value_label = format!("value of {path}");
+    h.get_by_label(&value_label).focus();
+    h.run();
+    h.key_press_modifiers(Modifiers::COMMAND, Key::A);
+    h.run();
+    h.get_by_label(&format!("value of {path}")).type_text("999");
+    h.run();
+    h.get_by_label("Set").click_accesskit();
+    h.run();
+    h.get_by_label(&format!("set {path} = 999"));
+    h.get_by_label("Fork here").click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    let d = h.state().debug.as_ref().unwrap();
+    assert_eq!(d.branches.len(), 1, "one branch of episode {episode}");
+    let branch = d.branches[0].0.clone();
+    assert_eq!(branch.parent_episode, Some(episode));
+    assert_eq!(branch.parent_frame, Some(7));
+    assert!(
+        branch.edits.as_deref().unwrap_or("").contains("999"),
+        "the branch records the edit: {:?}",
+        branch.edits
+    );
+    assert!(
+        d.edits.is_empty(),
+        "staged edits are cleared after the fork"
+    );
+
+    // Open the new branch from the branch tree.
+    h.get_by_label(&format!("Open episode {}", branch.id))
+        .click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    let d = h.state().debug.as_ref().unwrap();
+    assert_eq!(d.episode.id, branch.id);
+    assert_eq!(d.ancestors.len(), 1);
+    assert_eq!(d.ancestors[0].id, episode);
+    // Breakpoints carry over to the next episode.
+    assert_eq!(d.session.breakpoints().len(), 1);
+    h.get_by_label_contains("forked at frame 7");
+    h.get_by_label(&format!(
+        "Open episode {episode} ({}, return {:.3})",
+        d.ancestors[0].outcome, d.ancestors[0].return_
+    ));
+    // And the parent diff finds where the branch went its own way.
+    h.get_by_label(&format!("Compare with episode {episode}"))
+        .click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    let pd = h.state().debug.as_ref().unwrap().parent_diff.clone();
+    let (lines, _) = pd.expect("a diff against the parent");
+    assert!(
+        lines[0].contains(&format!("episode {episode}")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn ui_shows_errors_as_messages_and_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, episode, _) = maze_db(dir.path());
+    let mut h = harness(AppState::new());
+    h.run();
+    // A missing file, then a file that is not a database.
+    h.state_mut().apply(Cmd::OpenDb(dir.path().join("nope.db")));
+    h.run();
+    h.get_by_label_contains("error: database");
+    let junk = dir.path().join("junk.db");
+    std::fs::write(
+        &junk,
+        b"this is not SQLite, not at all, not even close........",
+    )
+    .unwrap();
+    h.state_mut().apply(Cmd::OpenDb(junk));
+    h.run();
+    assert_eq!(h.state().errors().len(), 2, "{:?}", h.state().errors());
+    assert!(h.state().db_path.is_none(), "nothing opened");
+    // Dismiss one message.
+    h.get_by_label("dismiss message 1").click_accesskit();
+    h.run();
+    assert_eq!(h.state().errors().len(), 1);
+    // The app still opens a good database and an episode.
+    h.state_mut().apply(Cmd::OpenDb(db));
+    h.state_mut().apply(Cmd::OpenEpisode(episode));
+    settle(&mut h);
+    assert_eq!(h.state().tab, Tab::Debugger);
+    // An episode that does not exist, and a bad replacement action.
+    h.state_mut().apply(Cmd::OpenEpisode(987_654));
+    h.run();
+    h.get_by_label_contains("987654");
+    h.get_by_label("Replacement action").focus();
+    h.run();
+    h.get_by_label("Replacement action").type_text("warp:9");
+    h.run();
+    h.get_by_label("Fork here").click_accesskit();
+    settle(&mut h);
+    h.get_by_label_contains("replacement action `warp:9`");
+    assert!(h.state().debug.as_ref().unwrap().branches.is_empty());
+    // Still the same episode, still stepping.
+    h.key_press(Key::F10);
+    h.run();
+    assert_eq!(cursor(&h), 1);
+}
+
+#[test]
+fn layout_database_and_breakpoints_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, episode, _) = maze_db(dir.path());
+    let mut state = AppState::new();
+    state.apply(Cmd::OpenDb(db.clone()));
+    state.apply(Cmd::OpenEpisode(episode));
+    state.wait_for_workers();
+    let d = state.debug.as_mut().unwrap();
+    d.breakpoint_input = "reward < 0".into();
+    state.apply(Cmd::AddBreakpoint);
+    let d = state.debug.as_mut().unwrap();
+    d.watch_input = "memory[\"/episode/visited\"]".into();
+    state.apply(Cmd::AddWatch);
+    state.show_diff = false;
+    state.wait_for_workers();
+    assert!(state.errors().is_empty(), "{:?}", state.errors());
+    let saved = serde_json::to_string(&state.persisted()).unwrap();
+
+    let mut again = AppState::new();
+    again.restore(serde_json::from_str::<Persisted>(&saved).unwrap());
+    assert_eq!(again.db_path.as_deref(), Some(db.as_path()));
+    assert_eq!(again.runs.len(), 1);
+    assert!(!again.show_diff);
+    again.apply(Cmd::OpenEpisode(episode));
+    again.wait_for_workers();
+    let d = again.debug.as_ref().unwrap();
+    let bps: Vec<&str> = d
+        .session
+        .breakpoints()
+        .iter()
+        .map(|b| b.expr.source())
+        .collect();
+    assert_eq!(bps, ["reward < 0"]);
+    assert_eq!(d.watch_values.len(), 1);
+    assert!(again.errors().is_empty(), "{:?}", again.errors());
+}
+
+#[test]
+fn ide_command_rejects_bad_input_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    let err = ludus(["ide".as_ref(), missing.as_os_str()]).fails_with(2);
+    assert!(
+        err.contains("missing.db") && err.contains("ludus run"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let (db, episode, _) = maze_db(dir.path());
+    let err = ludus(["ide", &db.display().to_string(), "--bench-scrub", "424242"]).fails_with(2);
+    assert!(err.contains("424242"), "{err}");
+    // The benchmark itself, briefly.
+    let out = ludus([
+        "ide",
+        &db.display().to_string(),
+        "--bench-scrub",
+        &episode.to_string(),
+        "--bench-frames",
+        "20",
+        "--json",
+    ])
+    .json();
+    let passes = out["passes"].as_array().expect("passes");
+    assert_eq!(passes.len(), 3);
+    for p in passes {
+        assert_eq!(p["frames"], 20);
+        assert!(p["mean_ms"].as_f64().unwrap() > 0.0);
+    }
+    // No display: a clear message, exit 2.
+    let out = Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .args(["ide", &db.display().to_string()])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no display"), "{err}");
+}
+
+/// Starts Xvfb on a free display (it writes the number to a pipe when ready).
+struct Xvfb {
+    child: std::process::Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start() -> Xvfb {
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start Xvfb ({e}): run scripts/setup.sh to install xvfb and a software Vulkan driver")
+            });
+        let mut out = child.stdout.take().unwrap();
+        let mut number = String::new();
+        let mut byte = [0u8; 1];
+        while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            number.push(byte[0] as char);
+        }
+        assert!(
+            !number.trim().is_empty(),
+            "Xvfb did not report a display number"
+        );
+        Xvfb {
+            child,
+            display: format!(":{}", number.trim()),
+        }
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn real_window_under_xvfb_renders_a_screenshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, episode, _) = maze_db(dir.path());
+    let x = Xvfb::start();
+    let shot_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ide-window");
+    std::fs::create_dir_all(&shot_dir).unwrap();
+    let shot = shot_dir.join("screenshot.ppm");
+    let _ = std::fs::remove_file(&shot);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ludus"))
+        .args([
+            "ide".to_string(),
+            db.display().to_string(),
+            "--episode".into(),
+            episode.to_string(),
+            "--screenshot".into(),
+            shot.display().to_string(),
+        ])
+        .env("DISPLAY", &x.display)
+        .env_remove("WAYLAND_DISPLAY")
+        .env("XDG_DATA_HOME", dir.path())
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A watchdog, so that a hung window fails the test instead of hanging it.
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx
+            .recv_timeout(std::time::Duration::from_secs(180))
+            .is_err()
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    });
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let _ = done_tx.send(());
+    watchdog.join().unwrap();
+    assert!(
+        status.success(),
+        "ludus ide --screenshot failed ({status}):\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("screenshot: "), "{stdout}");
+    let bytes = std::fs::read(&shot).expect("the screenshot file");
+    let (w, h, pixels) = parse_ppm(&bytes);
+    assert!(w >= 640 && h >= 400, "window size {w}x{h}");
+    let mut colors = std::collections::BTreeSet::new();
+    for p in pixels.chunks(3) {
+        colors.insert((p[0], p[1], p[2]));
+        if colors.len() > 64 {
+            break;
+        }
+    }
+    assert!(
+        colors.len() > 8,
+        "the screenshot is blank: {} distinct colours",
+        colors.len()
+    );
+    println!("IDE screenshot: {}", shot.display());
+}
+
+fn parse_ppm(bytes: &[u8]) -> (usize, usize, &[u8]) {
+    let mut fields = Vec::new();
+    let mut i = 0;
+    while fields.len() < 4 {
+        while bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let start = i;
+        while !bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        fields.push(String::from_utf8_lossy(&bytes[start..i]).into_owned());
+    }
+    assert_eq!(fields[0], "P6");
+    let w: usize = fields[1].parse().unwrap();
+    let h: usize = fields[2].parse().unwrap();
+    let data = &bytes[i + 1..];
+    assert_eq!(data.len(), w * h * 3, "PPM size");
+    (w, h, data)
+}
+
+#[test]
+fn ticker_rich_frames_render_images_text_trees_and_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ticker.db");
+    let report = ludus([
+        "run",
+        "--env",
+        &plugin("ticker").display().to_string(),
+        "--env-config",
+        "steps=300,rich=1",
+        "--agent",
+        &plugin("random_agent").display().to_string(),
+        "--episodes",
+        "1",
+        "--db",
+        &db.display().to_string(),
+        "--json",
+    ])
+    .json();
+    let episode = report["episodes"][0]["id"].as_i64().unwrap();
+    let mut state = AppState::new();
+    state.apply(Cmd::OpenDb(db));
+    state.apply(Cmd::OpenEpisode(episode));
+    state.wait_for_workers();
+    let mut h = harness(state);
+    h.run();
+    h.key_press(Key::F10);
+    h.run();
+    h.get_by_label("observation `screen`");
+    h.get_by_label("8x8x1");
+    assert!(
+        h.query_all_by_label_contains("tick 1\nphase 1")
+            .next()
+            .is_some()
+    );
+    h.get_by_label_contains("#1 counter \"node1\" = \"1\"");
+    assert!(h.query_all_by_label("1.0000").next().is_some());
+    assert_eq!(h.state().debug.as_ref().unwrap().textures.len(), 2);
+    no_errors(&h);
+}
+
+#[test]
+fn rebuilt_plugin_is_noticed_and_the_episode_reruns_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join("cartpole.wasm");
+    let agent = dir.path().join("agent.wasm");
+    std::fs::copy(plugin("cartpole"), &env).unwrap();
+    std::fs::copy(plugin("random_agent"), &agent).unwrap();
+    let db = dir.path().join("hot.db");
+    let report = ludus([
+        "run",
+        "--env",
+        &env.display().to_string(),
+        "--agent",
+        &agent.display().to_string(),
+        "--episodes",
+        "1",
+        "--seed",
+        "3",
+        "--db",
+        &db.display().to_string(),
+        "--json",
+    ])
+    .json();
+    let episode = report["episodes"][0]["id"].as_i64().unwrap();
+    let mut state = AppState::new();
+    state.apply(Cmd::OpenDb(db));
+    state.apply(Cmd::OpenEpisode(episode));
+    state.wait_for_workers();
+    // "Rebuild" the agent: another build lands on the same path.
+    std::fs::write(
+        &agent,
+        std::fs::read(plugin("mirrored_random_agent")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        state.wait_for_plugin_change(std::time::Duration::from_secs(30)),
+        "no change reported for {}",
+        agent.display()
+    );
+    assert_eq!(state.changed_plugins, vec![agent.clone()]);
+    let mut h = harness(state);
+    h.run();
+    h.get_by_label("Re-run with the new build")
+        .click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    let d = h.state().debug.as_ref().unwrap();
+    assert_eq!(d.branches.len(), 1, "the re-run is recorded as a branch");
+    assert_eq!(d.branches[0].0.parent_episode, Some(episode));
+}
