@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DebugError;
 use crate::diff::{Change, EpisodeDiff, diff_episodes, diff_frames};
-use crate::source::{Block, FrameSource, Recording};
+use crate::source::{Block, FrameSource, Frames, Recording};
 use crate::view::EpisodeMeta;
 
 /// What to change at the fork frame, before the agent acts there.
@@ -397,11 +397,10 @@ pub fn verify(db: &Path, episode: i64) -> Result<Option<Mismatch>, DebugError> {
 pub struct LiveEpisode {
     stepper: Option<Stepper>,
     recorder: Option<BranchRecorder>,
-    frames: Vec<(Frame, Timing)>,
-    start: BTreeMap<String, String>,
+    /// The frames played so far, the starting memory and the episode's facts.
+    played: Frames,
     /// Memory after the last frame.
     now: BTreeMap<String, String>,
-    meta: EpisodeMeta,
     report: Option<EpisodeReport>,
     /// The user's edits, by frame, so the recorded episode replays exactly.
     history: History,
@@ -427,20 +426,21 @@ impl LiveEpisode {
             Some(db) => Some(BranchRecorder::start(db, prepared, seed, &base, None)?),
             None => None,
         };
-        let mut start = BTreeMap::clone(&base.user);
-        start.extend(base.agent.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let start = crate::source::merged(&base);
         Ok(LiveEpisode {
             stepper: Some(stepper),
-            meta: EpisodeMeta {
-                id: recorder.as_ref().map_or(0, |r| r.episode_id),
-                outcome: "running".into(),
-                seed,
-                ..EpisodeMeta::default()
+            played: Frames {
+                frames: Vec::new(),
+                meta: EpisodeMeta {
+                    id: recorder.as_ref().map_or(0, |r| r.episode_id),
+                    outcome: "running".into(),
+                    seed,
+                    ..EpisodeMeta::default()
+                },
+                start: start.clone(),
             },
             recorder,
-            frames: Vec::new(),
-            now: start.clone(),
-            start,
+            now: start,
             report: None,
             history: History::default(),
             db: db.map(Path::to_path_buf),
@@ -476,7 +476,7 @@ impl LiveEpisode {
 
     /// The history entry for the next frame.
     fn edits_here(&mut self) -> &mut Edits {
-        let frame = self.frames.len() as u64;
+        let frame = self.played.len();
         if self.history.edits.last().is_none_or(|e| e.frame != frame) {
             self.history.edits.push(FrameEdits {
                 frame,
@@ -512,10 +512,10 @@ impl LiveEpisode {
             if let Some(r) = self.recorder.as_mut() {
                 r.push(&frame, timing);
             }
-            self.meta.return_ += f64::from(frame.reward);
-            self.frames.push((frame, timing));
-            self.meta.length = self.frames.len() as u64;
-            played = Some(self.meta.length - 1);
+            self.played.meta.return_ += f64::from(frame.reward);
+            self.played.frames.push((frame, timing));
+            self.played.meta.length = self.played.len();
+            played = Some(self.played.meta.length - 1);
         }
         if self.is_done() {
             self.end()?;
@@ -529,8 +529,8 @@ impl LiveEpisode {
         if let Some(mut s) = self.stepper.take() {
             s.interrupt();
             let finish = s.finish();
-            self.meta.outcome = finish.outcome.as_str().to_string();
-            self.meta.success = finish.success;
+            self.played.meta.outcome = finish.outcome.as_str().to_string();
+            self.played.meta.success = finish.success;
             if let Some(r) = self.recorder.take() {
                 let report = r.end(finish)?;
                 if let (Some(db), false) = (&self.db, self.history.edits.is_empty()) {
@@ -551,57 +551,30 @@ impl LiveEpisode {
 
 impl FrameSource for LiveEpisode {
     fn len(&self) -> u64 {
-        self.frames.len() as u64
+        self.played.len()
     }
 
     fn block(&self, k: u64) -> Result<Block, DebugError> {
-        const BLOCK: u64 = 512;
-        if k >= self.len() {
-            return Err(DebugError::Invalid(format!(
-                "frame {k} has not been played yet ({} frames)",
-                self.len()
-            )));
-        }
-        let first = k / BLOCK * BLOCK;
-        let end = (first + BLOCK).min(self.len());
-        Ok((
-            first,
-            std::sync::Arc::new(self.frames[first as usize..end as usize].to_vec()),
-        ))
+        self.played.block(k)
     }
 
     fn start_memory(&self) -> BTreeMap<String, String> {
-        self.start.clone()
+        self.played.start_memory()
     }
 
     fn memory_after(&self, k: u64) -> Result<BTreeMap<String, String>, DebugError> {
+        // The common case in live mode: the frame just played.
         if k + 1 == self.len() {
             return Ok(self.now.clone());
         }
-        let mut memory = self.start.clone();
-        for (f, _) in self.frames.iter().take(k as usize + 1) {
-            apply_writes(
-                &mut memory,
-                f.memory_writes
-                    .iter()
-                    .map(|w| (w.path.as_str(), w.value.as_deref())),
-            );
-        }
-        Ok(memory)
+        self.played.memory_after(k)
     }
 
     fn written_paths(&self) -> Result<std::sync::Arc<Vec<String>>, DebugError> {
-        let mut paths: Vec<String> = self
-            .frames
-            .iter()
-            .flat_map(|(f, _)| f.memory_writes.iter().map(|w| w.path.clone()))
-            .collect();
-        paths.sort();
-        paths.dedup();
-        Ok(std::sync::Arc::new(paths))
+        self.played.written_paths()
     }
 
     fn meta(&self) -> EpisodeMeta {
-        self.meta.clone()
+        self.played.meta()
     }
 }

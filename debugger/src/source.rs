@@ -29,19 +29,7 @@ pub trait FrameSource {
     /// The blocks from the one holding frame `k` to the end, in order, for
     /// scans. A recording reads and decodes them ahead on another thread.
     fn blocks_from(&self, k: u64) -> Box<dyn Iterator<Item = Result<Block, DebugError>> + '_> {
-        let mut next = k;
-        let len = self.len();
-        Box::new(std::iter::from_fn(move || {
-            if next >= len {
-                return None;
-            }
-            let b = self.block(next);
-            match &b {
-                Ok((first, frames)) if !frames.is_empty() => next = first + frames.len() as u64,
-                _ => next = len,
-            }
-            Some(b)
-        }))
+        sequential_blocks(self, k)
     }
     /// The memory the episode started from.
     fn start_memory(&self) -> BTreeMap<String, String>;
@@ -52,7 +40,28 @@ pub trait FrameSource {
     fn meta(&self) -> EpisodeMeta;
 }
 
-fn merged(base: &MemoryBase) -> BTreeMap<String, String> {
+/// Blocks read one after the other on the calling thread.
+fn sequential_blocks<S: FrameSource + ?Sized>(
+    source: &S,
+    k: u64,
+) -> Box<dyn Iterator<Item = Result<Block, DebugError>> + '_> {
+    let mut next = k;
+    let len = source.len();
+    Box::new(std::iter::from_fn(move || {
+        if next >= len {
+            return None;
+        }
+        let b = source.block(next);
+        match &b {
+            Ok((first, frames)) if !frames.is_empty() => next = first + frames.len() as u64,
+            _ => next = len,
+        }
+        Some(b)
+    }))
+}
+
+/// `/user` with `/agent` over it: the memory an episode starts from.
+pub(crate) fn merged(base: &MemoryBase) -> BTreeMap<String, String> {
     let mut all = BTreeMap::clone(&base.user);
     all.extend(base.agent.iter().map(|(k, v)| (k.clone(), v.clone())));
     all
@@ -173,21 +182,7 @@ impl FrameSource for Recording {
             Ok(_) => Box::new(rx.into_iter()),
             Err(e) => {
                 tracing::debug!("no read-ahead thread ({e}); scanning on one thread");
-                let mut next = k;
-                let len = self.len;
-                Box::new(std::iter::from_fn(move || {
-                    if next >= len {
-                        return None;
-                    }
-                    let b = self.block(next);
-                    match &b {
-                        Ok((first, frames)) if !frames.is_empty() => {
-                            next = first + frames.len() as u64
-                        }
-                        _ => next = len,
-                    }
-                    Some(b)
-                }))
+                sequential_blocks(self, k)
             }
         }
     }
