@@ -455,3 +455,102 @@ fn async_resume_continues_from_the_checkpoint_with_fresh_episodes() {
         "episode indices repeat"
     );
 }
+
+/// The random agent's success rate on click-random with a 64x64 screen.
+fn random_click_rate(dir: &Path, episodes: u32) -> f64 {
+    let report = run_json(
+        &dir.join("random.db"),
+        "desktop",
+        "random_agent",
+        &[
+            "--env-config",
+            "task=click-random,width=64,height=64",
+            "--episodes",
+            &episodes.to_string(),
+            "--seed",
+            "1",
+        ],
+    );
+    report["summary"]["success_rate"]
+        .as_f64()
+        .expect("success rate")
+}
+
+#[test]
+fn ppo_with_the_cnn_learns_to_click_the_button_from_pixels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let random = random_click_rate(dir.path(), 400);
+    let db = dir.path().join("t.db");
+    let cfg = config(dir.path(), "ppo-click", &[]);
+    let out = train_json(&cfg, &db, &[]);
+    assert_eq!(out["updates"], 30, "{out}");
+    let curve = metric(&db, "ppo-click", "success_rate");
+    assert_eq!(curve.len(), 30, "{curve:?}");
+    eprintln!(
+        "random agent {random:.3}; ppo-click success rate by update: {}; {:.1} s",
+        curve
+            .iter()
+            .map(|(u, r)| format!("{u}:{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        out["seconds"].as_f64().unwrap_or(0.0)
+    );
+    // The first update's episodes are the untrained policy's: clicks spread
+    // near uniformly over the grid, about as good as the random agent.
+    let first = curve[0].1;
+    let last = mean(&curve[curve.len() - 5..].iter().map(|c| c.1).collect::<Vec<_>>());
+    assert!(first < 0.25, "untrained success rate {first}");
+    assert!(
+        last >= 0.6 && last >= 4.0 * random && last >= first + 0.4,
+        "success rate of the last 5 updates {last:.3}, first update {first:.3}, random agent {random:.3}"
+    );
+    // The checkpoint loads on the CPU and acts on a real screenshot: a click
+    // inside the screen.
+    let ck = checkpoint::load(Path::new(out["checkpoint"].as_str().unwrap())).expect("checkpoint");
+    assert!(ck.meta.spec.image.is_some(), "{:?}", ck.meta.spec);
+    let values: Vec<Vec<f32>> = ck.params.into_iter().map(|p| p.1).collect();
+    let policy = Policy::on_cpu(ck.meta.spec, &values);
+    let plugin = ludus_arena::Plugin::load(
+        &plugin("desktop"),
+        ludus_arena::PluginKind::Env,
+        ludus_arena::Limits::DEFAULT,
+    )
+    .expect("desktop plugin");
+    let mut env = plugin.env(0).expect("env");
+    env.init("task=click-random,width=64,height=64")
+        .expect("init")
+        .expect("config");
+    let obs = env.reset(7).expect("reset").observation;
+    let mut features = Vec::new();
+    policy.spec.features(&obs, &mut features);
+    let sampled = policy.act(&features, 1, &mut ludus_trainer::rng::Rng::new(1));
+    match policy.spec.env_action(&sampled[0].action) {
+        Action::Pointer(p) => assert!((0..64).contains(&p.x) && (0..64).contains(&p.y), "{p:?}"),
+        other => panic!("not a click: {other:?}"),
+    }
+}
+
+#[test]
+fn a_cnn_run_resumes_exactly_from_its_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let full = config(dir.path(), "ppo-click", &[("updates", "4"), ("every", "2")]);
+    let a = dir.path().join("a.db");
+    train_json(&full, &a, &[]);
+    let b = dir.path().join("b.db");
+    let half = config(dir.path(), "ppo-click", &[("updates", "2"), ("every", "2")]);
+    train_json(&half, &b, &[]);
+    let full = config(dir.path(), "ppo-click", &[("updates", "4"), ("every", "2")]);
+    let out = train_json(&full, &b, &["--resume"]);
+    assert_eq!(out["updates"], 4, "{out}");
+    for name in ["success_rate", "policy_loss", "value_loss", "entropy", "approx_kl"] {
+        let (ma, mb) = (metric(&a, "ppo-click", name), metric(&b, "ppo-click", name));
+        assert_eq!(ma.len(), 4, "{name}: {ma:?}");
+        assert_eq!(ma, mb, "metric {name} differs after resuming");
+    }
+    // The CNN's parameters are in the checkpoint, by name.
+    let ck = checkpoint::load(Path::new(out["checkpoint"].as_str().unwrap())).expect("checkpoint");
+    let names: Vec<&str> = ck.params.iter().map(|p| p.0.as_str()).collect();
+    for n in ["conv.0.w", "conv.1.b", "pointer.w", "critic.0.w"] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+}

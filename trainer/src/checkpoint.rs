@@ -109,7 +109,7 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
     let mut params = Vec::new();
     let (mut adam_m, mut adam_v) = (Vec::new(), Vec::new());
     // The order of parameters is the policy's; recover it from the spec.
-    let names = crate::policy::Policy::new(meta.spec.clone(), 0, Device::Cpu).names;
+    let names = crate::policy::Policy::param_names(&meta.spec);
     for name in names {
         let v = get(&format!("param.{name}"))
             .ok_or_else(|| err(format!("missing parameter `{name}`")))?;
@@ -132,12 +132,7 @@ mod tests {
 
     #[test]
     fn round_trips_parameters_optimizer_and_meta() {
-        let spec = Spec {
-            obs_dim: 4,
-            norm: vec![(0.0, 1.0); 4],
-            head: Head::Discrete { n: 2 },
-            hidden: vec![8],
-        };
+        let spec = Spec::mlp(vec![(0.0, 1.0); 4], Head::Discrete { n: 2 }, vec![8]);
         let policy = Policy::new(spec.clone(), 3, Device::Cpu);
         let values = policy.values();
         let ck = Checkpoint {

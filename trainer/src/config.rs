@@ -156,6 +156,13 @@ fn default_truncation() -> f64 {
 pub struct PolicyConfig {
     /// Hidden layer widths of the MLP (actor and critic each).
     pub hidden: Vec<usize>,
+    /// CNN for image observations: `[channels, stride]` per 3x3 conv layer
+    /// (default `[[16, 1], [32, 1]]`).
+    #[serde(default)]
+    pub conv: Option<Vec<[usize; 2]>>,
+    /// The image is average-pooled by this factor before the CNN (default 4).
+    #[serde(default)]
+    pub downsample: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,6 +308,17 @@ impl Config {
         if self.policy.hidden.is_empty() || self.policy.hidden.contains(&0) {
             return Err("`policy.hidden` must list at least one layer width > 0".into());
         }
+        if let Some(conv) = &self.policy.conv
+            && (conv.is_empty() || conv.iter().any(|&[c, s]| c == 0 || !(1..=4).contains(&s)))
+        {
+            return Err(
+                "`policy.conv` must list at least one layer `[channels, stride]` with channels > 0 and stride 1..=4"
+                    .into(),
+            );
+        }
+        if self.policy.downsample == Some(0) {
+            return Err("`policy.downsample` must be at least 1".into());
+        }
         if let Some([lo, hi]) = self.env.step_delay_ms
             && !(lo >= 0.0 && hi >= lo)
         {
@@ -393,5 +411,14 @@ updates = 3
         let bad = GOOD.replace("value_loss = true", "value_loss = false");
         let e = Config::parse(&bad).unwrap_err();
         assert!(e.contains("value_loss"), "{e}");
+        let bad = GOOD.replace("hidden = [8]", "hidden = [8]\nconv = [[8, 0]]");
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(e.contains("policy.conv"), "{e}");
+        let bad = GOOD.replace("hidden = [8]", "hidden = [8]\ndownsample = 0");
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(e.contains("policy.downsample"), "{e}");
+        let good = GOOD.replace("hidden = [8]", "hidden = [8]\nconv = [[8, 1], [16, 2]]\ndownsample = 2");
+        let c = Config::parse(&good).expect("conv config");
+        assert_eq!(c.policy.conv, Some(vec![[8, 1], [16, 2]]));
     }
 }

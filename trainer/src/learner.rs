@@ -406,12 +406,7 @@ mod tests {
     use crate::policy::{Head, Spec};
 
     fn spec() -> Spec {
-        Spec {
-            obs_dim: 2,
-            norm: vec![(0.0, 1.0); 2],
-            head: Head::Discrete { n: 2 },
-            hidden: vec![16],
-        }
+        Spec::mlp(vec![(0.0, 1.0); 2], Head::Discrete { n: 2 }, vec![16])
     }
 
     /// One-step episodes where action 0 pays 1 and action 1 pays 0.

@@ -140,7 +140,7 @@ pub fn load_env(config: &Config) -> Result<(Arc<Plugin>, Spec), TrainError> {
         }
         Err(c) => return Err(TrainError::Env(c.message)),
     };
-    let spec = Spec::for_env(&info, &config.policy.hidden)
+    let spec = Spec::from_config(&info, &config.policy)
         .map_err(|m| TrainError::Env(format!("cannot train on {}: {m}", plugin.name)))?;
     Ok((plugin, spec))
 }
