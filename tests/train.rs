@@ -483,9 +483,9 @@ fn ppo_with_the_cnn_learns_to_click_the_button_from_pixels() {
     let db = dir.path().join("t.db");
     let cfg = config(dir.path(), "ppo-click", &[]);
     let out = train_json(&cfg, &db, &[]);
-    assert_eq!(out["updates"], 30, "{out}");
+    assert_eq!(out["updates"], 20, "{out}");
     let curve = metric(&db, "ppo-click", "success_rate");
-    assert_eq!(curve.len(), 30, "{curve:?}");
+    assert_eq!(curve.len(), 20, "{curve:?}");
     eprintln!(
         "random agent {random:.3}; ppo-click success rate by update: {}; {:.1} s",
         curve
