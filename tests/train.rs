@@ -498,7 +498,12 @@ fn ppo_with_the_cnn_learns_to_click_the_button_from_pixels() {
     // The first update's episodes are the untrained policy's: clicks spread
     // near uniformly over the grid, about as good as the random agent.
     let first = curve[0].1;
-    let last = mean(&curve[curve.len() - 5..].iter().map(|c| c.1).collect::<Vec<_>>());
+    let last = mean(
+        &curve[curve.len() - 5..]
+            .iter()
+            .map(|c| c.1)
+            .collect::<Vec<_>>(),
+    );
     assert!(first < 0.25, "untrained success rate {first}");
     assert!(
         last >= 0.6 && last >= 4.0 * random && last >= first + 0.4,
@@ -542,7 +547,13 @@ fn a_cnn_run_resumes_exactly_from_its_checkpoint() {
     let full = config(dir.path(), "ppo-click", &[("updates", "4"), ("every", "2")]);
     let out = train_json(&full, &b, &["--resume"]);
     assert_eq!(out["updates"], 4, "{out}");
-    for name in ["success_rate", "policy_loss", "value_loss", "entropy", "approx_kl"] {
+    for name in [
+        "success_rate",
+        "policy_loss",
+        "value_loss",
+        "entropy",
+        "approx_kl",
+    ] {
         let (ma, mb) = (metric(&a, "ppo-click", name), metric(&b, "ppo-click", name));
         assert_eq!(ma.len(), 4, "{name}: {ma:?}");
         assert_eq!(ma, mb, "metric {name} differs after resuming");

@@ -417,7 +417,10 @@ updates = 3
         let bad = GOOD.replace("hidden = [8]", "hidden = [8]\ndownsample = 0");
         let e = Config::parse(&bad).unwrap_err();
         assert!(e.contains("policy.downsample"), "{e}");
-        let good = GOOD.replace("hidden = [8]", "hidden = [8]\nconv = [[8, 1], [16, 2]]\ndownsample = 2");
+        let good = GOOD.replace(
+            "hidden = [8]",
+            "hidden = [8]\nconv = [[8, 1], [16, 2]]\ndownsample = 2",
+        );
         let c = Config::parse(&good).expect("conv config");
         assert_eq!(c.policy.conv, Some(vec![[8, 1], [16, 2]]));
     }

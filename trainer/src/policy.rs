@@ -571,12 +571,9 @@ impl Policy {
         let b = obs.size()[0];
         let v = self.spec.norm.len() as i64;
         let (ph, pw) = im.pooled();
-        let mut x = obs.narrow(1, v, im.len() as i64).view([
-            b,
-            im.channels as i64,
-            ph as i64,
-            pw as i64,
-        ]);
+        let mut x =
+            obs.narrow(1, v, im.len() as i64)
+                .view([b, im.channels as i64, ph as i64, pw as i64]);
         for (i, &[_, stride]) in im.conv.iter().enumerate() {
             let w = self.param(&format!("conv.{i}.w"));
             let bias = self.param(&format!("conv.{i}.b"));
@@ -872,7 +869,15 @@ mod tests {
         // Gradients reach the conv layers through the pointer head.
         let a = Tensor::from_slice(&[0f32, 5.0, 11.0]).view([3, 1]);
         policy.log_prob(&out, &a).sum(Kind::Float).backward();
-        assert!(policy.param("conv.0.w").grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        assert!(
+            policy
+                .param("conv.0.w")
+                .grad()
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[])
+                > 0.0
+        );
     }
 
     #[test]
@@ -885,7 +890,10 @@ mod tests {
         assert_eq!(spec.head.pointer_position(99), Some((14, 10)));
         match spec.env_action(&[6.0]) {
             Action::Pointer(p) => {
-                assert_eq!((p.kind, p.button, p.x, p.y), (PointerKind::Click, MouseButton::Left, 10, 6));
+                assert_eq!(
+                    (p.kind, p.button, p.x, p.y),
+                    (PointerKind::Click, MouseButton::Left, 10, 6)
+                );
             }
             other => panic!("not a pointer action: {other:?}"),
         }
@@ -1001,7 +1009,10 @@ mod tests {
         let e = Spec::from_config(&desktop_like(true, false), &config).unwrap_err();
         assert!(e.contains("pointer") && e.contains("image"), "{e}");
         let e = Spec::from_config(&desktop_like(false, true), &config).unwrap_err();
-        assert!(e.contains("neither discrete, continuous nor pointer"), "{e}");
+        assert!(
+            e.contains("neither discrete, continuous nor pointer"),
+            "{e}"
+        );
     }
 
     #[test]
