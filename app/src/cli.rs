@@ -270,7 +270,7 @@ pub enum TrainDevice {
 
 #[derive(Args, Debug)]
 pub struct TrainBenchArgs {
-    /// Folder of the built example plugins (cartpole.wasm, maze.wasm).
+    /// Folder of the built example plugins (cartpole.wasm, maze.wasm, desktop.wasm).
     #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
     pub plugins: PathBuf,
     /// Updates per slow-env measurement.

@@ -1,6 +1,8 @@
 //! `ludus train-bench`: sync vs decoupled sampling on envs with a slow,
 //! variable step latency (env utilisation and learner samples/s), and PPO
-//! CartPole samples/s on CPU.
+//! CartPole samples/s on CPU. The slow-env scenarios span learner costs: an
+//! MLP update takes milliseconds next to a round of env steps, a CNN update
+//! (PPO from pixels on the desktop's click task) about as long as the round.
 
 use std::process::ExitCode;
 
@@ -14,6 +16,7 @@ use crate::cli::TrainBenchArgs;
 
 const PPO_CARTPOLE: &str = include_str!("../../configs/ppo-cartpole.toml");
 const GRPO_MAZE: &str = include_str!("../../configs/grpo-maze.toml");
+const PPO_CLICK: &str = include_str!("../../configs/ppo-click.toml");
 
 #[derive(Serialize)]
 struct Row {
@@ -48,7 +51,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
     if args.updates == 0 {
         return Err(UsageError("--updates must be greater than 0".into()).into());
     }
-    for p in ["cartpole.wasm", "maze.wasm"] {
+    for p in ["cartpole.wasm", "maze.wasm", "desktop.wasm"] {
         if !args.plugins.join(p).exists() {
             return Err(UsageError(format!(
                 "--plugins {}: no {p} there (build the plugins with scripts/build-plugins.sh)",
@@ -114,6 +117,10 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         slow(c);
         c.sampling.max_policy_lag = 4;
     };
+    let slow_click = move |c: &mut Config| {
+        slow(c);
+        c.sampling.max_policy_lag = 4;
+    };
     let fast = |c: &mut Config| c.stop.updates = 150;
     let label = format!("slow env {}-{} ms", delay[0], delay[1]);
     for mode in [Mode::Sync, Mode::Async] {
@@ -136,6 +143,15 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
     }
     for mode in [Mode::Sync, Mode::Async] {
         rows.push(measure(
+            PPO_CLICK,
+            "desktop.wasm",
+            &format!("PPO click (CNN), {label}"),
+            mode,
+            &slow_click,
+        )?);
+    }
+    for mode in [Mode::Sync, Mode::Async] {
+        rows.push(measure(
             PPO_CARTPOLE,
             "cartpole.wasm",
             "PPO CartPole, CPU",
@@ -153,6 +169,10 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         "grpo_maze_slow": {
             "env_utilisation": ratio(2, |r| r.env_utilisation),
             "learner_samples_per_s": ratio(2, |r| r.learner_samples_per_s),
+        },
+        "ppo_click_cnn_slow": {
+            "env_utilisation": ratio(4, |r| r.env_utilisation),
+            "learner_samples_per_s": ratio(4, |r| r.learner_samples_per_s),
         },
     });
     if args.json {
@@ -172,8 +192,13 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
             ratio(2, |r| r.learner_samples_per_s)
         );
         println!(
+            "decoupled over sync, PPO click (CNN) on the slow env: env utilisation x{:.2}, learner samples/s x{:.2}",
+            ratio(4, |r| r.env_utilisation),
+            ratio(4, |r| r.learner_samples_per_s)
+        );
+        println!(
             "PPO CartPole on CPU: {:.0} learner samples/s (sync), {:.0} (async)",
-            rows[4].learner_samples_per_s, rows[5].learner_samples_per_s
+            rows[6].learner_samples_per_s, rows[7].learner_samples_per_s
         );
     }
     Ok(ExitCode::SUCCESS)
