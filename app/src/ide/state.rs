@@ -875,7 +875,7 @@ impl AppState {
         let (db, id, frame) = (d.db.clone(), d.episode.id, d.session.cursor());
         d.forking = true;
         self.spawn(move |tx| {
-            let r = ludus_debugger::fork::fork(&db, id, frame, &edits)
+            let r = ludus_debugger::fork::fork(&db, id, frame, &edits, Some(&ludus_trainer::agent::resolve))
                 .map(Box::new)
                 .map_err(|e| e.to_string());
             let _ = tx.send(Event::Forked(r));
@@ -906,7 +906,7 @@ impl AppState {
         d.forking = true;
         self.changed_plugins.clear();
         self.spawn(move |tx| {
-            let r = ludus_debugger::fork::rerun(&db, id, &overrides)
+            let r = ludus_debugger::fork::rerun(&db, id, &overrides, Some(&ludus_trainer::agent::resolve))
                 .map(Box::new)
                 .map_err(|e| e.to_string());
             let _ = tx.send(Event::Forked(r));
@@ -937,7 +937,7 @@ impl AppState {
         }
         let spec = ludus_arena::RunSpec {
             env: plugin(&a.env, &a.env_config),
-            agent: plugin(&a.agent, ""),
+            agent: plugin(&a.agent, "").into(),
             reward: (!a.reward.trim().is_empty()).then(|| plugin(&a.reward, "")),
             episodes: a.episodes.max(1),
             seed: a.seed,
