@@ -5,7 +5,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use ludus_arena::model::{Action, EnvInfo, Observation, StepContext};
+use ludus_arena::run::{Progress, derived_seed, prepare};
+use ludus_arena::{
+    AgentSpec, Limits, NativeAgent, NativeAgentFactory, Outcome, PluginSpec, RunError, RunSpec,
+};
 
 use support::*;
 
@@ -19,7 +25,11 @@ struct Trained {
 fn trained() -> &'static Trained {
     static TRAINED: OnceLock<Trained> = OnceLock::new();
     TRAINED.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir").keep();
+        // Kept for the whole test process, in cargo's scratch folder for
+        // integration tests (emptied first).
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("checkpoint-agent");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch folder");
         let text = std::fs::read_to_string(root().join("configs/ppo-cartpole.toml"))
             .expect("example config");
         let plugins = plugins().display().to_string();
@@ -92,7 +102,9 @@ fn run_args(db: &Path, agent: &str, extra: &[&str]) -> Vec<String> {
 }
 
 fn mean_return(report: &serde_json::Value) -> f64 {
-    report["summary"]["mean_return"].as_f64().expect("mean return")
+    report["summary"]["mean_return"]
+        .as_f64()
+        .expect("mean return")
 }
 
 fn first_episode(report: &serde_json::Value) -> i64 {
@@ -107,7 +119,12 @@ fn a_trained_policy_beats_the_random_agent_and_reproduces_across_jobs() {
     let ck = agent(&t.latest);
     let common = ["--episodes", "12", "--seed", "5"];
     let random = ludus(run_args(&db, "random_agent", &common)).json();
-    let j1 = ludus(run_args(&db, &ck, &[&common[..], &["--jobs", "1"]].concat())).json();
+    let j1 = ludus(run_args(
+        &db,
+        &ck,
+        &[&common[..], &["--jobs", "1"]].concat(),
+    ))
+    .json();
     assert_eq!(j1["summary"]["crashed"], 0, "{j1}");
     let (r, p) = (mean_return(&random), mean_return(&j1));
     assert!(
@@ -116,9 +133,19 @@ fn a_trained_policy_beats_the_random_agent_and_reproduces_across_jobs() {
     );
     // The same seed gives the same episodes, on one thread or three, in
     // another database.
-    let j3 = ludus(run_args(&db, &ck, &[&common[..], &["--jobs", "3"]].concat())).json();
+    let j3 = ludus(run_args(
+        &db,
+        &ck,
+        &[&common[..], &["--jobs", "3"]].concat(),
+    ))
+    .json();
     let other = dir.path().join("other.db");
-    let again = ludus(run_args(&other, &ck, &[&common[..], &["--jobs", "2"]].concat())).json();
+    let again = ludus(run_args(
+        &other,
+        &ck,
+        &[&common[..], &["--jobs", "2"]].concat(),
+    ))
+    .json();
     assert_eq!(digests(&j1), digests(&j3));
     assert_eq!(digests(&j1), digests(&again));
     // Sampling draws from the episode's RNG: reproducible across jobs too,
@@ -311,9 +338,10 @@ envs = ["{env}"]
     // A missing checkpoint is the suite's usage error, at the agent's line.
     std::fs::write(
         &suite,
-        std::fs::read_to_string(&suite)
-            .unwrap()
-            .replace("\"checkpoint:policy.safetensors\"\n", "\"checkpoint:nope.safetensors\"\n"),
+        std::fs::read_to_string(&suite).unwrap().replace(
+            "\"checkpoint:policy.safetensors\"\n",
+            "\"checkpoint:nope.safetensors\"\n",
+        ),
     )
     .unwrap();
     let err = ludus([
@@ -375,4 +403,170 @@ fn bad_checkpoints_are_one_line_usage_errors_and_write_nothing() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(!db.exists(), "{ck}: a database was written");
     }
+}
+
+#[test]
+fn a_policy_that_outputs_nan_crashes_its_episodes_not_the_run() {
+    let t = trained();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ck = ludus_trainer::checkpoint::load(&t.latest).expect("checkpoint");
+    for (_, values) in &mut ck.params {
+        values.fill(f32::NAN);
+    }
+    let nan = dir.path().join("nan.safetensors");
+    ludus_trainer::checkpoint::save(&nan, &ck).expect("save");
+    let db = dir.path().join("n.db");
+    let report = ludus(run_args(
+        &db,
+        &agent(&nan),
+        &["--episodes", "3", "--jobs", "2"],
+    ))
+    .json();
+    assert_eq!(report["summary"]["crashed"], 3, "{report}");
+    for e in report["episodes"].as_array().expect("episodes") {
+        assert_eq!(e["outcome"], "crashed", "{e}");
+        let err = e["error"].as_str().unwrap_or_default();
+        assert!(
+            err.contains("nan.safetensors") && err.contains("act") && err.contains("not finite"),
+            "{err}"
+        );
+    }
+}
+
+/// A native agent from outside the trainer: pushes right until `fail_at`,
+/// then fails (`Err`) or panics, when the seed it is given (derived from the
+/// episode's) is odd.
+#[derive(Debug)]
+struct Flaky {
+    fail_at: u32,
+    panic: bool,
+}
+
+struct FlakyEpisode {
+    fail_at: u32,
+    panic: bool,
+    odd: bool,
+}
+
+impl NativeAgentFactory for Flaky {
+    fn source(&self) -> String {
+        format!("flaky:{}", if self.panic { "panic" } else { "err" })
+    }
+    fn hash(&self) -> String {
+        "0".repeat(64)
+    }
+    fn config(&self) -> String {
+        String::new()
+    }
+    fn check_env(&self, env: &EnvInfo) -> Result<(), String> {
+        match env.name.as_str() {
+            "maze" => Err("flaky agents do not do mazes".into()),
+            _ => Ok(()),
+        }
+    }
+    fn make(&self) -> Result<Box<dyn NativeAgent>, String> {
+        Ok(Box::new(FlakyEpisode {
+            fail_at: self.fail_at,
+            panic: self.panic,
+            odd: false,
+        }))
+    }
+}
+
+impl NativeAgent for FlakyEpisode {
+    fn begin_episode(&mut self, _env: &EnvInfo, _task: &str, seed: u64) -> Result<(), String> {
+        self.odd = seed % 2 == 1;
+        Ok(())
+    }
+    fn act(&mut self, _obs: &Observation, context: StepContext) -> Result<Action, String> {
+        if self.odd && context.step == self.fail_at {
+            if self.panic {
+                panic!("flaky agent gave up at step {}", context.step);
+            }
+            return Err(format!("no action at step {}", context.step));
+        }
+        Ok(Action::Discrete(context.step % 2))
+    }
+}
+
+fn flaky_spec(db: &Path, env: &str, panic: bool) -> RunSpec {
+    RunSpec {
+        env: PluginSpec {
+            path: plugin(env),
+            config: String::new(),
+            limits: Limits::DEFAULT,
+        },
+        agent: AgentSpec::Native(Arc::new(Flaky { fail_at: 3, panic })),
+        reward: None,
+        episodes: 8,
+        seed: 11,
+        jobs: 3,
+        db: db.to_path_buf(),
+    }
+}
+
+#[test]
+fn a_native_agent_that_fails_or_panics_crashes_its_episode_not_the_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("f.db");
+    for (panic, expected) in [
+        (false, "agent flaky:err failed in act: no action at step 3"),
+        (
+            true,
+            "agent flaky:panic panicked in act: flaky agent gave up at step 3",
+        ),
+    ] {
+        let prepared = prepare(flaky_spec(&db, "cartpole", panic)).expect("prepare");
+        let report = prepared.run(&Progress::default()).expect("run");
+        let mut crashed = 0;
+        for e in &report.episodes {
+            if derived_seed(e.seed, 3) % 2 == 1 {
+                crashed += 1;
+                assert_eq!(e.outcome, Outcome::Crashed, "{e:?}");
+                assert_eq!(e.length, 3, "{e:?}");
+                assert_eq!(e.error.as_deref(), Some(expected), "{e:?}");
+            } else {
+                assert_ne!(e.outcome, Outcome::Crashed, "{e:?}");
+            }
+        }
+        assert!(crashed > 0 && crashed < 8, "{crashed} crashed");
+    }
+    // The env check comes before anything is written.
+    let maze_db = dir.path().join("maze.db");
+    let err = prepare(flaky_spec(&maze_db, "maze", false))
+        .err()
+        .expect("a maze is refused");
+    assert!(
+        matches!(&err, RunError::Spec(m) if m == "flaky agents do not do mazes"),
+        "{err}"
+    );
+    assert!(!maze_db.exists());
+    // Replaying needs a resolver: without one, a clear error; with one, the
+    // crashed episode replays exactly, crash included.
+    let run = ludus_arena::Db::open(&db)
+        .expect("db")
+        .runs()
+        .expect("runs");
+    let id = ludus_arena::Db::open(&db)
+        .expect("db")
+        .episodes(&run[0].id)
+        .expect("episodes")
+        .iter()
+        .find(|e| e.outcome == "crashed")
+        .expect("a crashed episode")
+        .id;
+    let err = ludus_debugger::fork::verify(&db, id, None)
+        .err()
+        .expect("no resolver");
+    assert!(err.to_string().contains("flaky:"), "{err}");
+    let resolver = |source: &str, _config: &str| -> Result<Arc<dyn NativeAgentFactory>, String> {
+        let panic = match source {
+            "flaky:err" => false,
+            "flaky:panic" => true,
+            other => return Err(format!("unknown agent {other}")),
+        };
+        Ok(Arc::new(Flaky { fail_at: 3, panic }))
+    };
+    let mismatch = ludus_debugger::fork::verify(&db, id, Some(&resolver)).expect("verify");
+    assert!(mismatch.is_none(), "{mismatch:?}");
 }

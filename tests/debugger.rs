@@ -307,7 +307,9 @@ fn fork_with_edited_memory_changes_behaviour_from_k_and_keeps_the_prefix() {
     // Branches replay exactly: their own edits and their ancestors' are kept.
     for id in [branch, grandchild] {
         assert!(
-            ludus_debugger::fork::verify(&db, id, None).unwrap().is_none(),
+            ludus_debugger::fork::verify(&db, id, None)
+                .unwrap()
+                .is_none(),
             "episode {id}"
         );
     }

@@ -8,12 +8,12 @@ use std::process::ExitCode;
 use anyhow::Result;
 use ludus_arena::Db;
 use ludus_arena::replay::Overrides;
-use ludus_trainer::agent::resolve;
 use ludus_debugger::diff::{EpisodeDiff, RunDiff, diff_episodes, diff_runs, diff_step};
 use ludus_debugger::fork::{BranchReport, Edits};
 use ludus_debugger::session::{WatchResult, WatchValue};
 use ludus_debugger::view::{FrameView, action_label, frame_json, parse_action};
 use ludus_debugger::{DebugError, Recording, Session};
+use ludus_trainer::agent::resolve;
 
 use crate::UsageError;
 use crate::cli::{DebugArgs, DiffArgs, ForkArgs, RerunArgs};
@@ -421,7 +421,13 @@ fn interactive(db: &Path, mut session: Session) -> Result<ExitCode> {
             },
             "fork" => {
                 let episode = session.source().meta().id;
-                match ludus_debugger::fork::fork(db, episode, session.cursor(), &edits, Some(&resolve)) {
+                match ludus_debugger::fork::fork(
+                    db,
+                    episode,
+                    session.cursor(),
+                    &edits,
+                    Some(&resolve),
+                ) {
                     Ok(r) => {
                         print_branch(&r);
                         edits = Edits::default();

@@ -43,7 +43,10 @@ pub fn parse_limits(items: &[String]) -> Result<[Limits; 3], UsageError> {
 /// The agent of `--agent`: a wasm plugin, or a trained policy given as
 /// `checkpoint:PATH` (loaded and checked here: a bad one is a usage error).
 pub fn agent_spec(agent: &Path, config: &str, limits: Limits) -> Result<AgentSpec, UsageError> {
-    if let Some(path) = agent.to_str().and_then(ludus_trainer::agent::checkpoint_path) {
+    if let Some(path) = agent
+        .to_str()
+        .and_then(ludus_trainer::agent::checkpoint_path)
+    {
         let factory = ludus_trainer::agent::open(Path::new(path), config)
             .map_err(|e| UsageError(e.to_string()))?;
         return Ok(AgentSpec::Native(factory));

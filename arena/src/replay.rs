@@ -30,8 +30,7 @@ use crate::store::{Db, EpisodeRow, RunRow, StoreError};
 /// `checkpoint:/runs/ppo/latest.safetensors`, `greedy`). The `ludus` binary
 /// supplies one (`ludus_trainer::agent::resolve`); `Err` is a one-line
 /// message for the user.
-pub type AgentResolver =
-    dyn Fn(&str, &str) -> Result<Arc<dyn NativeAgentFactory>, String> + Sync;
+pub type AgentResolver = dyn Fn(&str, &str) -> Result<Arc<dyn NativeAgentFactory>, String> + Sync;
 
 /// Plugins to use instead of the recorded ones.
 #[derive(Clone, Debug, Default)]
@@ -150,7 +149,9 @@ pub fn load(
                 run.id
             )));
         };
-        resolver(source, config).map(AgentSpec::Native).map_err(RunError::Spec)
+        resolver(source, config)
+            .map(AgentSpec::Native)
+            .map_err(RunError::Spec)
     };
     // A recorded config is given back only to an agent of the same kind.
     let agent_spec = match (&overrides.native_agent, &overrides.agent) {

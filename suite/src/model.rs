@@ -245,7 +245,9 @@ fn checkpoint_only_agents(
         return Err(cx.err(
             span,
             key,
-            format!("`{path}`: a checkpoint (a trained policy) can only be an agent; give a .wasm path"),
+            format!(
+                "`{path}`: a checkpoint (a trained policy) can only be an agent; give a .wasm path"
+            ),
         ));
     }
     Ok(())
@@ -732,7 +734,10 @@ seed = 5
     fn checkpoint_agents_resolve_relative_to_the_suite_file() {
         let text = SUITE
             .replace("\"random_agent.wasm\"", "\"checkpoint:runs/c.safetensors\"")
-            .replace("\"maze_solver.wasm\"", "{ path = \"checkpoint:m.safetensors\", config = \"sample\" }");
+            .replace(
+                "\"maze_solver.wasm\"",
+                "{ path = \"checkpoint:m.safetensors\", config = \"sample\" }",
+            );
         let s = parse_ok(&text);
         let c = &s.cases[0].agent;
         assert_eq!(c.path, Path::new("checkpoint:suites/runs/c.safetensors"));
@@ -742,7 +747,10 @@ seed = 5
         );
         let m = &s.cases[1];
         assert_eq!(m.name, "maze/m/maze/size=9");
-        assert_eq!(m.agent.checkpoint().as_deref(), Some(Path::new("suites/m.safetensors")));
+        assert_eq!(
+            m.agent.checkpoint().as_deref(),
+            Some(Path::new("suites/m.safetensors"))
+        );
         assert_eq!(m.agent.config, "sample");
         assert_eq!(s.cases[0].env.checkpoint(), None);
     }
