@@ -555,9 +555,7 @@ fn a_native_agent_that_fails_or_panics_crashes_its_episode_not_the_host() {
         .find(|e| e.outcome == "crashed")
         .expect("a crashed episode")
         .id;
-    let err = ludus_debugger::fork::verify(&db, id, None)
-        .err()
-        .expect("no resolver");
+    let err = ludus_debugger::fork::verify(&db, id, None).expect_err("no resolver");
     assert!(err.to_string().contains("flaky:"), "{err}");
     let resolver = |source: &str, _config: &str| -> Result<Arc<dyn NativeAgentFactory>, String> {
         let panic = match source {
