@@ -307,7 +307,9 @@ fn fork_with_edited_memory_changes_behaviour_from_k_and_keeps_the_prefix() {
     // Branches replay exactly: their own edits and their ancestors' are kept.
     for id in [branch, grandchild] {
         assert!(
-            ludus_debugger::fork::verify(&db, id).unwrap().is_none(),
+            ludus_debugger::fork::verify(&db, id, None)
+                .unwrap()
+                .is_none(),
             "episode {id}"
         );
     }
@@ -371,7 +373,7 @@ fn replay_detects_a_changed_plugin_at_the_right_frame() {
     let id = report["episodes"][0]["id"].as_i64().unwrap().to_string();
     // The replay of an unchanged recording reproduces it.
     assert!(
-        ludus_debugger::fork::verify(&db, id.parse().unwrap())
+        ludus_debugger::fork::verify(&db, id.parse().unwrap(), None)
             .unwrap()
             .is_none()
     );
@@ -398,7 +400,7 @@ fn replay_detects_a_changed_plugin_at_the_right_frame() {
         runs_before,
         "nothing written"
     );
-    let m = ludus_debugger::fork::verify(&db, id.parse().unwrap())
+    let m = ludus_debugger::fork::verify(&db, id.parse().unwrap(), None)
         .unwrap()
         .expect("a mismatch");
     assert_eq!(m.frame, 7);
@@ -582,7 +584,8 @@ fn live_mode_pauses_at_breakpoints_and_continues_after_an_edit() {
             path: plugin("memory_probe"),
             config: String::new(),
             limits: ludus_arena::Limits::DEFAULT,
-        },
+        }
+        .into(),
         reward: None,
         episodes: 1,
         seed: 3,
@@ -634,7 +637,7 @@ fn live_mode_pauses_at_breakpoints_and_continues_after_an_edit() {
     assert_eq!(stored[11].action, Action::Discrete(3));
     // The edits were recorded with the episode, so it replays exactly.
     assert!(
-        ludus_debugger::fork::verify(&db, report.id)
+        ludus_debugger::fork::verify(&db, report.id, None)
             .unwrap()
             .is_none()
     );

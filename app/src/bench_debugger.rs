@@ -64,7 +64,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             path: plugins.join("memory_probe.wasm"),
             config: format!("write_every={write_every}"),
             limits: Limits::DEFAULT,
-        },
+        }
+        .into(),
         reward: None,
         episodes: 1,
         seed: 1,

@@ -119,7 +119,8 @@ pub struct RerunArgs {
     /// A new build of the environment plugin.
     #[arg(long)]
     pub env: Option<PathBuf>,
-    /// A new build of the agent plugin.
+    /// A new build of the agent plugin, or another trained policy:
+    /// `checkpoint:PATH` (played with the recorded agent config).
     #[arg(long)]
     pub agent: Option<PathBuf>,
     /// A new build of the reward plugin.
@@ -135,7 +136,8 @@ pub struct RunArgs {
     /// The environment plugin (.wasm component).
     #[arg(long)]
     pub env: PathBuf,
-    /// The agent plugin (.wasm component).
+    /// The agent plugin (.wasm component), or a trained policy:
+    /// `checkpoint:PATH` (a `ludus train` checkpoint file).
     #[arg(long)]
     pub agent: PathBuf,
     /// A reward plugin; when given, its reward is the one recorded.
@@ -144,7 +146,8 @@ pub struct RunArgs {
     /// Config string passed to the environment's `init`.
     #[arg(long, default_value = "")]
     pub env_config: String,
-    /// Config string passed to the agent's `init`.
+    /// Config string passed to the agent's `init`; for a checkpoint agent,
+    /// `greedy` (the most likely action, the default) or `sample`.
     #[arg(long, default_value = "")]
     pub agent_config: String,
     /// Config string passed to the reward plugin's `init`.

@@ -13,6 +13,7 @@ use ludus_debugger::fork::{BranchReport, Edits};
 use ludus_debugger::session::{WatchResult, WatchValue};
 use ludus_debugger::view::{FrameView, action_label, frame_json, parse_action};
 use ludus_debugger::{DebugError, Recording, Session};
+use ludus_trainer::agent::resolve;
 
 use crate::UsageError;
 use crate::cli::{DebugArgs, DiffArgs, ForkArgs, RerunArgs};
@@ -420,7 +421,13 @@ fn interactive(db: &Path, mut session: Session) -> Result<ExitCode> {
             },
             "fork" => {
                 let episode = session.source().meta().id;
-                match ludus_debugger::fork::fork(db, episode, session.cursor(), &edits) {
+                match ludus_debugger::fork::fork(
+                    db,
+                    episode,
+                    session.cursor(),
+                    &edits,
+                    Some(&resolve),
+                ) {
                     Ok(r) => {
                         print_branch(&r);
                         edits = Edits::default();
@@ -611,8 +618,8 @@ pub fn fork(args: ForkArgs) -> Result<ExitCode> {
     if let Some(a) = &args.action {
         edits.action = Some(parse_action(a).map_err(UsageError)?);
     }
-    let r =
-        ludus_debugger::fork::fork(&args.db, args.episode, args.frame, &edits).map_err(classify)?;
+    let r = ludus_debugger::fork::fork(&args.db, args.episode, args.frame, &edits, Some(&resolve))
+        .map_err(classify)?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -623,18 +630,31 @@ pub fn fork(args: ForkArgs) -> Result<ExitCode> {
 
 pub fn rerun(args: RerunArgs) -> Result<ExitCode> {
     open_db_checked(&args.db)?;
+    // `--agent checkpoint:PATH` replays with another trained policy.
+    let native_agent = args
+        .agent
+        .as_ref()
+        .and_then(|a| a.to_str())
+        .filter(|a| ludus_trainer::agent::checkpoint_path(a).is_some())
+        .map(str::to_string);
     let overrides = Overrides {
         env: args.env.clone(),
-        agent: args.agent.clone(),
+        agent: args.agent.clone().filter(|_| native_agent.is_none()),
         reward: args.reward.clone(),
+        native_agent,
     };
-    if overrides.env.is_none() && overrides.agent.is_none() && overrides.reward.is_none() {
+    if overrides.env.is_none()
+        && overrides.agent.is_none()
+        && overrides.reward.is_none()
+        && overrides.native_agent.is_none()
+    {
         return Err(UsageError(
             "rerun needs a new build of at least one plugin: --env, --agent or --reward".into(),
         )
         .into());
     }
-    let r = ludus_debugger::fork::rerun(&args.db, args.episode, &overrides).map_err(classify)?;
+    let r = ludus_debugger::fork::rerun(&args.db, args.episode, &overrides, Some(&resolve))
+        .map_err(classify)?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

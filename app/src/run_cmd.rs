@@ -1,3 +1,4 @@
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -5,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use ludus_arena::run::{Progress, prepare};
-use ludus_arena::{Limits, PluginSpec, RunReport, RunSpec};
+use ludus_arena::{AgentSpec, Limits, PluginSpec, RunReport, RunSpec};
 
 use crate::UsageError;
 use crate::cli::RunArgs;
@@ -39,6 +40,24 @@ pub fn parse_limits(items: &[String]) -> Result<[Limits; 3], UsageError> {
     Ok(limits)
 }
 
+/// The agent of `--agent`: a wasm plugin, or a trained policy given as
+/// `checkpoint:PATH` (loaded and checked here: a bad one is a usage error).
+pub fn agent_spec(agent: &Path, config: &str, limits: Limits) -> Result<AgentSpec, UsageError> {
+    if let Some(path) = agent
+        .to_str()
+        .and_then(ludus_trainer::agent::checkpoint_path)
+    {
+        let factory = ludus_trainer::agent::open(Path::new(path), config)
+            .map_err(|e| UsageError(e.to_string()))?;
+        return Ok(AgentSpec::Native(factory));
+    }
+    Ok(AgentSpec::Plugin(PluginSpec {
+        path: agent.to_path_buf(),
+        config: config.to_string(),
+        limits,
+    }))
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let [env_limits, agent_limits, reward_limits] = parse_limits(&args.limits)?;
     let jobs = args
@@ -60,11 +79,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             config: args.env_config.clone(),
             limits: env_limits,
         },
-        agent: PluginSpec {
-            path: args.agent.clone(),
-            config: args.agent_config.clone(),
-            limits: agent_limits,
-        },
+        agent: agent_spec(&args.agent, &args.agent_config, agent_limits)?,
         reward: args.reward.as_ref().map(|p| PluginSpec {
             path: p.clone(),
             config: args.reward_config.clone(),
@@ -78,7 +93,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let prepared = prepare(spec)?;
     for p in [
         Some(&prepared.env),
-        Some(&prepared.agent),
+        prepared.agent.plugin(),
         prepared.reward.as_ref(),
     ]
     .into_iter()

@@ -18,7 +18,7 @@ use ludus_suite::report::{self, Against, CaseResult, SuiteReport};
 use ludus_suite::stats::Episode;
 
 use crate::UsageError;
-use crate::run_cmd::parse_limits;
+use crate::run_cmd::{agent_spec, parse_limits};
 
 #[derive(Args, Debug)]
 pub struct SuiteArgs {
@@ -133,7 +133,12 @@ fn load(
     let mut prepared = Vec::new();
     for case in &suite.cases {
         let plugins = [Some(&case.env), Some(&case.agent), case.reward.as_ref()];
-        for p in plugins.iter().flatten() {
+        // A `checkpoint:` agent is loaded and checked when its spec is built.
+        let agent_plugin = Some(&case.agent).filter(|a| a.checkpoint().is_none());
+        for p in [Some(&case.env), agent_plugin, case.reward.as_ref()]
+            .iter()
+            .flatten()
+        {
             if !p.path.is_file() {
                 return Err(usage(SuiteError::at(
                     path,
@@ -147,7 +152,7 @@ fn load(
         }
         let roles = [
             (Some(&case.env), PluginKind::Env),
-            (Some(&case.agent), PluginKind::Agent),
+            (agent_plugin, PluginKind::Agent),
             (case.reward.as_ref(), PluginKind::Reward),
         ];
         for (p, kind) in roles {
@@ -172,7 +177,8 @@ fn load(
         };
         let run_spec = RunSpec {
             env: spec(&case.env, env_limits),
-            agent: spec(&case.agent, agent_limits),
+            agent: agent_spec(&case.agent.path, &case.agent.config, agent_limits)
+                .map_err(|e| usage(SuiteError::at(path, &case.agent.at, e.0)))?,
             reward: case.reward.as_ref().map(|r| spec(r, reward_limits)),
             episodes: case.episodes,
             seed: case.seed,
@@ -185,7 +191,10 @@ fn load(
             let at = plugins
                 .iter()
                 .flatten()
-                .find(|p| message.contains(&p.path.display().to_string()))
+                .find(|p| {
+                    let file = p.checkpoint().unwrap_or_else(|| p.path.clone());
+                    message.contains(&file.display().to_string())
+                })
                 .map_or(&case.at, |p| &p.at);
             usage(SuiteError::at(
                 path,

@@ -19,6 +19,7 @@ pub mod train_store;
 
 pub use plugin::{CONTRACT_VERSION, Limits, LoadError, Plugin, PluginKind};
 pub use run::{
-    EpisodeFinish, EpisodeReport, Outcome, PluginSpec, RunError, RunReport, RunSpec, Stepper,
+    AgentSpec, EpisodeFinish, EpisodeReport, NativeAgent, NativeAgentFactory, Outcome, PluginSpec,
+    PreparedAgent, RunError, RunReport, RunSpec, Stepper,
 };
 pub use store::{Db, StoreError};

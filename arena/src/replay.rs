@@ -3,9 +3,15 @@
 //! one plugin swapped for a new build), and recording the result as a branch
 //! of the episode it came from. The debugger's fork, re-run and live mode sit
 //! on this.
+//!
+//! A run played by a native agent (a trained policy: `checkpoint:PATH`)
+//! records the agent's source, config and hash, but this crate cannot build
+//! such an agent (it does not link tch): the caller passes an
+//! [`AgentResolver`] that can, and without one such a run cannot be replayed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,8 +20,17 @@ use crate::model::{Frame, Timing};
 use crate::plugin::{Limits, PluginKind};
 pub use crate::recorder::BranchOf;
 use crate::recorder::{EpisodeFinish, EpisodeWriter, Recorder, RunRecord};
-use crate::run::{EpisodeReport, PluginSpec, Prepared, RunError, RunSpec, new_run_id, prepare};
+use crate::run::{
+    AgentSpec, EpisodeReport, NativeAgentFactory, PluginSpec, Prepared, RunError, RunSpec,
+    new_run_id, prepare,
+};
 use crate::store::{Db, EpisodeRow, RunRow, StoreError};
+
+/// Rebuilds a native agent from its recorded source and config (e.g.
+/// `checkpoint:/runs/ppo/latest.safetensors`, `greedy`). The `ludus` binary
+/// supplies one (`ludus_trainer::agent::resolve`); `Err` is a one-line
+/// message for the user.
+pub type AgentResolver = dyn Fn(&str, &str) -> Result<Arc<dyn NativeAgentFactory>, String> + Sync;
 
 /// Plugins to use instead of the recorded ones.
 #[derive(Clone, Debug, Default)]
@@ -23,6 +38,10 @@ pub struct Overrides {
     pub env: Option<PathBuf>,
     pub agent: Option<PathBuf>,
     pub reward: Option<PathBuf>,
+    /// A native agent to use instead of the recorded agent, by source
+    /// (`checkpoint:PATH`); built by the resolver with the recorded config.
+    /// Wins over `agent`.
+    pub native_agent: Option<String>,
 }
 
 /// A plugin whose file no longer holds the bytes the recording was made with.
@@ -69,6 +88,9 @@ struct RecordedPlugin {
     #[serde(default)]
     config: String,
     limits: Option<Limits>,
+    /// A native agent: `path` is its source, for the resolver.
+    #[serde(default)]
+    native: bool,
 }
 
 fn recorded_plugin(
@@ -87,8 +109,14 @@ fn recorded_plugin(
 }
 
 /// Loads the plugins a recorded episode was played with (or the overrides),
-/// ready to replay it.
-pub fn load(db_path: &Path, episode: i64, overrides: &Overrides) -> Result<Recorded, RunError> {
+/// ready to replay it. `agents` rebuilds native agents (needed only when the
+/// run was played by one, or `overrides.native_agent` is set).
+pub fn load(
+    db_path: &Path,
+    episode: i64,
+    overrides: &Overrides,
+    agents: Option<&AgentResolver>,
+) -> Result<Recorded, RunError> {
     let db = Db::open(db_path)?;
     let row = db.episode(episode)?;
     let run = db.run(&row.run_id)?;
@@ -114,9 +142,35 @@ pub fn load(db_path: &Path, episode: i64, overrides: &Overrides) -> Result<Recor
             run.id
         )));
     }
+    let resolve = |source: &str, config: &str| -> Result<AgentSpec, RunError> {
+        let Some(resolver) = agents else {
+            return Err(RunError::Spec(format!(
+                "run {} needs the native agent {source}, which only the `ludus` command line can rebuild (replay it with `ludus fork` or `ludus rerun`)",
+                run.id
+            )));
+        };
+        resolver(source, config)
+            .map(AgentSpec::Native)
+            .map_err(RunError::Spec)
+    };
+    // A recorded config is given back only to an agent of the same kind.
+    let agent_spec = match (&overrides.native_agent, &overrides.agent) {
+        (Some(source), _) => resolve(source, if agent.native { &agent.config } else { "" })?,
+        (None, Some(path)) => AgentSpec::Plugin(PluginSpec {
+            path: path.clone(),
+            config: if agent.native {
+                String::new()
+            } else {
+                agent.config.clone()
+            },
+            limits: agent.limits.unwrap_or(Limits::DEFAULT),
+        }),
+        (None, None) if agent.native => resolve(&agent.path.to_string_lossy(), &agent.config)?,
+        (None, None) => AgentSpec::Plugin(pick(&agent, &None)),
+    };
     let spec = RunSpec {
         env: pick(&env, &overrides.env),
-        agent: pick(&agent, &overrides.agent),
+        agent: agent_spec,
         reward: reward.as_ref().map(|r| pick(r, &overrides.reward)),
         episodes: 1,
         seed: run.seed,
@@ -125,20 +179,28 @@ pub fn load(db_path: &Path, episode: i64, overrides: &Overrides) -> Result<Recor
     };
     let prepared = prepare(spec)?;
     let mut changed = Vec::new();
-    let mut check = |role: PluginKind, recorded: &RecordedPlugin, current: &crate::Plugin| {
-        if recorded.hash != current.hash {
+    let mut check = |role: PluginKind, recorded: &RecordedPlugin, name: String, hash: String| {
+        if recorded.hash != hash {
             changed.push(ChangedPlugin {
                 role,
-                path: current.path.clone(),
+                path: PathBuf::from(name),
                 recorded_hash: recorded.hash.clone(),
-                current_hash: current.hash.clone(),
+                current_hash: hash,
             });
         }
     };
-    check(PluginKind::Env, &env, &prepared.env);
-    check(PluginKind::Agent, &agent, &prepared.agent);
+    let plugin = |p: &crate::Plugin| (p.path.display().to_string(), p.hash.clone());
+    let (name, hash) = plugin(&prepared.env);
+    check(PluginKind::Env, &env, name, hash);
+    check(
+        PluginKind::Agent,
+        &agent,
+        prepared.agent.name(),
+        prepared.agent.hash(),
+    );
     if let (Some(r), Some(p)) = (&reward, &prepared.reward) {
-        check(PluginKind::Reward, r, p);
+        let (name, hash) = plugin(p);
+        check(PluginKind::Reward, r, name, hash);
     }
     Ok(Recorded {
         run,

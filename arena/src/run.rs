@@ -2,6 +2,8 @@
 //! report.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -75,10 +77,82 @@ pub struct PluginSpec {
     pub limits: Limits,
 }
 
+/// An agent that runs in the host process instead of in wasm: a trained
+/// policy, say, which the `ludus` binary builds through the trainer (this
+/// crate cannot: it does not link tch). One is made per episode. It sees no
+/// execution memory and writes none; the episode's memory is still kept for
+/// it, so the user's edits in the debugger are recorded as for a wasm agent.
+///
+/// An `Err` or a panic from any call ends the episode as `crashed` with the
+/// message, exactly as a trap does for a wasm agent.
+pub trait NativeAgent: Send {
+    /// Called once before the first `act`; `seed` is derived from the
+    /// episode's seed (the same one a wasm agent gets), so anything random the
+    /// agent does is a function of the episode's seed.
+    fn begin_episode(&mut self, env: &EnvInfo, task: &str, seed: u64) -> Result<(), String>;
+    fn act(&mut self, observation: &Observation, context: StepContext) -> Result<Action, String>;
+    /// Called when the env ended the episode (not after a crash or interrupt).
+    fn end_episode(&mut self, end: &EpisodeEnd) -> Result<(), String> {
+        let _ = end;
+        Ok(())
+    }
+}
+
+/// Makes a [`NativeAgent`] for each episode, on any worker thread.
+pub trait NativeAgentFactory: Send + Sync + fmt::Debug {
+    /// What the recording names the agent: `KIND:LOCATION`, e.g.
+    /// `checkpoint:/runs/ppo/latest.safetensors`. A replay hands it back to an
+    /// [`AgentResolver`](crate::replay::AgentResolver) to rebuild the agent.
+    fn source(&self) -> String;
+    /// blake3 (hex) of the bytes the agent is built from, so a replay detects
+    /// a changed agent as it detects a changed plugin.
+    fn hash(&self) -> String;
+    /// The config string the agent was built with (recorded, and given back
+    /// to the resolver).
+    fn config(&self) -> String;
+    /// Whether the agent can act in this env (its observation and action
+    /// spaces), checked before anything is written: `Err` is a one-line
+    /// message for the user.
+    fn check_env(&self, env: &EnvInfo) -> Result<(), String>;
+    /// A fresh agent for one episode.
+    fn make(&self) -> Result<Box<dyn NativeAgent>, String>;
+}
+
+/// The agent of a run: a wasm plugin, or a native agent supplied by the caller.
+#[derive(Clone, Debug)]
+pub enum AgentSpec {
+    Plugin(PluginSpec),
+    Native(Arc<dyn NativeAgentFactory>),
+}
+
+impl From<PluginSpec> for AgentSpec {
+    fn from(p: PluginSpec) -> AgentSpec {
+        AgentSpec::Plugin(p)
+    }
+}
+
+impl AgentSpec {
+    /// The plugin, when the agent is one.
+    pub fn plugin(&self) -> Option<&PluginSpec> {
+        match self {
+            AgentSpec::Plugin(p) => Some(p),
+            AgentSpec::Native(_) => None,
+        }
+    }
+
+    /// The agent's config string.
+    pub fn config(&self) -> String {
+        match self {
+            AgentSpec::Plugin(p) => p.config.clone(),
+            AgentSpec::Native(f) => f.config(),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RunSpec {
     pub env: PluginSpec,
-    pub agent: PluginSpec,
+    pub agent: AgentSpec,
     pub reward: Option<PluginSpec>,
     pub episodes: u64,
     pub seed: u64,
@@ -179,9 +253,43 @@ pub struct Progress {
 pub struct Prepared {
     pub spec: RunSpec,
     pub env: Arc<Plugin>,
-    pub agent: Arc<Plugin>,
+    pub agent: PreparedAgent,
     pub reward: Option<Arc<Plugin>>,
     pub env_info: EnvInfo,
+}
+
+/// A run's agent, ready to instantiate.
+#[derive(Clone, Debug)]
+pub enum PreparedAgent {
+    Plugin(Arc<Plugin>),
+    Native(Arc<dyn NativeAgentFactory>),
+}
+
+impl PreparedAgent {
+    /// The plugin, when the agent is one.
+    pub fn plugin(&self) -> Option<&Arc<Plugin>> {
+        match self {
+            PreparedAgent::Plugin(p) => Some(p),
+            PreparedAgent::Native(_) => None,
+        }
+    }
+
+    /// How messages and recordings name the agent: the plugin's path, or the
+    /// native agent's source (`checkpoint:PATH`).
+    pub fn name(&self) -> String {
+        match self {
+            PreparedAgent::Plugin(p) => p.path.display().to_string(),
+            PreparedAgent::Native(f) => f.source(),
+        }
+    }
+
+    /// blake3 of the bytes the agent is built from.
+    pub fn hash(&self) -> String {
+        match self {
+            PreparedAgent::Plugin(p) => p.hash.clone(),
+            PreparedAgent::Native(f) => f.hash(),
+        }
+    }
 }
 
 pub fn prepare(spec: RunSpec) -> Result<Prepared, RunError> {
@@ -192,14 +300,25 @@ pub fn prepare(spec: RunSpec) -> Result<Prepared, RunError> {
         return Err(RunError::Spec("--jobs must be at least 1".into()));
     }
     let env = Plugin::load(&spec.env.path, PluginKind::Env, spec.env.limits)?;
-    let agent = Plugin::load(&spec.agent.path, PluginKind::Agent, spec.agent.limits)?;
+    let agent = match &spec.agent {
+        AgentSpec::Plugin(a) => {
+            PreparedAgent::Plugin(Plugin::load(&a.path, PluginKind::Agent, a.limits)?)
+        }
+        AgentSpec::Native(f) => PreparedAgent::Native(f.clone()),
+    };
     let reward = match &spec.reward {
         Some(r) => Some(Plugin::load(&r.path, PluginKind::Reward, r.limits)?),
         None => None,
     };
     let env_info: EnvInfo = serde_json::from_value(env.validate(&spec.env.config)?)
         .map_err(|e| RunError::Spec(format!("environment description: {e}")))?;
-    agent.validate(&spec.agent.config)?;
+    match (&agent, &spec.agent) {
+        (PreparedAgent::Plugin(p), AgentSpec::Plugin(a)) => {
+            p.validate(&a.config)?;
+        }
+        (PreparedAgent::Native(f), _) => f.check_env(&env_info).map_err(RunError::Spec)?,
+        (PreparedAgent::Plugin(_), AgentSpec::Native(_)) => {}
+    }
     if let (Some(r), Some(rs)) = (&reward, &spec.reward) {
         r.validate(&rs.config)?;
     }
@@ -236,7 +355,14 @@ impl Prepared {
         serde_json::json!({
             "contract": crate::plugin::CONTRACT_VERSION,
             "env": plugin(&self.env, &self.spec.env),
-            "agent": plugin(&self.agent, &self.spec.agent),
+            "agent": match (&self.agent, &self.spec.agent) {
+                (PreparedAgent::Plugin(p), AgentSpec::Plugin(s)) => plugin(p, s),
+                // `native` tells a replay to ask its resolver for the agent.
+                (agent, spec) => serde_json::json!({
+                    "path": agent.name(), "hash": agent.hash(), "config": spec.config(),
+                    "native": true,
+                }),
+            },
             "reward": match (&self.reward, &self.spec.reward) {
                 (Some(p), Some(s)) => plugin(p, s),
                 _ => serde_json::Value::Null,
@@ -342,7 +468,7 @@ impl Prepared {
 /// this, so they produce the same frames from the same seed.
 pub struct Stepper {
     env: EnvInstance,
-    agent: AgentInstance,
+    agent: StepAgent,
     reward: Option<RewardInstance>,
     info: EnvInfo,
     observation: Option<Observation>,
@@ -354,6 +480,100 @@ pub struct Stepper {
     finish: EpisodeFinish,
     /// Set once the episode ended (by the env, the step limit, a crash or an interrupt).
     done: Option<Outcome>,
+}
+
+/// The agent an episode steps: a wasm instance or a native agent (with the
+/// episode's memory kept by the host on its behalf).
+enum StepAgent {
+    Wasm(AgentInstance),
+    Native {
+        agent: Box<dyn NativeAgent>,
+        memory: EpisodeMemory,
+        name: String,
+    },
+}
+
+/// Runs a native agent's call, turning an `Err` or a panic into a crash.
+fn native_call<T>(
+    name: &str,
+    call: &str,
+    f: impl FnOnce() -> Result<T, String>,
+) -> Result<T, Crash> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(m)) => Err(Crash {
+            message: format!("agent {name} failed in {call}: {m}"),
+        }),
+        Err(panic) => {
+            let m = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            let first = m.lines().next().unwrap_or_default();
+            Err(Crash {
+                message: format!("agent {name} panicked in {call}: {first}"),
+            })
+        }
+    }
+}
+
+impl StepAgent {
+    fn begin_episode(&mut self, env: &EnvInfo, task: &str, seed: u64) -> Result<(), Crash> {
+        match self {
+            StepAgent::Wasm(a) => a.begin_episode(env, task, seed),
+            StepAgent::Native { agent, name, .. } => native_call(name, "begin-episode", || {
+                agent.begin_episode(env, task, seed)
+            }),
+        }
+    }
+
+    fn act(&mut self, observation: &Observation, context: StepContext) -> Result<Action, Crash> {
+        match self {
+            StepAgent::Wasm(a) => a.act(observation, context),
+            StepAgent::Native { agent, name, .. } => {
+                native_call(name, "act", || agent.act(observation, context))
+            }
+        }
+    }
+
+    fn end_episode(&mut self, end: EpisodeEnd) -> Result<(), Crash> {
+        match self {
+            StepAgent::Wasm(a) => a.end_episode(end),
+            StepAgent::Native { agent, name, .. } => {
+                native_call(name, "end-episode", || agent.end_episode(&end))
+            }
+        }
+    }
+
+    fn take_logs(&mut self) -> Vec<LogLine> {
+        match self {
+            StepAgent::Wasm(a) => a.take_logs(),
+            StepAgent::Native { .. } => Vec::new(),
+        }
+    }
+
+    /// The agent's own memory writes (a native agent makes none).
+    fn take_writes(&mut self) -> Vec<MemoryWrite> {
+        match self {
+            StepAgent::Wasm(a) => a.take_writes(),
+            StepAgent::Native { .. } => Vec::new(),
+        }
+    }
+
+    fn memory(&self) -> Option<&EpisodeMemory> {
+        match self {
+            StepAgent::Wasm(a) => a.memory(),
+            StepAgent::Native { memory, .. } => Some(memory),
+        }
+    }
+
+    fn memory_mut(&mut self) -> Option<&mut EpisodeMemory> {
+        match self {
+            StepAgent::Wasm(a) => a.memory_mut(),
+            StepAgent::Native { memory, .. } => Some(memory),
+        }
+    }
 }
 
 fn empty_finish() -> EpisodeFinish {
@@ -397,18 +617,31 @@ impl Stepper {
             Ok(Err(m)) => return Err(crashed(finish, config_err("env", m))),
             Err(c) => return Err(crashed(finish, c)),
         };
-        let mut agent = match prepared
-            .agent
-            .agent(derived_seed(seed, 1), EpisodeMemory::new(memory))
-        {
-            Ok(a) => a,
-            Err(c) => return Err(crashed(finish, c)),
+        let mut agent = match &prepared.agent {
+            PreparedAgent::Plugin(p) => {
+                let mut agent = match p.agent(derived_seed(seed, 1), EpisodeMemory::new(memory)) {
+                    Ok(a) => a,
+                    Err(c) => return Err(crashed(finish, c)),
+                };
+                match agent.init(&spec.agent.config()) {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(m)) => return Err(crashed(finish, config_err("agent", m))),
+                    Err(c) => return Err(crashed(finish, c)),
+                }
+                StepAgent::Wasm(agent)
+            }
+            PreparedAgent::Native(f) => {
+                let name = f.source();
+                match native_call(&name, "make", || f.make()) {
+                    Ok(agent) => StepAgent::Native {
+                        agent,
+                        memory: EpisodeMemory::new(memory),
+                        name,
+                    },
+                    Err(c) => return Err(crashed(finish, c)),
+                }
+            }
         };
-        match agent.init(&spec.agent.config) {
-            Ok(Ok(_)) => {}
-            Ok(Err(m)) => return Err(crashed(finish, config_err("agent", m))),
-            Err(c) => return Err(crashed(finish, c)),
-        }
         let reward = match (&prepared.reward, &spec.reward) {
             (Some(p), Some(s)) => {
                 let mut r = match p.reward(derived_seed(seed, 2)) {

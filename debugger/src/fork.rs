@@ -15,7 +15,9 @@ use std::path::Path;
 
 use ludus_arena::memory::{MemoryBase, apply_writes, scope_of};
 use ludus_arena::model::{Action, Frame, Timing};
-use ludus_arena::replay::{self, BranchOf, BranchRecorder, ChangedPlugin, Overrides};
+use ludus_arena::replay::{
+    self, AgentResolver, BranchOf, BranchRecorder, ChangedPlugin, Overrides,
+};
 use ludus_arena::run::Prepared;
 use ludus_arena::{EpisodeReport, Stepper};
 use serde::{Deserialize, Serialize};
@@ -266,15 +268,17 @@ pub struct BranchReport {
 
 /// Replays `episode` to `frame`, applies `edits`, plays on to the end and
 /// records the branch. Nothing is written when the replay does not
-/// reproduce the recording.
+/// reproduce the recording. `agents` rebuilds a native agent (a trained
+/// policy) when the episode was played by one.
 pub fn fork(
     db: &Path,
     episode: i64,
     frame: u64,
     edits: &Edits,
+    agents: Option<&AgentResolver>,
 ) -> Result<BranchReport, DebugError> {
     edits.validate()?;
-    let recorded = replay::load(db, episode, &Overrides::default())?;
+    let recorded = replay::load(db, episode, &Overrides::default(), agents)?;
     let parent = Recording::open(db, episode)?;
     let ended_normally = matches!(parent.episode.outcome.as_str(), "terminated" | "truncated");
     if frame > parent.len() || (frame == parent.len() && ended_normally) {
@@ -327,13 +331,19 @@ pub fn fork(
 }
 
 /// Plays `episode` again from its start (same seed, same starting memory)
-/// with new builds of some plugins, records it as a branch, and compares it
-/// with the recording: "what did my change change".
-pub fn rerun(db: &Path, episode: i64, overrides: &Overrides) -> Result<BranchReport, DebugError> {
-    let recorded = replay::load(db, episode, overrides)?;
+/// with new builds of some plugins (or another native agent, e.g. a
+/// retrained checkpoint), records it as a branch, and compares it with the
+/// recording: "what did my change change".
+pub fn rerun(
+    db: &Path,
+    episode: i64,
+    overrides: &Overrides,
+    agents: Option<&AgentResolver>,
+) -> Result<BranchReport, DebugError> {
+    let recorded = replay::load(db, episode, overrides, agents)?;
     let parent = Recording::open(db, episode)?;
     let stepper = start(&recorded)?;
-    let replaced: BTreeMap<String, String> = [
+    let mut replaced: BTreeMap<String, String> = [
         ("env", &overrides.env),
         ("agent", &overrides.agent),
         ("reward", &overrides.reward),
@@ -341,6 +351,9 @@ pub fn rerun(db: &Path, episode: i64, overrides: &Overrides) -> Result<BranchRep
     .into_iter()
     .filter_map(|(k, p)| Some((k.to_string(), p.as_ref()?.display().to_string())))
     .collect();
+    if let Some(source) = &overrides.native_agent {
+        replaced.insert("agent".into(), source.clone());
+    }
     // The parent's own edits are made again, at the same frames.
     let mut history = History::of(&parent.episode);
     history.replaced.extend(replaced);
@@ -373,8 +386,12 @@ pub fn rerun(db: &Path, episode: i64, overrides: &Overrides) -> Result<BranchRep
 
 /// Replays a whole recorded episode without recording anything and says
 /// whether it reproduces every frame: `Ok(None)` when it does.
-pub fn verify(db: &Path, episode: i64) -> Result<Option<Mismatch>, DebugError> {
-    let recorded = replay::load(db, episode, &Overrides::default())?;
+pub fn verify(
+    db: &Path,
+    episode: i64,
+    agents: Option<&AgentResolver>,
+) -> Result<Option<Mismatch>, DebugError> {
+    let recorded = replay::load(db, episode, &Overrides::default(), agents)?;
     let parent = Recording::open(db, episode)?;
     let mut stepper = start(&recorded)?;
     let mut sink = Vec::new();

@@ -176,7 +176,10 @@ struct AxisEntry {
 struct Ctx<'a> {
     file: &'a Path,
     text: &'a str,
+    /// Where plugin paths resolve: the file's folder, joined with `plugins`.
     dir: PathBuf,
+    /// The file's folder, where `checkpoint:` paths resolve.
+    base: PathBuf,
 }
 
 impl Ctx<'_> {
@@ -197,27 +200,54 @@ impl Ctx<'_> {
         config: &str,
         key: &str,
     ) -> Result<PluginRef, SuiteError> {
-        checkpoint_not_yet(self, path.get_ref(), path.span(), key)?;
+        checkpoint_only_agents(self, path.get_ref(), path.span(), key)?;
         Ok(PluginRef {
-            path: self.dir.join(path.get_ref()),
+            path: self.resolve(path.get_ref()),
             config: config.to_string(),
             at: self.loc(path.span(), key),
         })
     }
 }
 
-/// `checkpoint:` policies arrive with the trainer; until then, say so.
-fn checkpoint_not_yet(
+/// The prefix of a trained policy (a `ludus train` checkpoint) where an agent
+/// path goes: `checkpoint:PATH`.
+pub const CHECKPOINT: &str = "checkpoint:";
+
+impl Ctx<'_> {
+    /// A path from the file: a plugin relative to `dir`; a `checkpoint:PATH`
+    /// keeps its prefix, with PATH relative to the file's own folder.
+    fn resolve(&self, path: &str) -> PathBuf {
+        match path.strip_prefix(CHECKPOINT) {
+            Some(p) => PathBuf::from(format!("{CHECKPOINT}{}", self.base.join(p).display())),
+            None => self.dir.join(path),
+        }
+    }
+}
+
+impl PluginRef {
+    /// The checkpoint file of a `checkpoint:PATH` agent.
+    pub fn checkpoint(&self) -> Option<PathBuf> {
+        self.path
+            .to_str()
+            .and_then(|p| p.strip_prefix(CHECKPOINT))
+            .map(PathBuf::from)
+    }
+}
+
+/// Trained policies act; they are not envs or rewards.
+fn checkpoint_only_agents(
     cx: &Ctx,
     path: &str,
     span: Range<usize>,
     key: &str,
 ) -> Result<(), SuiteError> {
-    if path.starts_with("checkpoint:") {
+    if path.starts_with(CHECKPOINT) && !matches!(key, "agent" | "agents") {
         return Err(cx.err(
             span,
             key,
-            format!("`{path}`: checkpoint policies are not supported yet (they arrive with the trainer); give a .wasm path"),
+            format!(
+                "`{path}`: a checkpoint (a trained policy) can only be an agent; give a .wasm path"
+            ),
         ));
     }
     Ok(())
@@ -281,11 +311,17 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
             message,
         }
     })?;
-    let mut dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    if let Some(p) = &raw.plugins {
-        dir = dir.join(p);
-    }
-    let cx = Ctx { file, text, dir };
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = match &raw.plugins {
+        Some(p) => base.join(p),
+        None => base.clone(),
+    };
+    let cx = Ctx {
+        file,
+        text,
+        dir,
+        base,
+    };
     let alpha = match &raw.alpha {
         Some(a) => {
             let v = *a.get_ref();
@@ -378,7 +414,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
                             name.push_str(&r.label);
                         }
                         let plugin = |x: &AxisEntry, config: &str| PluginRef {
-                            path: cx.dir.join(&x.path),
+                            path: cx.resolve(&x.path),
                             config: config.to_string(),
                             at: x.at.clone(),
                         };
@@ -507,13 +543,14 @@ fn axis(
     for entry in entries {
         let at = cx.loc(entry.span(), key);
         let label_of = |path: &str| {
+            let path = path.strip_prefix(CHECKPOINT).unwrap_or(path);
             Path::new(path)
                 .file_stem()
                 .map_or(path.to_string(), |s| s.to_string_lossy().into_owned())
         };
         match entry.get_ref() {
             toml::Value::String(path) => {
-                checkpoint_not_yet(cx, path, entry.span(), key)?;
+                checkpoint_only_agents(cx, path, entry.span(), key)?;
                 out.push(AxisEntry {
                     label: label_of(path),
                     path: path.clone(),
@@ -555,7 +592,7 @@ fn axis(
                     }
                 }
                 if let Some(p) = &path {
-                    checkpoint_not_yet(cx, p, entry.span(), key)?;
+                    checkpoint_only_agents(cx, p, entry.span(), key)?;
                 }
                 let Some(path) = path else {
                     return Err(SuiteError::at(
@@ -694,6 +731,31 @@ seed = 5
     }
 
     #[test]
+    fn checkpoint_agents_resolve_relative_to_the_suite_file() {
+        let text = SUITE
+            .replace("\"random_agent.wasm\"", "\"checkpoint:runs/c.safetensors\"")
+            .replace(
+                "\"maze_solver.wasm\"",
+                "{ path = \"checkpoint:m.safetensors\", config = \"sample\" }",
+            );
+        let s = parse_ok(&text);
+        let c = &s.cases[0].agent;
+        assert_eq!(c.path, Path::new("checkpoint:suites/runs/c.safetensors"));
+        assert_eq!(
+            c.checkpoint().as_deref(),
+            Some(Path::new("suites/runs/c.safetensors"))
+        );
+        let m = &s.cases[1];
+        assert_eq!(m.name, "maze/m/maze/size=9");
+        assert_eq!(
+            m.agent.checkpoint().as_deref(),
+            Some(Path::new("suites/m.safetensors"))
+        );
+        assert_eq!(m.agent.config, "sample");
+        assert_eq!(s.cases[0].env.checkpoint(), None);
+    }
+
+    #[test]
     fn errors_name_file_line_and_key() {
         let unknown = SUITE.replace("episodes = 30", "episodez = 30");
         assert!(
@@ -742,9 +804,9 @@ seed = 5
             "{e}"
         );
         assert!(parse_err("name = \"x\"\n").contains("no cases"));
-        let ckpt = SUITE.replace("\"random_agent.wasm\"", "\"checkpoint:run1/step100\"");
-        let e = parse_err(&ckpt);
-        assert!(e.starts_with("suites/demo.toml:14: key `agent`: `checkpoint:run1/step100`: checkpoint policies are not supported yet"), "{e}");
+        let env_ckpt = SUITE.replace("\"cartpole.wasm\"", "\"checkpoint:run1/step100\"");
+        let e = parse_err(&env_ckpt);
+        assert!(e.starts_with("suites/demo.toml:13: key `env`: `checkpoint:run1/step100`: a checkpoint (a trained policy) can only be an agent"), "{e}");
     }
 
     #[test]

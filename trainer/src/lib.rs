@@ -8,6 +8,7 @@
 //! `ludus_arena::train_store`.
 
 pub mod advantage;
+pub mod agent;
 pub mod checkpoint;
 pub mod config;
 pub mod learner;

@@ -875,9 +875,15 @@ impl AppState {
         let (db, id, frame) = (d.db.clone(), d.episode.id, d.session.cursor());
         d.forking = true;
         self.spawn(move |tx| {
-            let r = ludus_debugger::fork::fork(&db, id, frame, &edits)
-                .map(Box::new)
-                .map_err(|e| e.to_string());
+            let r = ludus_debugger::fork::fork(
+                &db,
+                id,
+                frame,
+                &edits,
+                Some(&ludus_trainer::agent::resolve),
+            )
+            .map(Box::new)
+            .map_err(|e| e.to_string());
             let _ = tx.send(Event::Forked(r));
         });
         Ok(())
@@ -906,9 +912,14 @@ impl AppState {
         d.forking = true;
         self.changed_plugins.clear();
         self.spawn(move |tx| {
-            let r = ludus_debugger::fork::rerun(&db, id, &overrides)
-                .map(Box::new)
-                .map_err(|e| e.to_string());
+            let r = ludus_debugger::fork::rerun(
+                &db,
+                id,
+                &overrides,
+                Some(&ludus_trainer::agent::resolve),
+            )
+            .map(Box::new)
+            .map_err(|e| e.to_string());
             let _ = tx.send(Event::Forked(r));
         });
         Ok(())
@@ -937,7 +948,7 @@ impl AppState {
         }
         let spec = ludus_arena::RunSpec {
             env: plugin(&a.env, &a.env_config),
-            agent: plugin(&a.agent, ""),
+            agent: plugin(&a.agent, "").into(),
             reward: (!a.reward.trim().is_empty()).then(|| plugin(&a.reward, "")),
             episodes: a.episodes.max(1),
             seed: a.seed,
