@@ -533,6 +533,29 @@ fn ppo_with_the_cnn_learns_to_click_the_button_from_pixels() {
         Action::Pointer(p) => assert!((0..64).contains(&p.x) && (0..64).contains(&p.y), "{p:?}"),
         other => panic!("not a click: {other:?}"),
     }
+    // The trained policy as the agent of `ludus run` (greedy: the likeliest
+    // cell) on other seeds than training saw: far above the random agent.
+    let agent = format!("checkpoint:{}", out["checkpoint"].as_str().unwrap());
+    let report = ludus(&[
+        "run",
+        "--env",
+        &support::plugin("desktop").display().to_string(),
+        "--env-config",
+        "task=click-random,width=64,height=64",
+        "--agent",
+        &agent,
+        "--episodes",
+        "100",
+        "--seed",
+        "99",
+        "--db",
+        &dir.path().join("eval.db").display().to_string(),
+        "--json",
+    ])
+    .json();
+    let rate = report["summary"]["success_rate"].as_f64().expect("rate");
+    eprintln!("checkpoint agent in ludus run: success rate {rate:.2} over 100 episodes");
+    assert!(rate >= 0.6 && rate >= 4.0 * random, "{rate} vs random {random}");
 }
 
 #[test]
