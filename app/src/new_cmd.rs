@@ -48,14 +48,14 @@ const RUST_REWARD: &str = include_str!("../../plugins/templates/rust/reward.rs")
 const RUST_SDK_CARGO: &str = include_str!("../../plugins/templates/rust/sdk-Cargo.toml");
 /// The Rust SDK's sources, vendored into Rust projects.
 const RUST_SDK: [(&str, &str); 8] = [
-    ("lib.rs", include_str!("../../plugins/sdk/src/lib.rs")),
-    ("agent.rs", include_str!("../../plugins/sdk/src/agent.rs")),
-    ("env.rs", include_str!("../../plugins/sdk/src/env.rs")),
-    ("log.rs", include_str!("../../plugins/sdk/src/log.rs")),
-    ("memory.rs", include_str!("../../plugins/sdk/src/memory.rs")),
-    ("reward.rs", include_str!("../../plugins/sdk/src/reward.rs")),
-    ("util.rs", include_str!("../../plugins/sdk/src/util.rs")),
-    ("../README.md", include_str!("../../plugins/sdk/README.md")),
+    ("src/lib.rs", include_str!("../../plugins/sdk/src/lib.rs")),
+    ("src/agent.rs", include_str!("../../plugins/sdk/src/agent.rs")),
+    ("src/env.rs", include_str!("../../plugins/sdk/src/env.rs")),
+    ("src/log.rs", include_str!("../../plugins/sdk/src/log.rs")),
+    ("src/memory.rs", include_str!("../../plugins/sdk/src/memory.rs")),
+    ("src/reward.rs", include_str!("../../plugins/sdk/src/reward.rs")),
+    ("src/util.rs", include_str!("../../plugins/sdk/src/util.rs")),
+    ("README.md", include_str!("../../plugins/sdk/README.md")),
 ];
 const PY_PROJECT: &str = include_str!("../../plugins/templates/python/pyproject.toml");
 const PY_ENV: &str = include_str!("../../plugins/templates/python/env.py");
@@ -115,7 +115,7 @@ pub fn files(kind: Kind, lang: NewLang, name: &str) -> Vec<(PathBuf, String)> {
             out.push(("src/lib.rs".into(), f(main)));
             out.push(("ludus-sdk/Cargo.toml".into(), RUST_SDK_CARGO.to_string()));
             for (file, text) in RUST_SDK {
-                out.push((Path::new("ludus-sdk/src").join(file), text.to_string()));
+                out.push((Path::new("ludus-sdk").join(file), text.to_string()));
             }
             // The SDK's bindings read the contract from `../wit`.
             out.push(("wit/ludus.wit".into(), WIT.to_string()));
