@@ -123,7 +123,7 @@ fn artifact_name(name: &str) -> String {
 fn check_component(wasm: &Path) -> Result<()> {
     let bytes = std::fs::read(wasm)
         .with_context(|| format!("the build wrote no component at {}", wasm.display()))?;
-    if bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[6..8] == [1, 0] {
+    if bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[6..8] == [0, 0] {
         return Err(UsageError(format!(
             "{} is a core module, not a component: build for --target wasm32-wasip2 and do not override RUSTFLAGS' linker",
             wasm.display()
@@ -294,6 +294,13 @@ fn build_python(dir: &Path) -> Result<PathBuf> {
     let sdk_dir = build.join("ludus-sdk-python");
     write_file(&sdk_dir.join("ludus_sdk.py"), PY_SDK)?;
     let out = build.join(format!("{}.wasm", artifact_name(&name)));
+    let print = fingerprint(
+        dir,
+        &[PY_SDK, WIT, &ludus.world, &ludus.module, &tool.to_string_lossy()],
+    )?;
+    if up_to_date(&out, &print) {
+        return Ok(out);
+    }
     let mut cmd = Command::new(&tool);
     cmd.current_dir(dir)
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -306,6 +313,7 @@ fn build_python(dir: &Path) -> Result<PathBuf> {
         .arg("-o")
         .arg(&out);
     run_tool(cmd, &format!("componentize-py ({})", tool.display()))?;
+    record_fingerprint(&out, &print)?;
     Ok(out)
 }
 
@@ -361,6 +369,14 @@ fn build_js(dir: &Path) -> Result<PathBuf> {
         ))
     })?;
     let build = dir.join("build");
+    let out = build.join(format!("{}.wasm", artifact_name(&name)));
+    let print = fingerprint(
+        dir,
+        &[JS_SDK, JS_MEMORY, WIT, world, main, &tool.to_string_lossy()],
+    )?;
+    if up_to_date(&out, &print) {
+        return Ok(out);
+    }
     let wit_dir = write_wit(&build)?;
     // componentize-js only resolves imports inside the folder it runs in, so
     // the sources are staged with the SDK next to the main module (`./ludus/`),
@@ -379,7 +395,6 @@ fn build_js(dir: &Path) -> Result<PathBuf> {
     if !sdk.join("memory.js").exists() {
         write_file(&sdk.join("memory.js"), JS_MEMORY)?;
     }
-    let out = build.join(format!("{}.wasm", artifact_name(&name)));
     let mut cmd = Command::new(&tool);
     cmd.current_dir(&stage)
         .arg(main)
@@ -391,6 +406,7 @@ fn build_js(dir: &Path) -> Result<PathBuf> {
         .args(["-d", "http", "fetch-event", "-o"])
         .arg(&out);
     run_tool(cmd, &format!("componentize-js ({})", tool.display()))?;
+    record_fingerprint(&out, &print)?;
     Ok(out)
 }
 
@@ -416,6 +432,58 @@ fn copy_sources(from: &Path, to: &Path) -> Result<()> {
 }
 
 // ------------------------------------------------------------------ helpers
+
+/// A fingerprint of everything a Python or JS build reads: the project's
+/// files, the embedded SDK and contract, the tool and its arguments. When it
+/// matches the one stored next to the output, the build is skipped (and the
+/// output's bytes, hence its compile-cache entry, stay the same).
+fn fingerprint(dir: &Path, extra: &[&str]) -> Result<String> {
+    use std::hash::{Hash, Hasher};
+    let mut files = Vec::new();
+    list_sources(dir, dir, &mut files)?;
+    files.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    env!("CARGO_PKG_VERSION").hash(&mut h);
+    for e in extra {
+        e.hash(&mut h);
+    }
+    for rel in &files {
+        rel.hash(&mut h);
+        std::fs::read(dir.join(rel))
+            .with_context(|| format!("cannot read {}", dir.join(rel).display()))?
+            .hash(&mut h);
+    }
+    Ok(format!("{:016x}", h.finish()))
+}
+
+fn list_sources(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let n = name.to_string_lossy();
+        if n.starts_with('.') || n == "build" || n == "node_modules" || n == "__pycache__" {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            list_sources(root, &entry.path(), out)?;
+        } else if kind.is_file() {
+            out.push(entry.path().strip_prefix(root).unwrap_or(&entry.path()).to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// Whether `out` was built from inputs with this fingerprint.
+fn up_to_date(out: &Path, print: &str) -> bool {
+    out.is_file()
+        && std::fs::read_to_string(out.with_extension("fingerprint")).is_ok_and(|t| t.trim() == print)
+}
+
+fn record_fingerprint(out: &Path, print: &str) -> Result<()> {
+    let file = out.with_extension("fingerprint");
+    std::fs::write(&file, print).with_context(|| format!("cannot write {}", file.display()))
+}
 
 fn dir_name(dir: &Path) -> String {
     dir.file_name()

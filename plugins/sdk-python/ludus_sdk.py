@@ -24,6 +24,7 @@ ends the episode as `crashed`, with the Python traceback in the message.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Callable, Dict, List, Optional
@@ -334,122 +335,102 @@ def _construct(cls, config: str):
 
 
 def _report(call: str) -> None:
-    """Writes the running exception's traceback on stderr, where the host
-    picks it up for the crash message, then lets it propagate (a trap)."""
+    """Writes the running exception's traceback on stderr as one line, where
+    the host picks it up for the crash message, then traps (abort): the
+    episode ends as `crashed`."""
     lines = traceback.format_exc().rstrip().splitlines()
     sys.stderr.write(f"Python exception in `{call}`: " + " / ".join(l.strip() for l in lines) + "\n")
     sys.stderr.flush()
+    os.abort()
 
 
-def _not_initialised(what: str):
-    raise RuntimeError(f"the host called the {what} before `init`")
+class _EnvState:
+    """The env plugin's state. componentize-py makes a new instance of the
+    exported class for every call, so the state lives here, one per module."""
 
+    def __init__(self, cls):
+        self.cls = cls
+        self.env = None
+        self.info = None
+        self.config = ""
+        self.batch: list = []
 
-def export_env(cls) -> type:
-    """The class componentize-py exports for the env world: assign it to
-    `EnvPlugin` in your plugin's module."""
+    def init(self, config: str) -> EnvInfo:
+        try:
+            env = _construct(self.cls, config)
+            info = env.info()
+        except Err:
+            raise
+        except BaseException:
+            _report("init")
+            raise
+        self.env, self.info, self.config = env, info, config
+        return info
 
-    class EnvPlugin:
-        env = None
-        info_ = None
-        config = ""
-        batch: list = []
+    def vector_size(self) -> int:
+        info = self.info
+        if info is None:
+            raise Err("the host called batch-reset before `init`")
+        if info.vector_size <= 0:
+            raise Err(
+                f"environment `{info.name}` has no single-vector observation, so it cannot be batched"
+            )
+        return info.vector_size
 
-        def init(self, config: str) -> EnvInfo:
-            try:
-                env = _construct(cls, config)
-                info = env.info()
-            except Err:
-                raise
-            except BaseException:
-                _report("init")
-                raise
-            self.env, self.info_, self.config = env, info, config
-            return info
+    def batch_reset(self, seeds: List[int]) -> List[float]:
+        size = self.vector_size()
+        out: List[float] = []
+        self.batch = []
+        try:
+            for seed in seeds:
+                env = _construct(self.cls, self.config)
+                reset = env.reset(seed)
+                _push_vector(out, reset.observation, size)
+                self.batch.append([env, seed, 0])
+        except Err:
+            raise
+        except BaseException:
+            _report("batch-reset")
+            raise
+        return out
 
-        def reset(self, seed: int) -> ResetResult:
-            try:
-                return self.env.reset(seed)
-            except BaseException:
-                _report("reset")
-                raise
-
-        def step(self, action: Action) -> StepResult:
-            try:
-                return self.env.step(action)
-            except BaseException:
-                _report("step")
-                raise
-
-        def _vector_size(self) -> int:
-            info = self.info_
-            if info is None:
-                raise Err("the host called batch-reset before `init`")
-            if info.vector_size <= 0:
-                raise Err(
-                    f"environment `{info.name}` has no single-vector observation, so it cannot be batched"
-                )
-            return info.vector_size
-
-        def batch_reset(self, seeds: List[int]) -> List[float]:
-            size = self._vector_size()
-            out: List[float] = []
-            self.batch = []
-            try:
-                for seed in seeds:
-                    env = _construct(cls, self.config)
-                    reset = env.reset(seed)
-                    _push_vector(out, reset.observation, size)
-                    self.batch.append([env, seed, 0])
-            except Err:
-                raise
-            except BaseException:
-                _report("batch-reset")
-                raise
-            return out
-
-        def batch_step(self, actions: List[float]) -> BatchResult:
-            size = self._vector_size()
-            info = self.info_
-            space = info.action_space
-            discrete_actions = space.discrete is not None
-            width = 1
-            if not discrete_actions and space.continuous is not None:
-                width = max(1, len(space.continuous.low))
-            n = len(self.batch)
-            if len(actions) != n * width:
-                raise Err(
-                    f"batch-step got {len(actions)} action values for {n} copies of width {width}"
-                )
-            max_steps = info.max_steps
-            observations: List[float] = []
-            rewards: List[float] = []
-            flags = bytearray()
-            try:
-                for i, copy in enumerate(self.batch):
-                    env = copy[0]
-                    if discrete_actions:
-                        action = ActionDiscrete(int(max(actions[i], 0.0)))
-                    else:
-                        action = ActionContinuous(list(actions[i * width : (i + 1) * width]))
-                    step = env.step(action)
-                    copy[2] += 1
-                    truncated = step.truncated or (max_steps > 0 and copy[2] >= max_steps)
-                    rewards.append(step.reward)
-                    flags.append(int(step.terminated) | (int(truncated) << 1))
-                    if step.terminated or truncated:
-                        copy[1] = next_seed(copy[1])
-                        copy[2] = 0
-                        _push_vector(observations, env.reset(copy[1]).observation, size)
-                    else:
-                        _push_vector(observations, step.observation, size)
-            except BaseException:
-                _report("batch-step")
-                raise
-            return BatchResult(observations, rewards, bytes(flags))
-
-    EnvPlugin.__name__ = "EnvPlugin"
-    return EnvPlugin
+    def batch_step(self, actions: List[float]) -> BatchResult:
+        size = self.vector_size()
+        info = self.info
+        space = info.action_space
+        discrete_actions = space.discrete is not None
+        width = 1
+        if not discrete_actions and space.continuous is not None:
+            width = max(1, len(space.continuous.low))
+        n = len(self.batch)
+        if len(actions) != n * width:
+            raise Err(f"batch-step got {len(actions)} action values for {n} copies of width {width}")
+        max_steps = info.max_steps
+        observations: List[float] = []
+        rewards: List[float] = []
+        flags = bytearray()
+        try:
+            for i, copy in enumerate(self.batch):
+                env = copy[0]
+                if discrete_actions:
+                    action = ActionDiscrete(int(max(actions[i], 0.0)))
+                else:
+                    action = ActionContinuous(list(actions[i * width : (i + 1) * width]))
+                step = env.step(action)
+                copy[2] += 1
+                truncated = step.truncated or (max_steps > 0 and copy[2] >= max_steps)
+                rewards.append(step.reward)
+                flags.append(int(step.terminated) | (int(truncated) << 1))
+                if step.terminated or truncated:
+                    copy[1] = next_seed(copy[1])
+                    copy[2] = 0
+                    _push_vector(observations, env.reset(copy[1]).observation, size)
+                else:
+                    _push_vector(observations, step.observation, size)
+        except BaseException:
+            _report("batch-step")
+            raise
+        return BatchResult(observations, rewards, bytes(flags))
 
 
 def _push_vector(out: List[float], observation: Observation, size: int) -> None:
@@ -462,42 +443,77 @@ def _push_vector(out: List[float], observation: Observation, size: int) -> None:
     out.extend([0.0] * (start + size - len(out)))
 
 
+def export_env(cls) -> type:
+    """The class componentize-py exports for the env world: assign it to
+    `EnvPlugin` in your plugin's module."""
+    state = _EnvState(cls)
+
+    class EnvPlugin:
+        def init(self, config: str) -> EnvInfo:
+            return state.init(config)
+
+        def reset(self, seed: int) -> ResetResult:
+            try:
+                return state.env.reset(seed)
+            except BaseException:
+                _report("reset")
+                raise
+
+        def step(self, action: Action) -> StepResult:
+            try:
+                return state.env.step(action)
+            except BaseException:
+                _report("step")
+                raise
+
+        def batch_reset(self, seeds: List[int]) -> List[float]:
+            return state.batch_reset(seeds)
+
+        def batch_step(self, actions: List[float]) -> BatchResult:
+            return state.batch_step(actions)
+
+    return EnvPlugin
+
+
+def _init(state: dict, cls, config: str):
+    try:
+        plugin = _construct(cls, config)
+        info = plugin.info()
+    except Err:
+        raise
+    except BaseException:
+        _report("init")
+        raise
+    state["plugin"] = plugin
+    return info
+
+
 def export_agent(cls) -> type:
     """The class componentize-py exports for the agent world: assign it to
     `AgentPlugin` in your plugin's module."""
+    state: dict = {"plugin": None}
 
     class AgentPlugin:
-        agent = None
-
         def init(self, config: str) -> AgentInfo:
-            try:
-                agent = _construct(cls, config)
-                info = agent.info()
-            except Err:
-                raise
-            except BaseException:
-                _report("init")
-                raise
-            self.agent = agent
-            return info
+            return _init(state, cls, config)
 
         def begin_episode(self, env: EnvInfo, task: str, seed: int) -> None:
             try:
-                self.agent.begin_episode(env, task, seed)
+                state["plugin"].begin_episode(env, task, seed)
             except BaseException:
                 _report("begin-episode")
                 raise
 
         def act(self, observation: Observation, context: StepContext) -> Action:
             try:
-                return self.agent.act(observation, context)
+                return state["plugin"].act(observation, context)
             except BaseException:
                 _report("act")
                 raise
 
         def end_episode(self, end: EpisodeEnd) -> None:
             try:
-                self.agent.end_episode(end)
+                state["plugin"].end_episode(end)
             except BaseException:
                 _report("end-episode")
                 raise
@@ -508,25 +524,15 @@ def export_agent(cls) -> type:
 def export_reward(cls) -> type:
     """The class componentize-py exports for the reward world: assign it to
     `RewardPlugin` in your plugin's module."""
+    state: dict = {"plugin": None}
 
     class RewardPlugin:
-        reward = None
-
         def init(self, config: str) -> RewardInfo:
-            try:
-                reward = _construct(cls, config)
-                info = reward.info()
-            except Err:
-                raise
-            except BaseException:
-                _report("init")
-                raise
-            self.reward = reward
-            return info
+            return _init(state, cls, config)
 
         def score(self, transition: Transition) -> ScoreResult:
             try:
-                return self.reward.score(transition)
+                return state["plugin"].score(transition)
             except BaseException:
                 _report("score")
                 raise
@@ -534,4 +540,9 @@ def export_reward(cls) -> type:
     return RewardPlugin
 
 
-__all__ = [n for n in dir() if not n.startswith("_") and n not in ("annotations", "Callable", "Dict", "List", "Optional", "sys", "traceback", "Err")]
+__all__ = [
+    n
+    for n in dir()
+    if not n.startswith("_")
+    and n not in ("annotations", "Callable", "Dict", "List", "Optional", "os", "sys", "traceback", "Err")
+]

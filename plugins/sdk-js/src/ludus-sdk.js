@@ -189,13 +189,14 @@ function construct(Cls, config) {
 }
 
 /**
- * Reports an exception on stderr (the host puts it in the crash message, with
- * the stack), then rethrows it so the call traps.
+ * Reports an exception with its stack on stderr as one line (the host puts the
+ * last lines of stderr in the crash message) and returns what to throw so the
+ * call traps: a short string, so the runtime's own report of it stays short.
  */
 function report(call, e) {
   const text = e && e.stack ? `${e}\n${e.stack}` : String(e);
   console.error(`JavaScript error in \`${call}\`: ${text.trim().split('\n').map((l) => l.trim()).join(' / ')}`);
-  return e;
+  return `uncaught error in \`${call}\` (reported above)`;
 }
 
 function guarded(call, f) {
