@@ -189,12 +189,10 @@ fn measure(lang: &str, wasm: &Path, seconds: f64) -> Result<LangFigures> {
     let crashed = |c: ludus_arena::plugin::Crash| anyhow::anyhow!("{lang} CartPole crashed: {c}");
     let t = Instant::now();
     let mut env = plugin.env(0).map_err(crashed)?;
-    let info = env.init("").map_err(crashed)?.map_err(|m| {
-        UsageError(format!(
-            "{} rejected an empty config: {m}",
-            wasm.display()
-        ))
-    })?;
+    let info = env
+        .init("")
+        .map_err(crashed)?
+        .map_err(|m| UsageError(format!("{} rejected an empty config: {m}", wasm.display())))?;
     let instantiate = t.elapsed();
     let mut seed = 0u64;
     env.reset(seed).map_err(crashed)?;
@@ -208,8 +206,7 @@ fn measure(lang: &str, wasm: &Path, seconds: f64) -> Result<LangFigures> {
             let r = env.step(&action).map_err(crashed)?;
             steps += 1;
             in_episode += 1;
-            if r.terminated || r.truncated || (info.max_steps > 0 && in_episode >= info.max_steps)
-            {
+            if r.terminated || r.truncated || (info.max_steps > 0 && in_episode >= info.max_steps) {
                 seed += 1;
                 episodes += 1;
                 in_episode = 0;
@@ -302,7 +299,9 @@ fn gym(args: &BenchLangArgs) -> std::result::Result<GymFigures, String> {
             raw_steps_per_sec: raw,
             version: (*v).to_string(),
         }),
-        _ => Err(format!("unexpected output from the gymnasium script: {line}")),
+        _ => Err(format!(
+            "unexpected output from the gymnasium script: {line}"
+        )),
     }
 }
 

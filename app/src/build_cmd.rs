@@ -296,7 +296,13 @@ fn build_python(dir: &Path) -> Result<PathBuf> {
     let out = build.join(format!("{}.wasm", artifact_name(&name)));
     let print = fingerprint(
         dir,
-        &[PY_SDK, WIT, &ludus.world, &ludus.module, &tool.to_string_lossy()],
+        &[
+            PY_SDK,
+            WIT,
+            &ludus.world,
+            &ludus.module,
+            &tool.to_string_lossy(),
+        ],
     )?;
     if up_to_date(&out, &print) {
         return Ok(out);
@@ -413,7 +419,9 @@ fn build_js(dir: &Path) -> Result<PathBuf> {
 /// Copies the project's files (not `build/`, `node_modules/` or hidden ones).
 fn copy_sources(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+    for entry in
+        std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?
+    {
         let entry = entry?;
         let name = entry.file_name();
         let n = name.to_string_lossy();
@@ -468,7 +476,13 @@ fn list_sources(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         if kind.is_dir() {
             list_sources(root, &entry.path(), out)?;
         } else if kind.is_file() {
-            out.push(entry.path().strip_prefix(root).unwrap_or(&entry.path()).to_path_buf());
+            out.push(
+                entry
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap_or(&entry.path())
+                    .to_path_buf(),
+            );
         }
     }
     Ok(())
@@ -477,7 +491,8 @@ fn list_sources(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// Whether `out` was built from inputs with this fingerprint.
 fn up_to_date(out: &Path, print: &str) -> bool {
     out.is_file()
-        && std::fs::read_to_string(out.with_extension("fingerprint")).is_ok_and(|t| t.trim() == print)
+        && std::fs::read_to_string(out.with_extension("fingerprint"))
+            .is_ok_and(|t| t.trim() == print)
 }
 
 fn record_fingerprint(out: &Path, print: &str) -> Result<()> {
@@ -519,10 +534,12 @@ fn find_tool(project: &Path, env_var: &str, relative: &[&str], name: &str) -> Op
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf));
-    let roots = project
-        .ancestors()
-        .map(Path::to_path_buf)
-        .chain(exe_dir.iter().flat_map(|d| d.ancestors().map(Path::to_path_buf)).collect::<Vec<_>>());
+    let roots = project.ancestors().map(Path::to_path_buf).chain(
+        exe_dir
+            .iter()
+            .flat_map(|d| d.ancestors().map(Path::to_path_buf))
+            .collect::<Vec<_>>(),
+    );
     for root in roots {
         for rel in relative {
             let candidate = root.join(rel);

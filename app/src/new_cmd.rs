@@ -49,11 +49,20 @@ const RUST_SDK_CARGO: &str = include_str!("../../plugins/templates/rust/sdk-Carg
 /// The Rust SDK's sources, vendored into Rust projects.
 const RUST_SDK: [(&str, &str); 8] = [
     ("src/lib.rs", include_str!("../../plugins/sdk/src/lib.rs")),
-    ("src/agent.rs", include_str!("../../plugins/sdk/src/agent.rs")),
+    (
+        "src/agent.rs",
+        include_str!("../../plugins/sdk/src/agent.rs"),
+    ),
     ("src/env.rs", include_str!("../../plugins/sdk/src/env.rs")),
     ("src/log.rs", include_str!("../../plugins/sdk/src/log.rs")),
-    ("src/memory.rs", include_str!("../../plugins/sdk/src/memory.rs")),
-    ("src/reward.rs", include_str!("../../plugins/sdk/src/reward.rs")),
+    (
+        "src/memory.rs",
+        include_str!("../../plugins/sdk/src/memory.rs"),
+    ),
+    (
+        "src/reward.rs",
+        include_str!("../../plugins/sdk/src/reward.rs"),
+    ),
     ("src/util.rs", include_str!("../../plugins/sdk/src/util.rs")),
     ("README.md", include_str!("../../plugins/sdk/README.md")),
 ];
