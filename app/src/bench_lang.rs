@@ -53,7 +53,13 @@ pub struct LangFigures {
     pub steps: u64,
     pub episodes: u64,
     pub steps_per_sec: f64,
+    /// Steps/s through the batched interface (`batch-step`, BATCH copies per
+    /// call), which each SDK derives in the guest language.
+    pub batch_steps_per_sec: f64,
 }
+
+/// Copies per `batch-step` call in the batched measurement.
+const BATCH: usize = 64;
 
 #[derive(Debug, Serialize)]
 pub struct GymFigures {
@@ -122,22 +128,29 @@ pub fn run(args: BenchLangArgs) -> Result<ExitCode> {
 
 fn print_table(r: &LangReport) {
     println!(
-        "CartPole through ludus, {:.1} s per language (one thread)",
+        "CartPole through ludus, {:.1} s per language and mode (one thread; batched: {BATCH} copies per call)",
         r.seconds
     );
     println!(
-        "{:<12} {:>10} {:>14} {:>14} {:>14} {:>14}",
-        "language", "size", "load first", "load cached", "instantiate", "steps/s"
+        "{:<12} {:>10} {:>14} {:>14} {:>14} {:>12} {:>16}",
+        "language",
+        "size",
+        "load first",
+        "load cached",
+        "instantiate",
+        "steps/s",
+        "batched steps/s"
     );
     for l in &r.langs {
         println!(
-            "{:<12} {:>8.1}MB {:>11.1} ms {:>11.2} ms {:>11.2} ms {:>14.0}",
+            "{:<12} {:>8.1}MB {:>11.1} ms {:>11.2} ms {:>11.2} ms {:>12.0} {:>16.0}",
             l.lang,
             l.wasm_bytes as f64 / 1e6,
             l.load_first_ms,
             l.load_cached_ms,
             l.instantiate_ms,
-            l.steps_per_sec
+            l.steps_per_sec,
+            l.batch_steps_per_sec
         );
     }
     match (&r.gymnasium, &r.gymnasium_missing) {
@@ -148,8 +161,9 @@ fn print_table(r: &LangReport) {
             );
             if let Some(py) = r.langs.iter().find(|l| l.lang == "Python") {
                 println!(
-                    "Python plugin vs bare gymnasium: {:.2}x",
-                    py.steps_per_sec / g.raw_steps_per_sec
+                    "Python plugin vs bare gymnasium: {:.2}x one step per call, {:.2}x batched",
+                    py.steps_per_sec / g.raw_steps_per_sec,
+                    py.batch_steps_per_sec / g.raw_steps_per_sec
                 );
             }
         }
@@ -215,6 +229,32 @@ fn measure(lang: &str, wasm: &Path, seconds: f64) -> Result<LangFigures> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    // Batched: every copy resets itself in the guest when it ends.
+    let seeds: Vec<u64> = (0..BATCH as u64).collect();
+    let batch_err = |m: String| anyhow::anyhow!("{lang} CartPole's batched interface failed: {m}");
+    env.batch_reset(&seeds)
+        .map_err(crashed)?
+        .map_err(batch_err)?;
+    let mut actions = vec![0f32; BATCH];
+    let mut batch_steps = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < budget {
+        for a in actions.iter_mut() {
+            *a = (next(&mut rng) >> 63) as f32;
+        }
+        let r = env
+            .batch_step(&actions)
+            .map_err(crashed)?
+            .map_err(batch_err)?;
+        if r.rewards.len() != BATCH {
+            anyhow::bail!(
+                "{lang} CartPole's batch-step returned {} rewards for {BATCH} copies",
+                r.rewards.len()
+            );
+        }
+        batch_steps += BATCH as u64;
+    }
+    let batch_secs = start.elapsed().as_secs_f64();
     Ok(LangFigures {
         lang: lang.to_string(),
         wasm: wasm.display().to_string(),
@@ -225,6 +265,7 @@ fn measure(lang: &str, wasm: &Path, seconds: f64) -> Result<LangFigures> {
         steps,
         episodes,
         steps_per_sec: steps as f64 / secs,
+        batch_steps_per_sec: batch_steps as f64 / batch_secs,
     })
 }
 
