@@ -383,9 +383,9 @@ fn scaffolded_projects_in_each_language_build_and_run_together() {
     let dir = tmp();
     let d = dir.path().display().to_string();
     for (kind, name, lang) in [
-        ("env", "walk-env", "python"),
-        ("agent", "rand-agent", "js"),
-        ("reward", "win-reward", "rust"),
+        ("env", "walk-env", "rust"),
+        ("agent", "rand-agent", "python"),
+        ("reward", "win-reward", "js"),
     ] {
         ludus(["new", kind, name, "--lang", lang, "--dir", &d]).ok();
     }
@@ -393,7 +393,7 @@ fn scaffolded_projects_in_each_language_build_and_run_together() {
     // plugins workspace.
     std::fs::copy(
         root().join("plugins/Cargo.lock"),
-        dir.path().join("win-reward/Cargo.lock"),
+        dir.path().join("walk-env/Cargo.lock"),
     )
     .expect("copy Cargo.lock");
     let env = build(&dir.path().join("walk-env"));
@@ -418,6 +418,20 @@ fn scaffolded_projects_in_each_language_build_and_run_together() {
         let ret = e["return"].as_f64().unwrap();
         assert!(ret == 0.0 || ret == 1.0, "{e}");
     }
+    // The Python agent counted its episodes in `/agent` memory (each episode
+    // sees the memory as the run started, so each wrote 1).
+    let mem = ludus([
+        "memory".as_ref(),
+        "list".as_ref(),
+        db.as_os_str(),
+        "/agent".as_ref(),
+    ]);
+    mem.ok();
+    assert!(
+        mem.stdout().contains("/agent/episodes = 1"),
+        "{}",
+        mem.stdout()
+    );
 }
 
 #[test]

@@ -33,6 +33,14 @@ from componentize_py_types import Err
 from wit_world.imports import log as _log
 from wit_world.imports import types as _t
 
+# Only the agent world imports the memory interface. Imports must happen while
+# componentize-py builds the component (its snapshot holds the loaded modules),
+# so this one is tried here rather than on first use.
+try:
+    from wit_world.imports import memory as _memory_host
+except ImportError:
+    _memory_host = None
+
 # The contract's types, under the names the Rust SDK uses.
 BoxSpace = _t.BoxSpace
 ImageSpace = _t.ImageSpace
@@ -245,9 +253,9 @@ class _Memory:
 
     @staticmethod
     def _host():
-        from wit_world.imports import memory  # only the agent world has it
-
-        return memory
+        if _memory_host is None:
+            raise RuntimeError("execution memory is for agents: this plugin is not built for the agent world")
+        return _memory_host
 
     def read(self, path: str) -> Optional[str]:
         return self._host().read(path)
