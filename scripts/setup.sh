@@ -35,3 +35,32 @@ if ((${#missing[@]})); then
 fi
 bash scripts/build-plugins.sh
 bash scripts/setup-torch.sh
+# Plugins in Python and JavaScript: componentize-py and gymnasium (for
+# `ludus bench-lang`'s comparison) in .venv, componentize-js from the
+# committed package-lock.json in plugins/sdk-js/node_modules. Quick when done.
+COMPONENTIZE_PY_VERSION=0.25.1
+GYMNASIUM_VERSION=1.4.0
+if [ ! -x .venv/bin/python ]; then
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "error: python3 not found: install Python 3.11+ for Python plugins (componentize-py)" >&2
+        exit 1
+    fi
+    python3 -m venv .venv
+fi
+have_py() { # package version
+    [ "$(.venv/bin/python -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p')" = "$2" ]
+}
+if ! have_py componentize-py "$COMPONENTIZE_PY_VERSION" || ! have_py gymnasium "$GYMNASIUM_VERSION"; then
+    echo "installing componentize-py==$COMPONENTIZE_PY_VERSION and gymnasium==$GYMNASIUM_VERSION into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        "componentize-py==$COMPONENTIZE_PY_VERSION" "gymnasium==$GYMNASIUM_VERSION"
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    echo "error: npm not found: install Node.js 20+ for JavaScript plugins (componentize-js)" >&2
+    exit 1
+fi
+js_tool=plugins/sdk-js/node_modules/.bin/componentize-js
+if [ ! -x "$js_tool" ] || [ plugins/sdk-js/package-lock.json -nt plugins/sdk-js/node_modules/.package-lock.json ]; then
+    echo "installing componentize-js into plugins/sdk-js/node_modules (npm ci)"
+    (cd plugins/sdk-js && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -43,6 +43,15 @@ pub enum Command {
     Train(TrainArgs),
     /// Compare sync and decoupled training on slow envs, and PPO CartPole samples/s.
     TrainBench(TrainBenchArgs),
+    /// Write a new plugin project (env, agent or reward) in Rust, Python or
+    /// JavaScript that builds with `ludus build` and runs in `ludus run`.
+    New(crate::new_cmd::NewArgs),
+    /// Build a plugin project (Cargo.toml, pyproject.toml or package.json)
+    /// into a wasm component and print its path.
+    Build(crate::build_cmd::BuildArgs),
+    /// CartPole in Rust, Python and JavaScript side by side: load time (first
+    /// and cached) and steps/s, and gymnasium's own CartPole when installed.
+    BenchLang(crate::bench_lang::BenchLangArgs),
     /// Open the IDE (the default with no subcommand): runs, the debugger
     /// with timeline, memory tree, breakpoints and fork, plugin hot reload.
     Ide(ludus::ide::IdeArgs),

@@ -4,9 +4,12 @@
 mod bench;
 mod bench_debugger;
 mod bench_env;
+mod bench_lang;
+mod build_cmd;
 mod cli;
 mod debug_cmd;
 mod memory_cmd;
+mod new_cmd;
 mod run_cmd;
 mod suite_cmd;
 mod train_bench;
@@ -37,6 +40,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Compiling a Python or JavaScript plugin takes seconds: say so once.
+    ludus_arena::on_first_compile(|path| {
+        let name = path.file_name().unwrap_or(path.as_os_str());
+        eprintln!(
+            "compiling {} for the first time (a few seconds; cached afterwards)",
+            name.to_string_lossy()
+        );
+    });
     // With no subcommand, `ludus` opens the IDE.
     let command = args
         .command
@@ -54,6 +65,9 @@ fn main() -> ExitCode {
         cli::Command::Suite(a) => suite_cmd::run(a),
         cli::Command::Train(a) => train_cmd::run(a),
         cli::Command::TrainBench(a) => train_bench::run(a),
+        cli::Command::New(a) => new_cmd::run(a),
+        cli::Command::Build(a) => build_cmd::run(a),
+        cli::Command::BenchLang(a) => bench_lang::run(a),
         cli::Command::Ide(a) => ludus::ide::main(a),
     };
     match result {

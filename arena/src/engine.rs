@@ -62,6 +62,18 @@ pub fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ludus"))
 }
 
+/// Called just before a plugin is compiled because the cache has no artifact
+/// for it (a Python or JavaScript plugin takes seconds), with the plugin's path.
+type CompileNotice = Box<dyn Fn(&Path) + Send + Sync>;
+
+static COMPILE_NOTICE: OnceLock<CompileNotice> = OnceLock::new();
+
+/// Sets, once per process, what to do when a plugin is about to be compiled
+/// for the first time (the binary prints a line; libraries stay quiet).
+pub fn on_first_compile(notice: impl Fn(&Path) + Send + Sync + 'static) {
+    let _ = COMPILE_NOTICE.set(Box::new(notice));
+}
+
 /// How a component was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CompileSource {
@@ -71,9 +83,19 @@ pub enum CompileSource {
 
 /// Compiles `bytes`, or loads the artifact this process's engine configuration
 /// compiled earlier for the same content hash.
-pub(crate) fn compile(bytes: &[u8], hash: &str) -> wasmtime::Result<(Component, CompileSource)> {
+pub(crate) fn compile(
+    bytes: &[u8],
+    hash: &str,
+    path: &Path,
+) -> wasmtime::Result<(Component, CompileSource)> {
     let engine = engine();
+    let notice = || {
+        if let Some(n) = COMPILE_NOTICE.get() {
+            n(path);
+        }
+    };
     let Some(dir) = cache_dir() else {
+        notice();
         return Ok((Component::new(engine, bytes)?, CompileSource::Compiled));
     };
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -92,6 +114,7 @@ pub(crate) fn compile(bytes: &[u8], hash: &str) -> wasmtime::Result<(Component, 
         }
     }
     tracing::info!("compiling plugin {hash:.12} (first load; later loads use the cache)");
+    notice();
     let component = Component::new(engine, bytes)?;
     if let Err(e) = store_artifact(&dir, &file, &component) {
         tracing::warn!("cannot write the compile cache at {}: {e}", dir.display());

@@ -17,6 +17,7 @@ pub mod run;
 pub mod store;
 pub mod train_store;
 
+pub use engine::on_first_compile;
 pub use plugin::{CONTRACT_VERSION, Limits, LoadError, Plugin, PluginKind};
 pub use run::{
     AgentSpec, EpisodeFinish, EpisodeReport, NativeAgent, NativeAgentFactory, Outcome, PluginSpec,

@@ -213,7 +213,7 @@ impl Plugin {
         }
         let hash = blake3::hash(&bytes).to_hex().to_string();
         let (component, source) =
-            engine::compile(&bytes, &hash).map_err(|e| LoadError::Compile {
+            engine::compile(&bytes, &hash, path).map_err(|e| LoadError::Compile {
                 path: path.to_path_buf(),
                 message: format!("{e:#}"),
             })?;
