@@ -143,8 +143,9 @@ impl<E: Env> EnvState<E> {
             .zip(actions.chunks_exact(width))
             .zip(slots)
         {
-            let (reward, terminated, truncated) =
-                copy.env.step_flat(&action_from_flat(action, discrete), slot);
+            let (reward, terminated, truncated) = copy
+                .env
+                .step_flat(&action_from_flat(action, discrete), slot);
             copy.steps += 1;
             let truncated = truncated || (max_steps > 0 && copy.steps >= max_steps);
             result.rewards.push(reward);
