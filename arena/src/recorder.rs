@@ -122,7 +122,8 @@ impl EpisodeWriter {
 
     fn batch_is_old(&self) -> bool {
         crate::engine::ticks().wrapping_sub(self.since_tick) >= BATCH_EVERY_TICKS
-            || (self.batch.frames % CLOCK_EVERY_FRAMES == 0 && self.since.elapsed() >= BATCH_EVERY)
+            || (self.batch.frames.is_multiple_of(CLOCK_EVERY_FRAMES)
+                && self.since.elapsed() >= BATCH_EVERY)
     }
 
     fn flush(&mut self) {

@@ -891,7 +891,7 @@ mod tests {
             action: Action::TypeText("typed".into()),
             env_reward: 0.25,
             reward: -1.0,
-            terminated: step % 2 == 0,
+            terminated: step.is_multiple_of(2),
             truncated: false,
             info: r#"{"success":true}"#.into(),
             success: Some(false),
