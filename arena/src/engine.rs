@@ -12,6 +12,15 @@ use wasmtime::{Config, Engine, WasmBacktraceDetails};
 /// How often the epoch advances: the unit of the wall-clock backstop.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Epoch ticks so far: a clock of [`EPOCH_TICK`] resolution that costs one
+/// atomic load to read (the recorder's per-frame "is this batch old?" check).
+static TICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The ticker's count; it stands still until the engine exists.
+pub(crate) fn ticks() -> u64 {
+    TICKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The one engine of this process. Fuel metering (the deterministic compute
 /// budget) and epoch interruption (the wall-clock backstop) are always on, NaNs
 /// are canonicalised so floats agree everywhere, and async components are off
@@ -41,6 +50,7 @@ pub(crate) fn engine() -> &'static Engine {
                         Some(e) => e.increment_epoch(),
                         None => return,
                     }
+                    TICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             });
         if let Err(e) = spawned {

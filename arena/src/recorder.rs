@@ -75,8 +75,17 @@ pub(crate) struct EpisodeWriter {
     tx: Sender<Msg>,
     batch: FrameBatch,
     since: Instant,
+    /// [`crate::engine::ticks`] at `since`: reading the clock per frame
+    /// costs a tenth of a CartPole step, reading the tick count nothing.
+    since_tick: u64,
     pub alive: bool,
 }
+
+/// Epoch ticks in [`BATCH_EVERY`].
+const BATCH_EVERY_TICKS: u64 =
+    (BATCH_EVERY.as_millis() / crate::engine::EPOCH_TICK.as_millis()) as u64;
+/// Frames between two looks at the real clock, for when no ticker runs.
+const CLOCK_EVERY_FRAMES: u32 = 32;
 
 impl EpisodeWriter {
     pub fn start(tx: Sender<Msg>, episode: i64, index: u64, seed: u64) -> EpisodeWriter {
@@ -91,6 +100,7 @@ impl EpisodeWriter {
             tx,
             batch: FrameBatch::new(episode),
             since: Instant::now(),
+            since_tick: crate::engine::ticks(),
             alive,
         }
     }
@@ -105,12 +115,15 @@ impl EpisodeWriter {
             b.writes.push((u64::from(frame.step), w.clone()));
         }
         b.frames += 1;
-        if b.frames >= BATCH_FRAMES
-            || b.data.len() >= CHUNK_BYTES
-            || self.since.elapsed() >= BATCH_EVERY
-        {
+        if b.frames >= BATCH_FRAMES || b.data.len() >= CHUNK_BYTES || self.batch_is_old() {
             self.flush();
         }
+    }
+
+    fn batch_is_old(&self) -> bool {
+        crate::engine::ticks().wrapping_sub(self.since_tick) >= BATCH_EVERY_TICKS
+            || (self.batch.frames.is_multiple_of(CLOCK_EVERY_FRAMES)
+                && self.since.elapsed() >= BATCH_EVERY)
     }
 
     fn flush(&mut self) {
@@ -120,6 +133,7 @@ impl EpisodeWriter {
             self.alive &= self.tx.send(Msg::Frames(Box::new(batch))).is_ok();
         }
         self.since = Instant::now();
+        self.since_tick = crate::engine::ticks();
     }
 
     pub fn end(mut self, finish: EpisodeFinish) {

@@ -387,6 +387,16 @@ impl Db {
         episode: i64,
         chunk: u32,
     ) -> Result<Vec<(Frame, Timing)>, StoreError> {
+        self.chunk_frames_with(episode, chunk, FrameFields::ALL)
+    }
+
+    /// The frames of one chunk with only `fields` decoded (the rest empty).
+    pub fn chunk_frames_with(
+        &self,
+        episode: i64,
+        chunk: u32,
+        fields: FrameFields,
+    ) -> Result<Vec<(Frame, Timing)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT data, timings FROM frame_chunks WHERE episode_id = ?1 AND chunk = ?2",
         )?;
@@ -397,7 +407,7 @@ impl Db {
             })
             .optional()?;
         if let Some((data, timings)) = found {
-            decode_chunk(&data, &timings, &mut out)
+            decode_chunk_fields(&data, &timings, fields, &mut out)
                 .map_err(|message| StoreError::Decode { episode, message })?;
         }
         Ok(out)
@@ -566,18 +576,402 @@ pub(crate) fn decode_chunk(
     timings: &[u8],
     out: &mut Vec<(Frame, Timing)>,
 ) -> Result<(), String> {
-    let raw = zstd::decode_all(data).map_err(|e| e.to_string())?;
-    let raw_timings = zstd::decode_all(timings).map_err(|e| e.to_string())?;
+    decode_chunk_fields(data, timings, FrameFields::ALL, out)
+}
+
+/// The parts of a frame a reader needs. Decoding skips the others without
+/// allocating (they read as empty: no observation parts, no logs, no memory
+/// writes, an empty info), which makes a breakpoint scan over `reward` or
+/// `step` several times cheaper than decoding whole frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameFields {
+    pub observation: bool,
+    pub info: bool,
+    pub logs: bool,
+    pub memory_writes: bool,
+}
+
+impl FrameFields {
+    pub const ALL: FrameFields = FrameFields {
+        observation: true,
+        info: true,
+        logs: true,
+        memory_writes: true,
+    };
+}
+
+/// Decompresses one zstd frame, sized from its header when it says its size.
+fn decompress(data: &[u8]) -> Result<Vec<u8>, String> {
+    match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(size)) if size <= 1 << 30 => {
+            zstd::bulk::decompress(data, size as usize).map_err(|e| e.to_string())
+        }
+        _ => zstd::decode_all(data).map_err(|e| e.to_string()),
+    }
+}
+
+/// Appends the frames of one compressed chunk to `out`, decoding only `fields`.
+pub(crate) fn decode_chunk_fields(
+    data: &[u8],
+    timings: &[u8],
+    fields: FrameFields,
+    out: &mut Vec<(Frame, Timing)>,
+) -> Result<(), String> {
+    let raw = decompress(data)?;
+    let raw_timings = decompress(timings)?;
     let (mut rest, mut rest_t) = (&raw[..], &raw_timings[..]);
     while !rest.is_empty() {
-        let (frame, r): (Frame, &[u8]) =
-            postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
+        let frame = if fields == FrameFields::ALL {
+            let (frame, r): (Frame, &[u8]) =
+                postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
+            rest = r;
+            frame
+        } else {
+            let mut de = postcard::Deserializer::from_bytes(rest);
+            let frame = serde::de::DeserializeSeed::deserialize(skim::Partial(fields), &mut de)
+                .map_err(|e| e.to_string())?;
+            rest = de.finalize().map_err(|e| e.to_string())?;
+            frame
+        };
         // Timings are informative: a missing or short record reads as zeros.
         let (timing, rt): (Timing, &[u8]) =
             postcard::take_from_bytes(rest_t).unwrap_or((Timing::default(), &[]));
         out.push((frame, timing));
-        rest = r;
         rest_t = rt;
     }
     Ok(())
+}
+
+/// Decoding a [`Frame`] field by field, skipping the fields a reader does
+/// not need. The skimming types mirror the recorded types' postcard layout
+/// (the contract's WIT order); `tests::partial_decoding_matches` checks them
+/// against whole-frame decoding.
+mod skim {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::Deserialize;
+    use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+
+    use super::FrameFields;
+    use crate::model::{Action, Frame, Level, LogLine, MemoryWrite, Observation, Role};
+
+    /// A sequence whose elements are read and dropped.
+    pub(super) struct SkipSeq<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for SkipSeq<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = SkipSeq<T>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a sequence")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                    while seq.next_element::<T>()?.is_some() {}
+                    Ok(SkipSeq(PhantomData))
+                }
+            }
+            d.deserialize_seq(V(PhantomData))
+        }
+    }
+
+    // Strings are skipped as bytes: the same postcard layout, no UTF-8 check.
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct PartSkim<'a> {
+        #[serde(borrow)]
+        name: &'a [u8],
+        #[serde(borrow)]
+        value: ValueSkim<'a>,
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    enum ValueSkim<'a> {
+        Discrete(u32),
+        Vector(SkipSeq<f32>),
+        Image(#[serde(borrow)] ImageSkim<'a>),
+        Text(&'a [u8]),
+        Tree(#[serde(borrow)] SkipSeq<ElementSkim<'a>>),
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct ImageSkim<'a> {
+        width: u32,
+        height: u32,
+        channels: u32,
+        pixels: &'a [u8],
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct RectSkim {
+        x: i32,
+        y: i32,
+        width: u32,
+        height: u32,
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct ElementSkim<'a> {
+        id: u32,
+        parent: Option<u32>,
+        role: &'a [u8],
+        name: &'a [u8],
+        value: &'a [u8],
+        bounds: RectSkim,
+        focused: bool,
+        checked: Option<bool>,
+        disabled: bool,
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct LogSkim<'a> {
+        role: Role,
+        level: Level,
+        message: &'a [u8],
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct WriteSkim<'a> {
+        path: &'a [u8],
+        #[serde(borrow)]
+        value: Option<&'a [u8]>,
+    }
+
+    /// The field names of [`Frame`], in its declaration (and encoding) order.
+    const FRAME_FIELDS: &[&str] = &[
+        "step",
+        "observation",
+        "action",
+        "env_reward",
+        "reward",
+        "terminated",
+        "truncated",
+        "info",
+        "success",
+        "note",
+        "logs",
+        "memory_writes",
+    ];
+
+    /// A [`Frame`] with only some fields decoded.
+    pub(super) struct Partial(pub FrameFields);
+
+    impl<'de> DeserializeSeed<'de> for Partial {
+        type Value = Frame;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Frame, D::Error> {
+            d.deserialize_struct("Frame", FRAME_FIELDS, self)
+        }
+    }
+
+    fn next<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(
+        seq: &mut A,
+        field: usize,
+    ) -> Result<T, A::Error> {
+        seq.next_element::<T>()?
+            .ok_or_else(|| de::Error::invalid_length(field, &"a recorded frame"))
+    }
+
+    impl<'de> Visitor<'de> for Partial {
+        type Value = Frame;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a recorded frame")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Frame, A::Error> {
+            let want = self.0;
+            let step: u32 = next(&mut seq, 0)?;
+            let observation: Observation = if want.observation {
+                next(&mut seq, 1)?
+            } else {
+                next::<SkipSeq<PartSkim<'de>>, _>(&mut seq, 1)?;
+                Vec::new()
+            };
+            let action: Action = next(&mut seq, 2)?;
+            let env_reward: f32 = next(&mut seq, 3)?;
+            let reward: f32 = next(&mut seq, 4)?;
+            let terminated: bool = next(&mut seq, 5)?;
+            let truncated: bool = next(&mut seq, 6)?;
+            let info: String = if want.info {
+                next(&mut seq, 7)?
+            } else {
+                next::<&'de [u8], _>(&mut seq, 7)?;
+                String::new()
+            };
+            let success: Option<bool> = next(&mut seq, 8)?;
+            let note: Option<String> = next(&mut seq, 9)?;
+            let logs: Vec<LogLine> = if want.logs {
+                next(&mut seq, 10)?
+            } else {
+                next::<SkipSeq<LogSkim<'de>>, _>(&mut seq, 10)?;
+                Vec::new()
+            };
+            let memory_writes: Vec<MemoryWrite> = if want.memory_writes {
+                next(&mut seq, 11)?
+            } else {
+                next::<SkipSeq<WriteSkim<'de>>, _>(&mut seq, 11)?;
+                Vec::new()
+            };
+            Ok(Frame {
+                step,
+                observation,
+                action,
+                env_reward,
+                reward,
+                terminated,
+                truncated,
+                info,
+                success,
+                note,
+                logs,
+                memory_writes,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        Action, Element, Image, Level, LogLine, MemoryWrite, Part, Rect, Role, Value,
+    };
+
+    fn frame(step: u32) -> Frame {
+        let element = |id: u32| Element {
+            id,
+            parent: id.checked_sub(1),
+            role: "button".into(),
+            name: format!("b{id}"),
+            value: "ok".into(),
+            bounds: Rect {
+                x: -3,
+                y: 4,
+                width: 5,
+                height: 6,
+            },
+            focused: id == 1,
+            checked: Some(true),
+            disabled: false,
+        };
+        Frame {
+            step,
+            observation: vec![
+                Part {
+                    name: "v".into(),
+                    value: Value::Vector(vec![1.5, -2.0, f32::MAX]),
+                },
+                Part {
+                    name: "d".into(),
+                    value: Value::Discrete(7),
+                },
+                Part {
+                    name: "img".into(),
+                    value: Value::Image(Image {
+                        width: 2,
+                        height: 2,
+                        channels: 1,
+                        pixels: vec![0, 255, 3, 4],
+                    }),
+                },
+                Part {
+                    name: "txt".into(),
+                    value: Value::Text("héllo\nworld".into()),
+                },
+                Part {
+                    name: "tree".into(),
+                    value: Value::Tree(vec![element(0), element(1)]),
+                },
+            ],
+            action: Action::TypeText("typed".into()),
+            env_reward: 0.25,
+            reward: -1.0,
+            terminated: step.is_multiple_of(2),
+            truncated: false,
+            info: r#"{"success":true}"#.into(),
+            success: Some(false),
+            note: Some("a note".into()),
+            logs: vec![LogLine {
+                role: Role::Agent,
+                level: Level::Warn,
+                message: format!("log {step}"),
+            }],
+            memory_writes: vec![
+                MemoryWrite {
+                    path: "/episode/a".into(),
+                    value: Some("1".into()),
+                },
+                MemoryWrite {
+                    path: "/episode/b".into(),
+                    value: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn partial_decoding_matches_whole_frames() {
+        let frames: Vec<Frame> = (0..5).map(frame).collect();
+        let mut raw = Vec::new();
+        let mut raw_t = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            raw = postcard::to_extend(f, raw).unwrap();
+            let t = Timing {
+                act_ns: i as u64,
+                step_ns: 2,
+                score_ns: 3,
+            };
+            raw_t = postcard::to_extend(&t, raw_t).unwrap();
+        }
+        let data = zstd::bulk::compress(&raw, 1).unwrap();
+        let timings = zstd::bulk::compress(&raw_t, 1).unwrap();
+        let mut whole = Vec::new();
+        decode_chunk(&data, &timings, &mut whole).unwrap();
+        assert_eq!(
+            whole.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
+            frames
+        );
+        for bits in 0..16u8 {
+            let fields = FrameFields {
+                observation: bits & 1 != 0,
+                info: bits & 2 != 0,
+                logs: bits & 4 != 0,
+                memory_writes: bits & 8 != 0,
+            };
+            let mut partial = Vec::new();
+            decode_chunk_fields(&data, &timings, fields, &mut partial).unwrap();
+            let expected: Vec<(Frame, Timing)> = whole
+                .iter()
+                .cloned()
+                .map(|(mut f, t)| {
+                    if !fields.observation {
+                        f.observation.clear();
+                    }
+                    if !fields.info {
+                        f.info.clear();
+                    }
+                    if !fields.logs {
+                        f.logs.clear();
+                    }
+                    if !fields.memory_writes {
+                        f.memory_writes.clear();
+                    }
+                    (f, t)
+                })
+                .collect();
+            assert_eq!(partial, expected, "fields {fields:?}");
+        }
+        // A cut record is an error, not a short read.
+        let cut = zstd::bulk::compress(&raw[..raw.len() - 3], 1).unwrap();
+        let skip = FrameFields {
+            observation: false,
+            ..FrameFields::ALL
+        };
+        assert!(decode_chunk_fields(&cut, &timings, skip, &mut Vec::new()).is_err());
+    }
 }

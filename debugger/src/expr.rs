@@ -35,6 +35,17 @@ pub(crate) struct Uses {
 }
 
 impl Uses {
+    /// The parts of recorded frames these variables are built from.
+    pub fn fields(self) -> ludus_arena::store::FrameFields {
+        let info = crate::view::PLAIN.iter().position(|n| *n == "info");
+        ludus_arena::store::FrameFields {
+            observation: self.observation,
+            info: info.is_some_and(|i| self.plain & (1 << i) != 0),
+            logs: self.logs,
+            memory_writes: self.memory,
+        }
+    }
+
     pub fn union(self, o: Uses) -> Uses {
         Uses {
             plain: self.plain | o.plain,

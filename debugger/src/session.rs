@@ -11,6 +11,8 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::{Context, Value};
 use serde::Serialize;
 
@@ -459,6 +461,35 @@ fn root_context(source: &dyn FrameSource) -> Context<'static, 'static> {
     root
 }
 
+/// Value -> CEL's own representation, which the context hands to expressions.
+fn to_val(v: Value) -> Result<Box<dyn Val>, DebugError> {
+    Box::<dyn Val>::try_from(v)
+        .map_err(|e| DebugError::Invalid(format!("cannot make a CEL value: {e}")))
+}
+
+/// One frame's variables, resolved by name as an expression reads them.
+#[derive(Default)]
+struct FrameScope {
+    vars: Vec<(&'static str, Box<dyn Val>)>,
+    memory: Option<Box<dyn Val>>,
+    prev: Option<Box<dyn Val>>,
+}
+
+impl VariableResolver for FrameScope {
+    fn resolve<'b>(&'b self, name: &str) -> Option<CowVal<'b, 'b>> {
+        let found: Option<&'b dyn Val> = match name {
+            "memory" => self.memory.as_deref(),
+            "prev" => self.prev.as_deref(),
+            _ => self
+                .vars
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_ref()),
+        };
+        found.map(CowVal::Borrowed)
+    }
+}
+
 /// Evaluates `exprs` on frames `lo..hi` in order, handing each frame's
 /// results to `on` until it breaks. Reads each chunk once; the memory is
 /// rebuilt once at `lo` and then kept up to date from the frames' writes.
@@ -488,19 +519,23 @@ pub(crate) fn scan(
         source.memory_after(lo - 1)?
     };
     let mut mem_val: Option<Value> = uses.memory.then(|| memory_cel(&memory, &known));
-    let mut prev: Option<Value> = None;
+    // The memory and `prev` as CEL holds them, converted once per change
+    // rather than copied into every frame's context.
+    let mut mem_cel: Option<Box<dyn Val>> = mem_val.clone().map(to_val).transpose()?;
+    let mut prev: Option<Box<dyn Val>> = None;
     if uses.prev {
-        prev = Some(if lo == 0 {
+        prev = Some(to_val(if lo == 0 {
             start_vars(mem_val.clone())
         } else {
             let (first, block) = source.block(lo - 1)?;
             let (f, t) = &block[(lo - 1 - first) as usize];
             vars_to_map(frame_vars(f, t, mem_val.clone(), uses))
-        });
+        })?);
     }
     let mut results: Vec<Result<bool, String>> = Vec::with_capacity(exprs.len());
+    let mut scope = FrameScope::default();
     let mut k = lo;
-    for block in source.blocks_from(lo) {
+    for block in source.blocks_from(lo, uses.fields()) {
         let (first, block) = block?;
         if k >= hi {
             break;
@@ -521,20 +556,38 @@ pub(crate) fn scan(
                         .map(|w| (w.path.as_str(), w.value.as_deref())),
                 );
                 mem_val = Some(memory_cel(&memory, &known));
+                mem_cel = mem_val.clone().map(to_val).transpose()?;
             }
-            let vars = frame_vars(frame, timing, mem_val.clone(), uses);
-            let mut ctx = root.new_inner_scope();
-            if let Some(p) = &prev {
-                ctx.add_variable_from_value("prev", p.clone());
-            }
-            if uses.prev {
-                prev = Some(vars_to_map(vars.clone()));
-            }
+            // `memory` goes in apart (see `mem_cel`); `changed` still comes
+            // from the frame.
+            let vars = frame_vars(frame, timing, uses.memory.then_some(Value::Null), uses);
+            let next_prev = if uses.prev {
+                let mut all = vars.clone();
+                if let Some(m) = &mem_val {
+                    all.retain(|(n, _)| *n != "memory");
+                    all.push(("memory", m.clone()));
+                }
+                Some(to_val(vars_to_map(all))?)
+            } else {
+                None
+            };
+            scope.vars.clear();
             for (name, v) in vars {
-                ctx.add_variable_from_value(name, v);
+                if name != "memory" {
+                    scope.vars.push((name, to_val(v)?));
+                }
             }
+            scope.memory = mem_cel.take();
+            scope.prev = prev.take();
+            // A child scope for this frame only (the context is covariant
+            // in what it borrows, so it may borrow `scope` this long).
+            let mut ctx = Context::new_inner_scope(&root);
+            ctx.set_variable_resolver(&scope);
             results.clear();
             results.extend(exprs.iter().map(|e| e.holds(&ctx)));
+            drop(ctx);
+            mem_cel = scope.memory.take();
+            prev = next_prev;
             if on(k, &results).is_break() {
                 return Ok(());
             }

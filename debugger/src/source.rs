@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use ludus_arena::memory::{MemoryBase, apply_writes};
 use ludus_arena::model::{Frame, Timing};
-use ludus_arena::store::{ChunkInfo, Db, EpisodeRow, RunRow};
+use ludus_arena::store::{ChunkInfo, Db, EpisodeRow, FrameFields, RunRow};
 
 use crate::DebugError;
 use crate::view::EpisodeMeta;
@@ -27,8 +27,15 @@ pub trait FrameSource {
     /// The block of frames that holds frame `k` (`k < len`).
     fn block(&self, k: u64) -> Result<Block, DebugError>;
     /// The blocks from the one holding frame `k` to the end, in order, for
-    /// scans. A recording reads and decodes them ahead on another thread.
-    fn blocks_from(&self, k: u64) -> Box<dyn Iterator<Item = Result<Block, DebugError>> + '_> {
+    /// scans. A recording reads and decodes them ahead on another thread,
+    /// decoding only `fields` (the others read as empty); other sources may
+    /// hand out whole frames.
+    fn blocks_from(
+        &self,
+        k: u64,
+        fields: FrameFields,
+    ) -> Box<dyn Iterator<Item = Result<Block, DebugError>> + '_> {
+        let _ = fields;
         sequential_blocks(self, k)
     }
     /// The memory the episode started from.
@@ -147,9 +154,14 @@ impl FrameSource for Recording {
         Ok((info.first_step, frames))
     }
 
-    fn blocks_from(&self, k: u64) -> Box<dyn Iterator<Item = Result<Block, DebugError>> + '_> {
+    fn blocks_from(
+        &self,
+        k: u64,
+        fields: FrameFields,
+    ) -> Box<dyn Iterator<Item = Result<Block, DebugError>> + '_> {
         // Reading and decoding chunks costs more than evaluating most
-        // breakpoints: a second connection does it ahead, on another core.
+        // breakpoints: a second connection does it ahead, on another core,
+        // and skips what the breakpoints do not read.
         let i = self
             .chunks
             .partition_point(|c| c.first_step + u64::from(c.frames) <= k);
@@ -169,7 +181,7 @@ impl FrameSource for Recording {
                 };
                 for c in chunks {
                     let block = db
-                        .chunk_frames(episode, c.chunk)
+                        .chunk_frames_with(episode, c.chunk, fields)
                         .map(|frames| (c.first_step, Arc::new(frames)))
                         .map_err(DebugError::from);
                     // The scan stopped (a hit): stop reading.

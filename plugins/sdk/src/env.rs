@@ -9,6 +9,26 @@ pub trait Env: Sized + 'static {
     fn reset(&mut self, seed: u64) -> ResetResult;
     /// Applies one action.
     fn step(&mut self, action: &Action) -> StepResult;
+
+    /// The batched interface's fast path (optional): starts a new episode and
+    /// writes its observation's flat vector (`vector_size` values) into `out`.
+    /// The default calls [`Env::reset`] and flattens its vector parts;
+    /// override it (with [`Env::step_flat`]) to step copies without building an
+    /// `Observation` per step. It must write what `reset` would observe.
+    fn reset_flat(&mut self, seed: u64, out: &mut [f32]) {
+        let reset = self.reset(seed);
+        write_vector(out, &reset.observation);
+    }
+
+    /// The batched interface's fast path (optional): applies one action,
+    /// writes the next observation's flat vector into `out` and returns
+    /// `(reward, terminated, truncated)`. The default calls [`Env::step`];
+    /// an override must agree with it.
+    fn step_flat(&mut self, action: &Action, out: &mut [f32]) -> (f32, bool, bool) {
+        let step = self.step(action);
+        write_vector(out, &step.observation);
+        (step.reward, step.terminated, step.truncated)
+    }
 }
 
 struct Copy<E> {
@@ -75,12 +95,11 @@ impl<E: Env> EnvState<E> {
     pub fn batch_reset(&mut self, seeds: Vec<u64>) -> Result<Vec<f32>, String> {
         let size = self.vector_size()?;
         let config = self.config.clone().unwrap_or_default();
-        let mut out = Vec::with_capacity(seeds.len() * size);
+        let mut out = vec![0.0; seeds.len() * size];
         self.batch.clear();
-        for seed in seeds {
+        for (seed, slot) in seeds.into_iter().zip(out.chunks_exact_mut(size)) {
             let (mut env, _) = E::init(&config)?;
-            let reset = env.reset(seed);
-            push_vector(&mut out, &reset.observation, size);
+            env.reset_flat(seed, slot);
             self.batch.push(Copy {
                 env,
                 seed,
@@ -110,26 +129,33 @@ impl<E: Env> EnvState<E> {
                 actions.len()
             ));
         }
+        // Every copy writes its observation straight into its slot of the
+        // flat result: with `step_flat` overridden, no allocation per copy.
         let mut result = BatchResult {
-            observations: Vec::with_capacity(n * size),
+            observations: vec![0.0; n * size],
             rewards: Vec::with_capacity(n),
             flags: Vec::with_capacity(n),
         };
-        for (copy, action) in self.batch.iter_mut().zip(actions.chunks_exact(width)) {
-            let step = copy.env.step(&action_from_flat(action, discrete));
+        let slots = result.observations.chunks_exact_mut(size);
+        for ((copy, action), slot) in self
+            .batch
+            .iter_mut()
+            .zip(actions.chunks_exact(width))
+            .zip(slots)
+        {
+            let (reward, terminated, truncated) = copy
+                .env
+                .step_flat(&action_from_flat(action, discrete), slot);
             copy.steps += 1;
-            let truncated = step.truncated || (max_steps > 0 && copy.steps >= max_steps);
-            result.rewards.push(step.reward);
+            let truncated = truncated || (max_steps > 0 && copy.steps >= max_steps);
+            result.rewards.push(reward);
             result
                 .flags
-                .push(u8::from(step.terminated) | (u8::from(truncated) << 1));
-            if step.terminated || truncated {
+                .push(u8::from(terminated) | (u8::from(truncated) << 1));
+            if terminated || truncated {
                 copy.seed = util::next_seed(copy.seed);
                 copy.steps = 0;
-                let reset = copy.env.reset(copy.seed);
-                push_vector(&mut result.observations, &reset.observation, size);
-            } else {
-                push_vector(&mut result.observations, &step.observation, size);
+                copy.env.reset_flat(copy.seed, slot);
             }
         }
         Ok(result)
@@ -145,11 +171,17 @@ fn action_from_flat(values: &[f32], discrete: bool) -> Action {
     }
 }
 
-fn push_vector(out: &mut Vec<f32>, observation: &[crate::Part], size: usize) {
-    let start = out.len();
-    util::flatten_vectors(observation, out);
-    // Keep the layout fixed even if an observation is malformed.
-    out.resize(start + size, 0.0);
+/// Writes an observation's vector parts, concatenated, into `out`: zeros
+/// past their end, cut at `out`'s length (the layout stays fixed even if an
+/// observation is malformed).
+pub fn write_vector(out: &mut [f32], observation: &[crate::Part]) {
+    let mut values = observation.iter().flat_map(|p| match &p.value {
+        crate::Value::Vector(v) => v.as_slice(),
+        _ => &[],
+    });
+    for slot in out.iter_mut() {
+        *slot = values.next().copied().unwrap_or(0.0);
+    }
 }
 
 /// Exports a type implementing [`Env`] as this component's environment.

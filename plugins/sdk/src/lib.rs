@@ -61,7 +61,7 @@ pub mod memory;
 #[cfg(feature = "env")]
 mod env;
 #[cfg(feature = "env")]
-pub use env::Env;
+pub use env::{Env, write_vector};
 
 #[cfg(feature = "agent")]
 mod agent;

@@ -57,14 +57,7 @@ impl Env for CartPoleEnv {
     }
 
     fn reset(&mut self, seed: u64) -> ResetResult {
-        self.rng = Rng::new(seed);
-        let u = [
-            self.rng.next_f64(),
-            self.rng.next_f64(),
-            self.rng.next_f64(),
-            self.rng.next_f64(),
-        ];
-        self.sim.reset(u);
+        self.start(seed);
         ResetResult {
             observation: self.observation(),
             task: "Keep the pole upright for 500 steps.".into(),
@@ -73,12 +66,7 @@ impl Env for CartPoleEnv {
     }
 
     fn step(&mut self, action: &Action) -> StepResult {
-        let right = match action {
-            Action::Discrete(a) => *a == 1,
-            Action::Continuous(v) => v.first().is_some_and(|f| *f > 0.0),
-            _ => false,
-        };
-        let (reward, terminated, truncated) = self.sim.step(right);
+        let (reward, terminated, truncated) = self.sim.step(push_right(action));
         StepResult {
             observation: self.observation(),
             reward,
@@ -91,9 +79,49 @@ impl Env for CartPoleEnv {
             },
         }
     }
+
+    // The batched interface steps copies through these: no observation is
+    // built, the state goes straight into the flat result.
+    fn reset_flat(&mut self, seed: u64, out: &mut [f32]) {
+        self.start(seed);
+        self.observe_flat(out);
+    }
+
+    fn step_flat(&mut self, action: &Action, out: &mut [f32]) -> (f32, bool, bool) {
+        let stepped = self.sim.step(push_right(action));
+        self.observe_flat(out);
+        stepped
+    }
+}
+
+fn push_right(action: &Action) -> bool {
+    match action {
+        Action::Discrete(a) => *a == 1,
+        Action::Continuous(v) => v.first().is_some_and(|f| *f > 0.0),
+        _ => false,
+    }
 }
 
 impl CartPoleEnv {
+    fn start(&mut self, seed: u64) {
+        self.rng = Rng::new(seed);
+        let u = [
+            self.rng.next_f64(),
+            self.rng.next_f64(),
+            self.rng.next_f64(),
+            self.rng.next_f64(),
+        ];
+        self.sim.reset(u);
+    }
+
+    fn observe_flat(&self, out: &mut [f32]) {
+        let mut o = [0.0f32; 4];
+        self.sim.observe(&mut o);
+        for (slot, v) in out.iter_mut().zip(o) {
+            *slot = v;
+        }
+    }
+
     fn observation(&self) -> Observation {
         let mut o = [0.0f32; 4];
         self.sim.observe(&mut o);
