@@ -616,8 +616,13 @@ fn set_text(h: &mut Harness<'static, AppState>, label: &str, text: &str) {
     h.run();
     h.key_press_modifiers(Modifiers::COMMAND, Key::A);
     h.run();
-    h.get_by_label(label).type_text(text);
+    h.key_press(Key::Backspace);
     h.run();
+    if !text.is_empty() {
+        h.get_by_label(label).type_text(text);
+        h.run();
+    }
+    assert_eq!(h.get_by_label(label).value().unwrap_or_default(), text);
 }
 
 #[test]
@@ -789,7 +794,9 @@ fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
         last,
         "one point per update, none lost"
     );
-    h.get_by_label_contains("stopped after ");
+    let status = t.status.clone();
+    h.get_by_label(&status);
+    h.get_by_label(&format!("training `tiny-ppo`: {status}"));
     // The run is recorded as stopped, with a checkpoint to resume from.
     let store = ludus_arena::Db::open(&db).unwrap();
     let runs = store.runs().unwrap();
@@ -811,9 +818,11 @@ fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
     );
     // Its sampled episodes, opened in the debugger.
     let t = h.state().train.as_ref().unwrap();
+    // The newest first, as the list shows them.
     let ep = t
         .episodes
         .iter()
+        .rev()
         .find(|e| e.outcome == "terminated" && e.length > 2)
         .expect("a finished sampled episode")
         .clone();
