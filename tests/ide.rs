@@ -788,7 +788,7 @@ fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
     assert!(!t.running());
     assert!(t.status.starts_with("stopped after "), "{}", t.status);
     let last = t.last.as_ref().expect("updates were reported").update;
-    assert!(last >= 3 && last < 100_000, "{last}");
+    assert!((3..100_000).contains(&last), "{last}");
     assert_eq!(
         t.points("policy_loss") as u64,
         last,
