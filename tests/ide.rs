@@ -1023,3 +1023,51 @@ fn workspace_lists_plugin_crates_and_wasm_files() {
         plugin("cartpole").display().to_string()
     );
 }
+
+#[test]
+fn closing_the_ide_stops_training_and_the_run_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_ppo_config(dir.path());
+    let db = dir.path().join("train.db");
+    let mut state = AppState::new();
+    state.train_form.config = config.display().to_string();
+    state.train_form.db = db.display().to_string();
+    state.apply(Cmd::StartTraining);
+    let two = |s: &AppState| {
+        s.train
+            .as_ref()
+            .is_some_and(|t| t.points("policy_loss") >= 2)
+    };
+    assert!(state.wait_until(std::time::Duration::from_secs(120), two));
+    // What the window's close does.
+    assert!(state.shutdown(std::time::Duration::from_secs(120)));
+    assert!(state.errors().is_empty(), "{:?}", state.errors());
+    let stopped_at = state.train.as_ref().unwrap().last.as_ref().unwrap().update;
+    let store = ludus_arena::Db::open(&db).unwrap();
+    assert_eq!(store.runs().unwrap()[0].status, "stopped");
+    drop(store);
+    // Starting it again without resuming is refused with a message; with
+    // Resume ticked it continues after the update where it stopped.
+    state.apply(Cmd::StartTraining);
+    state.wait_for_workers();
+    let errors = state.errors().join("\n");
+    assert!(errors.contains("resume"), "{errors}");
+    state.train_form.resume = true;
+    state.apply(Cmd::StartTraining);
+    let t = state.train.as_ref().unwrap();
+    assert_eq!(
+        t.points("policy_loss") as u64,
+        stopped_at,
+        "a resumed run shows the curves recorded so far"
+    );
+    let more = |s: &AppState| {
+        s.train
+            .as_ref()
+            .and_then(|t| t.last.as_ref())
+            .is_some_and(|r| r.update > stopped_at)
+    };
+    assert!(state.wait_until(std::time::Duration::from_secs(120), more));
+    let first_new = state.train.as_ref().unwrap().curves["policy_loss"][stopped_at as usize].x;
+    assert_eq!(first_new as u64, stopped_at + 1);
+    assert!(state.shutdown(std::time::Duration::from_secs(120)));
+}

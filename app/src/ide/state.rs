@@ -560,6 +560,22 @@ impl AppState {
         true
     }
 
+    /// Before the app closes: cancels the run and stops the training in
+    /// progress, and waits up to `timeout` for them to end, so a training
+    /// run keeps its last checkpoint and is recorded as stopped rather than
+    /// cut off. True when nothing was left running.
+    pub fn shutdown(&mut self, timeout: Duration) -> bool {
+        if let Some(job) = &self.run_job {
+            job.progress.cancel.store(true, Ordering::Relaxed);
+        }
+        if let Some(stop) = self.train.as_ref().and_then(|t| t.stop.as_ref()) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        self.wait_until(timeout, |s| {
+            s.run_job.is_none() && !s.train.as_ref().is_some_and(TrainView::running)
+        })
+    }
+
     /// Runs `job` on a named thread; it reports through the channel and
     /// wakes the UI when it is done.
     fn spawn(&mut self, name: &str, job: impl FnOnce(&Sender<Event>) + Send + 'static) -> bool {
@@ -750,7 +766,10 @@ impl AppState {
                             self.apply(Command::Refresh);
                         }
                     }
-                    Err(e) => {
+                    Err(mut e) => {
+                        if e.contains("--resume") {
+                            e.push_str(" (here: tick \"Resume from the last checkpoint\")");
+                        }
                         t.status = format!("failed: {e}");
                         self.toast(format!("training failed: {e}"), true);
                     }
