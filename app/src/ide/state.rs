@@ -59,6 +59,9 @@ pub enum Command {
     RefreshTrainEpisodes,
     /// Open an episode of the training run in the debugger.
     OpenTrainEpisode(i64),
+    /// Put a plugin file into the arena form: kind (`env`, `agent`,
+    /// `reward`) and path.
+    UsePlugin(String, PathBuf),
 }
 
 /// Cursor moves in the debugger.
@@ -925,6 +928,20 @@ impl AppState {
             }
             Command::Rerun => self.rerun()?,
             Command::DiffOther => self.diff_other()?,
+            Command::UsePlugin(kind, path) => {
+                let slot = match kind.as_str() {
+                    "env" => &mut self.arena.env,
+                    "agent" => &mut self.arena.agent,
+                    "reward" => &mut self.arena.reward,
+                    _ => {
+                        return Err(format!(
+                            "{}: not an env, agent or reward plugin",
+                            path.display()
+                        ));
+                    }
+                };
+                *slot = path.display().to_string();
+            }
             Command::StartTraining => self.start_training()?,
             Command::StopTraining => {
                 if let Some(stop) = self.train.as_ref().and_then(|t| t.stop.as_ref()) {

@@ -356,12 +356,16 @@ fn workspace_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
                     ui.label(&p.kind);
                     ui.label(&p.contract);
                     ui.label(&p.description);
-                    if p.kind == "env" && ui.button("Use as environment").clicked() {
-                        state.arena.env = p.path.display().to_string();
-                    } else if p.kind == "agent" && ui.button("Use as agent").clicked() {
-                        state.arena.agent = p.path.display().to_string();
-                    } else if p.kind == "reward" && ui.button("Use as reward").clicked() {
-                        state.arena.reward = p.path.display().to_string();
+                    let button = match p.kind.as_str() {
+                        "env" => Some("Use as environment"),
+                        "agent" => Some("Use as agent"),
+                        "reward" => Some("Use as reward"),
+                        _ => None,
+                    };
+                    if let Some(b) = button
+                        && ui.button(b).clicked()
+                    {
+                        cmds.push(Command::UsePlugin(p.kind.clone(), p.path.clone()));
                     }
                     ui.end_row();
                 }
@@ -391,12 +395,7 @@ fn workspace_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
                             if let Some(role) = role
                                 && ui.button(format!("Use {} as {role}", c.name)).clicked()
                             {
-                                let path = w.display().to_string();
-                                match role {
-                                    "environment" => state.arena.env = path,
-                                    "agent" => state.arena.agent = path,
-                                    _ => state.arena.reward = path,
-                                }
+                                cmds.push(Command::UsePlugin(c.kind.clone(), w.clone()));
                             }
                         }
                         None => {
