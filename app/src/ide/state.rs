@@ -123,6 +123,10 @@ pub enum Event {
     /// One training update (reported while training runs).
     TrainUpdate(Box<UpdateReport>),
     TrainDone(Result<TrainSummary, String>),
+    TrainEpisodes {
+        run: String,
+        episodes: Result<Vec<EpisodeRow>, String>,
+    },
     PluginChanged(PathBuf),
 }
 
@@ -739,6 +743,14 @@ impl AppState {
                     t.last = Some(*r);
                 }
             }
+            Event::TrainEpisodes { run, episodes } => match episodes {
+                Ok(e) => {
+                    if let Some(t) = self.train.as_mut().filter(|t| t.run_id == run) {
+                        t.episodes = e;
+                    }
+                }
+                Err(e) => self.toast(e, true),
+            },
             Event::TrainDone(r) => {
                 let Some(t) = &mut self.train else { return };
                 let stopped = t.stop.take().is_some_and(|s| s.load(Ordering::Relaxed));
@@ -950,12 +962,15 @@ impl AppState {
             }
             Command::ShowTrainCurves(run) => self.show_train_curves(&run)?,
             Command::RefreshTrainEpisodes => {
-                let t = self.train.as_mut().ok_or("no training run is shown")?;
-                let read = |db: &Db| db.episodes(&t.run_id).map_err(|e| e.to_string());
-                t.episodes = match &self.db {
-                    Some(db) if self.db_path.as_deref() == Some(t.db.as_path()) => read(db)?,
-                    _ => read(&Db::open(&t.db).map_err(|e| e.to_string())?)?,
-                };
+                // Off the UI thread: the trainer may be committing to it.
+                let t = self.train.as_ref().ok_or("no training run is shown")?;
+                let (db, run) = (t.db.clone(), t.run_id.clone());
+                self.spawn("ludus-ide-train-episodes", move |tx| {
+                    let episodes = Db::open(&db)
+                        .and_then(|d| d.episodes(&run))
+                        .map_err(|e| format!("episodes of training run `{run}`: {e}"));
+                    let _ = tx.send(Event::TrainEpisodes { run, episodes });
+                });
             }
             Command::OpenTrainEpisode(id) => {
                 let t = self.train.as_ref().ok_or("no training run is shown")?;
