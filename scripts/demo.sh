@@ -18,13 +18,16 @@ done
 echo "== PPO on CartPole with \`ludus train\` (metrics and every sampled episode into ludus-train.db)"
 rm -rf ludus-train.db ludus-train.db-wal ludus-train.db-shm ludus-train-ppo-cartpole-checkpoints
 $LUDUS train configs/ppo-cartpole.toml --db ludus-train.db | tail -2
-echo "recorded into ludus.db; stored agent memory: $($LUDUS memory list ludus.db /agent | wc -l) paths"
+echo "== Summary"
+echo "ludus.db: the CartPole run and the two maze runs above; stored agent memory: $($LUDUS memory list ludus.db /agent | wc -l) paths"
+echo "ludus-train.db: the PPO run's metrics and every episode it sampled; checkpoints in ludus-train-ppo-cartpole-checkpoints/"
 # Then the IDE on what was just recorded, when there is a display to show it on.
 if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
     echo "== opening the IDE on ludus.db"
     $LUDUS ide ludus.db
 else
     echo "no display here (neither DISPLAY nor WAYLAND_DISPLAY is set): open the IDE on a desktop with"
-    echo "    $LUDUS ide ludus.db"
+    echo "    $LUDUS ide ludus.db          # runs, arena, training, workspace, debugger"
+    echo "    $LUDUS ide ludus-train.db    # the PPO run: Runs tab, then Show training curves"
     echo "or, in a virtual X server: xvfb-run $LUDUS ide ludus.db"
 fi

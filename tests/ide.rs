@@ -608,3 +608,466 @@ fn rebuilt_plugin_is_noticed_and_the_episode_reruns_with_it() {
     assert_eq!(d.branches.len(), 1, "the re-run is recorded as a branch");
     assert_eq!(d.branches[0].0.parent_episode, Some(episode));
 }
+
+/// Replaces the text of the field labelled `label` by `text`, as a user
+/// would: focus, select all, type.
+fn set_text(h: &mut Harness<'static, AppState>, label: &str, text: &str) {
+    h.get_by_label(label).focus();
+    h.run();
+    h.key_press_modifiers(Modifiers::COMMAND, Key::A);
+    h.run();
+    h.key_press(Key::Backspace);
+    h.run();
+    if !text.is_empty() {
+        h.get_by_label(label).type_text(text);
+        h.run();
+    }
+    assert_eq!(h.get_by_label(label).value().unwrap_or_default(), text);
+}
+
+#[test]
+fn arena_tab_runs_shows_progress_and_cancels_keeping_recorded_episodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("arena.db");
+    let mut h = harness(AppState::new());
+    h.run();
+    h.get_by_label("Arena").click_accesskit();
+    h.run();
+    // The ticker never ends by itself: 100 million steps per episode, so the
+    // run is still going when it is cancelled.
+    set_text(
+        &mut h,
+        "Environment (.wasm)",
+        &plugin("ticker").display().to_string(),
+    );
+    set_text(&mut h, "Environment config", "steps=100000000");
+    set_text(
+        &mut h,
+        "Agent (.wasm)",
+        &plugin("random_agent").display().to_string(),
+    );
+    set_text(
+        &mut h,
+        "Run database (empty: the open one)",
+        &db.display().to_string(),
+    );
+    h.state_mut().arena.episodes = 3;
+    h.state_mut().arena.jobs = 1;
+    h.run();
+    h.get_by_label("Start run").click_accesskit();
+    h.step();
+    no_errors(&h);
+    assert!(h.state().run_job.is_some(), "the run started");
+    // Progress: the run reports steps while it goes.
+    let advanced = h
+        .state_mut()
+        .wait_until(std::time::Duration::from_secs(60), |s| {
+            s.run_job
+                .as_ref()
+                .is_some_and(|j| j.progress.steps.load(std::sync::atomic::Ordering::Relaxed) > 2000)
+        });
+    assert!(
+        advanced,
+        "the run made no progress: {:?}",
+        h.state().errors()
+    );
+    h.step();
+    h.get_by_label_contains("running: 0/3 episodes");
+    assert_eq!(
+        h.query_all_by_label_contains("0/3 episodes, ").count(),
+        2,
+        "the status bar and the progress bar both show the run's progress"
+    );
+    // Cancel it.
+    h.get_by_label("Cancel run").click_accesskit();
+    h.step();
+    h.state_mut().wait_for_workers();
+    h.run();
+    no_errors(&h);
+    assert!(h.state().run_job.is_none(), "the run ended");
+    h.get_by_label_contains("cancelled: 3 episodes recorded, 3 of them interrupted");
+    // Every episode is recorded; the one that ran keeps its frames, readable.
+    assert_eq!(h.state().db_path.as_deref(), Some(db.as_path()));
+    assert_eq!(h.state().tab, Tab::Runs);
+    let episodes = h.state().episodes.clone();
+    assert_eq!(episodes.len(), 3);
+    assert!(
+        episodes.iter().all(|e| e.outcome == "interrupted"),
+        "{episodes:?}"
+    );
+    let first = episodes.iter().max_by_key(|e| e.length).unwrap().clone();
+    assert!(first.length > 2000, "{first:?}");
+    assert!(
+        first.digest.is_some(),
+        "an interrupted episode is sealed with a digest"
+    );
+    h.get_by_label(&format!("Open episode {}", first.id))
+        .click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    assert_eq!(
+        h.state().debug.as_ref().unwrap().session.len(),
+        first.length
+    );
+    h.key_press(Key::End);
+    h.run();
+    assert_eq!(cursor(&h), first.length - 1);
+    let last = first.length - 1;
+    h.get_by_label(&format!("Frame {last} (step {last})"));
+    no_errors(&h);
+}
+
+/// A small PPO CartPole config (the shipped one with few epochs and an
+/// update budget it never reaches, so it runs until stopped).
+fn tiny_ppo_config(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(support::root().join("configs/ppo-cartpole.toml"))
+        .expect("configs/ppo-cartpole.toml");
+    let text = text
+        .replace(
+            "plugin = \"../plugins/target/wasm32-wasip2/release/cartpole.wasm\"",
+            &format!("plugin = {:?}", plugin("cartpole").display().to_string()),
+        )
+        .replace("updates = 600", "updates = 100000")
+        .replace("epochs = 20", "epochs = 2")
+        .replace("name = \"ppo-cartpole\"", "name = \"tiny-ppo\"");
+    assert!(
+        text.contains("updates = 100000") && text.contains("tiny-ppo"),
+        "{text}"
+    );
+    let path = dir.join("tiny-ppo.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_ppo_config(dir.path());
+    let db = dir.path().join("train.db");
+    let mut h = harness(AppState::new());
+    h.run();
+    h.get_by_label("Training").click_accesskit();
+    h.run();
+    set_text(
+        &mut h,
+        "Training config (.toml)",
+        &config.display().to_string(),
+    );
+    set_text(&mut h, "Training database", &db.display().to_string());
+    h.get_by_label("Start training").click_accesskit();
+    h.step();
+    no_errors(&h);
+    assert!(h.state().train.as_ref().is_some_and(|t| t.running()));
+    // Curve points appear as updates come in.
+    let grew = h
+        .state_mut()
+        .wait_until(std::time::Duration::from_secs(120), |s| {
+            s.train
+                .as_ref()
+                .is_some_and(|t| t.points("policy_loss") >= 3)
+                || !s.errors().is_empty()
+        });
+    no_errors(&h);
+    assert!(grew, "no curve points after two minutes");
+    h.step();
+    h.get_by_label_contains("policy_loss: ");
+    h.get_by_label_contains("entropy: ");
+    h.get_by_label_contains("env_steps_per_s: ");
+    assert!(
+        h.query_all_by_label_contains(" points, last ").count() >= 5,
+        "every plotted metric says how many points it has"
+    );
+    h.get_by_label_contains("training `tiny-ppo`: update ");
+    // Stop it.
+    h.get_by_label("Stop training").click_accesskit();
+    h.step();
+    h.state_mut().wait_for_workers();
+    h.run();
+    no_errors(&h);
+    let t = h.state().train.as_ref().expect("the training view stays");
+    assert!(!t.running());
+    assert!(t.status.starts_with("stopped after "), "{}", t.status);
+    let last = t.last.as_ref().expect("updates were reported").update;
+    assert!((3..100_000).contains(&last), "{last}");
+    assert_eq!(
+        t.points("policy_loss") as u64,
+        last,
+        "one point per update, none lost"
+    );
+    let status = t.status.clone();
+    h.get_by_label(&status);
+    h.get_by_label(&format!("training `tiny-ppo`: {status}"));
+    // The run is recorded as stopped, with a checkpoint to resume from.
+    let store = ludus_arena::Db::open(&db).unwrap();
+    let runs = store.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, "stopped");
+    assert_eq!(
+        store
+            .train_metrics("tiny-ppo")
+            .unwrap()
+            .iter()
+            .filter(|m| m.name == "policy_loss")
+            .count() as u64,
+        last
+    );
+    assert!(
+        dir.path()
+            .join("train-tiny-ppo-checkpoints/latest.safetensors")
+            .is_file()
+    );
+    // Its sampled episodes, opened in the debugger.
+    let t = h.state().train.as_ref().unwrap();
+    // The newest first, as the list shows them.
+    let ep = t
+        .episodes
+        .iter()
+        .rev()
+        .find(|e| e.outcome == "terminated" && e.length > 2)
+        .expect("a finished sampled episode")
+        .clone();
+    h.get_by_label(&format!("Open episode {} in the debugger", ep.id))
+        .click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    assert_eq!(h.state().tab, Tab::Debugger);
+    let d = h.state().debug.as_ref().unwrap();
+    assert_eq!(d.episode.id, ep.id);
+    assert_eq!(d.session.len(), ep.length);
+    assert_eq!(h.state().db_path.as_deref(), Some(db.as_path()));
+    h.key_press(Key::F10);
+    h.run();
+    assert_eq!(cursor(&h), 1);
+    // Recorded curves read back from the database, from the Runs tab.
+    h.state_mut().apply(Cmd::SetTab(Tab::Runs));
+    h.run();
+    h.get_by_label("Show training curves").click_accesskit();
+    h.run();
+    no_errors(&h);
+    assert_eq!(h.state().tab, Tab::Training);
+    let t = h.state().train.as_ref().unwrap();
+    assert_eq!(t.points("policy_loss") as u64, last);
+    assert!(t.status.contains("stopped"), "{}", t.status);
+}
+
+#[test]
+fn diff_against_an_episode_of_another_database_jumps_to_the_first_divergence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, episode, _) = maze_db(dir.path());
+    // A second database: a copy, where the episode is forked at frame 7
+    // with another action.
+    let other = dir.path().join("other.db");
+    std::fs::copy(&db, &other).unwrap();
+    let mut s = AppState::new();
+    s.apply(Cmd::OpenDb(other.clone()));
+    s.apply(Cmd::OpenEpisode(episode));
+    s.apply(Cmd::Step(ludus::ide::state::Step::Goto(7)));
+    let d = s.debug.as_mut().unwrap();
+    let ludus_arena::model::Action::Discrete(a) = d.view.as_ref().unwrap().frame.action else {
+        panic!("the maze takes discrete actions");
+    };
+    d.action_input = format!("discrete:{}", (a + 1) % 4);
+    s.apply(Cmd::Fork);
+    s.wait_for_workers();
+    assert!(s.errors().is_empty(), "{:?}", s.errors());
+    let branch = s.debug.as_ref().unwrap().branches[0].0.id;
+    drop(s);
+    // What the debugger library finds, for the UI to agree with.
+    let expected = {
+        use ludus_debugger::source::Recording;
+        let a = Recording::open(&db, episode).unwrap();
+        let b = Recording::open(&other, branch).unwrap();
+        ludus_debugger::diff::diff_episodes(&a, &b).unwrap()
+    };
+    let first = expected
+        .first_divergence
+        .as_ref()
+        .expect("the branch diverges")
+        .frame;
+    assert!(first >= 7, "frames before the fork are replayed: {first}");
+
+    let mut state = AppState::new();
+    state.apply(Cmd::OpenDb(db.clone()));
+    state.apply(Cmd::OpenEpisode(episode));
+    state.wait_for_workers();
+    let mut h = harness(state);
+    h.run();
+    // Against the branch in the other database.
+    set_text(&mut h, "Compare with episode", &branch.to_string());
+    set_text(
+        &mut h,
+        "of database (empty: this one)",
+        &other.display().to_string(),
+    );
+    h.get_by_label("Compare").click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    h.get_by_label_contains(&format!("first divergence at frame {first}:"));
+    let jump = format!(
+        "Jump to first divergence with episode {branch} of {} (frame {first})",
+        other.display()
+    );
+    h.get_by_label(&jump).click_accesskit();
+    h.run();
+    assert_eq!(cursor(&h), first);
+    // Against another episode of the same database (another seed).
+    let second = h
+        .state()
+        .episodes
+        .iter()
+        .find(|e| e.id != episode)
+        .unwrap()
+        .id;
+    set_text(&mut h, "Compare with episode", &second.to_string());
+    set_text(&mut h, "of database (empty: this one)", "");
+    h.get_by_label("Compare").click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    let o = h
+        .state()
+        .debug
+        .as_ref()
+        .unwrap()
+        .other_diff
+        .clone()
+        .unwrap();
+    assert_eq!(o.other, format!("episode {second}"));
+    assert!(
+        o.lines[0].starts_with(&format!("episode {episode} (")),
+        "{:?}",
+        o.lines
+    );
+    // A bad id is a message, not a crash.
+    set_text(&mut h, "Compare with episode", "twelve");
+    h.get_by_label("Compare").click_accesskit();
+    h.run();
+    h.get_by_label_contains("`twelve`: not an episode id");
+}
+
+#[test]
+fn workspace_lists_plugin_crates_and_wasm_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path();
+    // A plugin crate of the user's, outside the plugins workspace.
+    std::fs::create_dir_all(ws.join("my-env/src")).unwrap();
+    std::fs::write(
+        ws.join("my-env/Cargo.toml"),
+        format!(
+            "[package]\nname = \"my-env\"\nversion = \"0.1.0\"\nedition = \"2024\"\ndescription = \"A grid my team made.\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nludus-sdk = {{ path = {:?}, features = [\"env\"] }}\n",
+            support::root().join("plugins/sdk").display().to_string()
+        ),
+    )
+    .unwrap();
+    // A crate that is not a plugin, and a built plugin file.
+    std::fs::create_dir_all(ws.join("tool")).unwrap();
+    std::fs::write(
+        ws.join("tool/Cargo.toml"),
+        "[package]\nname = \"tool\"\nversion = \"0.1.0\"\n\n[dependencies]\nserde = \"1\"\n",
+    )
+    .unwrap();
+    std::fs::copy(plugin("random_agent"), ws.join("agent.wasm")).unwrap();
+    let mut h = harness(AppState::new());
+    h.run();
+    h.get_by_label("Workspace").click_accesskit();
+    h.run();
+    set_text(&mut h, "Folder", &ws.display().to_string());
+    h.get_by_label("Scan folder").click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    h.get_by_label("crate my-env");
+    h.get_by_label("A grid my team made.");
+    h.get_by_label("not built (bash scripts/build-plugins.sh)");
+    assert!(h.query_all_by_label("crate tool").next().is_none());
+    let crates = h.state().crates.clone();
+    assert_eq!(crates.len(), 1, "{crates:?}");
+    assert_eq!(crates[0].kind, "env");
+    assert_eq!(crates[0].contract, "ludus:plugin@0.1.0");
+    assert_eq!(h.state().plugins.len(), 1);
+    assert_eq!(h.state().plugins[0].kind, "agent");
+
+    // The examples: workspace-inherited SDK dependency, built plugins.
+    set_text(
+        &mut h,
+        "Folder",
+        &support::root()
+            .join("plugins/examples")
+            .display()
+            .to_string(),
+    );
+    h.get_by_label("Scan folder").click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    let crates = h.state().crates.clone();
+    let cartpole = crates
+        .iter()
+        .find(|c| c.name == "cartpole")
+        .expect("cartpole");
+    assert_eq!(cartpole.kind, "env");
+    assert_eq!(cartpole.contract, "ludus:plugin@0.1.0");
+    assert!(cartpole.description.starts_with("CartPole"), "{cartpole:?}");
+    assert_eq!(cartpole.wasm.as_deref(), Some(plugin("cartpole").as_path()));
+    assert!(
+        crates
+            .iter()
+            .any(|c| c.name == "random-agent" && c.kind == "agent")
+    );
+    assert!(
+        !crates.iter().any(|c| c.name == "maze-kit"),
+        "a library is not a plugin"
+    );
+    h.get_by_label("Use cartpole as environment")
+        .click_accesskit();
+    h.run();
+    assert_eq!(
+        h.state().arena.env,
+        plugin("cartpole").display().to_string()
+    );
+}
+
+#[test]
+fn closing_the_ide_stops_training_and_the_run_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_ppo_config(dir.path());
+    let db = dir.path().join("train.db");
+    let mut state = AppState::new();
+    state.train_form.config = config.display().to_string();
+    state.train_form.db = db.display().to_string();
+    state.apply(Cmd::StartTraining);
+    let two = |s: &AppState| {
+        s.train
+            .as_ref()
+            .is_some_and(|t| t.points("policy_loss") >= 2)
+    };
+    assert!(state.wait_until(std::time::Duration::from_secs(120), two));
+    // What the window's close does.
+    assert!(state.shutdown(std::time::Duration::from_secs(120)));
+    assert!(state.errors().is_empty(), "{:?}", state.errors());
+    let stopped_at = state.train.as_ref().unwrap().last.as_ref().unwrap().update;
+    let store = ludus_arena::Db::open(&db).unwrap();
+    assert_eq!(store.runs().unwrap()[0].status, "stopped");
+    drop(store);
+    // Starting it again without resuming is refused with a message; with
+    // Resume ticked it continues after the update where it stopped.
+    state.apply(Cmd::StartTraining);
+    state.wait_for_workers();
+    let errors = state.errors().join("\n");
+    assert!(errors.contains("resume"), "{errors}");
+    state.train_form.resume = true;
+    state.apply(Cmd::StartTraining);
+    let t = state.train.as_ref().unwrap();
+    assert_eq!(
+        t.points("policy_loss") as u64,
+        stopped_at,
+        "a resumed run shows the curves recorded so far"
+    );
+    let more = |s: &AppState| {
+        s.train
+            .as_ref()
+            .and_then(|t| t.last.as_ref())
+            .is_some_and(|r| r.update > stopped_at)
+    };
+    assert!(state.wait_until(std::time::Duration::from_secs(120), more));
+    let first_new = state.train.as_ref().unwrap().curves["policy_loss"][stopped_at as usize].x;
+    assert_eq!(first_new as u64, stopped_at + 1);
+    assert!(state.shutdown(std::time::Duration::from_secs(120)));
+}

@@ -85,6 +85,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
             db: db.clone(),
             device: DeviceChoice::Cpu,
             resume: false,
+            stop: None,
         };
         let s = train::train(&opts, &mut |_| {})?;
         let r = row(scenario, mode, &s);

@@ -20,6 +20,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             TrainDevice::Cuda => DeviceChoice::Cuda,
         },
         resume: args.resume,
+        stop: None,
     };
     let json = args.json;
     let mut print = |r: &UpdateReport| {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
@@ -33,6 +33,10 @@ pub struct TrainOptions {
     pub db: PathBuf,
     pub device: DeviceChoice,
     pub resume: bool,
+    /// Set from another thread to end the run after the update in progress
+    /// (with a checkpoint, so `--resume` continues it); the run is recorded
+    /// as `stopped`.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +309,7 @@ pub fn train(
         &shared,
         &rx,
         &recorder,
+        opts.stop.as_deref(),
         on_update,
     );
     shared.stop();
@@ -312,7 +317,15 @@ pub fn train(
     for h in handles {
         let _ = h.join();
     }
-    let status = if result.is_ok() { "finished" } else { "failed" };
+    let stopped = opts
+        .stop
+        .as_ref()
+        .is_some_and(|s| s.load(Ordering::Relaxed));
+    let status = match &result {
+        Ok(false) if stopped && run.update < config.stop.updates => "stopped",
+        Ok(_) => "finished",
+        Err(_) => "failed",
+    };
     let finish = recorder.finish_run(&opts.db, &config.name, status);
     let reached = result?;
     finish?;
@@ -437,6 +450,7 @@ fn learn(
     shared: &Shared,
     rx: &Receiver<SamplerMsg>,
     recorder: &TrainRecorder,
+    stop: Option<&AtomicBool>,
     on_update: &mut dyn FnMut(&UpdateReport),
 ) -> Result<bool, TrainError> {
     let _ = db;
@@ -573,7 +587,8 @@ fn learn(
             }
             None => false,
         };
-        let last_update = reached || run.update >= config.stop.updates;
+        let stopping = stop.is_some_and(|s| s.load(Ordering::Relaxed));
+        let last_update = reached || stopping || run.update >= config.stop.updates;
         let every = config.checkpoint.every;
         let checkpoint = if last_update || (every > 0 && run.update.is_multiple_of(every)) {
             if config.sampling.mode == Mode::Sync {
@@ -602,8 +617,8 @@ fn learn(
             metrics: m,
             checkpoint,
         });
-        if reached {
-            return Ok(true);
+        if reached || stopping {
+            return Ok(reached);
         }
     }
     Ok(false)

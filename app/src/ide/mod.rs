@@ -191,6 +191,12 @@ impl eframe::App for IdeApp {
         }
     }
 
+    fn on_exit(&mut self) {
+        if !self.state.shutdown(std::time::Duration::from_secs(30)) {
+            tracing::warn!("closing with a run or training still in progress");
+        }
+    }
+
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         if self.persist {
             eframe::set_value(storage, STORAGE_KEY, &self.state.persisted());

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use ludus_arena::run::Progress;
@@ -15,6 +15,7 @@ use ludus_arena::{Db, RunReport};
 use ludus_debugger::fork::{BranchReport, Edits};
 use ludus_debugger::session::WatchValue;
 use ludus_debugger::{ExprError, FrameView, Session};
+use ludus_trainer::train::{TrainSummary, UpdateReport};
 use serde::{Deserialize, Serialize};
 
 use super::worker;
@@ -39,12 +40,28 @@ pub enum Command {
     ClearEdits,
     Fork,
     DiffParent,
+    /// Compare the open episode with the one typed in the diff panel
+    /// (`diff_episode_input`, in `diff_db_input` or this database).
+    DiffOther,
     StartRun,
     CancelRun,
     DismissToast(u64),
     SetTab(Tab),
     ScanWorkspace,
     Rerun,
+    /// Start training from the training form's config.
+    StartTraining,
+    /// Ask the training run to stop after the update in progress.
+    StopTraining,
+    /// Show the recorded curves of a training run of the open database.
+    ShowTrainCurves(String),
+    /// Re-read the training run's episodes from its database.
+    RefreshTrainEpisodes,
+    /// Open an episode of the training run in the debugger.
+    OpenTrainEpisode(i64),
+    /// Put a plugin file into the arena form: kind (`env`, `agent`,
+    /// `reward`) and path.
+    UsePlugin(String, PathBuf),
 }
 
 /// Cursor moves in the debugger.
@@ -64,6 +81,7 @@ pub enum Tab {
     #[default]
     Runs,
     Arena,
+    Training,
     Workspace,
     Debugger,
 }
@@ -96,7 +114,19 @@ pub enum Event {
         episode: i64,
         lines: Result<(Vec<String>, Option<u64>), String>,
     },
-    Workspace(Vec<PluginEntry>),
+    OtherDiff {
+        episode: i64,
+        other: String,
+        lines: Result<(Vec<String>, Option<u64>), String>,
+    },
+    Workspace(Vec<PluginEntry>, Vec<CrateEntry>),
+    /// One training update (reported while training runs).
+    TrainUpdate(Box<UpdateReport>),
+    TrainDone(Result<TrainSummary, String>),
+    TrainEpisodes {
+        run: String,
+        episodes: Result<Vec<EpisodeRow>, String>,
+    },
     PluginChanged(PathBuf),
 }
 
@@ -117,6 +147,111 @@ pub struct PluginEntry {
     pub description: String,
 }
 
+/// A plugin's source crate found in the workspace folder: a `Cargo.toml`
+/// depending on `ludus-sdk` with one of the features `env`, `agent`, `reward`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrateEntry {
+    pub dir: PathBuf,
+    pub name: String,
+    pub kind: String,
+    /// `ludus:plugin@VERSION` from the SDK's WIT, or the SDK's version.
+    pub contract: String,
+    pub description: String,
+    /// Its build, when `scripts/build-plugins.sh` (or cargo) made one.
+    pub wasm: Option<PathBuf>,
+}
+
+/// The training form: what `ludus train` would take.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainForm {
+    pub config: String,
+    pub db: String,
+    pub resume: bool,
+}
+
+impl Default for TrainForm {
+    fn default() -> Self {
+        TrainForm {
+            config: "configs/ppo-cartpole.toml".into(),
+            db: "ludus-train.db".into(),
+            resume: false,
+        }
+    }
+}
+
+/// The curves shown in the training panel: a title and the metrics it plots.
+pub const TRAIN_PLOTS: &[(&str, &[&str])] = &[
+    ("Return", &["return", "return_window"]),
+    ("Success rate", &["success_rate"]),
+    ("Losses", &["policy_loss", "value_loss"]),
+    ("Entropy", &["entropy"]),
+    ("KL", &["approx_kl"]),
+    ("Env steps/s", &["env_steps_per_s"]),
+    ("Staleness", &["policy_lag", "dropped_samples"]),
+];
+
+/// A training run shown in the training panel: live (while `stop` is set)
+/// or read back from its database.
+pub struct TrainView {
+    pub run_id: String,
+    pub db: PathBuf,
+    /// Updates the config asks for.
+    pub updates: u64,
+    /// Metric name to (update, value) points.
+    pub curves: BTreeMap<String, Vec<egui_plot::PlotPoint>>,
+    pub last: Option<UpdateReport>,
+    /// Set while the run is in progress; storing true stops it.
+    pub stop: Option<Arc<AtomicBool>>,
+    pub started: Instant,
+    /// What happened last (finished, stopped, failed: ...).
+    pub status: String,
+    /// The run's recorded episodes (read when asked and when it ends).
+    pub episodes: Vec<EpisodeRow>,
+}
+
+impl TrainView {
+    fn new(run_id: String, db: PathBuf, updates: u64) -> TrainView {
+        TrainView {
+            run_id,
+            db,
+            updates,
+            curves: BTreeMap::new(),
+            last: None,
+            stop: None,
+            started: Instant::now(),
+            status: String::new(),
+            episodes: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, update: u64, name: &str, value: f64) {
+        if value.is_finite() {
+            self.curves
+                .entry(name.to_string())
+                .or_default()
+                .push(egui_plot::PlotPoint::new(update as f64, value));
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    /// Points of one curve so far.
+    pub fn points(&self, metric: &str) -> usize {
+        self.curves.get(metric).map_or(0, Vec::len)
+    }
+}
+
+/// This episode against another one, from the diff panel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtherDiff {
+    /// Which episode: `episode 12` or `episode 12 of other.db`.
+    pub other: String,
+    pub lines: Vec<String>,
+    pub first: Option<u64>,
+}
+
 /// The arena form: what `ludus run` would take.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArenaForm {
@@ -127,6 +262,9 @@ pub struct ArenaForm {
     pub seed: u64,
     pub episodes: u64,
     pub jobs: usize,
+    /// Where to record (empty: the open database, else `ludus.db`).
+    #[serde(default)]
+    pub db: String,
 }
 
 impl Default for ArenaForm {
@@ -140,6 +278,7 @@ impl Default for ArenaForm {
             seed: 0,
             episodes: 10,
             jobs: 2,
+            db: String::new(),
         }
     }
 }
@@ -151,8 +290,15 @@ pub struct RunJob {
     pub started: Instant,
 }
 
+impl RunJob {
+    pub fn cancelled(&self) -> bool {
+        self.progress.cancel.load(Ordering::Relaxed)
+    }
+}
+
 /// What persists between launches.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Persisted {
     pub db: Option<PathBuf>,
     pub breakpoints: Vec<(String, bool)>,
@@ -162,6 +308,7 @@ pub struct Persisted {
     pub show_diff: bool,
     pub arena: Option<ArenaForm>,
     pub workspace: String,
+    pub train: Option<TrainForm>,
 }
 
 /// An episode open in the debugger.
@@ -194,6 +341,12 @@ pub struct DebugView {
     pub branches: Vec<(EpisodeRow, usize)>,
     /// This episode against its parent.
     pub parent_diff: Option<(Vec<String>, Option<u64>)>,
+    /// The episode to compare with (an id) and its database (empty: this one).
+    pub diff_episode_input: String,
+    pub diff_db_input: String,
+    /// This episode against the one typed above.
+    pub other_diff: Option<OtherDiff>,
+    pub diffing: bool,
     /// Path being edited in the memory tree and its text.
     pub editing: Option<(String, String)>,
     pub forking: bool,
@@ -220,6 +373,9 @@ pub struct AppState {
     pub last_run: Option<String>,
     pub workspace: String,
     pub plugins: Vec<PluginEntry>,
+    pub crates: Vec<CrateEntry>,
+    pub train_form: TrainForm,
+    pub train: Option<TrainView>,
     /// Plugin files that changed on disk since the episode was opened.
     pub changed_plugins: Vec<PathBuf>,
     watcher: Option<notify::RecommendedWatcher>,
@@ -263,6 +419,9 @@ impl AppState {
             last_run: None,
             workspace: ".".into(),
             plugins: Vec::new(),
+            crates: Vec::new(),
+            train_form: TrainForm::default(),
+            train: None,
             changed_plugins: Vec::new(),
             watcher: None,
             carried_breakpoints: Vec::new(),
@@ -309,6 +468,7 @@ impl AppState {
             show_diff: self.show_diff,
             arena: Some(self.arena.clone()),
             workspace: self.workspace.clone(),
+            train: Some(self.train_form.clone()),
         }
     }
 
@@ -322,7 +482,12 @@ impl AppState {
         if let Some(a) = p.arena {
             self.arena = a;
         }
-        self.workspace = p.workspace;
+        if !p.workspace.is_empty() {
+            self.workspace = p.workspace;
+        }
+        if let Some(t) = p.train {
+            self.train_form = t;
+        }
         if let Some(db) = p.db {
             self.apply(Command::OpenDb(db));
         }
@@ -387,36 +552,93 @@ impl AppState {
         true
     }
 
-    fn spawn(&mut self, job: impl FnOnce(&Sender<Event>) + Send + 'static) {
-        self.pending += 1;
+    /// Blocks, applying events as they come, until `done` holds or
+    /// `timeout` passes; true when it held. Tests wait on a run or a
+    /// training in progress with this (both report while they work).
+    pub fn wait_until(&mut self, timeout: Duration, done: impl Fn(&AppState) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(e) => self.on_event(e),
+                Err(_) => return done(self),
+            }
+        }
+        true
+    }
+
+    /// Before the app closes: cancels the run and stops the training in
+    /// progress, and waits up to `timeout` for them to end, so a training
+    /// run keeps its last checkpoint and is recorded as stopped rather than
+    /// cut off. True when nothing was left running.
+    pub fn shutdown(&mut self, timeout: Duration) -> bool {
+        if let Some(job) = &self.run_job {
+            job.progress.cancel.store(true, Ordering::Relaxed);
+        }
+        if let Some(stop) = self.train.as_ref().and_then(|t| t.stop.as_ref()) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        self.wait_until(timeout, |s| {
+            s.run_job.is_none() && !s.train.as_ref().is_some_and(TrainView::running)
+        })
+    }
+
+    /// Runs `job` on a named thread; it reports through the channel and
+    /// wakes the UI when it is done.
+    fn spawn(&mut self, name: &str, job: impl FnOnce(&Sender<Event>) + Send + 'static) -> bool {
         let tx = self.tx.clone();
         let ctx = self.ctx.clone();
-        std::thread::spawn(move || {
-            job(&tx);
-            if let Some(ctx) = ctx {
-                ctx.request_repaint();
+        let spawned = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                job(&tx);
+                if let Some(ctx) = ctx {
+                    ctx.request_repaint();
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                self.pending += 1;
+                true
             }
-        });
+            Err(e) => {
+                self.toast(format!("cannot start a {name} thread: {e}"), true);
+                false
+            }
+        }
     }
 
     fn on_event(&mut self, e: Event) {
-        if !matches!(e, Event::RunProgress | Event::PluginChanged(_)) {
+        if !matches!(
+            e,
+            Event::RunProgress | Event::PluginChanged(_) | Event::TrainUpdate(_)
+        ) {
             self.pending = self.pending.saturating_sub(1);
         }
         match e {
             Event::RunProgress => {}
             Event::RunDone(r) => {
-                self.run_job = None;
+                let cancelled = self.run_job.take().is_some_and(|j| j.cancelled());
                 match r {
                     Ok(report) => {
                         let s = report.summary();
-                        self.toast(
+                        let interrupted = report
+                            .episodes
+                            .iter()
+                            .filter(|e| e.outcome == ludus_arena::Outcome::Interrupted)
+                            .count();
+                        let text = if cancelled {
+                            format!(
+                                "run {} cancelled: {} episodes recorded, {interrupted} of them interrupted",
+                                report.run_id, s.episodes
+                            )
+                        } else {
                             format!(
                                 "run {} finished: {} episodes, mean return {:.3}, {} crashed",
                                 report.run_id, s.episodes, s.mean_return, s.crashed
-                            ),
-                            false,
-                        );
+                            )
+                        };
+                        self.toast(text, false);
                         self.last_run = Some(report.run_id.clone());
                         if self.db_path.as_deref() != Some(report.db.as_path()) {
                             self.apply(Command::OpenDb(report.db.clone()));
@@ -488,7 +710,86 @@ impl AppState {
                 }
                 Err(e) => self.toast(format!("diff of episode {episode}: {e}"), true),
             },
-            Event::Workspace(p) => self.plugins = p,
+            Event::OtherDiff {
+                episode,
+                other,
+                lines,
+            } => {
+                if let Some(d) = self.debug.as_mut().filter(|d| d.episode.id == episode) {
+                    d.diffing = false;
+                }
+                match lines {
+                    Ok((lines, first)) => {
+                        if let Some(d) = self.debug.as_mut().filter(|d| d.episode.id == episode) {
+                            d.other_diff = Some(OtherDiff {
+                                other,
+                                lines,
+                                first,
+                            });
+                        }
+                    }
+                    Err(e) => self.toast(format!("diff with {other}: {e}"), true),
+                }
+            }
+            Event::Workspace(p, c) => {
+                self.plugins = p;
+                self.crates = c;
+            }
+            Event::TrainUpdate(r) => {
+                if let Some(t) = self.train.as_mut().filter(|t| t.running()) {
+                    for (name, value) in &r.metrics {
+                        t.push(r.update, name, *value);
+                    }
+                    t.last = Some(*r);
+                }
+            }
+            Event::TrainEpisodes { run, episodes } => match episodes {
+                Ok(e) => {
+                    if let Some(t) = self.train.as_mut().filter(|t| t.run_id == run) {
+                        t.episodes = e;
+                    }
+                }
+                Err(e) => self.toast(e, true),
+            },
+            Event::TrainDone(r) => {
+                let Some(t) = &mut self.train else { return };
+                let stopped = t.stop.take().is_some_and(|s| s.load(Ordering::Relaxed));
+                match r {
+                    Ok(s) => {
+                        t.status = format!(
+                            "{} after {} updates, {} env steps, {} episodes in {:.1} s{}; checkpoint {}",
+                            if stopped && !s.reached_target && s.updates < t.updates {
+                                "stopped"
+                            } else {
+                                "finished"
+                            },
+                            s.updates,
+                            s.env_steps,
+                            s.episodes,
+                            s.seconds,
+                            if s.reached_target {
+                                " (target return reached)"
+                            } else {
+                                ""
+                            },
+                            s.checkpoint.display()
+                        );
+                        let text = format!("training `{}`: {}", s.run_id, t.status);
+                        self.toast(text, false);
+                        self.apply(Command::RefreshTrainEpisodes);
+                        if self.db_path.as_deref() == Some(s.db.as_path()) {
+                            self.apply(Command::Refresh);
+                        }
+                    }
+                    Err(mut e) => {
+                        if e.contains("--resume") {
+                            e.push_str(" (here: tick \"Resume from the last checkpoint\")");
+                        }
+                        t.status = format!("failed: {e}");
+                        self.toast(format!("training failed: {e}"), true);
+                    }
+                }
+            }
             Event::PluginChanged(path) => {
                 if !self.changed_plugins.contains(&path) {
                     self.toast(
@@ -610,7 +911,7 @@ impl AppState {
                     .parent_episode
                     .ok_or("this episode has no parent to compare with")?;
                 let (db, id) = (d.db.clone(), d.episode.id);
-                self.spawn(move |tx| {
+                self.spawn("ludus-ide-diff", move |tx| {
                     let lines = worker::diff_against(&db, parent, id);
                     let _ = tx.send(Event::ParentDiff { episode: id, lines });
                 });
@@ -631,11 +932,55 @@ impl AppState {
                         dir.display()
                     ));
                 }
-                self.spawn(move |tx| {
-                    let _ = tx.send(Event::Workspace(worker::scan_plugins(&dir)));
+                self.spawn("ludus-ide-scan", move |tx| {
+                    let plugins = worker::scan_plugins(&dir);
+                    let crates = worker::scan_crates(&dir);
+                    let _ = tx.send(Event::Workspace(plugins, crates));
                 });
             }
             Command::Rerun => self.rerun()?,
+            Command::DiffOther => self.diff_other()?,
+            Command::UsePlugin(kind, path) => {
+                let slot = match kind.as_str() {
+                    "env" => &mut self.arena.env,
+                    "agent" => &mut self.arena.agent,
+                    "reward" => &mut self.arena.reward,
+                    _ => {
+                        return Err(format!(
+                            "{}: not an env, agent or reward plugin",
+                            path.display()
+                        ));
+                    }
+                };
+                *slot = path.display().to_string();
+            }
+            Command::StartTraining => self.start_training()?,
+            Command::StopTraining => {
+                if let Some(stop) = self.train.as_ref().and_then(|t| t.stop.as_ref()) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+            Command::ShowTrainCurves(run) => self.show_train_curves(&run)?,
+            Command::RefreshTrainEpisodes => {
+                // Off the UI thread: the trainer may be committing to it.
+                let t = self.train.as_ref().ok_or("no training run is shown")?;
+                let (db, run) = (t.db.clone(), t.run_id.clone());
+                self.spawn("ludus-ide-train-episodes", move |tx| {
+                    let episodes = Db::open(&db)
+                        .and_then(|d| d.episodes(&run))
+                        .map_err(|e| format!("episodes of training run `{run}`: {e}"));
+                    let _ = tx.send(Event::TrainEpisodes { run, episodes });
+                });
+            }
+            Command::OpenTrainEpisode(id) => {
+                let t = self.train.as_ref().ok_or("no training run is shown")?;
+                let (db, run) = (t.db.clone(), t.run_id.clone());
+                if self.db_path.as_deref() != Some(db.as_path()) {
+                    self.open_db(&db)?;
+                }
+                self.try_apply(Command::SelectRun(run))?;
+                self.open_episode(id)?;
+            }
         }
         Ok(())
     }
@@ -725,6 +1070,10 @@ impl AppState {
             ancestors,
             branches: Vec::new(),
             parent_diff: None,
+            diff_episode_input: String::new(),
+            diff_db_input: String::new(),
+            other_diff: None,
+            diffing: false,
             editing: None,
             forking: false,
             textures: Vec::new(),
@@ -743,7 +1092,7 @@ impl AppState {
         self.debug = Some(d);
         self.tab = Tab::Debugger;
         self.refresh_branches();
-        self.spawn(move |tx| {
+        self.spawn("ludus-ide-timeline", move |tx| {
             let rewards = worker::rewards(&path, id);
             let _ = tx.send(Event::Timeline {
                 episode: id,
@@ -760,7 +1109,7 @@ impl AppState {
     fn scan_hits(&mut self, expr: &str) {
         let Some(d) = &self.debug else { return };
         let (db, id, expr) = (d.db.clone(), d.episode.id, expr.to_string());
-        self.spawn(move |tx| {
+        self.spawn("ludus-ide-hits", move |tx| {
             let frames = worker::hits(&db, id, &expr);
             let _ = tx.send(Event::Hits {
                 episode: id,
@@ -874,7 +1223,7 @@ impl AppState {
         edits.validate().map_err(|e| e.to_string())?;
         let (db, id, frame) = (d.db.clone(), d.episode.id, d.session.cursor());
         d.forking = true;
-        self.spawn(move |tx| {
+        self.spawn("ludus-ide-fork", move |tx| {
             let r = ludus_debugger::fork::fork(
                 &db,
                 id,
@@ -911,7 +1260,7 @@ impl AppState {
         let (db, id) = (d.db.clone(), d.episode.id);
         d.forking = true;
         self.changed_plugins.clear();
-        self.spawn(move |tx| {
+        self.spawn("ludus-ide-rerun", move |tx| {
             let r = ludus_debugger::fork::rerun(
                 &db,
                 id,
@@ -929,11 +1278,14 @@ impl AppState {
         if self.run_job.is_some() {
             return Err("a run is already in progress: cancel it or wait".into());
         }
-        let db = self
-            .db_path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("ludus.db"));
         let a = &self.arena;
+        let db = match a.db.trim() {
+            "" => self
+                .db_path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("ludus.db")),
+            d => PathBuf::from(d),
+        };
         let plugin = |p: &str, config: &str| ludus_arena::PluginSpec {
             path: PathBuf::from(p.trim()),
             config: config.to_string(),
@@ -961,12 +1313,158 @@ impl AppState {
             episodes: spec.episodes,
             started: Instant::now(),
         });
-        self.spawn(move |tx| {
+        // A second thread reports progress a few times a second until the
+        // run's thread drops `_running`, so the UI (and a waiting test) see
+        // the run advance without polling.
+        let (running, ended) = crossbeam_channel::bounded::<()>(0);
+        let (tx, ctx) = (self.tx.clone(), self.ctx.clone());
+        let ticker = std::thread::Builder::new()
+            .name("ludus-ide-run-progress".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    ended.recv_timeout(Duration::from_millis(100))
+                {
+                    if tx.send(Event::RunProgress).is_err() {
+                        break;
+                    }
+                    if let Some(c) = &ctx {
+                        c.request_repaint();
+                    }
+                }
+            });
+        if let Err(e) = ticker {
+            tracing::info!("no progress thread for the run: {e}");
+        }
+        let started = self.spawn("ludus-ide-run", move |tx| {
+            let _running = running;
             let r = ludus_arena::run::prepare(spec)
                 .and_then(|p| p.run(&progress))
                 .map_err(|e| e.to_string());
             let _ = tx.send(Event::RunDone(r));
         });
+        if !started {
+            self.run_job = None;
+        }
+        Ok(())
+    }
+
+    fn diff_other(&mut self) -> Result<(), String> {
+        let d = self.debug.as_mut().ok_or("no episode is open")?;
+        if d.diffing {
+            return Err("a diff is already running".into());
+        }
+        let text = d.diff_episode_input.trim();
+        let other: i64 = text.parse().map_err(|_| {
+            format!("episode to compare with `{text}`: not an episode id; type the number from the Runs tab")
+        })?;
+        let (db, id) = (d.db.clone(), d.episode.id);
+        let other_db = match d.diff_db_input.trim() {
+            "" => db.clone(),
+            p => PathBuf::from(p),
+        };
+        if !other_db.is_file() {
+            return Err(format!(
+                "database {}: no such file; type the path of a database holding episode {other}",
+                other_db.display()
+            ));
+        }
+        let label = if other_db == db {
+            format!("episode {other}")
+        } else {
+            format!("episode {other} of {}", other_db.display())
+        };
+        d.diffing = true;
+        d.other_diff = None;
+        self.spawn("ludus-ide-diff", move |tx| {
+            let lines = worker::diff_episodes(&db, id, &other_db, other);
+            let _ = tx.send(Event::OtherDiff {
+                episode: id,
+                other: label,
+                lines,
+            });
+        });
+        Ok(())
+    }
+
+    fn start_training(&mut self) -> Result<(), String> {
+        if self.train.as_ref().is_some_and(TrainView::running) {
+            return Err("a training run is already in progress: stop it or wait".into());
+        }
+        let f = &self.train_form;
+        let path = PathBuf::from(f.config.trim());
+        if f.config.trim().is_empty() {
+            return Err("pick a training config (.toml, like configs/ppo-cartpole.toml)".into());
+        }
+        let config = ludus_trainer::config::Config::load(&path).map_err(|e| e.to_string())?;
+        let db = match f.db.trim() {
+            "" => return Err("pick a database file for the training run".into()),
+            d => PathBuf::from(d),
+        };
+        let mut view = TrainView::new(config.name.clone(), db.clone(), config.stop.updates);
+        if f.resume {
+            // The curves so far, so the plot continues where the run stopped.
+            if let Ok(rows) = Db::open(&db).and_then(|d| d.train_metrics(&config.name)) {
+                for r in rows {
+                    view.push(r.update, &r.name, r.value);
+                }
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        view.stop = Some(stop.clone());
+        view.status = format!("training `{}` into {}", config.name, db.display());
+        let opts = ludus_trainer::train::TrainOptions {
+            config,
+            db,
+            device: ludus_trainer::train::DeviceChoice::Auto,
+            resume: f.resume,
+            stop: Some(stop),
+        };
+        self.train = Some(view);
+        let ctx = self.ctx.clone();
+        let started = self.spawn("ludus-ide-train", move |tx| {
+            let mut report = |r: &UpdateReport| {
+                let _ = tx.send(Event::TrainUpdate(Box::new(r.clone())));
+                if let Some(c) = &ctx {
+                    c.request_repaint();
+                }
+            };
+            let r = ludus_trainer::train::train(&opts, &mut report).map_err(|e| e.to_string());
+            let _ = tx.send(Event::TrainDone(r));
+        });
+        if !started && let Some(t) = &mut self.train {
+            t.stop = None;
+        }
+        Ok(())
+    }
+
+    /// The recorded curves of a training run of the open database.
+    fn show_train_curves(&mut self, run: &str) -> Result<(), String> {
+        if self.train.as_ref().is_some_and(TrainView::running) {
+            return Err("a training run is in progress: stop it before showing another".into());
+        }
+        let db = self.db.as_ref().ok_or("no database is open")?;
+        let path = self.db_path.clone().ok_or("no database is open")?;
+        let row = self
+            .runs
+            .iter()
+            .find(|r| r.id == run)
+            .ok_or_else(|| format!("run {run} is not in {}", path.display()))?;
+        let updates = row.spec["config"]["stop"]["updates"].as_u64().unwrap_or(0);
+        let status = row.status.clone();
+        let rows = db.train_metrics(run).map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Err(format!(
+                "run {run} has no training metrics (it is not a `ludus train` run)"
+            ));
+        }
+        let mut view = TrainView::new(run.to_string(), path, updates);
+        for r in rows {
+            view.push(r.update, &r.name, r.value);
+        }
+        view.status = format!("recorded run, {status}");
+        view.episodes = db.episodes(run).map_err(|e| e.to_string())?;
+        self.train = Some(view);
+        self.tab = Tab::Training;
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use eframe::egui::{
 use ludus_arena::model::{Action, PointerKind, Value};
 use ludus_debugger::session::WatchResult;
 
-use super::state::{AppState, Command, DebugView, SortKey, Step, Tab};
+use super::state::{AppState, Command, DebugView, SortKey, Step, TRAIN_PLOTS, Tab, TrainView};
 
 const CHANGED: Color32 = Color32::from_rgb(230, 180, 40);
 const EDITED: Color32 = Color32::from_rgb(90, 170, 255);
@@ -27,6 +27,7 @@ pub fn app_ui(ui: &mut Ui, state: &mut AppState) {
     egui::CentralPanel::default().show(ui, |ui| match state.tab {
         Tab::Runs => runs_ui(ui, state, &mut cmds),
         Tab::Arena => arena_ui(ui, state, &mut cmds),
+        Tab::Training => training_ui(ui, state, &mut cmds),
         Tab::Workspace => workspace_ui(ui, state, &mut cmds),
         Tab::Debugger => match &mut state.debug {
             Some(d) => debugger_ui(
@@ -46,7 +47,7 @@ pub fn app_ui(ui: &mut Ui, state: &mut AppState) {
     for c in cmds {
         state.apply(c);
     }
-    if state.run_job.is_some() {
+    if state.run_job.is_some() || state.train.as_ref().is_some_and(TrainView::running) {
         ui.ctx()
             .request_repaint_after(std::time::Duration::from_millis(200));
     }
@@ -91,6 +92,7 @@ fn tabs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
         for (t, name) in [
             (Tab::Runs, "Runs"),
             (Tab::Arena, "Arena"),
+            (Tab::Training, "Training"),
             (Tab::Workspace, "Workspace"),
             (Tab::Debugger, "Debugger"),
         ] {
@@ -129,6 +131,13 @@ fn status_ui(ui: &mut Ui, state: &AppState) {
                 job.episodes,
                 steps as f64 / secs
             ));
+        }
+        if let Some(t) = state.train.as_ref().filter(|t| t.running()) {
+            ui.separator();
+            ui.label(match &t.last {
+                Some(r) => format!("training `{}`: update {}/{}", t.run_id, r.update, r.updates),
+                None => format!("training `{}`: starting", t.run_id),
+            });
         }
         if state.pending > 0 {
             ui.separator();
@@ -214,7 +223,16 @@ fn runs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
         ui.label("Pick a run.");
         return;
     };
-    ui.heading(format!("Episodes of run {}", short(run)));
+    ui.horizontal(|ui| {
+        ui.heading(format!("Episodes of run {}", short(run)));
+        let is_train = state
+            .runs
+            .iter()
+            .any(|r| &r.id == run && r.spec["kind"] == "train");
+        if is_train && ui.button("Show training curves").clicked() {
+            cmds.push(Command::ShowTrainCurves(run.clone()));
+        }
+    });
     let row_h = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
     let arrow = |k: SortKey| {
         if state.sort.0 == k {
@@ -288,9 +306,11 @@ fn arena_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
         ui.add(egui::DragValue::new(&mut a.jobs).range(1..=256))
             .labelled_by(l.id);
     });
-    ui.label(match &state.db_path {
-        Some(p) => format!("records into {}", p.display()),
-        None => "records into ludus.db (no database open)".into(),
+    labelled_text(ui, "Run database (empty: the open one)", &mut a.db, 420.0);
+    ui.label(match (a.db.trim(), &state.db_path) {
+        ("", Some(p)) => format!("records into {}", p.display()),
+        ("", None) => "records into ludus.db (no database open)".into(),
+        (d, _) => format!("records into {d}"),
     });
     ui.horizontal(|ui| {
         if state.run_job.is_none() {
@@ -303,10 +323,14 @@ fn arena_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
             }
             if let Some(job) = &state.run_job {
                 let done = job.progress.episodes_done.load(Ordering::Relaxed);
+                let steps = job.progress.steps.load(Ordering::Relaxed);
                 ui.add(
                     egui::ProgressBar::new(done as f32 / job.episodes.max(1) as f32)
-                        .text(format!("{done}/{} episodes", job.episodes)),
+                        .text(format!("{done}/{} episodes, {steps} steps", job.episodes)),
                 );
+                if job.cancelled() {
+                    ui.label("cancelling: running episodes end as interrupted");
+                }
             }
         }
     });
@@ -332,17 +356,196 @@ fn workspace_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
                     ui.label(&p.kind);
                     ui.label(&p.contract);
                     ui.label(&p.description);
-                    if p.kind == "env" && ui.button("Use as environment").clicked() {
-                        state.arena.env = p.path.display().to_string();
-                    } else if p.kind == "agent" && ui.button("Use as agent").clicked() {
-                        state.arena.agent = p.path.display().to_string();
-                    } else if p.kind == "reward" && ui.button("Use as reward").clicked() {
-                        state.arena.reward = p.path.display().to_string();
+                    let button = match p.kind.as_str() {
+                        "env" => Some("Use as environment"),
+                        "agent" => Some("Use as agent"),
+                        "reward" => Some("Use as reward"),
+                        _ => None,
+                    };
+                    if let Some(b) = button
+                        && ui.button(b).clicked()
+                    {
+                        cmds.push(Command::UsePlugin(p.kind.clone(), p.path.clone()));
+                    }
+                    ui.end_row();
+                }
+            });
+        ui.separator();
+        ui.heading("Plugin crates");
+        if state.crates.is_empty() {
+            ui.label("no plugin crate (a Cargo.toml depending on ludus-sdk) in this folder");
+        }
+        egui::Grid::new("ludus_crates")
+            .striped(true)
+            .show(ui, |ui| {
+                for c in &state.crates {
+                    ui.label(format!("crate {}", c.name));
+                    ui.label(&c.kind);
+                    ui.label(&c.contract);
+                    ui.label(&c.description);
+                    ui.label(c.dir.display().to_string());
+                    match &c.wasm {
+                        Some(w) => {
+                            let role = match c.kind.as_str() {
+                                "env" => Some("environment"),
+                                "agent" => Some("agent"),
+                                "reward" => Some("reward"),
+                                _ => None,
+                            };
+                            if let Some(role) = role
+                                && ui.button(format!("Use {} as {role}", c.name)).clicked()
+                            {
+                                cmds.push(Command::UsePlugin(c.kind.clone(), w.clone()));
+                            }
+                        }
+                        None => {
+                            ui.label("not built (bash scripts/build-plugins.sh)");
+                        }
                     }
                     ui.end_row();
                 }
             });
     });
+}
+
+fn training_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
+    let running = state.train.as_ref().is_some_and(TrainView::running);
+    ui.heading("Train a policy");
+    let f = &mut state.train_form;
+    labelled_text(ui, "Training config (.toml)", &mut f.config, 420.0);
+    labelled_text(ui, "Training database", &mut f.db, 420.0);
+    ui.horizontal(|ui| {
+        ui.checkbox(&mut f.resume, "Resume from the last checkpoint");
+        if running {
+            let stopping = state
+                .train
+                .as_ref()
+                .and_then(|t| t.stop.as_ref())
+                .is_some_and(|s| s.load(Ordering::Relaxed));
+            if stopping {
+                ui.spinner();
+                ui.label("stopping after the update in progress");
+            } else if ui.button("Stop training").clicked() {
+                cmds.push(Command::StopTraining);
+            }
+        } else if ui.button("Start training").clicked() {
+            cmds.push(Command::StartTraining);
+        }
+    });
+    let Some(t) = &state.train else {
+        ui.label("Start a run, or open a database and pick a training run in the Runs tab.");
+        return;
+    };
+    ui.separator();
+    ui.label(RichText::new(format!("run `{}` in {}", t.run_id, t.db.display())).strong());
+    if !t.status.is_empty() {
+        ui.label(&t.status);
+    }
+    if let Some(r) = &t.last {
+        ui.label(format!(
+            "update {} of {}, {} env steps, {} episodes, mean return {}",
+            r.update,
+            r.updates,
+            r.env_steps,
+            r.episodes,
+            r.mean_return.map_or("-".into(), |v| format!("{v:.2}"))
+        ));
+        if running {
+            ui.add(
+                egui::ProgressBar::new(r.update as f32 / r.updates.max(1) as f32)
+                    .text(format!("{:.0} s", t.started.elapsed().as_secs_f64())),
+            );
+        }
+    }
+    egui::Panel::right("ludus_train_episodes")
+        .resizable(true)
+        .default_size(320.0)
+        .show(ui, |ui| train_episodes_ui(ui, t, cmds));
+    egui::ScrollArea::vertical()
+        .id_salt("ludus_train_plots")
+        .show(ui, |ui| {
+            let width = ((ui.available_width() - 12.0) / 2.0).max(200.0);
+            egui::Grid::new("ludus_train_grid")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    for (i, (title, metrics)) in TRAIN_PLOTS.iter().enumerate() {
+                        ui.vertical(|ui| {
+                            ui.set_width(width);
+                            plot_ui(ui, t, title, metrics);
+                        });
+                        if i % 2 == 1 {
+                            ui.end_row();
+                        }
+                    }
+                });
+        });
+}
+
+/// One plot of the training panel, with a line per metric and, above it, a
+/// label per metric saying how many points it has and the last value.
+fn plot_ui(ui: &mut Ui, t: &TrainView, title: &str, metrics: &[&str]) {
+    ui.label(RichText::new(title).strong());
+    for m in metrics {
+        let pts = t.curves.get(*m).map_or(&[][..], Vec::as_slice);
+        ui.label(match pts.last() {
+            Some(p) => format!("{m}: {} points, last {:.4}", pts.len(), p.y),
+            None => format!("{m}: no points yet"),
+        });
+    }
+    egui_plot::Plot::new(("ludus_train_plot", title))
+        .height(150.0)
+        .allow_drag(false)
+        .allow_zoom(false)
+        .allow_scroll(false)
+        .allow_boxed_zoom(false)
+        .x_axis_label("update")
+        .legend(egui_plot::Legend::default())
+        .show(ui, |p| {
+            for m in metrics {
+                if let Some(pts) = t.curves.get(*m) {
+                    p.line(egui_plot::Line::new(
+                        *m,
+                        egui_plot::PlotPoints::Borrowed(pts),
+                    ));
+                }
+            }
+        });
+}
+
+fn train_episodes_ui(ui: &mut Ui, t: &TrainView, cmds: &mut Vec<Command>) {
+    ui.horizontal(|ui| {
+        ui.heading("Sampled episodes");
+        if ui.button("Refresh episodes").clicked() {
+            cmds.push(Command::RefreshTrainEpisodes);
+        }
+    });
+    if t.episodes.is_empty() {
+        ui.label("none read yet (refresh while it trains; read when it ends)");
+        return;
+    }
+    ui.label(format!("{} episodes, newest first", t.episodes.len()));
+    let row_h = ui.text_style_height(&egui::TextStyle::Body) + 8.0;
+    let n = t.episodes.len();
+    egui::ScrollArea::vertical()
+        .id_salt("ludus_train_episode_rows")
+        .auto_shrink(false)
+        .show_rows(ui, row_h, n, |ui, range| {
+            for i in range {
+                let e = &t.episodes[n - 1 - i];
+                ui.horizontal(|ui| {
+                    if ui
+                        .button(format!("Open episode {} in the debugger", e.id))
+                        .clicked()
+                    {
+                        cmds.push(Command::OpenTrainEpisode(e.id));
+                    }
+                    ui.label(format!(
+                        "#{} {}, return {:.1}, {} steps",
+                        e.index, e.outcome, e.return_, e.length
+                    ));
+                });
+            }
+        });
 }
 
 fn debugger_ui(
@@ -822,7 +1025,7 @@ fn leaf_ui(
     });
 }
 
-fn diff_ui(ui: &mut Ui, d: &DebugView, cmds: &mut Vec<Command>) {
+fn diff_ui(ui: &mut Ui, d: &mut DebugView, cmds: &mut Vec<Command>) {
     ui.heading("Diff");
     ui.label(RichText::new("this frame vs the previous one").strong());
     if d.step_changes.is_empty() {
@@ -854,6 +1057,45 @@ fn diff_ui(ui: &mut Ui, d: &DebugView, cmds: &mut Vec<Command>) {
                     ui.monospace(l);
                 }
             }
+        }
+    }
+    ui.label(RichText::new("this episode vs another one").strong());
+    ui.horizontal(|ui| {
+        let r = labelled_text(ui, "Compare with episode", &mut d.diff_episode_input, 80.0);
+        let enter = r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+        labelled_text(
+            ui,
+            "of database (empty: this one)",
+            &mut d.diff_db_input,
+            220.0,
+        );
+        let b = ui.add_enabled(!d.diffing, egui::Button::new("Compare"));
+        if b.clicked() || enter {
+            cmds.push(Command::DiffOther);
+        }
+        if d.diffing {
+            ui.spinner();
+        }
+    });
+    if let Some(o) = &d.other_diff {
+        match o.first {
+            Some(f) => {
+                if ui
+                    .button(format!(
+                        "Jump to first divergence with {} (frame {f})",
+                        o.other
+                    ))
+                    .clicked()
+                {
+                    cmds.push(Command::Step(Step::Goto(f)));
+                }
+            }
+            None => {
+                ui.label(format!("no divergence with {}", o.other));
+            }
+        }
+        for l in o.lines.iter().take(60) {
+            ui.monospace(l);
         }
     }
 }

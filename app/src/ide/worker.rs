@@ -8,7 +8,7 @@ use ludus_arena::{Limits, Plugin, PluginKind};
 use ludus_debugger::source::{FrameSource, Recording};
 use ludus_debugger::{Session, diff};
 
-use super::state::PluginEntry;
+use super::state::{CrateEntry, PluginEntry};
 
 /// The recorded reward of every frame of an episode, for the timeline.
 pub fn rewards(db: &Path, episode: i64) -> Result<Vec<f32>, String> {
@@ -41,12 +41,39 @@ pub fn diff_against(
     parent: i64,
     episode: i64,
 ) -> Result<(Vec<String>, Option<u64>), String> {
-    let a = Recording::open(db, parent).map_err(|e| e.to_string())?;
-    let b = Recording::open(db, episode).map_err(|e| e.to_string())?;
-    let d = diff::diff_episodes(&a, &b).map_err(|e| e.to_string())?;
+    diff_episodes(db, parent, db, episode)
+}
+
+/// Episode `a` of `db_a` against episode `b` of `db_b`, step-aligned: a
+/// summary, one line per difference at the first divergence, and that frame.
+pub fn diff_episodes(
+    db_a: &Path,
+    a: i64,
+    db_b: &Path,
+    b: i64,
+) -> Result<(Vec<String>, Option<u64>), String> {
+    let open = |db: &Path, id: i64| {
+        Recording::open(db, id).map_err(|e| format!("episode {id} in {}: {e}", db.display()))
+    };
+    let (ra, rb) = (open(db_a, a)?, open(db_b, b)?);
+    let d = diff::diff_episodes(&ra, &rb).map_err(|e| e.to_string())?;
+    let name = |db: &Path, id: i64| {
+        if db_a == db_b {
+            format!("episode {id}")
+        } else {
+            format!("episode {id} of {}", db.display())
+        }
+    };
     let mut lines = vec![format!(
-        "episode {parent} ({}, return {:.3}, {} frames) vs episode {episode} ({}, return {:.3}, {} frames)",
-        d.a.outcome, d.a.return_, d.a.frames, d.b.outcome, d.b.return_, d.b.frames
+        "{} ({}, return {:.3}, {} frames) vs {} ({}, return {:.3}, {} frames)",
+        name(db_a, a),
+        d.a.outcome,
+        d.a.return_,
+        d.a.frames,
+        name(db_b, b),
+        d.b.outcome,
+        d.b.return_,
+        d.b.frames
     )];
     if d.identical {
         lines.push("identical".into());
@@ -131,4 +158,156 @@ fn collect_wasm(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
+}
+
+/// Plugin source crates under `dir`: every `Cargo.toml` with a package that
+/// depends on `ludus-sdk` with the feature `env`, `agent` or `reward`.
+pub fn scan_crates(dir: &Path) -> Vec<CrateEntry> {
+    let mut manifests = Vec::new();
+    collect_manifests(dir, 0, &mut manifests);
+    manifests.sort();
+    manifests.iter().filter_map(|m| describe_crate(m)).collect()
+}
+
+fn collect_manifests(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    if depth > 6 || out.len() > 500 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if p.is_dir() {
+            if !(name.starts_with('.') || name == "target" || name == "node_modules") {
+                collect_manifests(&p, depth + 1, out);
+            }
+        } else if name == "Cargo.toml" {
+            out.push(p);
+        }
+    }
+}
+
+fn read_toml(path: &Path) -> Option<toml::Table> {
+    std::fs::read_to_string(path).ok()?.parse().ok()
+}
+
+/// A crate's kind, contract and description, when it is a ludus plugin.
+fn describe_crate(manifest: &Path) -> Option<CrateEntry> {
+    let doc = read_toml(manifest)?;
+    let package = doc.get("package")?.as_table()?;
+    let name = package.get("name")?.as_str()?.to_string();
+    let dir = manifest.parent()?.to_path_buf();
+    let sdk = doc.get("dependencies")?.as_table()?.get("ludus-sdk")?;
+    let features: Vec<&str> = sdk
+        .get("features")
+        .and_then(|f| f.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let kinds: Vec<&str> = ["env", "agent", "reward"]
+        .into_iter()
+        .filter(|k| features.contains(k))
+        .collect();
+    let kind = match kinds.as_slice() {
+        [k] => k.to_string(),
+        [] => "ludus-sdk without a feature (add env, agent or reward)".into(),
+        _ => format!("{} (more than one feature: keep one)", kinds.join(", ")),
+    };
+    let description = match package.get("description") {
+        Some(toml::Value::String(d)) => d.clone(),
+        Some(toml::Value::Table(t)) if t.get("workspace").is_some() => workspace_root(&dir)
+            .and_then(|(_, ws)| {
+                ws.get("workspace")?
+                    .get("package")?
+                    .get("description")?
+                    .as_str()
+                    .map(String::from)
+            })
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let contract = sdk_contract(&dir, sdk);
+    // Its build, where the plugins' workspace (or the crate) puts it.
+    let lib = name.replace('-', "_");
+    let target = workspace_root(&dir).map_or(dir.clone(), |(root, _)| root);
+    let wasm = [
+        target.join(format!("target/wasm32-wasip2/release/{lib}.wasm")),
+        dir.join(format!("target/wasm32-wasip2/release/{lib}.wasm")),
+    ]
+    .into_iter()
+    .find(|p| p.is_file());
+    Some(CrateEntry {
+        dir,
+        name,
+        kind,
+        contract,
+        description,
+        wasm,
+    })
+}
+
+/// The nearest folder above `dir` (or `dir` itself) whose Cargo.toml has a
+/// `[workspace]`, and that manifest.
+fn workspace_root(dir: &Path) -> Option<(PathBuf, toml::Table)> {
+    let mut d = Some(dir);
+    while let Some(p) = d {
+        if let Some(doc) = read_toml(&p.join("Cargo.toml"))
+            && doc.contains_key("workspace")
+        {
+            return Some((p.to_path_buf(), doc));
+        }
+        d = p.parent();
+    }
+    None
+}
+
+/// The contract the crate's SDK implements: the WIT package next to a path
+/// dependency's SDK, else the SDK version it asks for.
+fn sdk_contract(dir: &Path, dep: &toml::Value) -> String {
+    let (base, dep) = match dep.get("workspace").and_then(|w| w.as_bool()) {
+        Some(true) => match workspace_root(dir).and_then(|(root, ws)| {
+            let d = ws
+                .get("workspace")?
+                .get("dependencies")?
+                .get("ludus-sdk")?
+                .clone();
+            Some((root, d))
+        }) {
+            Some(found) => found,
+            None => {
+                return "unknown (ludus-sdk = { workspace = true } without a workspace entry)"
+                    .into();
+            }
+        },
+        _ => (dir.to_path_buf(), dep.clone()),
+    };
+    if let Some(path) = dep.get("path").and_then(|p| p.as_str()) {
+        let wit = base.join(path).join("../wit");
+        if let Some(v) = wit_package_version(&wit) {
+            return format!("ludus:plugin@{v}");
+        }
+    }
+    let version = dep
+        .as_str()
+        .or_else(|| dep.get("version").and_then(|v| v.as_str()));
+    match version {
+        Some(v) => format!("ludus:plugin (ludus-sdk {v})"),
+        None => "unknown (cannot find the SDK's WIT)".into(),
+    }
+}
+
+/// The version in `package ludus:plugin@X;` of the .wit files in `wit`.
+fn wit_package_version(wit: &Path) -> Option<String> {
+    for e in std::fs::read_dir(wit).ok()?.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Some(rest) = line.trim().strip_prefix("package ludus:plugin@") {
+                return Some(rest.trim_end_matches(';').trim().to_string());
+            }
+        }
+    }
+    None
 }
