@@ -536,7 +536,7 @@ fn ppo_with_the_cnn_learns_to_click_the_button_from_pixels() {
     // The trained policy as the agent of `ludus run` (greedy: the likeliest
     // cell) on other seeds than training saw: far above the random agent.
     let agent = format!("checkpoint:{}", out["checkpoint"].as_str().unwrap());
-    let report = ludus(&[
+    let report = ludus([
         "run",
         "--env",
         &support::plugin("desktop").display().to_string(),
@@ -555,7 +555,10 @@ fn ppo_with_the_cnn_learns_to_click_the_button_from_pixels() {
     .json();
     let rate = report["summary"]["success_rate"].as_f64().expect("rate");
     eprintln!("checkpoint agent in ludus run: success rate {rate:.2} over 100 episodes");
-    assert!(rate >= 0.6 && rate >= 4.0 * random, "{rate} vs random {random}");
+    assert!(
+        rate >= 0.6 && rate >= 4.0 * random,
+        "{rate} vs random {random}"
+    );
 }
 
 #[test]
