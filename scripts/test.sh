@@ -8,7 +8,7 @@ bash scripts/setup.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 (cd plugins && cargo test -p maze-kit -p desktop-kit 2>&1) | tee -a "$log"
-cargo test --workspace 2>&1 | tee -a "$log"
+cargo test --workspace --no-fail-fast 2>&1 | tee -a "$log"
 passed=$(grep -o '[0-9]* passed' "$log" | awk '{s += $1} END {print s + 0}')
 failed=$(grep -o '[0-9]* failed' "$log" | awk '{s += $1} END {print s + 0}')
 echo "tests: $passed passed, $failed failed"
