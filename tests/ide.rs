@@ -966,6 +966,13 @@ fn workspace_lists_plugin_crates_and_wasm_files() {
     )
     .unwrap();
     std::fs::copy(plugin("random_agent"), ws.join("agent.wasm")).unwrap();
+    // Where `ludus build` puts a Python or JS project's component.
+    std::fs::create_dir_all(ws.join("py-agent/build")).unwrap();
+    std::fs::copy(
+        plugin("random_agent"),
+        ws.join("py-agent/build/py_agent.wasm"),
+    )
+    .unwrap();
     let mut h = harness(AppState::new());
     h.run();
     h.get_by_label("Workspace").click_accesskit();
@@ -982,8 +989,9 @@ fn workspace_lists_plugin_crates_and_wasm_files() {
     assert_eq!(crates.len(), 1, "{crates:?}");
     assert_eq!(crates[0].kind, "env");
     assert_eq!(crates[0].contract, "ludus:plugin@0.1.0");
-    assert_eq!(h.state().plugins.len(), 1);
-    assert_eq!(h.state().plugins[0].kind, "agent");
+    let plugins = h.state().plugins.clone();
+    assert_eq!(plugins.len(), 2, "{plugins:?}");
+    assert!(plugins.iter().all(|p| p.kind == "agent"), "{plugins:?}");
 
     // The examples: workspace-inherited SDK dependency, built plugins.
     set_text(

@@ -147,10 +147,17 @@ fn collect_wasm(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
         if p.is_dir() {
+            // Cargo's own folders under target/<profile>/ hold copies and
+            // build-script output; a plugin project's `build/` is where
+            // `ludus build` puts Python and JS components, so it is scanned.
+            let in_profile = dir
+                .file_name()
+                .is_some_and(|d| d == "debug" || d == "release");
             if !(name.starts_with('.')
+                || name == "node_modules"
                 || name == "deps"
-                || name == "build"
-                || name == "incremental")
+                || name == "incremental"
+                || (name == "build" && in_profile))
             {
                 collect_wasm(&p, depth + 1, out);
             }
