@@ -245,6 +245,53 @@ fn policy_lag_bound_is_respected_in_async_mode() {
     for (update, max) in metric(&db, "ppo-cartpole", "policy_lag_max") {
         assert!(max <= 1.0, "update {update}: lag {max}");
     }
+    // Every update trains on at least a batch of fresh steps (stale ones ride
+    // along to be recorded, as dropped), and batches stay near `batch_steps`
+    // however fast the samplers are.
+    for (update, samples) in metric(&db, "ppo-cartpole", "samples") {
+        assert!(
+            (128.0..=4.0 * 128.0).contains(&samples),
+            "update {update}: trained on {samples} steps"
+        );
+    }
+}
+
+#[test]
+fn sync_mode_steps_in_lockstep_and_reproduces_on_a_slow_env() {
+    // With a random step latency, which env is ready first depends on the
+    // clock; sync mode steps every env together, so a run is still a function
+    // of its config and seed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = format!(
+        "{:?}\nstep_delay_ms = [0, 3]",
+        plugin("cartpole").display().to_string()
+    );
+    let cfg = config(
+        dir.path(),
+        "ppo-cartpole",
+        &[
+            ("updates", "3"),
+            ("mean_return", "100000"),
+            ("rollout_steps", "8"),
+            ("record", "false"),
+            ("plugin", &env),
+        ],
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("step_delay_ms = [0, 3]"), "{text}");
+    let runs: Vec<Vec<(u64, f64)>> = (0..2)
+        .map(|i| {
+            let db = dir.path().join(format!("t{i}.db"));
+            let out = train_json(&cfg, &db, &[]);
+            assert_eq!(out["updates"], 3, "{out}");
+            let busy = out["env_busy_seconds"].as_f64().unwrap();
+            assert!(busy > 0.0, "the step delay was not applied: {out}");
+            let mut m = metric(&db, "ppo-cartpole", "policy_loss");
+            m.extend(metric(&db, "ppo-cartpole", "approx_kl"));
+            m
+        })
+        .collect();
+    assert_eq!(runs[0], runs[1]);
 }
 
 #[test]

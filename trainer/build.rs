@@ -8,5 +8,6 @@ fn main() {
         let lib = std::fs::canonicalize(&lib).unwrap_or_else(|_| lib.into());
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
         println!("cargo:libtorch_lib={}", lib.display());
+        println!("cargo:rustc-env=LUDUS_LIBTORCH_LIB={}", lib.display());
     }
 }

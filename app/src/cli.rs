@@ -280,6 +280,16 @@ pub enum TrainDevice {
     Cuda,
 }
 
+impl From<TrainDevice> for ludus_trainer::train::DeviceChoice {
+    fn from(d: TrainDevice) -> Self {
+        match d {
+            TrainDevice::Auto => Self::Auto,
+            TrainDevice::Cpu => Self::Cpu,
+            TrainDevice::Cuda => Self::Cuda,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct TrainBenchArgs {
     /// Folder of the built example plugins (cartpole.wasm, maze.wasm, desktop.wasm).
@@ -291,6 +301,9 @@ pub struct TrainBenchArgs {
     /// The slow env's added step latency, uniform in MIN,MAX milliseconds.
     #[arg(long, default_value = "5,50", value_name = "MIN,MAX")]
     pub delay_ms: String,
+    /// Where the learner runs (default: CUDA when available, else CPU).
+    #[arg(long, value_enum, default_value_t = TrainDevice::Auto)]
+    pub device: TrainDevice,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use ludus_trainer::config::{Config, Mode};
-use ludus_trainer::train::{self, DeviceChoice, TrainOptions, TrainSummary};
+use ludus_trainer::train::{self, TrainOptions, TrainSummary};
 use serde::Serialize;
 
 use crate::UsageError;
@@ -22,6 +22,8 @@ const PPO_CLICK: &str = include_str!("../../configs/ppo-click.toml");
 struct Row {
     scenario: String,
     mode: &'static str,
+    /// Where the learner ran.
+    device: String,
     updates: u64,
     seconds: f64,
     env_steps: u64,
@@ -37,6 +39,7 @@ fn row(scenario: &str, mode: Mode, s: &TrainSummary) -> Row {
             Mode::Sync => "sync",
             Mode::Async => "async",
         },
+        device: s.device.clone(),
         updates: s.updates,
         seconds: s.seconds,
         env_steps: s.env_steps,
@@ -83,7 +86,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         let opts = TrainOptions {
             config: c,
             db: db.clone(),
-            device: DeviceChoice::Cpu,
+            device: args.device.into(),
             resume: false,
             stop: None,
         };
@@ -91,9 +94,10 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         let r = row(scenario, mode, &s);
         if !args.json {
             eprintln!(
-                "{:<34} {:<5} {:>5.1} s  env steps/s {:>9.0}  learner samples/s {:>9.0}  env utilisation {:>5.1}%",
+                "{:<34} {:<5} {:<7} {:>5.1} s  env steps/s {:>9.0}  learner samples/s {:>9.0}  env utilisation {:>5.1}%",
                 r.scenario,
                 r.mode,
+                r.device,
                 r.seconds,
                 r.env_steps_per_s,
                 r.learner_samples_per_s,

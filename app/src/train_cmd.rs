@@ -4,21 +4,17 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use ludus_trainer::config::Config;
-use ludus_trainer::train::{self, DeviceChoice, TrainOptions, UpdateReport};
+use ludus_trainer::train::{self, TrainOptions, UpdateReport};
 
 use crate::UsageError;
-use crate::cli::{TrainArgs, TrainDevice};
+use crate::cli::TrainArgs;
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config).map_err(|e| UsageError(e.to_string()))?;
     let opts = TrainOptions {
         config,
         db: args.db.clone(),
-        device: match args.device {
-            TrainDevice::Auto => DeviceChoice::Auto,
-            TrainDevice::Cpu => DeviceChoice::Cpu,
-            TrainDevice::Cuda => DeviceChoice::Cuda,
-        },
+        device: args.device.into(),
         resume: args.resume,
         stop: None,
     };

@@ -1,10 +1,18 @@
 //! Sampler threads: each runs many wasm env instances with a CPU copy of the
 //! policy, streams trajectory segments to the learner, and picks up new
-//! weights when they are published. Envs step as soon as they are ready (an
-//! env with a step delay is busy for that long), so a slow env never holds up
-//! the others in decoupled mode.
+//! weights when they are published.
+//!
+//! Decoupled (async) mode: every env steps as soon as it is ready (an env
+//! with a step delay is busy for that long), so a slow env never holds up the
+//! others, and sampling goes on while the learner updates, up to a bound on
+//! the steps the learner has not trained on yet.
+//!
+//! Sync mode is the classic coupled loop, as a vectorised env runs it: the
+//! envs of a sampler step in lockstep (each step waits for the slowest env),
+//! a round ends when every env has done its steps (or, for whole-episode
+//! algorithms, its episode), and nothing steps while the learner updates.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -100,11 +108,22 @@ pub struct Shared {
     /// Nanoseconds envs spent stepping (including their step delay), summed over envs.
     pub env_busy_ns: AtomicU64,
     pub env_steps: AtomicU64,
+    /// Steps sent to the learner and not yet taken into a batch.
+    untrained: AtomicUsize,
+    /// Set while the learner waits for data it does not have yet.
+    hungry: AtomicBool,
+    /// Async mode: samplers wait once this many steps are untrained, rather
+    /// than produce data that would go stale; never while the learner is
+    /// hungry, so whole groups can always complete.
+    max_untrained: usize,
 }
 
 impl Shared {
-    pub fn new(weights: Weights) -> Shared {
+    pub fn new(weights: Weights, max_untrained: usize) -> Shared {
         Shared {
+            untrained: AtomicUsize::new(0),
+            hungry: AtomicBool::new(false),
+            max_untrained,
             version: AtomicU64::new(weights.version),
             weights: Mutex::new(Arc::new(weights)),
             changed: Condvar::new(),
@@ -120,6 +139,44 @@ impl Shared {
         *w = Arc::new(weights);
         self.version.store(version, Ordering::Release);
         self.changed.notify_all();
+    }
+
+    /// The learner is about to wait for data: samplers may go past the bound.
+    pub fn hungry(&self) {
+        if !self.hungry.swap(true, Ordering::AcqRel) {
+            let _w = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+            self.changed.notify_all();
+        }
+    }
+
+    /// The learner took `steps` into a batch.
+    pub fn take(&self, steps: usize) {
+        let _ = self
+            .untrained
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(steps))
+            });
+        self.hungry.store(false, Ordering::Release);
+    }
+
+    /// Async mode: waits while too much untrained data is queued.
+    fn throttle(&self) {
+        let over = || {
+            !self.hungry.load(Ordering::Acquire)
+                && self.untrained.load(Ordering::Acquire) >= self.max_untrained
+                && !self.stopped()
+        };
+        if !over() {
+            return;
+        }
+        let mut w = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+        while over() {
+            w = self.changed.wait(w).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn sent(&self, steps: usize) {
+        self.untrained.fetch_add(steps, Ordering::AcqRel);
     }
 
     pub fn stop(&self) {
@@ -320,14 +377,30 @@ fn run(setup: SamplerSetup) -> Result<(), String> {
     let mut feats = Vec::new();
     let mut ready = Vec::new();
     while !shared.stopped() {
-        if !sync && shared.version.load(Ordering::Acquire) > version {
-            let w = shared.latest();
-            policy.load_values(&w.values);
-            version = w.version;
+        if !sync {
+            shared.throttle();
+            if shared.version.load(Ordering::Acquire) > version {
+                let w = shared.latest();
+                policy.load_values(&w.values);
+                version = w.version;
+            }
         }
         let now = Instant::now();
         ready.clear();
-        ready.extend((0..n).filter(|&i| !slots[i].round_done && slots[i].ready_at <= now));
+        let stepping = || (0..n).filter(|&i| !slots[i].round_done);
+        // Sync: lockstep, once the slowest env of the round is ready.
+        let wait_for = if sync {
+            stepping().map(|i| slots[i].ready_at).max()
+        } else {
+            stepping().map(|i| slots[i].ready_at).min()
+        };
+        if sync {
+            if wait_for.is_some_and(|t| t <= now) {
+                ready.extend(stepping());
+            }
+        } else {
+            ready.extend(stepping().filter(|&i| slots[i].ready_at <= now));
+        }
         if ready.is_empty() {
             if slots.iter().all(|s| s.round_done) {
                 let state = SamplerState {
@@ -355,13 +428,9 @@ fn run(setup: SamplerSetup) -> Result<(), String> {
                 }
                 continue;
             }
-            // Every env is busy with its (simulated) step latency: wait for the first.
-            let next = slots
-                .iter()
-                .filter(|s| !s.round_done)
-                .map(|s| s.ready_at)
-                .min()
-                .unwrap_or(now);
+            // Envs are busy with their (simulated) step latency: wait for
+            // the first (async) or the last (sync).
+            let next = wait_for.unwrap_or(now);
             std::thread::sleep(next.saturating_duration_since(now));
             continue;
         }
@@ -465,6 +534,8 @@ fn run(setup: SamplerSetup) -> Result<(), String> {
                     seg,
                     ctx.empty_segment(i, &slot.state, slot.seed, &slot.task),
                 );
+                // Counted before it can be taken.
+                shared.sent(done.len());
                 if tx.send(SamplerMsg::Segment(Box::new(done))).is_err() {
                     return Ok(());
                 }
@@ -482,6 +553,8 @@ fn run(setup: SamplerSetup) -> Result<(), String> {
                     seg,
                     ctx.empty_segment(i, &slot.state, slot.seed, &slot.task),
                 );
+                // Counted before it can be taken.
+                shared.sent(done.len());
                 if tx.send(SamplerMsg::Segment(Box::new(done))).is_err() {
                     return Ok(());
                 }

@@ -106,8 +106,9 @@ pub struct TrainSummary {
 pub fn device(choice: DeviceChoice) -> Result<Device, TrainError> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
-        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceChoice::Auto if crate::cuda_available() => Ok(Device::Cuda(0)),
+        DeviceChoice::Auto => Ok(Device::Cpu),
+        DeviceChoice::Cuda if crate::cuda_available() => Ok(Device::Cuda(0)),
         DeviceChoice::Cuda => Err(TrainError::Device(
             "--device cuda: no CUDA device is available here (use --device cpu, or run on a machine with a GPU)".into(),
         )),
@@ -258,16 +259,19 @@ pub fn train(
         &spec_json,
         resume_point.as_ref(),
     )?;
-    let shared = Arc::new(Shared::new(Weights {
-        version: run.update,
-        values: policy.values(),
-    }));
-    // Room for about two batches (and every env's episode, so groups can
-    // complete): when the learner falls behind, samplers wait rather than
-    // pile up data that would only go stale.
+    // Async: while the learner updates, samplers fill the next batch and then
+    // wait, rather than pile up data that would only go stale (so a batch is
+    // about one update old). Bounded in steps, not segments: a one-step
+    // episode is a whole segment.
+    let shared = Arc::new(Shared::new(
+        Weights {
+            version: run.update,
+            values: policy.values(),
+        },
+        config.sampling.batch_steps,
+    ));
     let envs = config.sampling.samplers * config.sampling.envs_per_sampler;
-    let capacity = (2 * config.sampling.batch_steps / config.sampling.rollout_steps).max(envs);
-    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let (tx, rx) = crossbeam_channel::unbounded();
     let mut handles = Vec::new();
     for i in 0..config.sampling.samplers {
         let state = run.samplers.as_ref().and_then(|s| s.get(i).cloned());
@@ -351,22 +355,34 @@ fn mean(v: &VecDeque<f64>) -> Option<f64> {
 }
 
 /// Waits for the next batch: in sync mode a full round from every sampler, in
-/// async mode whatever is ready once there are at least `batch_steps` steps
-/// (whole groups only, for group-relative advantages).
+/// async mode the oldest ready segments once there are at least `batch_steps`
+/// trainable steps, about `batch_steps` of them (whole groups only, for
+/// group-relative advantages); the rest wait for the next update. Steps past
+/// the lag bound ride along to be recorded but do not count: every update
+/// trains on fresh data, and its policy version moves only then.
 fn gather(
     config: &Config,
     rx: &Receiver<SamplerMsg>,
     pending: &mut Vec<Segment>,
     states: &mut [Option<SamplerState>],
+    version: u64,
+    shared: &Shared,
 ) -> Result<Option<Vec<Segment>>, TrainError> {
     let sync = config.sampling.mode == Mode::Sync;
     let g = config.group_size();
+    let max_lag = config.sampling.max_policy_lag;
+    let fresh = |s: &Segment| {
+        s.versions
+            .iter()
+            .filter(|&&v| version.saturating_sub(v) <= max_lag)
+            .count()
+    };
     let mut rounds = 0;
     loop {
         let ready_steps: usize = if sync {
             0
         } else {
-            ready(pending, g).iter().map(|&i| pending[i].len()).sum()
+            ready(pending, g).iter().map(|&i| fresh(&pending[i])).sum()
         };
         let done = if sync {
             rounds == config.sampling.samplers
@@ -377,7 +393,13 @@ fn gather(
             let take = if sync {
                 (0..pending.len()).collect()
             } else {
-                ready(pending, g)
+                oldest(
+                    pending,
+                    &ready(pending, g),
+                    g,
+                    config.sampling.batch_steps,
+                    &fresh,
+                )
             };
             let mut batch = Vec::with_capacity(take.len());
             let mut rest = Vec::new();
@@ -393,6 +415,7 @@ fn gather(
             return Ok(Some(batch));
         }
         // Block for one message, then take everything already queued.
+        shared.hungry();
         let Ok(first) = rx.recv() else {
             return Ok(None);
         };
@@ -415,6 +438,37 @@ fn gather(
             }
         }
     }
+}
+
+/// Of the `ready` indices (sorted, in arrival order), the first ones up to
+/// `steps` steps (as `count` counts them), with every segment of a group
+/// taken together.
+fn oldest(
+    pending: &[Segment],
+    ready: &[usize],
+    group: usize,
+    steps: usize,
+    count: &dyn Fn(&Segment) -> usize,
+) -> Vec<usize> {
+    let mut groups = std::collections::BTreeSet::new();
+    let (mut take, mut taken) = (Vec::new(), 0);
+    for &i in ready {
+        let s = &pending[i];
+        let key = (s.sampler, s.group, s.counter);
+        let more = if group > 1 && groups.contains(&key) {
+            true
+        } else if taken < steps {
+            groups.insert(key);
+            true
+        } else {
+            false
+        };
+        if more {
+            take.push(i);
+            taken += count(s);
+        }
+    }
+    take
 }
 
 /// Indices (sorted) of pending segments that can be trained on now.
@@ -461,9 +515,10 @@ fn learn(
     let mut last_busy = shared.env_busy_ns.load(Ordering::Relaxed);
     let mut last_steps = shared.env_steps.load(Ordering::Relaxed);
     while run.update < config.stop.updates {
-        let Some(batch) = gather(config, rx, &mut pending, &mut states)? else {
+        let Some(batch) = gather(config, rx, &mut pending, &mut states, run.update, shared)? else {
             break;
         };
+        shared.take(batch.iter().map(Segment::len).sum());
         let learn_start = Instant::now();
         let version = run.update;
         let lr = learner::learning_rate(config, version + 1);
