@@ -56,16 +56,7 @@ fn trained() -> &'static Trained {
         let cfg = dir.join("ppo-cartpole.toml");
         std::fs::write(&cfg, lines.join("\n")).expect("write config");
         let db = dir.join("train.db");
-        let out = ludus([
-            "train".to_string(),
-            cfg.display().to_string(),
-            "--db".into(),
-            db.display().to_string(),
-            "--json".into(),
-            "--device".into(),
-            "cpu".into(),
-        ])
-        .json();
+        let out = train_json(&cfg, &db, &[]);
         let latest = PathBuf::from(out["checkpoint"].as_str().expect("checkpoint path"));
         let early = latest
             .parent()

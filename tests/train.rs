@@ -38,20 +38,6 @@ fn config(dir: &Path, example: &str, edits: &[(&str, &str)]) -> PathBuf {
     path
 }
 
-fn train_json(config: &Path, db: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
-        "train".to_string(),
-        config.display().to_string(),
-        "--db".into(),
-        db.display().to_string(),
-        "--json".into(),
-        "--device".into(),
-        "cpu".into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    ludus(&args).json()
-}
-
 /// Metric values by update for one name.
 fn metric(db: &Path, run: &str, name: &str) -> Vec<(u64, f64)> {
     Db::open(db)

@@ -146,3 +146,19 @@ pub fn digests(report: &serde_json::Value) -> Vec<String> {
         .map(|e| e["digest"].as_str().expect("digest").to_string())
         .collect()
 }
+
+/// `ludus train CONFIG --db DB --json --device cpu [extra...]`, which must
+/// succeed; its JSON summary.
+pub fn train_json(config: &Path, db: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "train".to_string(),
+        config.display().to_string(),
+        "--db".into(),
+        db.display().to_string(),
+        "--json".into(),
+        "--device".into(),
+        "cpu".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    ludus(&args).json()
+}

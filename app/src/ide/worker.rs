@@ -95,7 +95,7 @@ pub fn diff_episodes(
 /// kind, contract, and the plugin's own description.
 pub fn scan_plugins(dir: &Path) -> Vec<PluginEntry> {
     let mut files = Vec::new();
-    collect_wasm(dir, 0, &mut files);
+    collect_wasm(dir, &mut files);
     files.sort();
     files
         .into_iter()
@@ -136,64 +136,76 @@ pub fn scan_plugins(dir: &Path) -> Vec<PluginEntry> {
         .collect()
 }
 
-fn collect_wasm(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-    if depth > 6 || out.len() > 200 {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if p.is_dir() {
-            // Cargo's own folders under target/<profile>/ hold copies and
-            // build-script output; a plugin project's `build/` is where
-            // `ludus build` puts Python and JS components, so it is scanned.
-            let in_profile = dir
-                .file_name()
-                .is_some_and(|d| d == "debug" || d == "release");
-            if !(name.starts_with('.')
-                || name == "node_modules"
-                || name == "deps"
-                || name == "incremental"
-                || (name == "build" && in_profile))
-            {
-                collect_wasm(&p, depth + 1, out);
+/// Files under `dir` (at most 6 folders down, at most `limit` of them) whose
+/// name `keep` accepts, descending into the folders `descend` accepts (given
+/// the folder's parent and its name). Hidden folders and `node_modules` are
+/// never entered.
+fn walk(
+    dir: &Path,
+    limit: usize,
+    descend: &dyn Fn(&Path, &str) -> bool,
+    keep: &dyn Fn(&str) -> bool,
+    out: &mut Vec<PathBuf>,
+) {
+    fn go(
+        dir: &Path,
+        depth: usize,
+        limit: usize,
+        descend: &dyn Fn(&Path, &str) -> bool,
+        keep: &dyn Fn(&str) -> bool,
+        out: &mut Vec<PathBuf>,
+    ) {
+        if depth > 6 || out.len() > limit {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                if !name.starts_with('.') && name != "node_modules" && descend(dir, &name) {
+                    go(&p, depth + 1, limit, descend, keep, out);
+                }
+            } else if keep(&name) {
+                out.push(p);
             }
-        } else if name.ends_with(".wasm") {
-            out.push(p);
         }
     }
+    go(dir, 0, limit, descend, keep, out);
+}
+
+/// `.wasm` files under `dir`. Cargo's own folders under target/<profile>/
+/// hold copies and build-script output; a plugin project's `build/` is where
+/// `ludus build` puts Python and JS components, so it is scanned.
+fn collect_wasm(dir: &Path, out: &mut Vec<PathBuf>) {
+    let descend = |parent: &Path, name: &str| {
+        let in_profile = parent
+            .file_name()
+            .is_some_and(|d| d == "debug" || d == "release");
+        !(name == "deps" || name == "incremental" || (name == "build" && in_profile))
+    };
+    walk(dir, 200, &descend, &|name| name.ends_with(".wasm"), out);
 }
 
 /// Plugin source crates under `dir`: every `Cargo.toml` with a package that
 /// depends on `ludus-sdk` with the feature `env`, `agent` or `reward`.
 pub fn scan_crates(dir: &Path) -> Vec<CrateEntry> {
     let mut manifests = Vec::new();
-    collect_manifests(dir, 0, &mut manifests);
+    collect_manifests(dir, &mut manifests);
     manifests.sort();
     manifests.iter().filter_map(|m| describe_crate(m)).collect()
 }
 
-fn collect_manifests(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-    if depth > 6 || out.len() > 500 {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if p.is_dir() {
-            if !(name.starts_with('.') || name == "target" || name == "node_modules") {
-                collect_manifests(&p, depth + 1, out);
-            }
-        } else if name == "Cargo.toml" {
-            out.push(p);
-        }
-    }
+fn collect_manifests(dir: &Path, out: &mut Vec<PathBuf>) {
+    walk(
+        dir,
+        500,
+        &|_, name| name != "target",
+        &|name| name == "Cargo.toml",
+        out,
+    );
 }
 
 fn read_toml(path: &Path) -> Option<toml::Table> {
