@@ -301,6 +301,9 @@ pub struct TrainBenchArgs {
     /// The slow env's added step latency, uniform in MIN,MAX milliseconds.
     #[arg(long, default_value = "5,50", value_name = "MIN,MAX")]
     pub delay_ms: String,
+    /// Run only the scenarios whose key (e.g. `grpo_maze_slow`, `ppo_cartpole_cpu`) contains this.
+    #[arg(long, value_name = "TEXT")]
+    pub only: Option<String>,
     /// Where the learner runs (default: CUDA when available, else CPU).
     #[arg(long, value_enum, default_value_t = TrainDevice::Auto)]
     pub device: TrainDevice,

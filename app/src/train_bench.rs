@@ -94,7 +94,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         let r = row(scenario, mode, &s);
         if !args.json {
             eprintln!(
-                "{:<34} {:<5} {:<7} {:>5.1} s  env steps/s {:>9.0}  learner samples/s {:>9.0}  env utilisation {:>5.1}%",
+                "{:<46} {:<5} {:<7} {:>5.1} s  env steps/s {:>9.0}  learner samples/s {:>9.0}  env utilisation {:>5.1}%",
                 r.scenario,
                 r.mode,
                 r.device,
@@ -110,101 +110,106 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
     let slow = move |c: &mut Config| {
         c.env.step_delay_ms = Some(delay);
         c.stop.updates = updates;
+        c.sampling.max_policy_lag = 4;
     };
     let slow_ppo = move |c: &mut Config| {
         slow(c);
         c.sampling.envs_per_sampler = 8;
         c.sampling.rollout_steps = 16;
         c.sampling.batch_steps = 256;
-        c.sampling.max_policy_lag = 4;
     };
-    let slow_grpo = move |c: &mut Config| {
+    // The same GRPO on a 5x5 maze: episodes of 4 to about 100 steps (a
+    // random walk finds the exit), the long tail of agent tasks, where a
+    // sync round lasts as long as its longest episode.
+    let slow_small_maze = move |c: &mut Config| {
         slow(c);
-        c.sampling.max_policy_lag = 4;
-    };
-    let slow_click = move |c: &mut Config| {
-        slow(c);
-        c.sampling.max_policy_lag = 4;
+        c.env.config = "size=5,doors=0,max_steps=100".into();
     };
     let fast = |c: &mut Config| c.stop.updates = 150;
     let label = format!("slow env {}-{} ms", delay[0], delay[1]);
-    for mode in [Mode::Sync, Mode::Async] {
-        rows.push(measure(
+    type Edit<'a> = &'a dyn Fn(&mut Config);
+    let scenarios: [(&str, &str, &str, String, Edit); 5] = [
+        (
+            "ppo_cartpole_slow",
             PPO_CARTPOLE,
             "cartpole.wasm",
-            &format!("PPO CartPole, {label}"),
-            mode,
+            format!("PPO CartPole, {label}"),
             &slow_ppo,
-        )?);
-    }
-    for mode in [Mode::Sync, Mode::Async] {
-        rows.push(measure(
+        ),
+        (
+            "grpo_maze_slow",
             GRPO_MAZE,
             "maze.wasm",
-            &format!("GRPO maze, {label}"),
-            mode,
-            &slow_grpo,
-        )?);
-    }
-    for mode in [Mode::Sync, Mode::Async] {
-        rows.push(measure(
+            format!("GRPO maze, {label}"),
+            &slow,
+        ),
+        (
+            "grpo_small_maze_slow",
+            GRPO_MAZE,
+            "maze.wasm",
+            format!("GRPO 5x5 maze (long tail), {label}"),
+            &slow_small_maze,
+        ),
+        (
+            "ppo_click_cnn_slow",
             PPO_CLICK,
             "desktop.wasm",
-            &format!("PPO click (CNN), {label}"),
-            mode,
-            &slow_click,
-        )?);
-    }
-    for mode in [Mode::Sync, Mode::Async] {
-        rows.push(measure(
+            format!("PPO click (CNN), {label}"),
+            &slow,
+        ),
+        (
+            "ppo_cartpole_cpu",
             PPO_CARTPOLE,
             "cartpole.wasm",
-            "PPO CartPole, CPU",
-            mode,
+            "PPO CartPole, no delay".into(),
             &fast,
-        )?);
+        ),
+    ];
+    let mut ratios = serde_json::Map::new();
+    let mut lines = Vec::new();
+    for (key, base, plugin, label, edit) in &scenarios {
+        if args.only.as_deref().is_some_and(|o| !key.contains(o)) {
+            continue;
+        }
+        let sync = measure(base, plugin, label, Mode::Sync, *edit)?;
+        let decoupled = measure(base, plugin, label, Mode::Async, *edit)?;
+        let util = decoupled.env_utilisation / sync.env_utilisation.max(1e-12);
+        let samples = decoupled.learner_samples_per_s / sync.learner_samples_per_s.max(1e-12);
+        if key.ends_with("_slow") {
+            ratios.insert(
+                key.to_string(),
+                serde_json::json!({ "env_utilisation": util, "learner_samples_per_s": samples }),
+            );
+            lines.push(format!(
+                "decoupled over sync, {label}: env utilisation x{util:.2}, learner samples/s x{samples:.2}"
+            ));
+        } else {
+            lines.push(format!(
+                "{label}: {:.0} learner samples/s (sync), {:.0} (async) on {}",
+                sync.learner_samples_per_s, decoupled.learner_samples_per_s, sync.device
+            ));
+        }
+        rows.push(sync);
+        rows.push(decoupled);
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    let ratio = |i: usize, f: fn(&Row) -> f64| f(&rows[i + 1]) / f(&rows[i]).max(1e-12);
-    let speedups = serde_json::json!({
-        "ppo_cartpole_slow": {
-            "env_utilisation": ratio(0, |r| r.env_utilisation),
-            "learner_samples_per_s": ratio(0, |r| r.learner_samples_per_s),
-        },
-        "grpo_maze_slow": {
-            "env_utilisation": ratio(2, |r| r.env_utilisation),
-            "learner_samples_per_s": ratio(2, |r| r.learner_samples_per_s),
-        },
-        "ppo_click_cnn_slow": {
-            "env_utilisation": ratio(4, |r| r.env_utilisation),
-            "learner_samples_per_s": ratio(4, |r| r.learner_samples_per_s),
-        },
-    });
+    if rows.is_empty() {
+        return Err(UsageError(format!(
+            "--only {}: no scenario matches (keys: {})",
+            args.only.unwrap_or_default(),
+            scenarios.map(|s| s.0).join(", ")
+        ))
+        .into());
+    }
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "runs": rows, "async_over_sync": speedups })
+            serde_json::json!({ "runs": rows, "async_over_sync": ratios })
         );
     } else {
-        println!(
-            "decoupled over sync, PPO CartPole on the slow env: env utilisation x{:.2}, learner samples/s x{:.2}",
-            ratio(0, |r| r.env_utilisation),
-            ratio(0, |r| r.learner_samples_per_s)
-        );
-        println!(
-            "decoupled over sync, GRPO maze on the slow env: env utilisation x{:.2}, learner samples/s x{:.2}",
-            ratio(2, |r| r.env_utilisation),
-            ratio(2, |r| r.learner_samples_per_s)
-        );
-        println!(
-            "decoupled over sync, PPO click (CNN) on the slow env: env utilisation x{:.2}, learner samples/s x{:.2}",
-            ratio(4, |r| r.env_utilisation),
-            ratio(4, |r| r.learner_samples_per_s)
-        );
-        println!(
-            "PPO CartPole on CPU: {:.0} learner samples/s (sync), {:.0} (async)",
-            rows[6].learner_samples_per_s, rows[7].learner_samples_per_s
-        );
+        for l in lines {
+            println!("{l}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
