@@ -209,7 +209,11 @@ class Rng:
 
     def next_float(self) -> float:
         """Uniform in [0, 1)."""
-        return (self.next_u64() >> 11) * (1.0 / (1 << 53))
+        # `next_u64` inlined: resets draw several of these per episode.
+        self.state = z = (self.state + 0x9E3779B97F4A7C15) & _MASK
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        return ((z ^ (z >> 31)) >> 11) * (1.0 / (1 << 53))
 
     def uniform(self, low: float, high: float) -> float:
         return low + (high - low) * self.next_float()
