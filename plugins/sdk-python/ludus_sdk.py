@@ -665,5 +665,5 @@ __all__ = [
     n
     for n in dir()
     if not n.startswith("_")
-    and n not in ("annotations", "Callable", "Dict", "List", "Optional", "os", "sys", "traceback", "Err")
+    and n not in ("annotations", "Callable", "Dict", "List", "Optional", "Sequence", "Tuple", "os", "sys", "traceback", "Err")
 ]
