@@ -444,7 +444,12 @@ class _EnvState:
         self.resets = self.steps = None
         try:
             envs = [_construct(self.cls, self.config) for _ in seeds]
-            flat = all(e.reset_flat is not None and e.step_flat is not None for e in envs)
+            # getattr: a class that does not derive from `Env` has no hooks.
+            flat = all(
+                getattr(e, "reset_flat", None) is not None
+                and getattr(e, "step_flat", None) is not None
+                for e in envs
+            )
             for env, seed in zip(envs, seeds):
                 if flat:
                     _push_flat(out, env.reset_flat(seed), size, "reset_flat")
