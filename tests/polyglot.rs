@@ -462,3 +462,211 @@ fn new_and_build_reject_bad_input_with_exit_2() {
     let err = ludus(["build".as_ref(), broken.as_os_str()]).fails_with(2);
     assert!(err.contains("componentize-py"), "{err}");
 }
+
+/// SplitMix64 once: the seed a batched copy's next episode starts from, as
+/// both SDKs derive it (`next_seed`).
+fn next_seed(seed: u64) -> u64 {
+    let mut z = (seed ^ 0xA076_1D64_78BD_642F).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn vector_of(observation: &[ludus_arena::model::Part]) -> Vec<f32> {
+    match &observation[0].value {
+        ludus_arena::model::Value::Vector(v) => v.clone(),
+        other => panic!("not a vector: {other:?}"),
+    }
+}
+
+#[test]
+fn python_batched_cartpole_matches_one_env_per_call() {
+    use ludus_arena::model::Action;
+    use ludus_arena::{Limits, Plugin, PluginKind};
+    // The SDK's fast path (`reset_flat`, `step_flat`) must see what single
+    // stepping sees: the same observations bit for bit, rewards and flags,
+    // and a copy that ends restarts from `next_seed` of its seed.
+    let b = built();
+    let p = Plugin::load(&b.py_cartpole, PluginKind::Env, Limits::DEFAULT).unwrap();
+    let seeds = [3u64, 77, 1234, u64::MAX];
+    let mut batch = p.env(0).unwrap();
+    batch.init("").unwrap().unwrap();
+    let first = batch.batch_reset(&seeds).unwrap().unwrap();
+    let mut singles: Vec<_> = seeds
+        .iter()
+        .map(|&s| {
+            let mut e = p.env(0).unwrap();
+            e.init("").unwrap().unwrap();
+            let r = e.reset(s).unwrap();
+            (e, s, vector_of(&r.observation))
+        })
+        .collect();
+    let flat: Vec<f32> = singles.iter().flat_map(|(_, _, o)| o.clone()).collect();
+    assert_eq!(first, flat);
+    let (mut ends, mut truncations) = (0, 0);
+    for step in 0..600u64 {
+        // Copies 0 and 1 push at random (short episodes); 2 and 3 balance
+        // the pole (some reach the 500-step truncation), with now and then
+        // an out-of-range value (action 0).
+        let actions: Vec<f32> = singles
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, o))| match (i, step % 13) {
+                (0 | 1, _) => (next_seed(step * 4 + i as u64) >> 63) as f32,
+                (_, 0) => -3.0,
+                _ => f32::from(o[2] + 0.5 * o[3] > 0.0),
+            })
+            .collect();
+        let r = batch.batch_step(&actions).unwrap().unwrap();
+        assert_eq!(r.observations.len(), 4 * seeds.len());
+        for (i, (env, seed, obs)) in singles.iter_mut().enumerate() {
+            let s = env
+                .step(&Action::Discrete(actions[i].max(0.0) as u32))
+                .unwrap();
+            let flags = u8::from(s.terminated) | (u8::from(s.truncated) << 1);
+            assert_eq!(r.flags[i], flags, "copy {i} step {step}");
+            assert_eq!(r.rewards[i], s.reward, "copy {i} step {step}");
+            *obs = if flags != 0 {
+                ends += 1;
+                truncations += usize::from(s.truncated);
+                *seed = next_seed(*seed);
+                vector_of(&env.reset(*seed).unwrap().observation)
+            } else {
+                vector_of(&s.observation)
+            };
+            assert_eq!(
+                r.observations[i * 4..i * 4 + 4],
+                obs[..],
+                "copy {i} step {step}"
+            );
+        }
+    }
+    assert!(ends >= 10, "only {ends} episodes ended");
+    assert!(truncations >= 1, "no episode reached its step limit");
+}
+
+/// A Python env with both paths and a fault on demand, for the batched
+/// interface's tests. Config: `flat=no` opts an instance out of the fast
+/// path, `fail=yes` raises at the third step of an episode.
+const FLAKY_ENV: &str = r#"
+import ludus_sdk as ludus
+
+
+def overheat(steps):
+    raise RuntimeError(f"overheated at step {steps}")
+
+
+class Flaky(ludus.Env):
+    def __init__(self, config):
+        cfg = ludus.parse_config(config)
+        if cfg.get("flat", "yes") == "no":
+            self.reset_flat = self.step_flat = None
+        self.fail = cfg.get("fail", "no") == "yes"
+        self.position = self.steps = 0
+
+    def info(self):
+        return ludus.EnvInfo(
+            name="flaky", version="0.1.0", description="Walks; fails on demand.",
+            observation_space=[ludus.vector_space("state", [0.0, 0.0], [9.0, 9.0])],
+            action_space=ludus.discrete_action_space(3), max_steps=7, vector_size=2,
+        )
+
+    def start(self, seed):
+        self.position = ludus.Rng(seed).below(5)
+        self.steps = 0
+        return [float(self.position), 0.0]
+
+    def advance(self, action):
+        self.steps += 1
+        if self.fail and self.steps == 3:
+            overheat(self.steps)
+        self.position = max(0, self.position + action - 1)
+        return [float(self.position), float(self.steps)], 0.5 * action, self.position >= 6, False
+
+    def reset(self, seed):
+        return ludus.ResetResult(ludus.vector_observation("state", self.start(seed)), "", "{}")
+
+    def step(self, action):
+        a = action.value if isinstance(action, ludus.ActionDiscrete) else 1
+        obs, reward, terminated, truncated = self.advance(a)
+        return ludus.StepResult(ludus.vector_observation("state", obs), reward, terminated, truncated, "")
+
+    def reset_flat(self, seed):
+        return self.start(seed)
+
+    def step_flat(self, action):
+        return self.advance(action)
+
+
+EnvPlugin = ludus.export_env(Flaky)
+"#;
+
+fn flaky_env(dir: &Path) -> PathBuf {
+    let project = dir.join("flaky");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("pyproject.toml"),
+        "[project]\nname = \"flaky\"\n\n[tool.ludus]\nworld = \"env\"\nmodule = \"app\"\n",
+    )
+    .unwrap();
+    std::fs::write(project.join("app.py"), FLAKY_ENV).unwrap();
+    build(&project)
+}
+
+#[test]
+fn python_batched_fast_and_general_paths_agree_and_exceptions_crash_with_the_traceback() {
+    use ludus_arena::{Limits, Plugin, PluginKind};
+    let dir = tmp();
+    let wasm = flaky_env(dir.path());
+    let p = Plugin::load(&wasm, PluginKind::Env, Limits::DEFAULT).unwrap();
+    let seeds: Vec<u64> = (0..6).collect();
+    let stepped = |config: &str| {
+        let mut env = p.env(0).unwrap();
+        env.init(config).unwrap().unwrap();
+        let mut out = vec![env.batch_reset(&seeds).unwrap().unwrap()];
+        for step in 0..40usize {
+            let actions: Vec<f32> = (0..seeds.len())
+                .map(|i| [2.0, 1.0, 2.0, 0.0, -1.0][(step + i) % 5])
+                .collect();
+            let r = env.batch_step(&actions).unwrap().unwrap();
+            out.push(r.observations);
+            out.push(r.rewards);
+            out.push(r.flags.iter().map(|&f| f32::from(f)).collect());
+        }
+        out
+    };
+    let fast = stepped("");
+    let general = stepped("flat=no");
+    assert_eq!(fast.len(), general.len());
+    for (k, (f, g)) in fast.iter().zip(&general).enumerate() {
+        // 0: the reset; then observations, rewards and flags per step.
+        assert_eq!(f, g, "fast path vs general path, item {k}");
+    }
+    let flags: Vec<f32> = fast.iter().skip(3).step_by(3).flatten().copied().collect();
+    assert!(flags.contains(&1.0), "no copy terminated");
+    assert!(flags.contains(&2.0), "no copy was truncated at max_steps");
+
+    // An exception in either path crashes the call with its traceback.
+    for (config, frame) in [
+        ("fail=yes", "in step_flat /"),
+        ("fail=yes,flat=no", "in step /"),
+    ] {
+        let mut env = p.env(0).unwrap();
+        env.init(config).unwrap().unwrap();
+        env.batch_reset(&seeds).unwrap().unwrap();
+        let actions = vec![1.0; seeds.len()];
+        let crash = (0..3)
+            .find_map(|_| env.batch_step(&actions).err())
+            .unwrap_or_else(|| panic!("{config}: no crash in three steps"));
+        let msg = crash.to_string();
+        for part in [
+            "crashed in `batch-step`",
+            "Python exception in `batch-step`",
+            "overheat",
+            "RuntimeError: overheated at step 3",
+            frame,
+        ] {
+            assert!(msg.contains(part), "{config}: missing `{part}` in: {msg}");
+        }
+    }
+}

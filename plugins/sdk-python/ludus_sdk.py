@@ -13,6 +13,11 @@ export it with one call, the way the Rust SDK's macros do:
 
     EnvPlugin = ludus.export_env(CartPole)
 
+The SDK derives the batched interface (`batch-reset`, `batch-step`) from
+`reset` and `step`; an env whose observation is one vector can also define
+`reset_flat(seed)` and `step_flat(action)` on plain values, the batched fast
+path (see `Env`).
+
 `ludus build PATH` turns the project into a WebAssembly component with
 componentize-py. The generated bindings (`wit_world`) exist only inside that
 build; this module imports them, so import it only from plugin code.
@@ -27,7 +32,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from componentize_py_types import Err
 from wit_world.imports import log as _log
@@ -204,7 +209,11 @@ class Rng:
 
     def next_float(self) -> float:
         """Uniform in [0, 1)."""
-        return (self.next_u64() >> 11) * (1.0 / (1 << 53))
+        # `next_u64` inlined: resets draw several of these per episode.
+        self.state = z = (self.state + 0x9E3779B97F4A7C15) & _MASK
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        return ((z ^ (z >> 31)) >> 11) * (1.0 / (1 << 53))
 
     def uniform(self, low: float, high: float) -> float:
         return low + (high - low) * self.next_float()
@@ -285,7 +294,12 @@ memory = _Memory()
 
 class Env:
     """An environment. Implement `__init__(config)`, `info()`, `reset(seed)`
-    and `step(action)`; the SDK derives the batched interface from them."""
+    and `step(action)`; the SDK derives the batched interface from them.
+
+    The batched interface's fast path (optional, for envs whose observation
+    is one vector): also implement `reset_flat` and `step_flat` on plain
+    Python values, and `batch-step` calls them instead of building an
+    `Action`, a `StepResult` and an observation per copy and step."""
 
     def __init__(self, config: str) -> None:
         if parse_config(config):
@@ -299,6 +313,23 @@ class Env:
 
     def step(self, action: Action) -> StepResult:
         raise NotImplementedError
+
+    # The fast path: `None` here means "not implemented"; define both as
+    # methods to use it (an instance may set them to None to opt out).
+    #
+    #   def reset_flat(self, seed: int) -> Sequence[float]
+    #       Starts an episode like `reset(seed)` and returns its observation
+    #       as `vector_size` floats (a list or a tuple).
+    #   def step_flat(self, action) -> (Sequence[float], float, bool, bool)
+    #       Applies one action like `step` and returns (observation, reward,
+    #       terminated, truncated). `action` is a plain value: an `int` for a
+    #       discrete action space, a list of floats for a continuous one.
+    #
+    # They must agree with `reset` and `step`: batched copies must see what
+    # single stepping sees. The SDK copies the observation's values before it
+    # calls the env again, so returning a list the env keeps is fine.
+    reset_flat: Optional[Callable[[int], Sequence[float]]] = None
+    step_flat: Optional[Callable[..., Tuple[Sequence[float], float, bool, bool]]] = None
 
 
 class Agent:
@@ -361,7 +392,17 @@ class _EnvState:
         self.env = None
         self.info = None
         self.config = ""
-        self.batch: list = []
+        # The batched copies, as parallel lists: the envs, each copy's seed,
+        # and the call (counting `batch-step` calls) at which its episode
+        # reaches the step limit.
+        self.envs: list = []
+        self.seeds: List[int] = []
+        self.deadlines: List[int] = []
+        self.now = 0
+        self.max_steps = _NO_LIMIT
+        # With the fast path: each copy's bound `reset_flat` and `step_flat`.
+        self.resets: Optional[list] = None
+        self.steps: Optional[list] = None
 
     def init(self, config: str) -> EnvInfo:
         try:
@@ -385,60 +426,131 @@ class _EnvState:
             )
         return info.vector_size
 
+    def action_width(self) -> int:
+        """Action values per copy in `batch-step` (0: discrete)."""
+        space = self.info.action_space
+        if space.discrete is not None:
+            return 0
+        if space.continuous is not None:
+            return max(1, len(space.continuous.low))
+        return 1
+
     def batch_reset(self, seeds: List[int]) -> List[float]:
         size = self.vector_size()
         out: List[float] = []
-        self.batch = []
+        self.envs, self.seeds, self.now = [], list(seeds), 0
+        self.max_steps = self.info.max_steps or _NO_LIMIT
+        self.deadlines = [self.max_steps] * len(seeds)
+        self.resets = self.steps = None
         try:
-            for seed in seeds:
-                env = _construct(self.cls, self.config)
-                reset = env.reset(seed)
-                _push_vector(out, reset.observation, size)
-                self.batch.append([env, seed, 0])
+            envs = [_construct(self.cls, self.config) for _ in seeds]
+            # getattr: a class that does not derive from `Env` has no hooks.
+            flat = all(
+                getattr(e, "reset_flat", None) is not None
+                and getattr(e, "step_flat", None) is not None
+                for e in envs
+            )
+            for env, seed in zip(envs, seeds):
+                if flat:
+                    _push_flat(out, env.reset_flat(seed), size, "reset_flat")
+                else:
+                    _push_vector(out, env.reset(seed).observation, size)
         except Err:
             raise
         except BaseException:
             _report("batch-reset")
             raise
+        self.envs = envs
+        if flat:
+            self.resets = [e.reset_flat for e in envs]
+            self.steps = [e.step_flat for e in envs]
         return out
 
     def batch_step(self, actions: List[float]) -> BatchResult:
         size = self.vector_size()
-        info = self.info
-        space = info.action_space
-        discrete_actions = space.discrete is not None
-        width = 1
-        if not discrete_actions and space.continuous is not None:
-            width = max(1, len(space.continuous.low))
-        n = len(self.batch)
-        if len(actions) != n * width:
-            raise Err(f"batch-step got {len(actions)} action values for {n} copies of width {width}")
-        max_steps = info.max_steps
-        observations: List[float] = []
-        rewards: List[float] = []
-        flags = bytearray()
+        width = self.action_width()
+        n = len(self.envs)
+        if len(actions) != n * max(width, 1):
+            raise Err(
+                f"batch-step got {len(actions)} action values for {n} copies of width {max(width, 1)}"
+            )
         try:
-            for i, copy in enumerate(self.batch):
-                env = copy[0]
-                if discrete_actions:
-                    action = ActionDiscrete(int(max(actions[i], 0.0)))
-                else:
-                    action = ActionContinuous(list(actions[i * width : (i + 1) * width]))
-                step = env.step(action)
-                copy[2] += 1
-                truncated = step.truncated or (max_steps > 0 and copy[2] >= max_steps)
-                rewards.append(step.reward)
-                flags.append(int(step.terminated) | (int(truncated) << 1))
-                if step.terminated or truncated:
-                    copy[1] = next_seed(copy[1])
-                    copy[2] = 0
-                    _push_vector(observations, env.reset(copy[1]).observation, size)
-                else:
-                    _push_vector(observations, step.observation, size)
+            if self.steps is not None:
+                return self._step_flat(actions, width, size)
+            return self._step_general(actions, width, size)
         except BaseException:
             _report("batch-step")
             raise
+
+    def _step_flat(self, actions: List[float], width: int, size: int) -> BatchResult:
+        """The fast path: plain values in and out, no objects per copy."""
+        n = len(self.envs)
+        self.now = now = self.now + 1
+        seeds, deadlines, steps, resets = self.seeds, self.deadlines, self.steps, self.resets
+        max_steps = self.max_steps
+        # Whether a copy may reach the step limit in this call at all.
+        limit = now >= min(deadlines, default=_NO_LIMIT)
+        observations: List[float] = []
+        extend = observations.extend
+        rewards: List[float] = []
+        reward = rewards.append
+        flags = bytearray(n)
+        for i in range(n):
+            if width == 0:
+                # As the Rust SDK decodes it: negative (and NaN) is action 0.
+                a = actions[i]
+                obs, r, terminated, truncated = steps[i](int(a) if a > 0.0 else 0)
+            else:
+                obs, r, terminated, truncated = steps[i](actions[i * width : (i + 1) * width])
+            if terminated or truncated or (limit and now >= deadlines[i]):
+                truncated = truncated or now >= deadlines[i]
+                flags[i] = (1 if terminated else 0) | (2 if truncated else 0)
+                seeds[i] = seed = _next_seed(seeds[i])
+                deadlines[i] = now + max_steps
+                obs = resets[i](seed)
+            extend(obs)
+            reward(r)
+        if len(observations) != n * size:
+            raise ValueError(
+                f"step_flat or reset_flat returned an observation of the wrong length (vector_size is {size})"
+            )
         return BatchResult(observations, rewards, bytes(flags))
+
+    def _step_general(self, actions: List[float], width: int, size: int) -> BatchResult:
+        """Through `step` and `reset`: an `Action` and a `StepResult` per copy."""
+        self.now = now = self.now + 1
+        seeds, deadlines = self.seeds, self.deadlines
+        observations: List[float] = []
+        rewards: List[float] = []
+        flags = bytearray(len(self.envs))
+        for i, env in enumerate(self.envs):
+            if width == 0:
+                a = actions[i]
+                action = ActionDiscrete(int(a) if a > 0.0 else 0)
+            else:
+                action = ActionContinuous(list(actions[i * width : (i + 1) * width]))
+            step = env.step(action)
+            truncated = step.truncated or now >= deadlines[i]
+            rewards.append(step.reward)
+            flags[i] = int(step.terminated) | (int(truncated) << 1)
+            if step.terminated or truncated:
+                seeds[i] = _next_seed(seeds[i])
+                deadlines[i] = now + self.max_steps
+                _push_vector(observations, env.reset(seeds[i]).observation, size)
+            else:
+                _push_vector(observations, step.observation, size)
+        return BatchResult(observations, rewards, bytes(flags))
+
+
+_NO_LIMIT = 1 << 62
+
+
+def _next_seed(seed: int) -> int:
+    """`next_seed`, without an `Rng` object."""
+    z = ((seed ^ 0xA0761D6478BD642F) + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
 
 
 def _push_vector(out: List[float], observation: Observation, size: int) -> None:
@@ -449,6 +561,12 @@ def _push_vector(out: List[float], observation: Observation, size: int) -> None:
     # Keep the layout fixed even if an observation is malformed.
     del out[start + size :]
     out.extend([0.0] * (start + size - len(out)))
+
+
+def _push_flat(out: List[float], values, size: int, hook: str) -> None:
+    if len(values) != size:
+        raise ValueError(f"{hook} returned {len(values)} values; the env's vector_size is {size}")
+    out.extend(values)
 
 
 def export_env(cls) -> type:
@@ -552,5 +670,5 @@ __all__ = [
     n
     for n in dir()
     if not n.startswith("_")
-    and n not in ("annotations", "Callable", "Dict", "List", "Optional", "os", "sys", "traceback", "Err")
+    and n not in ("annotations", "Callable", "Dict", "List", "Optional", "Sequence", "Tuple", "os", "sys", "traceback", "Err")
 ]

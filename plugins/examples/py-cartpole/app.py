@@ -2,7 +2,10 @@
 CartPole-v1), the same observation, actions and seeding as the Rust example
 plugins/examples/cartpole. Observation: one vector part `state` =
 [x, x_dot, theta, theta_dot]; actions: discrete(2), 0 pushes left, 1 right.
-Reward 1 per step; truncated after 500 steps, which counts as success."""
+Reward 1 per step; truncated after 500 steps, which counts as success.
+
+The physics lives in `step_flat`, the SDK's fast path for the batched
+interface (plain values in and out); `step` wraps it for one-env calls."""
 
 import math
 
@@ -22,13 +25,22 @@ MAX_STEPS = 500
 HIGH = [X_THRESHOLD * 2.0, 3.4e38, THETA_THRESHOLD * 2.0, 3.4e38]
 
 TASK = "Keep the pole upright for 500 steps."
+SUCCESS = ludus.success_info(True)
+
+sin, cos = math.sin, math.cos
+Part, ValueVector, StepResult = ludus.Part, ludus.ValueVector, ludus.StepResult
+ActionDiscrete = ludus.ActionDiscrete
 
 
 class CartPole(ludus.Env):
     def __init__(self, config: str):
         super().__init__(config)  # takes no config: rejects any key
-        self.x = self.x_dot = self.theta = self.theta_dot = 0.0
+        self.state = (0.0, 0.0, 0.0, 0.0)  # x, x_dot, theta, theta_dot
         self.steps = 0
+        # One result, updated by every `step`: the host copies it out as soon
+        # as `step` returns, so nothing needs a fresh object per step.
+        self.vector = ValueVector([])
+        self.result = StepResult([Part("state", self.vector)], 1.0, False, False, "")
 
     def info(self) -> ludus.EnvInfo:
         return ludus.EnvInfo(
@@ -42,39 +54,55 @@ class CartPole(ludus.Env):
         )
 
     def reset(self, seed: int) -> ludus.ResetResult:
-        rng = ludus.Rng(seed)
-        self.x, self.x_dot, self.theta, self.theta_dot = (
-            -0.05 + 0.1 * rng.next_float() for _ in range(4)
+        return ludus.ResetResult(
+            ludus.vector_observation("state", list(self.reset_flat(seed))), TASK, "{}"
         )
-        self.steps = 0
-        return ludus.ResetResult(self.observation(), TASK, "{}")
 
     def step(self, action: ludus.Action) -> ludus.StepResult:
-        push_right = isinstance(action, ludus.ActionDiscrete) and action.value == 1
-        force = FORCE_MAG if push_right else -FORCE_MAG
-        theta_dot = self.theta_dot
-        sin = math.sin(self.theta)
-        cos = math.cos(self.theta)
-        temp = (force + POLE_MASS_LENGTH * theta_dot * theta_dot * sin) / TOTAL_MASS
-        theta_acc = (GRAVITY * sin - cos * temp) / (
-            LENGTH * (4.0 / 3.0 - MASS_POLE * cos * cos / TOTAL_MASS)
-        )
-        x_acc = temp - POLE_MASS_LENGTH * theta_acc * cos / TOTAL_MASS
-        self.x += TAU * self.x_dot
-        self.x_dot += TAU * x_acc
-        self.theta += TAU * theta_dot
-        self.theta_dot += TAU * theta_acc
-        self.steps += 1
-        terminated = not (
-            -X_THRESHOLD <= self.x <= X_THRESHOLD
-            and -THETA_THRESHOLD <= self.theta <= THETA_THRESHOLD
-        )
-        truncated = not terminated and self.steps >= MAX_STEPS
-        info = ludus.success_info(True) if truncated else ""
-        return ludus.StepResult(self.observation(), 1.0, terminated, truncated, info)
+        push = 1 if isinstance(action, ActionDiscrete) and action.value == 1 else 0
+        state, reward, terminated, truncated = self.step_flat(push)
+        result = self.result
+        self.vector.value = list(state)
+        result.reward = reward
+        result.terminated = terminated
+        result.truncated = truncated
+        result.info = SUCCESS if truncated else ""
+        return result
 
-    def observation(self) -> ludus.Observation:
-        return ludus.vector_observation("state", [self.x, self.x_dot, self.theta, self.theta_dot])
+    # The fast path: the batched interface calls these with plain values.
+
+    def reset_flat(self, seed: int) -> tuple:
+        draw = ludus.Rng(seed).next_float
+        # x, x_dot, theta, theta_dot, each uniform in [-0.05, 0.05).
+        self.state = (
+            -0.05 + 0.1 * draw(),
+            -0.05 + 0.1 * draw(),
+            -0.05 + 0.1 * draw(),
+            -0.05 + 0.1 * draw(),
+        )
+        self.steps = 0
+        return self.state
+
+    def step_flat(self, action: int) -> tuple:
+        x, x_dot, theta, theta_dot = self.state
+        force = FORCE_MAG if action == 1 else -FORCE_MAG
+        s = sin(theta)
+        c = cos(theta)
+        temp = (force + POLE_MASS_LENGTH * theta_dot * theta_dot * s) / TOTAL_MASS
+        theta_acc = (GRAVITY * s - c * temp) / (
+            LENGTH * (4.0 / 3.0 - MASS_POLE * c * c / TOTAL_MASS)
+        )
+        x_acc = temp - POLE_MASS_LENGTH * theta_acc * c / TOTAL_MASS
+        x += TAU * x_dot
+        x_dot += TAU * x_acc
+        theta += TAU * theta_dot
+        theta_dot += TAU * theta_acc
+        self.state = state = (x, x_dot, theta, theta_dot)
+        self.steps = steps = self.steps + 1
+        terminated = not (
+            -X_THRESHOLD <= x <= X_THRESHOLD and -THETA_THRESHOLD <= theta <= THETA_THRESHOLD
+        )
+        return state, 1.0, terminated, not terminated and steps >= MAX_STEPS
 
 
 EnvPlugin = ludus.export_env(CartPole)

@@ -39,6 +39,10 @@ class Corridor(ludus.Env):
             self.observation(), 1.0 if done else -0.01, done, False, ludus.success_info(done)
         )
 
+    # Optional, for speed when the trainer steps many copies per call
+    # (`batch-step`): `reset_flat(seed)` and `step_flat(action)` on plain
+    # values; see "The batched fast path" in ludus's docs/plugin-authors.md.
+
     def observation(self) -> ludus.Observation:
         return ludus.vector_observation("state", [float(self.position), float(LENGTH)])
 
