@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::model::{Action, Frame, Observation, Timing};
 use crate::plugin::{EnvInstance, Limits, LoadError, Plugin, PluginKind};
-use crate::recorder::{EpisodeFinish, EpisodeWriter, Recorder, RunRecord};
+use crate::recorder::{EpisodeFinish, Recorder, RunRecord};
 use crate::run::{Outcome, splitmix64};
 use crate::store::StoreError;
 
@@ -312,7 +312,7 @@ fn rate_recorded(
     };
     let recorder = Recorder::start(&db_path, record, &seeds)?;
     let ids = recorder.episode_ids.clone();
-    let tx = recorder.sender();
+    let mut writer = recorder.writer();
 
     let reset = env.reset(seeds[0])?;
     let mut observation: Observation = reset.observation;
@@ -322,10 +322,9 @@ fn rate_recorded(
     let mut return_ = 0.0f64;
     let mut done = false;
     let start = Instant::now();
-    let mut writer = Some(EpisodeWriter::start(tx.clone(), ids[0], 0, seeds[0]));
-    let sent_start = writer.as_ref().is_some_and(|w| w.alive);
+    writer.start(ids[0], 0, seeds[0]);
     let steps = run_until(start, duration, || {
-        if done || !sent_start {
+        if done {
             return Ok(0);
         }
         let mut n = 0;
@@ -356,11 +355,8 @@ fn rate_recorded(
             n += 1;
             step += 1;
             return_ += f64::from(r.reward);
-            let Some(w) = writer.as_mut() else {
-                return Ok(n);
-            };
-            w.push(&frame, timing);
-            if !w.alive {
+            writer.push(ids[index], &frame, timing);
+            if !writer.alive {
                 // The recorder stopped; `finish` says why.
                 done = true;
                 return Ok(n);
@@ -382,9 +378,7 @@ fn rate_recorded(
                     final_observation: Some(std::mem::take(&mut observation)),
                     end_writes: Vec::new(),
                 };
-                if let Some(w) = writer.take() {
-                    w.end(finish);
-                }
+                writer.end(ids[index], finish);
                 index += 1;
                 step = 0;
                 return_ = 0.0;
@@ -396,12 +390,7 @@ fn rate_recorded(
                 observation = reset.observation;
                 task = reset.task;
                 reset_info = reset.info;
-                writer = Some(EpisodeWriter::start(
-                    tx.clone(),
-                    ids[index],
-                    index as u64,
-                    seeds[index],
-                ));
+                writer.start(ids[index], index as u64, seeds[index]);
             }
         }
         Ok(n)
@@ -419,12 +408,10 @@ fn rate_recorded(
             final_observation: Some(observation),
             end_writes: Vec::new(),
         };
-        if let Some(w) = writer.take() {
-            w.end(finish);
-        }
+        writer.end(ids[index], finish);
     }
-    // `finish` waits for the channel to close: every sender must be gone.
-    drop(tx);
+    // `finish` waits for every writer to be gone.
+    drop(writer);
     let reports = recorder.finish()?;
     let elapsed = start.elapsed();
     let db_bytes = ["bench.db", "bench.db-wal"]

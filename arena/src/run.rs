@@ -20,7 +20,7 @@ use crate::plugin::{
     AgentInstance, Crash, EnvInstance, Limits, LoadError, Plugin, PluginKind, RewardInstance,
 };
 pub use crate::recorder::EpisodeFinish;
-use crate::recorder::{EpisodeWriter, Recorder, RunRecord};
+use crate::recorder::{Recorder, RunRecord};
 use crate::store::{Db, StoreError};
 
 /// One step of SplitMix64: the seed stream behind every derived seed.
@@ -399,7 +399,7 @@ impl Prepared {
         let jobs = self.spec.jobs.min(seeds.len()).max(1);
         std::thread::scope(|scope| {
             for j in 0..jobs {
-                let tx = recorder.sender();
+                let mut writer = recorder.writer();
                 let (next, seeds, ids, base) = (&next, &seeds, &recorder.episode_ids, &base);
                 let spawned = std::thread::Builder::new()
                     .name(format!("ludus-worker-{j}"))
@@ -409,15 +409,16 @@ impl Prepared {
                             let Some(&seed) = seeds.get(i as usize) else {
                                 break;
                             };
-                            let mut writer =
-                                EpisodeWriter::start(tx.clone(), ids[i as usize], i, seed);
+                            let id = ids[i as usize];
+                            writer.start(id, i, seed);
                             let finish =
                                 self.episode(seed, base.clone(), progress, &mut |frame, timing| {
-                                    writer.push(&frame, timing);
+                                    writer.push(id, &frame, timing);
                                 });
-                            writer.end(finish);
+                            writer.end(id, finish);
                             progress.episodes_done.fetch_add(1, Ordering::Relaxed);
                         }
+                        // Dropping the writer sends its last batch.
                     });
                 if let Err(e) = spawned {
                     tracing::error!("cannot start worker thread {j}: {e}");

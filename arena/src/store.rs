@@ -601,7 +601,7 @@ impl FrameFields {
 }
 
 /// Decompresses one zstd frame, sized from its header when it says its size.
-fn decompress(data: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn decompress(data: &[u8]) -> Result<Vec<u8>, String> {
     match zstd::zstd_safe::get_frame_content_size(data) {
         Ok(Some(size)) if size <= 1 << 30 => {
             zstd::bulk::decompress(data, size as usize).map_err(|e| e.to_string())
