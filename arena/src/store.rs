@@ -836,13 +836,13 @@ mod skim {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{
         Action, Element, Image, Level, LogLine, MemoryWrite, Part, Rect, Role, Value,
     };
 
-    fn frame(step: u32) -> Frame {
+    pub(crate) fn frame(step: u32) -> Frame {
         let element = |id: u32| Element {
             id,
             parent: id.checked_sub(1),
