@@ -212,10 +212,7 @@ impl FrameWriter {
     /// Sends what the writer holds.
     pub fn flush(&mut self) {
         if !self.batch.events.is_empty() {
-            let next = match self.spare.try_recv() {
-                Ok(b) => b,
-                Err(_) => Box::default(),
-            };
+            let next = self.spare.try_recv().unwrap_or_default();
             let batch = std::mem::replace(&mut self.batch, next);
             self.alive &= self.tx.send(batch).is_ok();
         }
@@ -345,11 +342,15 @@ pub struct BranchOf {
     pub edits: String,
 }
 
+/// What the recorder thread returns: the reports, in index order, and the
+/// CPU time it used (when the platform says).
+type Recorded = (Vec<EpisodeReport>, Option<Duration>);
+
 pub(crate) struct Recorder {
     tx: Sender<Msg>,
     spare: Receiver<Msg>,
     /// The reports, and the CPU time the recorder thread used (when known).
-    handle: JoinHandle<Result<(Vec<EpisodeReport>, Option<Duration>), StoreError>>,
+    handle: JoinHandle<Result<Recorded, StoreError>>,
     /// Episode ids, by index.
     pub episode_ids: Vec<i64>,
 }
@@ -489,7 +490,7 @@ impl Recorder {
 
     /// [`Recorder::finish`], also returning the CPU time the recorder thread
     /// used (`None` where the platform does not say).
-    pub fn finish_timed(self) -> Result<(Vec<EpisodeReport>, Option<Duration>), StoreError> {
+    pub fn finish_timed(self) -> Result<Recorded, StoreError> {
         drop(self.tx);
         match self.handle.join() {
             Ok(r) => r,
@@ -507,7 +508,7 @@ fn record(
     fold_agent_memory: bool,
     rx: Receiver<Msg>,
     spare: Sender<Msg>,
-) -> Result<(Vec<EpisodeReport>, Option<Duration>), StoreError> {
+) -> Result<Recorded, StoreError> {
     let mut filer = Filer::new()?;
     let mut last_commit = Instant::now();
     loop {
