@@ -57,6 +57,16 @@ fn print_table(r: &BenchReport) {
         r.recorded_episodes,
         r.recorded_db_bytes as f64 / f64::from(1u32 << 20)
     );
+    if let (Some(u), Some(st), Some(rec), Some(pct)) = (
+        r.wasm_single_cpu_ns_per_step,
+        r.recorded_stepping_cpu_ns_per_step,
+        r.recorder_cpu_ns_per_frame,
+        r.stepping_cpu_overhead_percent,
+    ) {
+        println!(
+            "CPU per step:          unrecorded {u:.0} ns; recorded {st:.0} ns on the stepping thread (+{pct:.1}%) and {rec:.0} ns on the recorder thread"
+        );
+    }
     println!("batched / native:      {:.3}", r.wasm_batched_vs_native);
     println!("batched / one per call: {:.3}", r.wasm_batched_vs_single);
 }

@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use crate::model::{Action, Frame, Observation, Timing};
 use crate::plugin::{EnvInstance, Limits, LoadError, Plugin, PluginKind};
-use crate::recorder::{EpisodeFinish, EpisodeWriter, Recorder, RunRecord};
+use crate::recorder::{EpisodeFinish, Recorder, RunRecord};
 use crate::run::{Outcome, splitmix64};
+use crate::stopwatch::Stamp;
 use crate::store::StoreError;
 
 // The very file the cartpole plugin compiles to wasm, so the native figure
@@ -70,6 +71,17 @@ pub struct BenchReport {
     pub recorded_vs_unrecorded: f64,
     /// Extra time per step that recording costs, in percent of an unrecorded step.
     pub recording_overhead_percent: f64,
+    /// CPU time per step of the thread that steps, one env per call,
+    /// unrecorded and recorded, and of the recorder thread per recorded
+    /// frame (absent where the platform does not say). Unlike the rates,
+    /// these hardly change when other processes share the cores.
+    pub wasm_single_cpu_ns_per_step: Option<f64>,
+    pub recorded_stepping_cpu_ns_per_step: Option<f64>,
+    pub recorder_cpu_ns_per_frame: Option<f64>,
+    /// Extra CPU time the stepping thread spends per recorded step, in
+    /// percent of an unrecorded step: the recording overhead when the
+    /// recorder thread has a core of its own.
+    pub stepping_cpu_overhead_percent: Option<f64>,
     /// Frames recorded, episodes recorded, and the database's size afterwards.
     pub recorded_frames: u64,
     pub recorded_episodes: u64,
@@ -112,15 +124,47 @@ fn run_until(
     }
 }
 
-/// Warms up, then measures; returns (steps, elapsed).
+/// Warms up, then measures; returns (steps, elapsed, this thread's CPU
+/// nanoseconds per step).
 fn measure(
     seconds: Duration,
     mut chunk: impl FnMut() -> Result<u64, BenchError>,
-) -> Result<(u64, Duration), BenchError> {
+) -> Result<(u64, Duration, Option<f64>), BenchError> {
     run_until(Instant::now(), WARMUP, &mut chunk)?;
+    let cpu = thread_cpu_time();
     let start = Instant::now();
     let steps = run_until(start, seconds, &mut chunk)?;
-    Ok((steps, start.elapsed()))
+    let elapsed = start.elapsed();
+    Ok((
+        steps,
+        elapsed,
+        cpu_ns_per_step(cpu, thread_cpu_time(), steps),
+    ))
+}
+
+/// The CPU time the calling thread has used so far (`None` where the
+/// platform does not say).
+pub(crate) fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a valid timespec for the call to fill in.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        (rc == 0).then(|| Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Nanoseconds of CPU per step between two readings of [`thread_cpu_time`].
+fn cpu_ns_per_step(before: Option<Duration>, after: Option<Duration>, steps: u64) -> Option<f64> {
+    let used = after?.checked_sub(before?)?;
+    (steps > 0).then(|| used.as_nanos() as f64 / steps as f64)
 }
 
 fn rate(steps: u64, elapsed: Duration) -> f64 {
@@ -143,7 +187,7 @@ pub fn run_bench(cartpole: &Path, seconds: f64, batch: usize) -> Result<BenchRep
     let duration = Duration::from_secs_f64(seconds);
 
     let native = rate_native(duration)?;
-    let (single, single_episodes_per_sec) = rate_single(&plugin, duration)?;
+    let (single, single_episodes_per_sec, single_cpu) = rate_single(&plugin, duration)?;
     let batched = rate_batched(&plugin, duration, batch)?;
     let recorded = rate_recorded(&plugin, duration, single_episodes_per_sec)?;
 
@@ -160,6 +204,12 @@ pub fn run_bench(cartpole: &Path, seconds: f64, batch: usize) -> Result<BenchRep
         wasm_batched_vs_single: ratio(batched, single),
         recorded_vs_unrecorded: ratio(recorded.steps_per_sec, single),
         recording_overhead_percent: (ratio(single, recorded.steps_per_sec) - 1.0) * 100.0,
+        wasm_single_cpu_ns_per_step: single_cpu,
+        recorded_stepping_cpu_ns_per_step: recorded.stepping_cpu,
+        recorder_cpu_ns_per_frame: recorded.recorder_cpu,
+        stepping_cpu_overhead_percent: single_cpu
+            .zip(recorded.stepping_cpu)
+            .map(|(u, r)| (ratio(r, u) - 1.0) * 100.0),
         recorded_frames: recorded.frames,
         recorded_episodes: recorded.episodes,
         recorded_db_bytes: recorded.db_bytes,
@@ -177,7 +227,7 @@ fn rate_native(duration: Duration) -> Result<f64, BenchError> {
         uniform(&mut rng),
     ]);
     let mut obs = [0.0f32; 4];
-    let (steps, elapsed) = measure(duration, || {
+    let (steps, elapsed, _) = measure(duration, || {
         for _ in 0..CLOCK_EVERY {
             let right = splitmix64(&mut rng) & 1 == 1;
             let (_reward, terminated, truncated) = sim.step(right);
@@ -205,13 +255,16 @@ fn new_env(plugin: &Arc<Plugin>, seed: u64) -> Result<EnvInstance, BenchError> {
     Ok(env)
 }
 
-/// (b) One wasm call per step. Returns (steps/s, episodes/s).
-fn rate_single(plugin: &Arc<Plugin>, duration: Duration) -> Result<(f64, f64), BenchError> {
+/// (b) One wasm call per step. Returns (steps/s, episodes/s, CPU ns/step).
+fn rate_single(
+    plugin: &Arc<Plugin>,
+    duration: Duration,
+) -> Result<(f64, f64, Option<f64>), BenchError> {
     let mut rng = 0x5EED_0002u64;
     let mut env = new_env(plugin, splitmix64(&mut rng))?;
     env.reset(splitmix64(&mut rng))?;
     let mut episodes = 0u64;
-    let (steps, elapsed) = measure(duration, || {
+    let (steps, elapsed, cpu) = measure(duration, || {
         for _ in 0..CLOCK_EVERY {
             let a = (splitmix64(&mut rng) & 1) as u32;
             let r = env.step(&Action::Discrete(a))?;
@@ -228,6 +281,7 @@ fn rate_single(plugin: &Arc<Plugin>, duration: Duration) -> Result<(f64, f64), B
     Ok((
         rate(steps, elapsed),
         episodes as f64 / warm_and_measured.as_secs_f64(),
+        cpu,
     ))
 }
 
@@ -239,7 +293,7 @@ fn rate_batched(plugin: &Arc<Plugin>, duration: Duration, batch: usize) -> Resul
     env.batch_reset(&seeds)?.map_err(BenchError::Crash)?;
     let mut actions = vec![0.0f32; batch];
     let calls = (CLOCK_EVERY as usize).div_ceil(batch).max(1);
-    let (steps, elapsed) = measure(duration, || {
+    let (steps, elapsed, _) = measure(duration, || {
         for _ in 0..calls {
             for a in actions.iter_mut() {
                 *a = (splitmix64(&mut rng) & 1) as f32;
@@ -259,6 +313,8 @@ fn rate_batched(plugin: &Arc<Plugin>, duration: Duration, batch: usize) -> Resul
 
 struct Recorded {
     steps_per_sec: f64,
+    stepping_cpu: Option<f64>,
+    recorder_cpu: Option<f64>,
     frames: u64,
     episodes: u64,
     db_bytes: u64,
@@ -312,7 +368,7 @@ fn rate_recorded(
     };
     let recorder = Recorder::start(&db_path, record, &seeds)?;
     let ids = recorder.episode_ids.clone();
-    let tx = recorder.sender();
+    let mut writer = recorder.writer();
 
     let reset = env.reset(seeds[0])?;
     let mut observation: Observation = reset.observation;
@@ -321,19 +377,19 @@ fn rate_recorded(
     let mut step: u32 = 0;
     let mut return_ = 0.0f64;
     let mut done = false;
+    let cpu = thread_cpu_time();
     let start = Instant::now();
-    let mut writer = Some(EpisodeWriter::start(tx.clone(), ids[0], 0, seeds[0]));
-    let sent_start = writer.as_ref().is_some_and(|w| w.alive);
+    writer.start(ids[0], 0, seeds[0]);
     let steps = run_until(start, duration, || {
-        if done || !sent_start {
+        if done {
             return Ok(0);
         }
         let mut n = 0;
         while n < CLOCK_EVERY {
             let a = (splitmix64(&mut rng) & 1) as u32;
-            let t0 = Instant::now();
+            let t0 = Stamp::now();
             let r = env.step(&Action::Discrete(a))?;
-            let step_ns = t0.elapsed().as_nanos() as u64;
+            let step_ns = t0.ns_until(Stamp::now());
             let ended = r.terminated || r.truncated;
             let frame = Frame {
                 step,
@@ -356,11 +412,8 @@ fn rate_recorded(
             n += 1;
             step += 1;
             return_ += f64::from(r.reward);
-            let Some(w) = writer.as_mut() else {
-                return Ok(n);
-            };
-            w.push(&frame, timing);
-            if !w.alive {
+            writer.push(ids[index], &frame, timing);
+            if !writer.alive {
                 // The recorder stopped; `finish` says why.
                 done = true;
                 return Ok(n);
@@ -382,9 +435,7 @@ fn rate_recorded(
                     final_observation: Some(std::mem::take(&mut observation)),
                     end_writes: Vec::new(),
                 };
-                if let Some(w) = writer.take() {
-                    w.end(finish);
-                }
+                writer.end(ids[index], finish);
                 index += 1;
                 step = 0;
                 return_ = 0.0;
@@ -396,12 +447,7 @@ fn rate_recorded(
                 observation = reset.observation;
                 task = reset.task;
                 reset_info = reset.info;
-                writer = Some(EpisodeWriter::start(
-                    tx.clone(),
-                    ids[index],
-                    index as u64,
-                    seeds[index],
-                ));
+                writer.start(ids[index], index as u64, seeds[index]);
             }
         }
         Ok(n)
@@ -419,14 +465,13 @@ fn rate_recorded(
             final_observation: Some(observation),
             end_writes: Vec::new(),
         };
-        if let Some(w) = writer.take() {
-            w.end(finish);
-        }
+        writer.end(ids[index], finish);
     }
-    // `finish` waits for the channel to close: every sender must be gone.
-    drop(tx);
-    let reports = recorder.finish()?;
+    // `finish` waits for every writer to be gone.
+    drop(writer);
+    let (reports, recorder_cpu) = recorder.finish_timed()?;
     let elapsed = start.elapsed();
+    let stepping_cpu = cpu_ns_per_step(cpu, thread_cpu_time(), steps);
     let db_bytes = ["bench.db", "bench.db-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
@@ -434,6 +479,8 @@ fn rate_recorded(
         .sum();
     Ok(Recorded {
         steps_per_sec: rate(steps, elapsed),
+        stepping_cpu,
+        recorder_cpu: cpu_ns_per_step(Some(Duration::ZERO), recorder_cpu, steps),
         frames: steps,
         episodes: reports.len() as u64,
         db_bytes,

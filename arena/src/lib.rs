@@ -14,6 +14,7 @@ pub mod plugin;
 mod recorder;
 pub mod replay;
 pub mod run;
+mod stopwatch;
 pub mod store;
 pub mod train_store;
 

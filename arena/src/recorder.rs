@@ -4,6 +4,7 @@
 //! and a killed run keeps every committed frame. Part of the storage layer.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::params;
 
-use crate::model::{Frame, MemoryWrite, Observation, Timing};
+use crate::model::{Action, Frame, MemoryWrite, Observation, Timing, Value};
 use crate::run::{EpisodeReport, Outcome};
 use crate::store::{Db, StoreError, now_rfc3339};
 
@@ -22,6 +23,13 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// Longest time between commits while a run goes.
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
 const ZSTD_LEVEL: i32 = 1;
+/// The level for chunks under [`FAST_BELOW`] bytes: a negative level stores
+/// literals without entropy coding, which for a few KiB of floats costs
+/// little in size and halves the time.
+const ZSTD_FAST_LEVEL: i32 = -1;
+const FAST_BELOW: usize = 64 << 10;
+/// Data under this many bytes is stored in a zstd frame uncompressed.
+const RAW_BELOW: usize = 256;
 
 /// How an episode ended, as the stepping thread reports it.
 #[derive(Debug)]
@@ -38,46 +46,78 @@ pub struct EpisodeFinish {
     pub end_writes: Vec<MemoryWrite>,
 }
 
-pub(crate) enum Msg {
-    Start {
-        episode: i64,
-        index: u64,
-        seed: u64,
-    },
-    Frames(Box<FrameBatch>),
-    End {
-        episode: i64,
-        finish: Box<EpisodeFinish>,
-    },
-}
+pub(crate) type Msg = Box<Batch>;
 
-/// Frames encoded on the stepping thread, sent in batches.
-pub(crate) struct FrameBatch {
-    episode: i64,
-    frames: u32,
+/// What one stepping thread sends in one message: the frames of any number of
+/// episodes (a CartPole episode is a few dozen frames, so one message carries
+/// many), their starts and their endings, in the order they happened.
+#[derive(Default)]
+pub(crate) struct Batch {
+    events: Vec<Event>,
     /// postcard-encoded `Frame`s, back to back: what the digest hashes.
     data: Vec<u8>,
     /// postcard-encoded `Timing`s, back to back (not part of the digest).
     timings: Vec<u8>,
     /// Memory writes with their step.
     writes: Vec<(u64, MemoryWrite)>,
+    /// Frames in `data`.
+    frames: u32,
+}
+
+enum Event {
+    Start {
+        episode: i64,
+        index: u64,
+        seed: u64,
+    },
+    /// Consecutive frames of one episode: the batch's bytes from the end of
+    /// the previous `Frames` event up to these ends.
+    Frames {
+        episode: i64,
+        frames: u32,
+        data_end: usize,
+        timings_end: usize,
+        writes_end: usize,
+    },
+    End {
+        episode: i64,
+        finish: Box<EpisodeFinish>,
+    },
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.events.clear();
+        self.data.clear();
+        self.timings.clear();
+        self.writes.clear();
+        self.frames = 0;
+    }
 }
 
 /// Frames per batch sent from a stepping thread.
 const BATCH_FRAMES: u32 = 256;
 /// Longest a frame waits on the stepping thread before it is sent.
 const BATCH_EVERY: Duration = Duration::from_millis(50);
+/// Emptied batches kept for reuse (their buffers keep their capacity).
+const SPARE_BATCHES: usize = 64;
 
-/// The stepping thread's end of one episode's recording: encodes frames and
-/// sends them in batches (by count, size or age, so slow environments still
-/// get every frame committed within a commit interval).
-pub(crate) struct EpisodeWriter {
+/// A stepping thread's end of the recording: encodes frames and sends them,
+/// with the starts and endings of episodes, in batches (by count, size or
+/// age, so slow environments still get every frame committed within a
+/// commit interval). One writer serves every episode its thread plays;
+/// dropping it sends what it holds.
+pub(crate) struct FrameWriter {
     tx: Sender<Msg>,
-    batch: FrameBatch,
+    /// Batches the recorder has emptied, to refill without allocating.
+    spare: Receiver<Msg>,
+    batch: Msg,
     since: Instant,
     /// [`crate::engine::ticks`] at `since`: reading the clock per frame
     /// costs a tenth of a CartPole step, reading the tick count nothing.
     since_tick: u64,
+    /// Frames pushed since the clock was last read.
+    unclocked: u32,
     pub alive: bool,
 }
 
@@ -87,73 +127,193 @@ const BATCH_EVERY_TICKS: u64 =
 /// Frames between two looks at the real clock, for when no ticker runs.
 const CLOCK_EVERY_FRAMES: u32 = 32;
 
-impl EpisodeWriter {
-    pub fn start(tx: Sender<Msg>, episode: i64, index: u64, seed: u64) -> EpisodeWriter {
-        let alive = tx
-            .send(Msg::Start {
-                episode,
-                index,
-                seed,
-            })
-            .is_ok();
-        EpisodeWriter {
-            tx,
-            batch: FrameBatch::new(episode),
-            since: Instant::now(),
-            since_tick: crate::engine::ticks(),
-            alive,
-        }
+impl FrameWriter {
+    /// Marks the start of an episode; its frames follow with [`FrameWriter::push`].
+    pub fn start(&mut self, episode: i64, index: u64, seed: u64) {
+        self.touch();
+        self.batch.events.push(Event::Start {
+            episode,
+            index,
+            seed,
+        });
     }
 
-    pub fn push(&mut self, frame: &Frame, timing: Timing) {
-        let b = &mut self.batch;
-        // postcard into a Vec cannot fail for these plain data types.
-        b.data = postcard::to_extend(frame, std::mem::take(&mut b.data)).unwrap_or_default();
-        b.timings =
-            postcard::to_extend(&timing, std::mem::take(&mut b.timings)).unwrap_or_default();
+    /// Records the next frame of `episode`.
+    pub fn push(&mut self, episode: i64, frame: &Frame, timing: Timing) {
+        self.touch();
+        let b = &mut *self.batch;
+        encode_frame(frame, &mut b.data);
+        for ns in [timing.act_ns, timing.step_ns, timing.score_ns] {
+            varint(&mut b.timings, ns);
+        }
         for w in &frame.memory_writes {
             b.writes.push((u64::from(frame.step), w.clone()));
         }
         b.frames += 1;
+        let (data_end, timings_end, writes_end) = (b.data.len(), b.timings.len(), b.writes.len());
+        match b.events.last_mut() {
+            Some(Event::Frames {
+                episode: e,
+                frames,
+                data_end: d,
+                timings_end: t,
+                writes_end: w,
+            }) if *e == episode => {
+                *frames += 1;
+                (*d, *t, *w) = (data_end, timings_end, writes_end);
+            }
+            _ => b.events.push(Event::Frames {
+                episode,
+                frames: 1,
+                data_end,
+                timings_end,
+                writes_end,
+            }),
+        }
+        self.unclocked += 1;
         if b.frames >= BATCH_FRAMES || b.data.len() >= CHUNK_BYTES || self.batch_is_old() {
             self.flush();
         }
     }
 
-    fn batch_is_old(&self) -> bool {
-        crate::engine::ticks().wrapping_sub(self.since_tick) >= BATCH_EVERY_TICKS
-            || (self.batch.frames.is_multiple_of(CLOCK_EVERY_FRAMES)
-                && self.since.elapsed() >= BATCH_EVERY)
-    }
-
-    fn flush(&mut self) {
-        if self.batch.frames > 0 {
-            let episode = self.batch.episode;
-            let batch = std::mem::replace(&mut self.batch, FrameBatch::new(episode));
-            self.alive &= self.tx.send(Msg::Frames(Box::new(batch))).is_ok();
-        }
-        self.since = Instant::now();
-        self.since_tick = crate::engine::ticks();
-    }
-
-    pub fn end(mut self, finish: EpisodeFinish) {
-        self.flush();
-        let _ = self.tx.send(Msg::End {
-            episode: self.batch.episode,
+    /// Records the ending of `episode`.
+    pub fn end(&mut self, episode: i64, finish: EpisodeFinish) {
+        self.touch();
+        self.batch.events.push(Event::End {
+            episode,
             finish: Box::new(finish),
         });
+        self.unclocked = CLOCK_EVERY_FRAMES;
+        if self.batch.events.len() >= BATCH_FRAMES as usize || self.batch_is_old() {
+            self.flush();
+        }
+    }
+
+    /// A batch's age counts from its first event.
+    fn touch(&mut self) {
+        if self.batch.events.is_empty() {
+            self.since = Instant::now();
+            self.since_tick = crate::engine::ticks();
+            self.unclocked = 0;
+        }
+    }
+
+    fn batch_is_old(&mut self) -> bool {
+        if crate::engine::ticks().wrapping_sub(self.since_tick) >= BATCH_EVERY_TICKS {
+            return true;
+        }
+        if self.unclocked >= CLOCK_EVERY_FRAMES {
+            self.unclocked = 0;
+            return self.since.elapsed() >= BATCH_EVERY;
+        }
+        false
+    }
+
+    /// Sends what the writer holds.
+    pub fn flush(&mut self) {
+        if !self.batch.events.is_empty() {
+            let next = self.spare.try_recv().unwrap_or_default();
+            let batch = std::mem::replace(&mut self.batch, next);
+            self.alive &= self.tx.send(batch).is_ok();
+        }
     }
 }
 
-impl FrameBatch {
-    fn new(episode: i64) -> FrameBatch {
-        FrameBatch {
-            episode,
-            frames: 0,
-            data: Vec::new(),
-            timings: Vec::new(),
-            writes: Vec::new(),
+impl Drop for FrameWriter {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Appends `frame` postcard-encoded, byte for byte what `postcard` writes
+/// (the digest hashes these bytes), with the common parts (vector and
+/// discrete values and actions, empty logs and writes) written directly:
+/// serde's generic path costs a twentieth of a CartPole step.
+fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
+    varint(out, u64::from(frame.step));
+    varint(out, frame.observation.len() as u64);
+    for part in &frame.observation {
+        string(out, &part.name);
+        match &part.value {
+            Value::Discrete(d) => {
+                out.push(0);
+                varint(out, u64::from(*d));
+            }
+            Value::Vector(v) => {
+                out.push(1);
+                floats(out, v);
+            }
+            other => postcard_into(other, out),
         }
+    }
+    match &frame.action {
+        Action::Discrete(a) => {
+            out.push(0);
+            varint(out, u64::from(*a));
+        }
+        Action::Continuous(v) => {
+            out.push(1);
+            floats(out, v);
+        }
+        other => postcard_into(other, out),
+    }
+    out.extend_from_slice(&frame.env_reward.to_le_bytes());
+    out.extend_from_slice(&frame.reward.to_le_bytes());
+    out.push(u8::from(frame.terminated));
+    out.push(u8::from(frame.truncated));
+    string(out, &frame.info);
+    match frame.success {
+        None => out.push(0),
+        Some(b) => out.extend_from_slice(&[1, u8::from(b)]),
+    }
+    match &frame.note {
+        None => out.push(0),
+        Some(n) => {
+            out.push(1);
+            string(out, n);
+        }
+    }
+    if frame.logs.is_empty() {
+        out.push(0);
+    } else {
+        postcard_into(&frame.logs, out);
+    }
+    if frame.memory_writes.is_empty() {
+        out.push(0);
+    } else {
+        postcard_into(&frame.memory_writes, out);
+    }
+}
+
+fn postcard_into<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    let at = out.len();
+    // postcard into a Vec cannot fail for these plain data types; should it,
+    // the value is left out rather than the buffer lost.
+    match postcard::to_extend(value, std::mem::take(out)) {
+        Ok(v) => *out = v,
+        Err(_) => out.truncate(at),
+    }
+}
+
+/// postcard's unsigned integers: LEB128.
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn floats(out: &mut Vec<u8>, v: &[f32]) {
+    varint(out, v.len() as u64);
+    out.reserve(v.len() * 4);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
     }
 }
 
@@ -182,9 +342,15 @@ pub struct BranchOf {
     pub edits: String,
 }
 
+/// What the recorder thread returns: the reports, in index order, and the
+/// CPU time it used (when the platform says).
+type Recorded = (Vec<EpisodeReport>, Option<Duration>);
+
 pub(crate) struct Recorder {
     tx: Sender<Msg>,
-    handle: JoinHandle<Result<Vec<EpisodeReport>, StoreError>>,
+    spare: Receiver<Msg>,
+    /// The reports, and the CPU time the recorder thread used (when known).
+    handle: JoinHandle<Result<Recorded, StoreError>>,
     /// Episode ids, by index.
     pub episode_ids: Vec<i64>,
 }
@@ -209,8 +375,8 @@ enum Op {
         chunk: u32,
         first_step: u64,
         frames: u32,
-        data: Vec<u8>,
-        timings: Vec<u8>,
+        data: Range<usize>,
+        timings: Range<usize>,
     },
     Write {
         episode: i64,
@@ -222,7 +388,7 @@ enum Op {
         episode: i64,
         finish: Box<EpisodeFinish>,
         digest: String,
-        final_observation: Option<Vec<u8>>,
+        final_observation: Option<Range<usize>>,
     },
 }
 
@@ -281,31 +447,50 @@ impl Recorder {
             )?;
         }
         tx.commit()?;
-        let (sender, receiver) = crossbeam_channel::bounded(1 << 14);
+        // Batches of up to BATCH_FRAMES frames: 64 of them hold 16k frames.
+        let (sender, receiver) = crossbeam_channel::bounded(64);
+        let (spare_tx, spare) = crossbeam_channel::bounded(SPARE_BATCHES);
         let run_id = run.id.clone();
         let fold = run.fold_agent_memory;
         let handle = std::thread::Builder::new()
             .name("ludus-recorder".into())
-            .spawn(move || record(db, &run_id, fold, receiver))
+            .spawn(move || record(db, &run_id, fold, receiver, spare_tx))
             .map_err(|e| StoreError::Open {
                 path: db_path.to_path_buf(),
                 message: format!("cannot start the recorder thread: {e}"),
             })?;
         Ok(Recorder {
             tx: sender,
+            spare,
             handle,
             episode_ids,
         })
     }
 
-    pub fn sender(&self) -> Sender<Msg> {
-        self.tx.clone()
+    /// A writer for one stepping thread. Every writer must be dropped
+    /// before [`Recorder::finish`] (which waits for them).
+    pub fn writer(&self) -> FrameWriter {
+        FrameWriter {
+            tx: self.tx.clone(),
+            spare: self.spare.clone(),
+            batch: Box::default(),
+            since: Instant::now(),
+            since_tick: crate::engine::ticks(),
+            unclocked: 0,
+            alive: true,
+        }
     }
 
     /// Waits for everything sent so far to be committed, folds the finished
     /// episodes' `/agent` writes into the stored memory in episode order, marks
     /// the run finished, and returns the episodes' reports in index order.
     pub fn finish(self) -> Result<Vec<EpisodeReport>, StoreError> {
+        self.finish_timed().map(|(reports, _)| reports)
+    }
+
+    /// [`Recorder::finish`], also returning the CPU time the recorder thread
+    /// used (`None` where the platform does not say).
+    pub fn finish_timed(self) -> Result<Recorded, StoreError> {
         drop(self.tx);
         match self.handle.join() {
             Ok(r) => r,
@@ -322,152 +507,39 @@ fn record(
     run_id: &str,
     fold_agent_memory: bool,
     rx: Receiver<Msg>,
-) -> Result<Vec<EpisodeReport>, StoreError> {
-    let mut episodes: BTreeMap<i64, Episode> = BTreeMap::new();
-    let mut ops: Vec<Op> = Vec::new();
-    let mut pending_bytes = 0usize;
-    let mut reports: Vec<EpisodeReport> = Vec::new();
-    let mut finished_writes: BTreeMap<u64, (i64, Vec<MemoryWrite>)> = BTreeMap::new();
+    spare: Sender<Msg>,
+) -> Result<Recorded, StoreError> {
+    let mut filer = Filer::new()?;
     let mut last_commit = Instant::now();
-    // One compression context for the whole run: creating one per chunk costs
-    // more than compressing a small chunk.
-    let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| StoreError::Open {
-        path: Default::default(),
-        message: format!("zstd: {e}"),
-    })?;
     loop {
         let msg = match rx.recv_timeout(COMMIT_EVERY) {
             Ok(m) => Some(m),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
-        match msg {
-            Some(Msg::Start {
-                episode,
-                index,
-                seed,
-            }) => {
-                episodes.insert(
-                    episode,
-                    Episode {
-                        index,
-                        seed,
-                        hasher: blake3::Hasher::new(),
-                        buf: Vec::new(),
-                        timings: Vec::new(),
-                        buf_frames: 0,
-                        first_step: 0,
-                        next_step: 0,
-                        chunk: 0,
-                        seq: 0,
-                        agent_writes: Vec::new(),
-                    },
-                );
-            }
-            Some(Msg::Frames(batch)) => {
-                let episode = batch.episode;
-                let Some(ep) = episodes.get_mut(&episode) else {
-                    continue;
-                };
-                ep.hasher.update(&batch.data);
-                ep.buf.extend_from_slice(&batch.data);
-                ep.timings.extend_from_slice(&batch.timings);
-                ep.buf_frames += batch.frames;
-                ep.next_step += u64::from(batch.frames);
-                for (step, w) in batch.writes {
-                    if w.path.starts_with("/agent/") {
-                        ep.agent_writes.push(w.clone());
-                    }
-                    ops.push(Op::Write {
-                        episode,
-                        seq: ep.seq,
-                        step,
-                        write: w,
-                    });
-                    ep.seq += 1;
-                }
-                if ep.buf_frames >= CHUNK_FRAMES || ep.buf.len() >= CHUNK_BYTES {
-                    pending_bytes += ep.buf.len();
-                    ops.push(seal_chunk(episode, ep, &mut zstd));
-                }
-            }
-            Some(Msg::End { episode, finish }) => {
-                let Some(mut ep) = episodes.remove(&episode) else {
-                    continue;
-                };
-                if ep.buf_frames > 0 {
-                    ops.push(seal_chunk(episode, &mut ep, &mut zstd));
-                }
-                for w in &finish.end_writes {
-                    if w.path.starts_with("/agent/") {
-                        ep.agent_writes.push(w.clone());
-                    }
-                    ops.push(Op::Write {
-                        episode,
-                        seq: ep.seq,
-                        step: finish.length,
-                        write: w.clone(),
-                    });
-                    ep.seq += 1;
-                }
-                // The episode's ending is part of its digest too.
-                let tail = postcard::to_allocvec(&(
-                    finish.outcome.as_str(),
-                    finish.return_.to_bits(),
-                    finish.length,
-                    finish.success,
-                    &finish.error,
-                    &finish.final_observation,
-                    &finish.end_writes,
-                ))
-                .unwrap_or_default();
-                ep.hasher.update(&tail);
-                let digest = ep.hasher.finalize().to_hex()[..32].to_string();
-                if matches!(finish.outcome, Outcome::Terminated | Outcome::Truncated) {
-                    finished_writes
-                        .insert(ep.index, (episode, std::mem::take(&mut ep.agent_writes)));
-                }
-                reports.push(EpisodeReport {
-                    id: episode,
-                    index: ep.index,
-                    seed: ep.seed,
-                    outcome: finish.outcome,
-                    return_: finish.return_,
-                    length: finish.length,
-                    success: finish.success,
-                    digest: digest.clone(),
-                    error: finish.error.clone(),
-                });
-                let final_observation = finish
-                    .final_observation
-                    .as_ref()
-                    .and_then(|o| postcard::to_allocvec(o).ok())
-                    .and_then(|raw| zstd.compress(&raw).ok());
-                ops.push(Op::End {
-                    episode,
-                    finish,
-                    digest,
-                    final_observation,
-                });
-            }
-            None => {}
+        if let Some(mut batch) = msg {
+            filer.take_batch(&mut batch);
+            batch.clear();
+            // A full pool just drops the batch.
+            let _ = spare.try_send(batch);
         }
-        if !ops.is_empty() && (last_commit.elapsed() >= COMMIT_EVERY || pending_bytes >= 8 << 20) {
+        if !filer.ops.is_empty()
+            && (filer.blobs.len() >= 8 << 20 || last_commit.elapsed() >= COMMIT_EVERY)
+        {
             // Also seal partial chunks so a kill loses at most one commit interval.
-            seal_partial_chunks(&mut episodes, &mut ops, &mut zstd);
-            commit(&db, &mut ops)?;
-            pending_bytes = 0;
+            filer.seal_partial_chunks();
+            filer.commit(&db)?;
             last_commit = Instant::now();
         }
     }
-    seal_partial_chunks(&mut episodes, &mut ops, &mut zstd);
-    commit(&db, &mut ops)?;
+    filer.seal_partial_chunks();
+    filer.commit(&db)?;
     // Episodes stay `pending` until they end; if the process dies first,
     // `Db::open` marks them `interrupted`.
     let tx = db.conn.unchecked_transaction()?;
     if fold_agent_memory {
         let mut writes: Vec<(i64, &MemoryWrite)> = Vec::new();
-        for (episode, ws) in finished_writes.values() {
+        for (episode, ws) in filer.finished_writes.values() {
             writes.extend(ws.iter().map(|w| (*episode, w)));
         }
         let mut upsert = tx.prepare(
@@ -486,29 +558,310 @@ fn record(
         params![run_id, now_rfc3339()],
     )?;
     tx.commit()?;
+    let mut reports = filer.reports;
     reports.sort_by_key(|r| r.index);
-    Ok(reports)
+    Ok((reports, crate::bench::thread_cpu_time()))
 }
 
-/// Seals every episode's unsealed frames, so a commit holds all frames received.
-fn seal_partial_chunks(
-    episodes: &mut BTreeMap<i64, Episode>,
-    ops: &mut Vec<Op>,
-    zstd: &mut zstd::bulk::Compressor<'_>,
-) {
-    for (&id, ep) in episodes.iter_mut() {
-        if ep.buf_frames > 0 {
-            ops.push(seal_chunk(id, ep, zstd));
+/// The recorder thread's state between commits.
+struct Filer {
+    episodes: BTreeMap<i64, Episode>,
+    /// What the next commit writes.
+    ops: Vec<Op>,
+    /// The compressed blobs of `ops`, back to back (one allocation per
+    /// commit interval, not one per chunk).
+    blobs: Vec<u8>,
+    reports: Vec<EpisodeReport>,
+    finished_writes: BTreeMap<u64, (i64, Vec<MemoryWrite>)>,
+    /// Buffers of ended episodes, for the next ones.
+    free_bufs: Vec<(Vec<u8>, Vec<u8>)>,
+    scratch: Vec<u8>,
+    /// One compression context per level for the whole run: creating one per
+    /// chunk costs more than compressing a small chunk.
+    fast: zstd::bulk::Compressor<'static>,
+    strong: zstd::bulk::Compressor<'static>,
+}
+
+impl Filer {
+    fn new() -> Result<Filer, StoreError> {
+        let zstd = |level| {
+            zstd::bulk::Compressor::new(level).map_err(|e| StoreError::Open {
+                path: Default::default(),
+                message: format!("zstd: {e}"),
+            })
+        };
+        Ok(Filer {
+            episodes: BTreeMap::new(),
+            ops: Vec::new(),
+            blobs: Vec::new(),
+            reports: Vec::new(),
+            finished_writes: BTreeMap::new(),
+            free_bufs: Vec::new(),
+            scratch: Vec::new(),
+            fast: zstd(ZSTD_FAST_LEVEL)?,
+            strong: zstd(ZSTD_LEVEL)?,
+        })
+    }
+
+    /// Files one stepping thread's batch: hashes and buffers frames, seals
+    /// full chunks, and turns endings into digests and episode updates.
+    fn take_batch(&mut self, batch: &mut Batch) {
+        let (mut data_at, mut timings_at, mut writes_at) = (0usize, 0usize, 0usize);
+        let mut writes = std::mem::take(&mut batch.writes).into_iter();
+        for event in batch.events.drain(..) {
+            match event {
+                Event::Start {
+                    episode,
+                    index,
+                    seed,
+                } => {
+                    let (buf, timings) = self.free_bufs.pop().unwrap_or_default();
+                    self.episodes.insert(
+                        episode,
+                        Episode {
+                            index,
+                            seed,
+                            hasher: blake3::Hasher::new(),
+                            buf,
+                            timings,
+                            buf_frames: 0,
+                            first_step: 0,
+                            next_step: 0,
+                            chunk: 0,
+                            seq: 0,
+                            agent_writes: Vec::new(),
+                        },
+                    );
+                }
+                Event::Frames {
+                    episode,
+                    frames,
+                    data_end,
+                    timings_end,
+                    writes_end,
+                } => {
+                    let data = &batch.data[data_at..data_end];
+                    let timings = &batch.timings[timings_at..timings_end];
+                    let these = writes.by_ref().take(writes_end - writes_at);
+                    (data_at, timings_at, writes_at) = (data_end, timings_end, writes_end);
+                    let Some(ep) = self.episodes.get_mut(&episode) else {
+                        these.for_each(drop);
+                        continue;
+                    };
+                    ep.hasher.update(data);
+                    ep.buf.extend_from_slice(data);
+                    ep.timings.extend_from_slice(timings);
+                    ep.buf_frames += frames;
+                    ep.next_step += u64::from(frames);
+                    for (step, w) in these {
+                        if w.path.starts_with("/agent/") {
+                            ep.agent_writes.push(w.clone());
+                        }
+                        self.ops.push(Op::Write {
+                            episode,
+                            seq: ep.seq,
+                            step,
+                            write: w,
+                        });
+                        ep.seq += 1;
+                    }
+                    if ep.buf_frames >= CHUNK_FRAMES || ep.buf.len() >= CHUNK_BYTES {
+                        let op = seal_chunk(
+                            episode,
+                            ep,
+                            &mut self.blobs,
+                            &mut self.fast,
+                            &mut self.strong,
+                        );
+                        self.ops.push(op);
+                    }
+                }
+                Event::End { episode, finish } => self.end(episode, finish),
+            }
         }
+    }
+
+    fn end(&mut self, episode: i64, finish: Box<EpisodeFinish>) {
+        let Some(mut ep) = self.episodes.remove(&episode) else {
+            return;
+        };
+        if ep.buf_frames > 0 {
+            let op = seal_chunk(
+                episode,
+                &mut ep,
+                &mut self.blobs,
+                &mut self.fast,
+                &mut self.strong,
+            );
+            self.ops.push(op);
+        }
+        for w in &finish.end_writes {
+            if w.path.starts_with("/agent/") {
+                ep.agent_writes.push(w.clone());
+            }
+            self.ops.push(Op::Write {
+                episode,
+                seq: ep.seq,
+                step: finish.length,
+                write: w.clone(),
+            });
+            ep.seq += 1;
+        }
+        // The episode's ending is part of its digest too.
+        self.scratch.clear();
+        self.scratch = postcard::to_extend(
+            &(
+                finish.outcome.as_str(),
+                finish.return_.to_bits(),
+                finish.length,
+                finish.success,
+                &finish.error,
+                &finish.final_observation,
+                &finish.end_writes,
+            ),
+            std::mem::take(&mut self.scratch),
+        )
+        .unwrap_or_default();
+        ep.hasher.update(&self.scratch);
+        let digest = ep.hasher.finalize().to_hex()[..32].to_string();
+        if matches!(finish.outcome, Outcome::Terminated | Outcome::Truncated) {
+            self.finished_writes
+                .insert(ep.index, (episode, std::mem::take(&mut ep.agent_writes)));
+        }
+        self.reports.push(EpisodeReport {
+            id: episode,
+            index: ep.index,
+            seed: ep.seed,
+            outcome: finish.outcome,
+            return_: finish.return_,
+            length: finish.length,
+            success: finish.success,
+            digest: digest.clone(),
+            error: finish.error.clone(),
+        });
+        let final_observation = match &finish.final_observation {
+            Some(o) => {
+                self.scratch.clear();
+                self.scratch =
+                    postcard::to_extend(o, std::mem::take(&mut self.scratch)).unwrap_or_default();
+                Some(pack(
+                    &self.scratch,
+                    &mut self.blobs,
+                    &mut self.fast,
+                    &mut self.strong,
+                ))
+            }
+            None => None,
+        };
+        self.ops.push(Op::End {
+            episode,
+            finish,
+            digest,
+            final_observation,
+        });
+        ep.buf.clear();
+        ep.timings.clear();
+        if self.free_bufs.len() < 64 {
+            self.free_bufs.push((ep.buf, ep.timings));
+        }
+    }
+
+    /// Seals every episode's unsealed frames, so a commit holds all frames received.
+    fn seal_partial_chunks(&mut self) {
+        for (&id, ep) in self.episodes.iter_mut() {
+            if ep.buf_frames > 0 {
+                let op = seal_chunk(id, ep, &mut self.blobs, &mut self.fast, &mut self.strong);
+                self.ops.push(op);
+            }
+        }
+    }
+
+    fn commit(&mut self, db: &Db) -> Result<(), StoreError> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        let blobs = &self.blobs;
+        let tx = db.conn.unchecked_transaction()?;
+        {
+            let mut chunk = tx.prepare_cached(
+                "INSERT INTO frame_chunks (episode_id, chunk, first_step, frames, data, timings) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut write = tx.prepare_cached(
+                "INSERT INTO memory_writes (episode_id, seq, step, path, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut end = tx.prepare_cached(
+                "UPDATE episodes SET outcome = ?2, return = ?3, length = ?4, success = ?5, digest = ?6, error = ?7, task = ?8, reset_info = ?9, final_observation = ?10 WHERE id = ?1",
+            )?;
+            for op in self.ops.drain(..) {
+                match op {
+                    Op::Chunk {
+                        episode,
+                        chunk: c,
+                        first_step,
+                        frames,
+                        data,
+                        timings,
+                    } => {
+                        chunk.execute(params![
+                            episode,
+                            c,
+                            first_step as i64,
+                            frames,
+                            &blobs[data],
+                            &blobs[timings]
+                        ])?;
+                    }
+                    Op::Write {
+                        episode,
+                        seq,
+                        step,
+                        write: w,
+                    } => {
+                        write.execute(params![
+                            episode,
+                            seq as i64,
+                            step as i64,
+                            w.path,
+                            w.value
+                        ])?;
+                    }
+                    Op::End {
+                        episode,
+                        finish,
+                        digest,
+                        final_observation,
+                    } => {
+                        end.execute(params![
+                            episode,
+                            finish.outcome.as_str(),
+                            finish.return_,
+                            finish.length as i64,
+                            finish.success,
+                            digest,
+                            finish.error,
+                            finish.task,
+                            finish.reset_info,
+                            final_observation.map(|r| &blobs[r])
+                        ])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        self.blobs.clear();
+        Ok(())
     }
 }
 
-fn seal_chunk(episode: i64, ep: &mut Episode, zstd: &mut zstd::bulk::Compressor<'_>) -> Op {
-    // Compressing an in-memory buffer does not fail; keep the data raw if it did.
-    let pack =
-        |z: &mut zstd::bulk::Compressor<'_>, b: &[u8]| z.compress(b).unwrap_or_else(|_| b.to_vec());
-    let data = pack(zstd, &ep.buf);
-    let timings = pack(zstd, &ep.timings);
+fn seal_chunk(
+    episode: i64,
+    ep: &mut Episode,
+    blobs: &mut Vec<u8>,
+    fast: &mut zstd::bulk::Compressor<'static>,
+    strong: &mut zstd::bulk::Compressor<'static>,
+) -> Op {
+    let data = pack(&ep.buf, blobs, fast, strong);
+    let timings = pack(&ep.timings, blobs, fast, strong);
     let op = Op::Chunk {
         episode,
         chunk: ep.chunk,
@@ -525,70 +878,135 @@ fn seal_chunk(episode: i64, ep: &mut Episode, zstd: &mut zstd::bulk::Compressor<
     op
 }
 
-fn commit(db: &Db, ops: &mut Vec<Op>) -> Result<(), StoreError> {
-    if ops.is_empty() {
-        return Ok(());
+/// Appends `raw` to `blobs` as one zstd frame and returns where it is:
+/// stored as it is when it is tiny (compressing a few hundred bytes saves
+/// next to nothing and costs more than everything else the recorder does
+/// with them), compressed at a fast level when it is small (a short episode's
+/// chunk), at the normal level when it is large (pixels). Every zstd decoder
+/// reads all three.
+fn pack(
+    raw: &[u8],
+    blobs: &mut Vec<u8>,
+    fast: &mut zstd::bulk::Compressor<'static>,
+    strong: &mut zstd::bulk::Compressor<'static>,
+) -> Range<usize> {
+    let start = blobs.len();
+    if raw.len() < RAW_BELOW {
+        raw_frame(raw, blobs);
+        return start..blobs.len();
     }
-    let tx = db.conn.unchecked_transaction()?;
-    {
-        let mut chunk = tx.prepare_cached(
-            "INSERT INTO frame_chunks (episode_id, chunk, first_step, frames, data, timings) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        let mut write = tx.prepare_cached(
-            "INSERT INTO memory_writes (episode_id, seq, step, path, value) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let mut end = tx.prepare_cached(
-            "UPDATE episodes SET outcome = ?2, return = ?3, length = ?4, success = ?5, digest = ?6, error = ?7, task = ?8, reset_info = ?9, final_observation = ?10 WHERE id = ?1",
-        )?;
-        for op in ops.drain(..) {
-            match op {
-                Op::Chunk {
-                    episode,
-                    chunk: c,
-                    first_step,
-                    frames,
-                    data,
-                    timings,
-                } => {
-                    chunk.execute(params![
-                        episode,
-                        c,
-                        first_step as i64,
-                        frames,
-                        data,
-                        timings
-                    ])?;
-                }
-                Op::Write {
-                    episode,
-                    seq,
-                    step,
-                    write: w,
-                } => {
-                    write.execute(params![episode, seq as i64, step as i64, w.path, w.value])?;
-                }
-                Op::End {
-                    episode,
-                    finish,
-                    digest,
-                    final_observation: final_obs,
-                } => {
-                    end.execute(params![
-                        episode,
-                        finish.outcome.as_str(),
-                        finish.return_,
-                        finish.length as i64,
-                        finish.success,
-                        digest,
-                        finish.error,
-                        finish.task,
-                        finish.reset_info,
-                        final_obs
-                    ])?;
-                }
-            }
+    let zstd = if raw.len() < FAST_BELOW { fast } else { strong };
+    blobs.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+    let mut out = std::io::Cursor::new(&mut *blobs);
+    out.set_position(start as u64);
+    match zstd.compress_to_buffer(raw, &mut out) {
+        Ok(_) => start..blobs.len(),
+        // Compressing into a large enough buffer does not fail; store it
+        // raw if it did.
+        Err(_) => {
+            blobs.truncate(start);
+            raw_frame(raw, blobs);
+            start..blobs.len()
         }
     }
-    tx.commit()?;
-    Ok(())
+}
+
+/// Appends `raw` to `out` as a zstd frame of raw (stored) blocks, as zstd
+/// itself writes incompressible data, without spending the time to find out.
+fn raw_frame(raw: &[u8], out: &mut Vec<u8>) {
+    /// The largest block zstd allows.
+    const MAX_BLOCK: usize = 128 << 10;
+    out.reserve(raw.len() + 16 + 3 * (raw.len() / MAX_BLOCK));
+    out.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
+    // Frame header descriptor: an 8-byte content size, a single segment (so
+    // no window descriptor), no checksum, no dictionary.
+    out.push(0b1110_0000);
+    out.extend_from_slice(&(raw.len() as u64).to_le_bytes());
+    if raw.is_empty() {
+        // One empty last raw block.
+        out.extend_from_slice(&[1, 0, 0]);
+        return;
+    }
+    let mut blocks = raw.chunks(MAX_BLOCK).peekable();
+    while let Some(block) = blocks.next() {
+        // Block header, 3 bytes little-endian: last-block bit, type 0 (raw), size.
+        let header = u32::from(blocks.peek().is_none()) | ((block.len() as u32) << 3);
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.extend_from_slice(block);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_packing_is_a_zstd_frame_of_the_same_bytes() {
+        let mut fast = zstd::bulk::Compressor::new(ZSTD_FAST_LEVEL).unwrap();
+        let mut strong = zstd::bulk::Compressor::new(ZSTD_LEVEL).unwrap();
+        let mut blobs = b"earlier blob".to_vec();
+        let inputs: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"tiny".to_vec(),
+            (0..RAW_BELOW + 10).map(|i| (i % 7) as u8).collect(),
+            (0..FAST_BELOW * 3).map(|i| (i * 31 % 251) as u8).collect(),
+        ];
+        for raw in &inputs {
+            let r = pack(raw, &mut blobs, &mut fast, &mut strong);
+            assert_eq!(zstd::decode_all(&blobs[r.clone()]).unwrap(), *raw);
+            assert_eq!(crate::store::decompress(&blobs[r]).unwrap(), *raw);
+        }
+        // Raw frames of several blocks, and of none.
+        for len in [0, 1, (128 << 10) - 1, 128 << 10, (128 << 10) * 2 + 5] {
+            let raw: Vec<u8> = (0..len).map(|i| (i % 256) as u8).collect();
+            let mut out = Vec::new();
+            raw_frame(&raw, &mut out);
+            assert_eq!(zstd::decode_all(&out[..]).unwrap(), raw, "{len} bytes");
+            assert_eq!(crate::store::decompress(&out).unwrap(), raw, "{len} bytes");
+        }
+        assert!(blobs.starts_with(b"earlier blob"));
+    }
+
+    #[test]
+    fn frames_and_timings_encode_exactly_as_postcard() {
+        let mut frames: Vec<Frame> = (0..4).map(crate::store::tests::frame).collect();
+        let mut plain = crate::store::tests::frame(300);
+        plain.observation = vec![crate::model::Part {
+            name: "state".into(),
+            value: Value::Vector(vec![0.1, -0.2, f32::NAN, 1e30]),
+        }];
+        plain.action = Action::Discrete(1 << 20);
+        plain.success = None;
+        plain.note = None;
+        plain.logs.clear();
+        plain.memory_writes.clear();
+        plain.info.clear();
+        frames.push(plain.clone());
+        plain.action = Action::Continuous(vec![0.5, -1.0]);
+        plain.step = u32::MAX;
+        plain.success = Some(true);
+        plain.observation[0].value = Value::Discrete(u32::MAX);
+        frames.push(plain);
+        for f in &frames {
+            let mut ours = b"prefix".to_vec();
+            encode_frame(f, &mut ours);
+            let mut theirs = b"prefix".to_vec();
+            theirs = postcard::to_extend(f, theirs).unwrap();
+            assert_eq!(ours, theirs, "frame at step {}", f.step);
+        }
+        for t in [
+            Timing::default(),
+            Timing {
+                act_ns: 127,
+                step_ns: 128,
+                score_ns: u64::MAX,
+            },
+        ] {
+            let mut ours = Vec::new();
+            for ns in [t.act_ns, t.step_ns, t.score_ns] {
+                varint(&mut ours, ns);
+            }
+            assert_eq!(ours, postcard::to_allocvec(&t).unwrap());
+        }
+    }
 }

@@ -19,7 +19,7 @@ use crate::memory::MemoryBase;
 use crate::model::{Frame, Timing};
 use crate::plugin::{Limits, PluginKind};
 pub use crate::recorder::BranchOf;
-use crate::recorder::{EpisodeFinish, EpisodeWriter, Recorder, RunRecord};
+use crate::recorder::{EpisodeFinish, FrameWriter, Recorder, RunRecord};
 use crate::run::{
     AgentSpec, EpisodeReport, NativeAgentFactory, PluginSpec, Prepared, RunError, RunSpec,
     new_run_id, prepare,
@@ -217,7 +217,7 @@ pub fn load(
 /// remembers.
 pub struct BranchRecorder {
     recorder: Recorder,
-    writer: Option<EpisodeWriter>,
+    writer: Option<FrameWriter>,
     pub run_id: String,
     pub episode_id: i64,
 }
@@ -258,7 +258,8 @@ impl BranchRecorder {
         };
         let recorder = Recorder::start(db_path, record, &[seed])?;
         let episode_id = recorder.episode_ids[0];
-        let writer = EpisodeWriter::start(recorder.sender(), episode_id, 0, seed);
+        let mut writer = recorder.writer();
+        writer.start(episode_id, 0, seed);
         Ok(BranchRecorder {
             recorder,
             writer: Some(writer),
@@ -269,14 +270,15 @@ impl BranchRecorder {
 
     pub fn push(&mut self, frame: &Frame, timing: Timing) {
         if let Some(w) = self.writer.as_mut() {
-            w.push(frame, timing);
+            w.push(self.episode_id, frame, timing);
         }
     }
 
     /// Records the ending and waits until everything is committed.
     pub fn end(mut self, finish: EpisodeFinish) -> Result<EpisodeReport, StoreError> {
-        if let Some(w) = self.writer.take() {
-            w.end(finish);
+        if let Some(mut w) = self.writer.take() {
+            w.end(self.episode_id, finish);
+            // Dropping the writer sends what it holds.
         }
         let mut reports = self.recorder.finish()?;
         reports.pop().ok_or(StoreError::NoEpisode(self.episode_id))

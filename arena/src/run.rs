@@ -20,7 +20,8 @@ use crate::plugin::{
     AgentInstance, Crash, EnvInstance, Limits, LoadError, Plugin, PluginKind, RewardInstance,
 };
 pub use crate::recorder::EpisodeFinish;
-use crate::recorder::{EpisodeWriter, Recorder, RunRecord};
+use crate::recorder::{Recorder, RunRecord};
+use crate::stopwatch::Stamp;
 use crate::store::{Db, StoreError};
 
 /// One step of SplitMix64: the seed stream behind every derived seed.
@@ -399,7 +400,7 @@ impl Prepared {
         let jobs = self.spec.jobs.min(seeds.len()).max(1);
         std::thread::scope(|scope| {
             for j in 0..jobs {
-                let tx = recorder.sender();
+                let mut writer = recorder.writer();
                 let (next, seeds, ids, base) = (&next, &seeds, &recorder.episode_ids, &base);
                 let spawned = std::thread::Builder::new()
                     .name(format!("ludus-worker-{j}"))
@@ -409,15 +410,16 @@ impl Prepared {
                             let Some(&seed) = seeds.get(i as usize) else {
                                 break;
                             };
-                            let mut writer =
-                                EpisodeWriter::start(tx.clone(), ids[i as usize], i, seed);
+                            let id = ids[i as usize];
+                            writer.start(id, i, seed);
                             let finish =
                                 self.episode(seed, base.clone(), progress, &mut |frame, timing| {
-                                    writer.push(&frame, timing);
+                                    writer.push(id, &frame, timing);
                                 });
-                            writer.end(finish);
+                            writer.end(id, finish);
                             progress.episodes_done.fetch_add(1, Ordering::Relaxed);
                         }
+                        // Dropping the writer sends its last batch.
                     });
                 if let Err(e) = spawned {
                     tracing::error!("cannot start worker thread {j}: {e}");
@@ -765,7 +767,7 @@ impl Stepper {
                 message: "the episode has no observation to act on".into(),
             });
         };
-        let t0 = Instant::now();
+        let t0 = Stamp::now();
         let action = match self.agent.act(
             &observation,
             StepContext {
@@ -779,7 +781,7 @@ impl Stepper {
                 return Err(c);
             }
         };
-        let t1 = Instant::now();
+        let t1 = Stamp::now();
         let result = match self.env.step(&action) {
             Ok(r) => r,
             Err(c) => {
@@ -787,7 +789,7 @@ impl Stepper {
                 return Err(c);
             }
         };
-        let t2 = Instant::now();
+        let t2 = Stamp::now();
         let max_steps = self.info.max_steps;
         let terminated = result.terminated;
         let truncated = result.truncated || (!terminated && max_steps > 0 && step + 1 >= max_steps);
@@ -829,7 +831,7 @@ impl Stepper {
                 info_text = result.info;
             }
         }
-        let t3 = Instant::now();
+        let t3 = Stamp::now();
         if success.is_some() {
             self.success_flag = success;
         }
@@ -859,9 +861,9 @@ impl Stepper {
             memory_writes: std::mem::take(&mut self.pending_writes),
         };
         let timing = Timing {
-            act_ns: (t1 - t0).as_nanos() as u64,
-            step_ns: (t2 - t1).as_nanos() as u64,
-            score_ns: (t3 - t2).as_nanos() as u64,
+            act_ns: t0.ns_until(t1),
+            step_ns: t1.ns_until(t2),
+            score_ns: t2.ns_until(t3),
         };
         self.observation = Some(next);
         self.last_reward = recorded;

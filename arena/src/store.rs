@@ -601,7 +601,7 @@ impl FrameFields {
 }
 
 /// Decompresses one zstd frame, sized from its header when it says its size.
-fn decompress(data: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn decompress(data: &[u8]) -> Result<Vec<u8>, String> {
     match zstd::zstd_safe::get_frame_content_size(data) {
         Ok(Some(size)) if size <= 1 << 30 => {
             zstd::bulk::decompress(data, size as usize).map_err(|e| e.to_string())
@@ -836,13 +836,13 @@ mod skim {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{
         Action, Element, Image, Level, LogLine, MemoryWrite, Part, Rect, Role, Value,
     };
 
-    fn frame(step: u32) -> Frame {
+    pub(crate) fn frame(step: u32) -> Frame {
         let element = |id: u32| Element {
             id,
             parent: id.checked_sub(1),
