@@ -1,95 +1,29 @@
 //! Cheap timestamps for the per-call durations every frame records. Reading
 //! `Instant::now` costs about 22 ns on a virtual machine (a CartPole step
 //! through wasm is about 600 ns, and a frame reads the clock two to four
-//! times); the x86-64 time-stamp counter costs under half that. Where the
-//! counter is not invariant (or on other architectures) this falls back to
-//! `Instant`.
+//! times); `quanta` reads the x86-64 time-stamp counter where it is invariant
+//! (under half that), calibrated against the system clock, and falls back to
+//! the system clock elsewhere.
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-/// A point in time, in the stopwatch's own units; only differences mean
-/// anything, through [`Stamp::ns_until`].
+/// A point in time; only differences mean anything, through [`Stamp::ns_until`].
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Stamp(u64);
-
-struct Scale {
-    /// `None`: timestamps are nanoseconds since `origin`.
-    ns_per_tick: Option<f64>,
-    origin: Instant,
-}
-
-fn scale() -> &'static Scale {
-    static SCALE: OnceLock<Scale> = OnceLock::new();
-    SCALE.get_or_init(|| Scale {
-        ns_per_tick: calibrate(),
-        origin: Instant::now(),
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
-fn invariant_tsc() -> bool {
-    use std::arch::x86_64::__cpuid;
-    // CPUID 0x8000_0007 EDX bit 8: the counter ticks at a constant rate in
-    // every power state, the same on every core.
-    let max = __cpuid(0x8000_0000).eax;
-    max >= 0x8000_0007 && __cpuid(0x8000_0007).edx & (1 << 8) != 0
-}
-
-#[cfg(target_arch = "x86_64")]
-fn ticks() -> u64 {
-    // SAFETY: RDTSC exists on every x86-64 processor.
-    unsafe { std::arch::x86_64::_rdtsc() }
-}
-
-/// Nanoseconds per counter tick, measured against `Instant` over a
-/// millisecond (once per process); `None` to use `Instant` itself.
-fn calibrate() -> Option<f64> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if !invariant_tsc() {
-            return None;
-        }
-        let (i0, t0) = (Instant::now(), ticks());
-        while i0.elapsed() < Duration::from_millis(1) {
-            std::hint::spin_loop();
-        }
-        let (i1, t1) = (Instant::now(), ticks());
-        let ns = (i1 - i0).as_nanos() as f64;
-        let ticks = t1.wrapping_sub(t0) as f64;
-        // A counter slower than 100 MHz or faster than 100 GHz is not one
-        // to trust.
-        let per = ns / ticks;
-        (ticks > 0.0 && (0.01..=10.0).contains(&per)).then_some(per)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        None
-    }
-}
+pub(crate) struct Stamp(quanta::Instant);
 
 impl Stamp {
     pub(crate) fn now() -> Stamp {
-        let s = scale();
-        #[cfg(target_arch = "x86_64")]
-        if s.ns_per_tick.is_some() {
-            return Stamp(ticks());
-        }
-        Stamp(s.origin.elapsed().as_nanos() as u64)
+        Stamp(quanta::Instant::now())
     }
 
     /// Nanoseconds from `self` to `later` (0 if `later` is earlier).
     pub(crate) fn ns_until(self, later: Stamp) -> u64 {
-        let d = later.0.saturating_sub(self.0);
-        match scale().ns_per_tick {
-            Some(per) => (d as f64 * per) as u64,
-            None => d,
-        }
+        later.0.saturating_duration_since(self.0).as_nanos() as u64
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     #[test]
