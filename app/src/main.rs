@@ -19,6 +19,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: every step lifts an owned
+/// observation out of wasm and frees it, and recording hands buffers from the
+/// stepping threads to the recorder thread, where glibc's frees across
+/// threads cost the stepping thread time.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An error the user caused (bad argument, bad plugin, bad file): exit code 2.
 #[derive(Debug)]
 pub struct UsageError(pub String);
