@@ -624,3 +624,39 @@ fn a_cnn_run_resumes_exactly_from_its_checkpoint() {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
 }
+
+#[test]
+fn train_bench_compares_sync_and_decoupled_on_the_long_tail_scenario() {
+    // Short latencies and one update keep this quick; the long-tailed episodes
+    // still leave a sync loop's envs idle most of the time.
+    let plugins = plugins().to_string_lossy().into_owned();
+    let run = ludus([
+        "train-bench",
+        "--plugins",
+        &plugins,
+        "--only",
+        "grpo_long_tail_128_envs_slow",
+        "--updates",
+        "1",
+        "--delay-ms",
+        "2,4",
+        "--json",
+    ]);
+    let out = run.json();
+    let runs = out["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{out}");
+    for (r, mode) in runs.iter().zip(["sync", "async"]) {
+        assert_eq!(r["mode"], mode, "{out}");
+        assert!(r["env_steps"].as_u64().expect("steps") > 0, "{out}");
+        let u = r["env_utilisation"].as_f64().expect("utilisation");
+        assert!(u > 0.0 && u <= 1.0, "{out}");
+    }
+    let ratio = &out["async_over_sync"]["grpo_long_tail_128_envs_slow"];
+    assert!(
+        ratio["env_utilisation"].as_f64().expect("ratio") > 1.5,
+        "{out}"
+    );
+    // An unknown scenario is a usage error naming the keys.
+    let bad = ludus(["train-bench", "--plugins", &plugins, "--only", "nope"]).fails_with(2);
+    assert!(bad.contains("grpo_long_tail_128_envs_slow"), "{bad}");
+}

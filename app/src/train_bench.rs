@@ -125,10 +125,22 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         slow(c);
         c.env.config = "size=5,doors=0,max_steps=100".into();
     };
+    // Many VMs and a longer tail, the shape of DART-GUI's setting: 128 envs
+    // (4 samplers of 32) on the 5x5 maze, episodes of 4 to 200 steps. A sync
+    // round waits for the longest of 128 episodes, and each of a sampler's
+    // steps for the slowest of its 32 envs.
+    let slow_long_tail = move |c: &mut Config| {
+        slow_small_maze(c);
+        c.env.config = "size=5,doors=0,max_steps=200".into();
+        c.sampling.samplers = 4;
+        c.sampling.envs_per_sampler = 32;
+        // Four times the envs, four times the batch.
+        c.sampling.batch_steps = 2560;
+    };
     let fast = |c: &mut Config| c.stop.updates = 150;
     let label = format!("slow env {}-{} ms", delay[0], delay[1]);
     type Edit<'a> = &'a dyn Fn(&mut Config);
-    let scenarios: [(&str, &str, &str, String, Edit); 5] = [
+    let scenarios: [(&str, &str, &str, String, Edit); 6] = [
         (
             "ppo_cartpole_slow",
             PPO_CARTPOLE,
@@ -149,6 +161,13 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
             "maze.wasm",
             format!("GRPO 5x5 maze (long tail), {label}"),
             &slow_small_maze,
+        ),
+        (
+            "grpo_long_tail_128_envs_slow",
+            GRPO_MAZE,
+            "maze.wasm",
+            format!("GRPO 5x5 maze, 128 envs, 4-200 steps, {label}"),
+            &slow_long_tail,
         ),
         (
             "ppo_click_cnn_slow",
