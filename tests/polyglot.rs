@@ -463,84 +463,13 @@ fn new_and_build_reject_bad_input_with_exit_2() {
     assert!(err.contains("componentize-py"), "{err}");
 }
 
-/// SplitMix64 once: the seed a batched copy's next episode starts from, as
-/// both SDKs derive it (`next_seed`).
-fn next_seed(seed: u64) -> u64 {
-    let mut z = (seed ^ 0xA076_1D64_78BD_642F).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn vector_of(observation: &[ludus_arena::model::Part]) -> Vec<f32> {
-    match &observation[0].value {
-        ludus_arena::model::Value::Vector(v) => v.clone(),
-        other => panic!("not a vector: {other:?}"),
-    }
-}
-
 #[test]
 fn python_batched_cartpole_matches_one_env_per_call() {
-    use ludus_arena::model::Action;
-    use ludus_arena::{Limits, Plugin, PluginKind};
     // The SDK's fast path (`reset_flat`, `step_flat`) must see what single
-    // stepping sees: the same observations bit for bit, rewards and flags,
-    // and a copy that ends restarts from `next_seed` of its seed.
+    // stepping sees.
     let b = built();
-    let p = Plugin::load(&b.py_cartpole, PluginKind::Env, Limits::DEFAULT).unwrap();
-    let seeds = [3u64, 77, 1234, u64::MAX];
-    let mut batch = p.env(0).unwrap();
-    batch.init("").unwrap().unwrap();
-    let first = batch.batch_reset(&seeds).unwrap().unwrap();
-    let mut singles: Vec<_> = seeds
-        .iter()
-        .map(|&s| {
-            let mut e = p.env(0).unwrap();
-            e.init("").unwrap().unwrap();
-            let r = e.reset(s).unwrap();
-            (e, s, vector_of(&r.observation))
-        })
-        .collect();
-    let flat: Vec<f32> = singles.iter().flat_map(|(_, _, o)| o.clone()).collect();
-    assert_eq!(first, flat);
-    let (mut ends, mut truncations) = (0, 0);
-    for step in 0..600u64 {
-        // Copies 0 and 1 push at random (short episodes); 2 and 3 balance
-        // the pole (some reach the 500-step truncation), with now and then
-        // an out-of-range value (action 0).
-        let actions: Vec<f32> = singles
-            .iter()
-            .enumerate()
-            .map(|(i, (_, _, o))| match (i, step % 13) {
-                (0 | 1, _) => (next_seed(step * 4 + i as u64) >> 63) as f32,
-                (_, 0) => -3.0,
-                _ => f32::from(o[2] + 0.5 * o[3] > 0.0),
-            })
-            .collect();
-        let r = batch.batch_step(&actions).unwrap().unwrap();
-        assert_eq!(r.observations.len(), 4 * seeds.len());
-        for (i, (env, seed, obs)) in singles.iter_mut().enumerate() {
-            let s = env
-                .step(&Action::Discrete(actions[i].max(0.0) as u32))
-                .unwrap();
-            let flags = u8::from(s.terminated) | (u8::from(s.truncated) << 1);
-            assert_eq!(r.flags[i], flags, "copy {i} step {step}");
-            assert_eq!(r.rewards[i], s.reward, "copy {i} step {step}");
-            *obs = if flags != 0 {
-                ends += 1;
-                truncations += usize::from(s.truncated);
-                *seed = next_seed(*seed);
-                vector_of(&env.reset(*seed).unwrap().observation)
-            } else {
-                vector_of(&s.observation)
-            };
-            assert_eq!(
-                r.observations[i * 4..i * 4 + 4],
-                obs[..],
-                "copy {i} step {step}"
-            );
-        }
-    }
+    let (ends, truncations) =
+        assert_batched_cartpole_matches_single(&b.py_cartpole, &[3, 77, 1234, u64::MAX], 600);
     assert!(ends >= 10, "only {ends} episodes ended");
     assert!(truncations >= 1, "no episode reached its step limit");
 }

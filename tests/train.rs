@@ -364,16 +364,7 @@ fn cuda_trains_on_the_gpu_where_there_is_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("t.db");
     let cfg = config(dir.path(), "ppo-cartpole", &[]);
-    let args = vec![
-        "train".to_string(),
-        cfg.display().to_string(),
-        "--db".into(),
-        db.display().to_string(),
-        "--json".into(),
-        "--device".into(),
-        "cuda".into(),
-    ];
-    let out = ludus(&args).json();
+    let out = train_json_on("cuda", &cfg, &db, &[]);
     assert!(out["device"].as_str().unwrap().starts_with("cuda"), "{out}");
     assert_eq!(out["reached_target"], true, "{out}");
     let gpu = metric(&db, "ppo-cartpole", "gpu_share");

@@ -150,6 +150,11 @@ pub fn digests(report: &serde_json::Value) -> Vec<String> {
 /// `ludus train CONFIG --db DB --json --device cpu [extra...]`, which must
 /// succeed; its JSON summary.
 pub fn train_json(config: &Path, db: &Path, extra: &[&str]) -> serde_json::Value {
+    train_json_on("cpu", config, db, extra)
+}
+
+/// [`train_json`] on another device (`cuda`, `auto`).
+pub fn train_json_on(device: &str, config: &Path, db: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "train".to_string(),
         config.display().to_string(),
@@ -157,8 +162,92 @@ pub fn train_json(config: &Path, db: &Path, extra: &[&str]) -> serde_json::Value
         db.display().to_string(),
         "--json".into(),
         "--device".into(),
-        "cpu".into(),
+        device.into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     ludus(&args).json()
+}
+
+/// SplitMix64 once: the seed a batched copy's next episode starts from, as
+/// every SDK derives it (`next_seed`).
+pub fn next_seed(seed: u64) -> u64 {
+    let mut z = (seed ^ 0xA076_1D64_78BD_642F).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The first part of an observation, which must be a vector.
+pub fn vector_of(observation: &[ludus_arena::model::Part]) -> Vec<f32> {
+    match &observation[0].value {
+        ludus_arena::model::Value::Vector(v) => v.clone(),
+        other => panic!("not a vector: {other:?}"),
+    }
+}
+
+/// Steps a CartPole env plugin's copies (one per seed) through the batched
+/// interface and, beside them, one instance per copy one step per call, for
+/// `steps` steps, asserting the two agree: observations bit for bit, rewards
+/// and flags, and a copy that ends restarts from `next_seed` of its seed.
+/// Copies 0 and 1 push at random (short episodes); the others balance the
+/// pole, with now and then an out-of-range action value (read as action 0).
+/// Returns (episodes ended, episodes truncated).
+pub fn assert_batched_cartpole_matches_single(
+    path: &Path,
+    seeds: &[u64],
+    steps: u64,
+) -> (usize, usize) {
+    use ludus_arena::model::Action;
+    use ludus_arena::{Limits, Plugin, PluginKind};
+    let p = Plugin::load(path, PluginKind::Env, Limits::DEFAULT).unwrap();
+    let mut batch = p.env(0).unwrap();
+    batch.init("").unwrap().unwrap();
+    let first = batch.batch_reset(seeds).unwrap().unwrap();
+    let mut singles: Vec<_> = seeds
+        .iter()
+        .map(|&s| {
+            let mut e = p.env(0).unwrap();
+            e.init("").unwrap().unwrap();
+            let r = e.reset(s).unwrap();
+            (e, s, vector_of(&r.observation))
+        })
+        .collect();
+    let flat: Vec<f32> = singles.iter().flat_map(|(_, _, o)| o.clone()).collect();
+    assert_eq!(first, flat);
+    let (mut ends, mut truncations) = (0, 0);
+    for step in 0..steps {
+        let actions: Vec<f32> = singles
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, o))| match (i, step % 13) {
+                (0 | 1, _) => (next_seed(step * 4 + i as u64) >> 63) as f32,
+                (_, 0) => -3.0,
+                _ => f32::from(o[2] + 0.5 * o[3] > 0.0),
+            })
+            .collect();
+        let r = batch.batch_step(&actions).unwrap().unwrap();
+        assert_eq!(r.observations.len(), 4 * seeds.len());
+        for (i, (env, seed, obs)) in singles.iter_mut().enumerate() {
+            let s = env
+                .step(&Action::Discrete(actions[i].max(0.0) as u32))
+                .unwrap();
+            let flags = u8::from(s.terminated) | (u8::from(s.truncated) << 1);
+            assert_eq!(r.flags[i], flags, "copy {i} step {step}");
+            assert_eq!(r.rewards[i], s.reward, "copy {i} step {step}");
+            *obs = if flags != 0 {
+                ends += 1;
+                truncations += usize::from(s.truncated);
+                *seed = next_seed(*seed);
+                vector_of(&env.reset(*seed).unwrap().observation)
+            } else {
+                vector_of(&s.observation)
+            };
+            assert_eq!(
+                r.observations[i * 4..i * 4 + 4],
+                obs[..],
+                "copy {i} step {step}"
+            );
+        }
+    }
+    (ends, truncations)
 }
