@@ -621,7 +621,7 @@ fn train_bench_compares_sync_and_decoupled_on_the_long_tail_scenario() {
     // Short latencies and one update keep this quick; the long-tailed episodes
     // still leave a sync loop's envs idle most of the time.
     let plugins = plugins().to_string_lossy().into_owned();
-    let run = ludus([
+    let out = ludus([
         "train-bench",
         "--plugins",
         &plugins,
@@ -632,8 +632,8 @@ fn train_bench_compares_sync_and_decoupled_on_the_long_tail_scenario() {
         "--delay-ms",
         "2,4",
         "--json",
-    ]);
-    let out = run.json();
+    ])
+    .json();
     let runs = out["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 2, "{out}");
     for (r, mode) in runs.iter().zip(["sync", "async"]) {

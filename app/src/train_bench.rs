@@ -130,7 +130,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
     // round waits for the longest of 128 episodes, and each of a sampler's
     // steps for the slowest of its 32 envs.
     let slow_long_tail = move |c: &mut Config| {
-        slow_small_maze(c);
+        slow(c);
         c.env.config = "size=5,doors=0,max_steps=200".into();
         c.sampling.samplers = 4;
         c.sampling.envs_per_sampler = 32;

@@ -99,7 +99,7 @@ impl Batch {
 /// batches: with small frames that is about 260k frames, more than a
 /// stepping thread makes while the recorder is busy with a commit. With 256
 /// frames per batch the queue filled during commits and the stepping
-/// thread waited (recording cost 52-56% instead of 20-25% in `ludus bench`).
+/// thread waited (recording cost 52-71% instead of 16-31% in `ludus bench`).
 /// Big frames are bounded by [`CHUNK_BYTES`] per batch instead.
 const BATCH_FRAMES: u32 = 4096;
 /// Longest a frame waits on the stepping thread before it is sent.
