@@ -566,6 +566,132 @@ fn second_load_uses_the_compile_cache() {
 }
 
 #[test]
+fn step_vector_matches_step_and_older_plugins_fall_back_to_step() {
+    use ludus_arena::model::Action;
+    use ludus_arena::{Limits, Plugin, PluginKind};
+    // CartPole through `env-vector.step-vector` (the allocation-free single
+    // step, contract 0.1.1) against the generic `step`, side by side, through
+    // terminations, resets and the 500-step truncation.
+    let p = Plugin::load(&plugin("cartpole"), PluginKind::Env, Limits::DEFAULT).unwrap();
+    let (mut general, mut fast) = (p.env(0).unwrap(), p.env(0).unwrap());
+    assert!(fast.has_vector_step());
+    general.init("").unwrap().unwrap();
+    fast.init("").unwrap().unwrap();
+    let mut seed = 99u64;
+    let mut obs = vector_of(&general.reset(seed).unwrap().observation);
+    assert_eq!(obs, vector_of(&fast.reset(seed).unwrap().observation));
+    let (mut ends, mut truncations) = (0, 0);
+    for step in 0..3000u64 {
+        // Every other episode balances (and reaches 500 steps) but for a
+        // random push every seventh step; the others push at random.
+        let a = if ends % 2 == 1 || step % 7 == 0 {
+            (next_seed(step) >> 63) as u32
+        } else {
+            u32::from(obs[2] + 0.5 * obs[3] > 0.0)
+        };
+        let g = general.step(&Action::Discrete(a)).unwrap();
+        let f = fast
+            .step_vector(&[a as f32])
+            .unwrap()
+            .expect("cartpole offers step-vector");
+        obs = vector_of(&g.observation);
+        assert_eq!(f.observation[..4], obs[..], "step {step}");
+        assert_eq!(f.observation[4..], [0.0; 4], "padding, step {step}");
+        assert_eq!(
+            (f.reward, f.terminated, f.truncated),
+            (g.reward, g.terminated, g.truncated),
+            "step {step}"
+        );
+        if g.terminated || g.truncated {
+            ends += 1;
+            truncations += usize::from(g.truncated);
+            seed = next_seed(seed);
+            obs = vector_of(&general.reset(seed).unwrap().observation);
+            fast.reset(seed).unwrap();
+        }
+    }
+    assert!(ends >= 10, "only {ends} episodes ended");
+    assert!(truncations >= 1, "no episode reached its step limit");
+
+    // An SDK env without a vector observation declines; the host steps it
+    // through `step`.
+    let maze = Plugin::load(&plugin("maze"), PluginKind::Env, Limits::DEFAULT).unwrap();
+    let mut m = maze.env(0).unwrap();
+    m.init("").unwrap().unwrap();
+    m.reset(1).unwrap();
+    assert!(m.has_vector_step());
+    assert_eq!(m.step_vector(&[0.0]).unwrap(), None);
+
+    // A plugin built against contract 0.1.0 (no `env-vector`) still loads,
+    // steps and runs.
+    let legacy = Plugin::load(&plugin("legacy_env"), PluginKind::Env, Limits::DEFAULT).unwrap();
+    let mut l = legacy.env(0).unwrap();
+    assert!(!l.has_vector_step());
+    l.init("").unwrap().unwrap();
+    l.reset(3).unwrap();
+    assert_eq!(l.step_vector(&[1.0]).unwrap(), None);
+    let r = l.step(&Action::Discrete(1)).unwrap();
+    assert_eq!((vector_of(&r.observation), r.reward), (vec![1.0, 3.0], 1.0));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("legacy.db");
+    let mut args = run_args(&db, &plugin("legacy_env"), &plugin("random_agent"));
+    args.extend(["--episodes", "3", "--seed", "5", "--json"].map(String::from));
+    let out = ludus(args).json();
+    let episodes = out["episodes"].as_array().unwrap();
+    assert_eq!(episodes.len(), 3);
+    for e in episodes {
+        assert_eq!(e["outcome"], "terminated", "{e}");
+        assert_eq!(e["length"], 5, "{e}");
+    }
+}
+
+#[test]
+fn bench_prints_every_mode_and_its_ratios() {
+    // Rates, not timings: a short run must measure every mode (step-vector
+    // included), record real frames, and give ratios that fit its rates.
+    let r = ludus([
+        "bench",
+        "--cartpole",
+        &plugin("cartpole").display().to_string(),
+        "--seconds",
+        "0.2",
+        "--batch",
+        "64",
+        "--json",
+    ])
+    .json();
+    let rate = |k: &str| {
+        let v = r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
+        assert!(v > 0.0, "{k}: {r}");
+        v
+    };
+    let native = rate("native_steps_per_sec");
+    let single = rate("wasm_single_steps_per_sec");
+    let vector = rate("wasm_vector_steps_per_sec");
+    let batched = rate("wasm_batched_steps_per_sec");
+    let recorded = rate("wasm_recorded_steps_per_sec");
+    let close = |k: &str, want: f64| {
+        let got = r[k].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "{k}: {got} vs {want}"
+        );
+    };
+    close("wasm_vector_vs_single", vector / single);
+    close("wasm_vector_vs_native", vector / native);
+    close("wasm_batched_vs_single", batched / single);
+    close("recorded_vs_unrecorded", recorded / single);
+    assert_eq!(r["batch"], 64);
+    assert!(r["recorded_frames"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["recorded_db_bytes"].as_u64().unwrap() > 0, "{r}");
+
+    let err = ludus(["bench", "--seconds", "0"]).fails_with(2);
+    assert!(err.contains("--seconds must be a positive number"), "{err}");
+    let err = ludus(["bench", "--cartpole", "no-such.wasm"]).fails_with(2);
+    assert!(err.contains("no-such.wasm"), "{err}");
+}
+
+#[test]
 fn batched_cartpole_matches_one_env_per_call() {
     // CartPole's batched fast path (`step_flat`) must see what single
     // stepping sees, through resets and the 500-step truncation.

@@ -24,12 +24,15 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
 
 fn print_table(r: &BenchReport) {
     let batched = format!("wasm, batched ({})", r.batch);
-    let rows: [(&str, f64); 4] = [
+    let mut rows: Vec<(&str, f64)> = vec![
         ("native Rust", r.native_steps_per_sec),
         ("wasm, one env per call", r.wasm_single_steps_per_sec),
-        (&batched, r.wasm_batched_steps_per_sec),
-        ("wasm, one env, recorded", r.wasm_recorded_steps_per_sec),
     ];
+    if let Some(v) = r.wasm_vector_steps_per_sec {
+        rows.push(("wasm, one env, step-vector", v));
+    }
+    rows.push((&batched, r.wasm_batched_steps_per_sec));
+    rows.push(("wasm, one env, recorded", r.wasm_recorded_steps_per_sec));
     println!("CartPole, one thread, {} s per mode", r.seconds);
     println!(
         "{:<26} {:>15} {:>10} {:>10}",
@@ -66,6 +69,9 @@ fn print_table(r: &BenchReport) {
         println!(
             "CPU per step:          unrecorded {u:.0} ns; recorded {st:.0} ns on the stepping thread (+{pct:.1}%) and {rec:.0} ns on the recorder thread"
         );
+    }
+    if let Some(v) = r.wasm_vector_vs_single {
+        println!("step-vector / step:    {v:.3}");
     }
     println!("batched / native:      {:.3}", r.wasm_batched_vs_native);
     println!("batched / one per call: {:.3}", r.wasm_batched_vs_single);

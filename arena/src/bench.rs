@@ -1,7 +1,9 @@
-//! `ludus bench`: CartPole steps per second on one thread, four ways: native
-//! Rust, through wasm one env per call, through wasm batched, and through wasm
-//! with every frame recorded to SQLite. The gaps between them are the cost of
-//! the sandbox, of crossing into it per step, and of recording.
+//! `ludus bench`: CartPole steps per second on one thread, five ways: native
+//! Rust; through wasm one env per call, by the generic `step` (an owned
+//! observation and info text) and by `step-vector` (fixed-size values, no
+//! allocation); through wasm batched; and through wasm with every frame
+//! recorded to SQLite. The gaps between them are the cost of the sandbox, of
+//! crossing into it per step, and of recording.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -56,11 +58,19 @@ pub struct BenchReport {
     /// Environment copies per call in the batched measurement.
     pub batch: usize,
     pub native_steps_per_sec: f64,
+    /// One env per call through the generic `step`.
     pub wasm_single_steps_per_sec: f64,
+    /// One env per call through `env-vector.step-vector` (absent where the
+    /// plugin has no such export, e.g. one built against contract 0.1.0).
+    pub wasm_vector_steps_per_sec: Option<f64>,
     pub wasm_batched_steps_per_sec: f64,
     pub wasm_recorded_steps_per_sec: f64,
     /// wasm one env per call / native.
     pub wasm_single_vs_native: f64,
+    /// wasm one env per call by `step-vector` / native.
+    pub wasm_vector_vs_native: Option<f64>,
+    /// `step-vector` / `step`, one env per call.
+    pub wasm_vector_vs_single: Option<f64>,
     /// wasm batched / native.
     pub wasm_batched_vs_native: f64,
     /// wasm recorded / native.
@@ -188,6 +198,7 @@ pub fn run_bench(cartpole: &Path, seconds: f64, batch: usize) -> Result<BenchRep
 
     let native = rate_native(duration)?;
     let (single, single_episodes_per_sec, single_cpu) = rate_single(&plugin, duration)?;
+    let vector = rate_vector(&plugin, duration)?;
     let batched = rate_batched(&plugin, duration, batch)?;
     let recorded = rate_recorded(&plugin, duration, single_episodes_per_sec)?;
 
@@ -196,9 +207,12 @@ pub fn run_bench(cartpole: &Path, seconds: f64, batch: usize) -> Result<BenchRep
         batch,
         native_steps_per_sec: native,
         wasm_single_steps_per_sec: single,
+        wasm_vector_steps_per_sec: vector,
         wasm_batched_steps_per_sec: batched,
         wasm_recorded_steps_per_sec: recorded.steps_per_sec,
         wasm_single_vs_native: ratio(single, native),
+        wasm_vector_vs_native: vector.map(|v| ratio(v, native)),
+        wasm_vector_vs_single: vector.map(|v| ratio(v, single)),
         wasm_batched_vs_native: ratio(batched, native),
         wasm_recorded_vs_native: ratio(recorded.steps_per_sec, native),
         wasm_batched_vs_single: ratio(batched, single),
@@ -283,6 +297,32 @@ fn rate_single(
         episodes as f64 / warm_and_measured.as_secs_f64(),
         cpu,
     ))
+}
+
+/// (b') One wasm call per step through `step-vector`; `None` where the
+/// plugin does not offer it.
+fn rate_vector(plugin: &Arc<Plugin>, duration: Duration) -> Result<Option<f64>, BenchError> {
+    let mut rng = 0x5EED_0005u64;
+    let mut env = new_env(plugin, splitmix64(&mut rng))?;
+    env.reset(splitmix64(&mut rng))?;
+    if env.step_vector(&[0.0])?.is_none() {
+        return Ok(None);
+    }
+    let (steps, elapsed, _) = measure(duration, || {
+        for _ in 0..CLOCK_EVERY {
+            let a = (splitmix64(&mut rng) & 1) as f32;
+            let Some(r) = env.step_vector(&[a])? else {
+                return Err(BenchError::Crash(
+                    "step-vector stopped answering mid-run".into(),
+                ));
+            };
+            if r.terminated || r.truncated {
+                env.reset(splitmix64(&mut rng))?;
+            }
+        }
+        Ok(CLOCK_EVERY)
+    })?;
+    Ok(Some(rate(steps, elapsed)))
 }
 
 /// (c) `batch` copies stepped per wasm call.

@@ -35,6 +35,9 @@ pub(crate) fn engine() -> &'static Engine {
             .cranelift_nan_canonicalization(true)
             .wasm_backtrace_details(WasmBacktraceDetails::Enable)
             .concurrency_support(false);
+        if std::env::var_os("LUDUS_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = match Engine::new(&config) {
             Ok(e) => e,
             // Only a build without Cranelift could fail here: a packaging bug.

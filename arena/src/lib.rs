@@ -19,7 +19,7 @@ pub mod store;
 pub mod train_store;
 
 pub use engine::on_first_compile;
-pub use plugin::{CONTRACT_VERSION, Limits, LoadError, Plugin, PluginKind};
+pub use plugin::{CONTRACT_VERSION, Limits, LoadError, Plugin, PluginKind, VectorStep};
 pub use run::{
     AgentSpec, EpisodeFinish, EpisodeReport, NativeAgent, NativeAgentFactory, Outcome, PluginSpec,
     PreparedAgent, RunError, RunReport, RunSpec, Stepper,

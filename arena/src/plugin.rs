@@ -9,7 +9,7 @@ use wasmtime::component::{InstancePre, types::ComponentItem};
 use wasmtime::{Store, Trap, WasmBacktrace};
 
 use crate::engine::{self, CompileSource, EPOCH_TICK};
-use crate::host::exports::ludus::plugin::{agent_plugin, env_plugin, reward_plugin};
+use crate::host::exports::ludus::plugin::{agent_plugin, env_plugin, env_vector, reward_plugin};
 use crate::host::{PluginState, linker, new_store};
 use crate::memory::EpisodeMemory;
 use crate::model::{
@@ -18,7 +18,7 @@ use crate::model::{
 };
 
 /// The contract version this host implements.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.1.1";
 const CONTRACT_PACKAGE: &str = "ludus:plugin";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +146,9 @@ pub enum LoadError {
 }
 
 enum Indices {
-    Env(env_plugin::GuestIndices),
+    /// An env, and its `env-vector` export where it has one (contract 0.1.1
+    /// and later; 0.1.0 plugins have none).
+    Env(env_plugin::GuestIndices, Option<env_vector::GuestIndices>),
     Agent(agent_plugin::GuestIndices),
     Reward(reward_plugin::GuestIndices),
 }
@@ -234,7 +236,10 @@ impl Plugin {
             message: format!("{e:#}"),
         };
         let indices = match kind {
-            PluginKind::Env => Indices::Env(env_plugin::GuestIndices::new(&pre).map_err(link_err)?),
+            PluginKind::Env => Indices::Env(
+                env_plugin::GuestIndices::new(&pre).map_err(link_err)?,
+                env_vector::GuestIndices::new(&pre).ok(),
+            ),
             PluginKind::Agent => {
                 Indices::Agent(agent_plugin::GuestIndices::new(&pre).map_err(link_err)?)
             }
@@ -284,19 +289,25 @@ impl Plugin {
 
     /// A fresh environment instance.
     pub fn env(self: &Arc<Self>, seed: u64) -> Result<EnvInstance, Crash> {
-        let Indices::Env(ix) = &self.indices else {
+        let Indices::Env(ix, vector_ix) = &self.indices else {
             unreachable_kind(self, PluginKind::Env)
         };
         let (mut store, instance) = self.sandbox(seed, None)?;
         let guest = ix
             .load(&mut store, &instance)
             .map_err(|e| self.crash("load", e, &store))?;
+        // An `env-vector` export of another shape (a future contract's) is
+        // ignored: the plugin still works through `step`.
+        let vector = vector_ix
+            .as_ref()
+            .and_then(|ix| ix.load(&mut store, &instance).ok());
         Ok(EnvInstance {
             sandbox: Sandbox {
                 plugin: self.clone(),
                 store,
             },
             guest,
+            vector,
         })
     }
 
@@ -444,9 +455,10 @@ fn check_exports(
     })
 }
 
-/// Versions whose interfaces this host can call: the same 0.minor line (patch
-/// releases only fix docs). Older minors are served by keeping their
-/// interfaces unchanged in the WIT; none exists yet before 0.1.
+/// Versions whose interfaces this host can call: the same 0.minor line. Within
+/// it a release only adds interfaces (0.1.1 added `env-vector`), so a 0.1.0
+/// plugin's exports are found under the host's 0.1.1 names (wasmtime matches
+/// them as semver-compatible) and the additions are looked up as optional.
 fn compatible(version: &str) -> bool {
     let ours: Vec<&str> = CONTRACT_VERSION.split('.').collect();
     let theirs: Vec<&str> = version.split('.').collect();
@@ -577,6 +589,17 @@ impl Sandbox {
 pub struct EnvInstance {
     sandbox: Sandbox,
     guest: env_plugin::Guest,
+    vector: Option<env_vector::Guest>,
+}
+
+/// What `step-vector` returns: a step of a small vector environment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VectorStep {
+    /// The next observation's flat vector, padded with zeros to 8 values.
+    pub observation: [f32; 8],
+    pub reward: f32,
+    pub terminated: bool,
+    pub truncated: bool,
 }
 
 impl EnvInstance {
@@ -592,6 +615,39 @@ impl EnvInstance {
         let g = &self.guest;
         self.sandbox.call("step", |s| g.call_step(s, action))
     }
+    /// Whether the plugin exports `env-vector` (it may still answer `none`).
+    pub fn has_vector_step(&self) -> bool {
+        self.vector.is_some()
+    }
+
+    /// One step through `env-vector.step-vector`, the allocation-free path:
+    /// `action` holds a discrete action's index, or up to 8 continuous values.
+    /// `Ok(None)` where the plugin has no such export or declines (its
+    /// observation is not a vector of at most 8 values): call [`Self::step`].
+    pub fn step_vector(&mut self, action: &[f32]) -> Result<Option<VectorStep>, Crash> {
+        let Some(g) = &self.vector else {
+            return Ok(None);
+        };
+        if action.len() > 8 {
+            return Ok(None);
+        }
+        let mut a = [0.0f32; 8];
+        a[..action.len()].copy_from_slice(action);
+        let a = (a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+        let r = self
+            .sandbox
+            .call("step-vector", |s| g.call_step_vector(s, a))?;
+        Ok(r.map(|r| {
+            let (o0, o1, o2, o3, o4, o5, o6, o7) = r.observation;
+            VectorStep {
+                observation: [o0, o1, o2, o3, o4, o5, o6, o7],
+                reward: r.reward,
+                terminated: r.flags & 1 != 0,
+                truncated: r.flags & 2 != 0,
+            }
+        }))
+    }
+
     pub fn batch_reset(&mut self, seeds: &[u64]) -> Result<Result<Vec<f32>, String>, Crash> {
         let g = &self.guest;
         self.sandbox

@@ -68,11 +68,11 @@ macro_rules! export_agent {
                     __STATE
                         .with_borrow_mut(|s| $crate::Agent::act(s.agent(), &observation, &context))
                 }
-        fn end_episode(end: $crate::EpisodeEnd) {
+                fn end_episode(end: $crate::EpisodeEnd) {
                     __STATE.with_borrow_mut(|s| $crate::Agent::end_episode(s.agent(), &end))
                 }
             }
-            $crate::bindings::__export_world!(__LudusAgent with_types_in $crate::bindings);
+    $crate::bindings::__export_world!(__LudusAgent with_types_in $crate::bindings);
         };
     };
 }

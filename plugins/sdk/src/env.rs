@@ -1,4 +1,8 @@
+use crate::bindings::exports::ludus::plugin::env_vector::{Values8, VectorStep};
 use crate::{Action, BatchResult, EnvInfo, ResetResult, StepResult, util};
+
+/// The widest observation, and the widest action, `step-vector` carries.
+const VECTOR_STEP_VALUES: usize = 8;
 
 /// An environment. Write one environment; the SDK derives the batched
 /// interface (many copies stepped per call) from it.
@@ -23,7 +27,8 @@ pub trait Env: Sized + 'static {
     /// The batched interface's fast path (optional): applies one action,
     /// writes the next observation's flat vector into `out` and returns
     /// `(reward, terminated, truncated)`. The default calls [`Env::step`];
-    /// an override must agree with it.
+    /// an override must agree with it. It also serves `step-vector`, the
+    /// single-copy step without allocations, where `vector_size` is at most 8.
     fn step_flat(&mut self, action: &Action, out: &mut [f32]) -> (f32, bool, bool) {
         let step = self.step(action);
         write_vector(out, &step.observation);
@@ -44,6 +49,37 @@ pub struct EnvState<E: Env> {
     info: Option<EnvInfo>,
     env: Option<E>,
     batch: Vec<Copy<E>>,
+    /// Set by `init`: how `step-vector` reads actions and writes observations,
+    /// or `None` where the environment is too wide for it.
+    vector: Option<VectorShape>,
+}
+
+/// An environment's flat layout: `size` observation values, actions of
+/// `width` values (discrete ones as their index).
+#[derive(Clone, Copy)]
+struct VectorShape {
+    size: usize,
+    discrete: bool,
+    width: usize,
+}
+
+impl VectorShape {
+    fn of(info: &EnvInfo) -> VectorShape {
+        let discrete = info.action_space.discrete.is_some();
+        let width = if discrete {
+            1
+        } else {
+            info.action_space
+                .continuous
+                .as_ref()
+                .map_or(1, |b| b.low.len().max(1))
+        };
+        VectorShape {
+            size: info.vector_size as usize,
+            discrete,
+            width,
+        }
+    }
 }
 
 impl<E: Env> Default for EnvState<E> {
@@ -53,6 +89,7 @@ impl<E: Env> Default for EnvState<E> {
             info: None,
             env: None,
             batch: Vec::new(),
+            vector: None,
         }
     }
 }
@@ -60,6 +97,11 @@ impl<E: Env> Default for EnvState<E> {
 impl<E: Env> EnvState<E> {
     pub fn init(&mut self, config: String) -> Result<EnvInfo, String> {
         let (env, info) = E::init(&config)?;
+        let shape = VectorShape::of(&info);
+        self.vector = (shape.size > 0
+            && shape.size <= VECTOR_STEP_VALUES
+            && shape.width <= VECTOR_STEP_VALUES)
+            .then_some(shape);
         self.env = Some(env);
         self.info = Some(info.clone());
         self.config = Some(config);
@@ -79,6 +121,23 @@ impl<E: Env> EnvState<E> {
 
     pub fn step(&mut self, action: Action) -> StepResult {
         self.env().step(&action)
+    }
+
+    /// `env-vector.step-vector`: [`Env::step_flat`] on the single instance,
+    /// into a fixed-size result.
+    pub fn step_vector(&mut self, action: Values8) -> Option<VectorStep> {
+        let shape = self.vector?;
+        let (a0, a1, a2, a3, a4, a5, a6, a7) = action;
+        let values = [a0, a1, a2, a3, a4, a5, a6, a7];
+        let action = action_from_flat(&values[..shape.width], shape.discrete);
+        let mut out = [0.0f32; VECTOR_STEP_VALUES];
+        let (reward, terminated, truncated) = self.env().step_flat(&action, &mut out[..shape.size]);
+        let [o0, o1, o2, o3, o4, o5, o6, o7] = out;
+        Some(VectorStep {
+            observation: (o0, o1, o2, o3, o4, o5, o6, o7),
+            reward,
+            flags: u8::from(terminated) | (u8::from(truncated) << 1),
+        })
     }
 
     fn vector_size(&self) -> Result<usize, String> {
@@ -113,15 +172,9 @@ impl<E: Env> EnvState<E> {
         let size = self.vector_size()?;
         let n = self.batch.len();
         let info = self.info.as_ref().ok_or("batch-step before init")?;
-        let discrete = info.action_space.discrete.is_some();
-        let width = if discrete {
-            1
-        } else {
-            info.action_space
-                .continuous
-                .as_ref()
-                .map_or(1, |b| b.low.len().max(1))
-        };
+        let VectorShape {
+            discrete, width, ..
+        } = VectorShape::of(info);
         let max_steps = info.max_steps;
         if actions.len() != n * width {
             return Err(format!(
@@ -165,7 +218,8 @@ impl<E: Env> EnvState<E> {
 /// Decodes the flat action of the batched interface.
 fn action_from_flat(values: &[f32], discrete: bool) -> Action {
     if discrete {
-        Action::Discrete(values.first().copied().unwrap_or(0.0).max(0.0) as u32)
+        // `as` saturates: negative indices and NaN become 0.
+        Action::Discrete(values.first().copied().unwrap_or(0.0) as u32)
     } else {
         Action::Continuous(values.to_vec())
     }
@@ -211,7 +265,15 @@ macro_rules! export_env {
                     __STATE.with_borrow_mut(|s| s.batch_step(actions))
                 }
             }
-    $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);
+            impl $crate::bindings::exports::ludus::plugin::env_vector::Guest for __LudusEnv {
+                fn step_vector(
+                    action: $crate::bindings::exports::ludus::plugin::env_vector::Values8,
+                ) -> Option<$crate::bindings::exports::ludus::plugin::env_vector::VectorStep>
+                {
+                    __STATE.with_borrow_mut(|s| s.step_vector(action))
+                }
+    }
+            $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);
         };
     };
 }

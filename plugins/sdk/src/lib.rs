@@ -22,9 +22,11 @@ compile_error!(
 /// Generated bindings. Not part of the stable API: use the re-exports.
 #[doc(hidden)]
 pub mod bindings {
+    // `vector-env` is `env` plus the allocation-free single-copy step, which
+    // the SDK derives from `Env::step_flat`.
     #[cfg(feature = "env")]
     wit_bindgen::generate!({
-        world: "env",
+        world: "vector-env",
         path: "../wit",
         default_bindings_module: "ludus_sdk::bindings",
         pub_export_macro: true,

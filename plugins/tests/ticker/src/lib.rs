@@ -31,7 +31,12 @@ impl Ticker {
             pixels[(s % 64) as usize] = 255;
             parts.push(Part {
                 name: "screen".into(),
-                value: Value::Image(Image { width: 8, height: 8, channels: 1, pixels }),
+                value: Value::Image(Image {
+                    width: 8,
+                    height: 8,
+                    channels: 1,
+                    pixels,
+                }),
             });
             let node = |id: u32, parent: Option<u32>, role: &str, value: String| Element {
                 id,
@@ -39,7 +44,12 @@ impl Ticker {
                 role: role.into(),
                 name: format!("node{id}"),
                 value,
-                bounds: Rect { x: 0, y: 0, width: 8, height: 8 },
+                bounds: Rect {
+                    x: 0,
+                    y: 0,
+                    width: 8,
+                    height: 8,
+                },
                 focused: id == 1 && s % 2 == 0,
                 checked: None,
                 disabled: false,
@@ -63,7 +73,11 @@ impl Env for Ticker {
             match k.as_str() {
                 "steps" => steps = parse_value(&k, &v)?,
                 "rich" => rich = parse_value::<u32>(&k, &v)? != 0,
-                _ => return Err(format!("ticker: unknown config key `{k}` (known: steps, rich)")),
+                _ => {
+                    return Err(format!(
+                        "ticker: unknown config key `{k}` (known: steps, rich)"
+                    ));
+                }
             }
         }
         let mut observation_space = vec![
@@ -75,14 +89,24 @@ impl Env for Ticker {
                     high: vec![f32::MAX; 4],
                 }),
             },
-            NamedSpace { name: "msg".into(), space: PartSpace::Text(64) },
+            NamedSpace {
+                name: "msg".into(),
+                space: PartSpace::Text(64),
+            },
         ];
         if rich {
             observation_space.push(NamedSpace {
                 name: "screen".into(),
-                space: PartSpace::Image(ImageSpace { width: 8, height: 8, channels: 1 }),
+                space: PartSpace::Image(ImageSpace {
+                    width: 8,
+                    height: 8,
+                    channels: 1,
+                }),
             });
-            observation_space.push(NamedSpace { name: "tree".into(), space: PartSpace::Tree });
+            observation_space.push(NamedSpace {
+                name: "tree".into(),
+                space: PartSpace::Tree,
+            });
         }
         let info = EnvInfo {
             name: "ticker".into(),
@@ -100,7 +124,14 @@ impl Env for Ticker {
             max_steps: steps,
             vector_size: 0,
         };
-        Ok((Ticker { step: 0, rich, steps }, info))
+        Ok((
+            Ticker {
+                step: 0,
+                rich,
+                steps,
+            },
+            info,
+        ))
     }
 
     fn reset(&mut self, _seed: u64) -> ResetResult {
