@@ -35,6 +35,8 @@ pub(crate) fn engine() -> &'static Engine {
             .cranelift_nan_canonicalization(true)
             .wasm_backtrace_details(WasmBacktraceDetails::Enable)
             .concurrency_support(false);
+        // `LUDUS_PERFMAP=1` writes /tmp/perf-PID.map, so `perf report` names
+        // the plugins' functions (how the figures in the README were found).
         if std::env::var_os("LUDUS_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
