@@ -154,6 +154,98 @@ fn human_summary_table() {
 }
 
 #[test]
+fn pooled_and_on_demand_instances_record_the_same_episodes() {
+    // Every episode gets fresh plugin instances; from the pool they come out
+    // of reused slots (memory reset, not remapped). Nothing of an earlier
+    // episode may show through, crashed ones included: every digest must
+    // match a run whose instances are mapped afresh (`LUDUS_POOLING=0`).
+    assert!(
+        ludus_arena::pooling(),
+        "the instance pool could not be reserved here"
+    );
+    let dir = tmp();
+    let run = |name: &str, pooling: &str, plugins: [&str; 3], extra: &[&str]| {
+        let db = dir.path().join(format!("{name}-{pooling}.db"));
+        let mut args: Vec<String> = [
+            "run",
+            "--env",
+            &plugin(plugins[0]).display().to_string(),
+            "--agent",
+            &plugin(plugins[1]).display().to_string(),
+            "--reward",
+            &plugin(plugins[2]).display().to_string(),
+            "--db",
+            &db.display().to_string(),
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+            .args(&args)
+            .env("LUDUS_POOLING", pooling)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let outcomes: Vec<String> = report["episodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["outcome"].as_str().unwrap().to_string())
+            .collect();
+        (digests(&report), outcomes)
+    };
+    let cases: [(&str, [&str; 3], &[&str]); 3] = [
+        (
+            "maze",
+            ["maze", "memory_agent", "distance_reward"],
+            &[
+                "--episodes",
+                "9",
+                "--seed",
+                "4",
+                "--jobs",
+                "3",
+                "--env-config",
+                "size=9,doors=1",
+            ],
+        ),
+        (
+            "cartpole",
+            ["cartpole", "random_agent", "sparse_reward"],
+            &["--episodes", "300", "--seed", "8", "--jobs", "2"],
+        ),
+        (
+            "crashing",
+            ["hostile_env", "random_agent", "sparse_reward"],
+            &[
+                "--episodes",
+                "6",
+                "--seed",
+                "2",
+                "--jobs",
+                "2",
+                "--env-config",
+                "mode=panic,at=2",
+            ],
+        ),
+    ];
+    for (name, plugins, extra) in cases {
+        let pooled = run(name, "1", plugins, extra);
+        let fresh = run(name, "0", plugins, extra);
+        assert_eq!(pooled, fresh, "{name}");
+        if name == "crashing" {
+            assert!(pooled.1.iter().all(|o| o == "crashed"), "{:?}", pooled.1);
+        }
+    }
+}
+
+#[test]
 fn memory_agent_gets_faster_from_one_run_to_the_next() {
     let dir = tmp();
     let db = dir.path().join("mem.db");

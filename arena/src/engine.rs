@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine, WasmBacktraceDetails};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, WasmBacktraceDetails,
+};
 
 /// How often the epoch advances: the unit of the wall-clock backstop.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -40,7 +42,7 @@ pub(crate) fn engine() -> &'static Engine {
         if std::env::var_os("LUDUS_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        let engine = match Engine::new(&config) {
+        let engine = match new_engine(config) {
             Ok(e) => e,
             // Only a build without Cranelift could fail here: a packaging bug.
             Err(e) => panic!("cannot create the wasmtime engine: {e}"),
@@ -63,6 +65,65 @@ pub(crate) fn engine() -> &'static Engine {
         }
         engine
     })
+}
+
+/// Whether this process's engine instantiates plugins from a pool of
+/// pre-reserved slots (`true`) or maps fresh memory for each (`false`).
+pub fn pooling() -> bool {
+    engine().pooling_allocator_metrics().is_some()
+}
+
+/// The engine with the pooling allocator, unless `LUDUS_POOLING=0` says
+/// otherwise or the pool cannot be reserved (an address-space limit, say):
+/// then instances are allocated on demand, as correct and slower to create.
+///
+/// Why pooling: every episode instantiates its plugins afresh. On demand,
+/// each instance maps and unmaps its linear memory (a 4 GiB reservation) and
+/// faults its pages in; in a run of short episodes the kernel's share of that
+/// was half the process's time. The pool reuses warm slots and resets only
+/// the pages an instance dirtied.
+fn new_engine(mut config: Config) -> wasmtime::Result<Engine> {
+    let off = std::env::var("LUDUS_POOLING").is_ok_and(|v| v == "0");
+    if !off {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config()));
+        match Engine::new(&config) {
+            Ok(e) => return Ok(e),
+            Err(e) => tracing::warn!(
+                "cannot reserve the instance pool, allocating plugin instances on demand: {e:#}"
+            ),
+        }
+    }
+    config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    Engine::new(&config)
+}
+
+/// Room for every plugin instance alive at once in one process: a run's
+/// jobs x three plugins, a trainer's samplers (128 envs in its largest
+/// scenario), the IDE's replays, with plenty to spare. Every limit a plugin
+/// meets stays the one `Limits` sets (the memory cap is enforced by the
+/// store's limiter, the slots hold up to 4 GiB, all of wasm32): the pool only
+/// bounds how many instances exist at once. An instantiation past that
+/// fails as the episode's crash, naming the limit.
+fn pool_config() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(1000)
+        // A Python component instantiates 14-38 core modules, a Rust one a few.
+        .total_core_instances(4000)
+        .max_core_instances_per_component(256)
+        .total_memories(1000)
+        .max_memories_per_component(16)
+        .max_memory_size(4 << 30)
+        .total_tables(2000)
+        .max_tables_per_component(64)
+        .table_elements(1 << 20)
+        .max_core_instance_size(8 << 20)
+        .max_component_instance_size(8 << 20)
+        // Reset the first 4 MiB of a freed slot's memory (only the pages
+        // that were dirtied, where the kernel can say which) instead of
+        // handing them back and faulting them in again.
+        .linear_memory_keep_resident(4 << 20)
+        .table_keep_resident(1 << 20);
+    pool
 }
 
 /// Where compiled components are cached: `$LUDUS_CACHE_DIR`, else
