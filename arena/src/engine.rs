@@ -118,11 +118,14 @@ fn pool_config() -> PoolingAllocationConfig {
         .table_elements(1 << 20)
         .max_core_instance_size(8 << 20)
         .max_component_instance_size(8 << 20)
-        // Reset the first 4 MiB of a freed slot's memory (only the pages
-        // that were dirtied, where the kernel can say which) instead of
-        // handing them back and faulting them in again.
+        // Reset the first 4 MiB of a freed slot's memory instead of handing
+        // the pages back and faulting them in again; where the kernel can say
+        // which pages were dirtied (PAGEMAP_SCAN, Linux 6.7+), only those.
+        // In a run of short episodes, scanning was 1.3-1.5x faster than
+        // resetting all 4 MiB.
         .linear_memory_keep_resident(4 << 20)
-        .table_keep_resident(1 << 20);
+        .table_keep_resident(1 << 20)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     pool
 }
 
