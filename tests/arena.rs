@@ -166,32 +166,17 @@ fn pooled_and_on_demand_instances_record_the_same_episodes() {
     let dir = tmp();
     let run = |name: &str, pooling: &str, plugins: [&str; 3], extra: &[&str]| {
         let db = dir.path().join(format!("{name}-{pooling}.db"));
-        let mut args: Vec<String> = [
-            "run",
-            "--env",
-            &plugin(plugins[0]).display().to_string(),
-            "--agent",
-            &plugin(plugins[1]).display().to_string(),
-            "--reward",
-            &plugin(plugins[2]).display().to_string(),
-            "--db",
-            &db.display().to_string(),
-            "--json",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
-            .args(&args)
-            .env("LUDUS_POOLING", pooling)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let mut args = run_args(&db, &plugin(plugins[0]), &plugin(plugins[1]));
+        args.extend(
+            [
+                "--reward",
+                &plugin(plugins[2]).display().to_string(),
+                "--json",
+            ]
+            .map(String::from),
         );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let report = ludus_with_env(args, &[("LUDUS_POOLING", pooling)]).json();
         let outcomes: Vec<String> = report["episodes"]
             .as_array()
             .unwrap()

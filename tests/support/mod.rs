@@ -89,6 +89,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    ludus_with_env(args, &[])
+}
+
+/// [`ludus`] with these environment variables set.
+pub fn ludus_with_env<I, S>(args: I, vars: &[(&str, &str)]) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let args: Vec<String> = args
         .into_iter()
         .map(|a| a.as_ref().to_string_lossy().into_owned())
@@ -96,6 +105,7 @@ where
     let out = Command::new(env!("CARGO_BIN_EXE_ludus"))
         .args(&args)
         .env_remove("LUDUS_LOG")
+        .envs(vars.iter().copied())
         .output()
         .expect("run ludus");
     Run { args, out }

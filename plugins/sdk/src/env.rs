@@ -272,8 +272,8 @@ macro_rules! export_env {
                 {
                     __STATE.with_borrow_mut(|s| s.step_vector(action))
                 }
-    }
-            $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);
+            }
+    $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);
         };
     };
 }
