@@ -646,9 +646,11 @@ fn second_load_uses_the_compile_cache() {
 fn step_vector_matches_step_and_older_plugins_fall_back_to_step() {
     use ludus_arena::model::Action;
     use ludus_arena::{Limits, Plugin, PluginKind};
-    // CartPole through `env-vector.step-vector` (the allocation-free single
-    // step, contract 0.1.1) against the generic `step`, side by side, through
-    // terminations, resets and the 500-step truncation.
+    // CartPole through `env-vector.step-vector` and
+    // `env-vector-reset.reset-vector` (the allocation-free single step and
+    // reset, contracts 0.1.1 and 0.1.2) against the generic `step` and
+    // `reset`, side by side, through terminations, resets and the 500-step
+    // truncation.
     let p = Plugin::load(&plugin("cartpole"), PluginKind::Env, Limits::DEFAULT).unwrap();
     let (mut general, mut fast) = (p.env(0).unwrap(), p.env(0).unwrap());
     assert!(fast.has_vector_step());
@@ -684,7 +686,18 @@ fn step_vector_matches_step_and_older_plugins_fall_back_to_step() {
             truncations += usize::from(g.truncated);
             seed = next_seed(seed);
             obs = vector_of(&general.reset(seed).unwrap().observation);
-            fast.reset(seed).unwrap();
+            // Mostly by `reset-vector`; every third time by `reset`, which
+            // must leave the same state behind.
+            if ends % 3 == 0 {
+                assert_eq!(vector_of(&fast.reset(seed).unwrap().observation), obs);
+            } else {
+                let v = fast
+                    .reset_vector(seed)
+                    .unwrap()
+                    .expect("cartpole offers reset-vector");
+                assert_eq!(v[..4], obs[..], "reset after step {step}");
+                assert_eq!(v[4..], [0.0; 4], "padding, reset after step {step}");
+            }
         }
     }
     assert!(ends >= 10, "only {ends} episodes ended");
@@ -698,6 +711,37 @@ fn step_vector_matches_step_and_older_plugins_fall_back_to_step() {
     m.reset(1).unwrap();
     assert!(m.has_vector_step());
     assert_eq!(m.step_vector(&[0.0]).unwrap(), None);
+    assert_eq!(m.reset_vector(2).unwrap(), None);
+
+    // A plugin built against contract 0.1.1 (`env-vector`, no
+    // `env-vector-reset`) steps through `step-vector` and resets through
+    // `reset`: step 1 walks right, anything else left.
+    let walk = Plugin::load(
+        &plugin("legacy_vector_env"),
+        PluginKind::Env,
+        Limits::DEFAULT,
+    )
+    .unwrap();
+    let mut w = walk.env(0).unwrap();
+    assert!(w.has_vector_step());
+    w.init("").unwrap().unwrap();
+    assert_eq!(w.reset_vector(12).unwrap(), None);
+    assert_eq!(vector_of(&w.reset(12).unwrap().observation), [0.0, 2.0]);
+    let steps: Vec<_> = [1.0, 0.0, 1.0, 1.0, 1.0]
+        .iter()
+        .map(|a| w.step_vector(&[*a]).unwrap().expect("0.1.1 step-vector"))
+        .map(|s| (s.observation[0], s.reward, s.terminated, s.truncated))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (1.0, 1.0, false, false),
+            (0.0, 0.0, false, false),
+            (1.0, 1.0, false, false),
+            (2.0, 1.0, false, false),
+            (3.0, 1.0, true, false),
+        ]
+    );
 
     // A plugin built against contract 0.1.0 (no `env-vector`) still loads,
     // steps and runs.
@@ -705,6 +749,7 @@ fn step_vector_matches_step_and_older_plugins_fall_back_to_step() {
     let mut l = legacy.env(0).unwrap();
     assert!(!l.has_vector_step());
     l.init("").unwrap().unwrap();
+    assert_eq!(l.reset_vector(3).unwrap(), None);
     l.reset(3).unwrap();
     assert_eq!(l.step_vector(&[1.0]).unwrap(), None);
     let r = l.step(&Action::Discrete(1)).unwrap();

@@ -299,8 +299,9 @@ fn rate_single(
     ))
 }
 
-/// (b') One wasm call per step through `step-vector`; `None` where the
-/// plugin does not offer it.
+/// (b') One wasm call per step through `step-vector`, each new episode by
+/// `reset-vector` where the plugin offers it (contract 0.1.2; `reset`
+/// otherwise); `None` where the plugin does not offer `step-vector`.
 fn rate_vector(plugin: &Arc<Plugin>, duration: Duration) -> Result<Option<f64>, BenchError> {
     let mut rng = 0x5EED_0005u64;
     let mut env = new_env(plugin, splitmix64(&mut rng))?;
@@ -308,6 +309,7 @@ fn rate_vector(plugin: &Arc<Plugin>, duration: Duration) -> Result<Option<f64>, 
     if env.step_vector(&[0.0])?.is_none() {
         return Ok(None);
     }
+    let fast_reset = env.reset_vector(splitmix64(&mut rng))?.is_some();
     let (steps, elapsed, _) = measure(duration, || {
         for _ in 0..CLOCK_EVERY {
             let a = (splitmix64(&mut rng) & 1) as f32;
@@ -317,7 +319,10 @@ fn rate_vector(plugin: &Arc<Plugin>, duration: Duration) -> Result<Option<f64>, 
                 ));
             };
             if r.terminated || r.truncated {
-                env.reset(splitmix64(&mut rng))?;
+                let seed = splitmix64(&mut rng);
+                if !fast_reset || env.reset_vector(seed)?.is_none() {
+                    env.reset(seed)?;
+                }
             }
         }
         Ok(CLOCK_EVERY)

@@ -9,7 +9,9 @@ use wasmtime::component::{InstancePre, types::ComponentItem};
 use wasmtime::{Store, Trap, WasmBacktrace};
 
 use crate::engine::{self, CompileSource, EPOCH_TICK};
-use crate::host::exports::ludus::plugin::{agent_plugin, env_plugin, env_vector, reward_plugin};
+use crate::host::exports::ludus::plugin::{
+    agent_plugin, env_plugin, env_vector, env_vector_reset, reward_plugin,
+};
 use crate::host::{PluginState, linker, new_store};
 use crate::memory::EpisodeMemory;
 use crate::model::{
@@ -18,7 +20,7 @@ use crate::model::{
 };
 
 /// The contract version this host implements.
-pub const CONTRACT_VERSION: &str = "0.1.1";
+pub const CONTRACT_VERSION: &str = "0.1.2";
 const CONTRACT_PACKAGE: &str = "ludus:plugin";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,9 +148,13 @@ pub enum LoadError {
 }
 
 enum Indices {
-    /// An env, and its `env-vector` export where it has one (contract 0.1.1
-    /// and later; 0.1.0 plugins have none).
-    Env(env_plugin::GuestIndices, Option<env_vector::GuestIndices>),
+    /// An env, its `env-vector` export where it has one (contract 0.1.1 and
+    /// later; 0.1.0 plugins have none), and its `env-vector-reset` (0.1.2).
+    Env(
+        env_plugin::GuestIndices,
+        Option<env_vector::GuestIndices>,
+        Option<env_vector_reset::GuestIndices>,
+    ),
     Agent(agent_plugin::GuestIndices),
     Reward(reward_plugin::GuestIndices),
 }
@@ -239,6 +245,7 @@ impl Plugin {
             PluginKind::Env => Indices::Env(
                 env_plugin::GuestIndices::new(&pre).map_err(link_err)?,
                 env_vector::GuestIndices::new(&pre).ok(),
+                env_vector_reset::GuestIndices::new(&pre).ok(),
             ),
             PluginKind::Agent => {
                 Indices::Agent(agent_plugin::GuestIndices::new(&pre).map_err(link_err)?)
@@ -289,7 +296,7 @@ impl Plugin {
 
     /// A fresh environment instance.
     pub fn env(self: &Arc<Self>, seed: u64) -> Result<EnvInstance, Crash> {
-        let Indices::Env(ix, vector_ix) = &self.indices else {
+        let Indices::Env(ix, vector_ix, reset_ix) = &self.indices else {
             unreachable_kind(self, PluginKind::Env)
         };
         let (mut store, instance) = self.sandbox(seed, None)?;
@@ -297,10 +304,16 @@ impl Plugin {
             .load(&mut store, &instance)
             .map_err(|e| self.crash("load", e, &store))?;
         // An `env-vector` export of another shape (a future contract's) is
-        // ignored: the plugin still works through `step`.
+        // ignored: the plugin still works through `step` (and `reset`).
         let vector = vector_ix
             .as_ref()
             .and_then(|ix| ix.load(&mut store, &instance).ok());
+        let vector_reset = match vector {
+            Some(_) => reset_ix
+                .as_ref()
+                .and_then(|ix| ix.load(&mut store, &instance).ok()),
+            None => None,
+        };
         Ok(EnvInstance {
             sandbox: Sandbox {
                 plugin: self.clone(),
@@ -308,6 +321,7 @@ impl Plugin {
             },
             guest,
             vector,
+            vector_reset,
         })
     }
 
@@ -456,9 +470,10 @@ fn check_exports(
 }
 
 /// Versions whose interfaces this host can call: the same 0.minor line. Within
-/// it a release only adds interfaces (0.1.1 added `env-vector`), so a 0.1.0
-/// plugin's exports are found under the host's 0.1.1 names (wasmtime matches
-/// them as semver-compatible) and the additions are looked up as optional.
+/// it a release only adds interfaces (0.1.1 added `env-vector`, 0.1.2
+/// `env-vector-reset`), so an older plugin's exports are found under the
+/// host's names (wasmtime matches them as semver-compatible) and the
+/// additions are looked up as optional.
 fn compatible(version: &str) -> bool {
     let ours: Vec<&str> = CONTRACT_VERSION.split('.').collect();
     let theirs: Vec<&str> = version.split('.').collect();
@@ -590,6 +605,7 @@ pub struct EnvInstance {
     sandbox: Sandbox,
     guest: env_plugin::Guest,
     vector: Option<env_vector::Guest>,
+    vector_reset: Option<env_vector_reset::Guest>,
 }
 
 /// What `step-vector` returns: a step of a small vector environment.
@@ -646,6 +662,20 @@ impl EnvInstance {
                 truncated: r.flags & 2 != 0,
             }
         }))
+    }
+
+    /// A new episode through `env-vector-reset.reset-vector` (contract
+    /// 0.1.2): the observation's flat vector, padded with zeros to 8 values.
+    /// `Ok(None)` where the plugin has no such export or declines: call
+    /// [`Self::reset`].
+    pub fn reset_vector(&mut self, seed: u64) -> Result<Option<[f32; 8]>, Crash> {
+        let Some(g) = &self.vector_reset else {
+            return Ok(None);
+        };
+        let r = self
+            .sandbox
+            .call("reset-vector", |s| g.call_reset_vector(s, seed))?;
+        Ok(r.map(|(o0, o1, o2, o3, o4, o5, o6, o7)| [o0, o1, o2, o3, o4, o5, o6, o7]))
     }
 
     pub fn batch_reset(&mut self, seeds: &[u64]) -> Result<Result<Vec<f32>, String>, Crash> {

@@ -88,9 +88,10 @@ class CartPole(ludus.Env):
         force = FORCE_MAG if action == 1 else -FORCE_MAG
         s = sin(theta)
         c = cos(theta)
-        temp = (force + POLE_MASS_LENGTH * theta_dot * theta_dot * s) / TOTAL_MASS
+        # Grouped as Gymnasium writes it: the squares round first.
+        temp = (force + POLE_MASS_LENGTH * (theta_dot * theta_dot) * s) / TOTAL_MASS
         theta_acc = (GRAVITY * s - c * temp) / (
-            LENGTH * (4.0 / 3.0 - MASS_POLE * c * c / TOTAL_MASS)
+            LENGTH * (4.0 / 3.0 - MASS_POLE * (c * c) / TOTAL_MASS)
         )
         x_acc = temp - POLE_MASS_LENGTH * theta_acc * c / TOTAL_MASS
         x += TAU * x_dot

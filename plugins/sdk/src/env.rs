@@ -125,13 +125,32 @@ impl<E: Env> EnvState<E> {
 
     /// `env-vector.step-vector`: [`Env::step_flat`] on the single instance,
     /// into a fixed-size result.
+    /// `env-vector-reset.reset-vector`: [`Env::reset_flat`] on the single
+    /// instance, into a fixed-size result.
+    pub fn reset_vector(&mut self, seed: u64) -> Option<Values8> {
+        let shape = self.vector?;
+        let env = self.env.as_mut()?;
+        let mut out = [0.0f32; VECTOR_STEP_VALUES];
+        env.reset_flat(seed, &mut out[..shape.size.min(VECTOR_STEP_VALUES)]);
+        let [o0, o1, o2, o3, o4, o5, o6, o7] = out;
+        Some((o0, o1, o2, o3, o4, o5, o6, o7))
+    }
+
     pub fn step_vector(&mut self, action: Values8) -> Option<VectorStep> {
         let shape = self.vector?;
-        let (a0, a1, a2, a3, a4, a5, a6, a7) = action;
-        let values = [a0, a1, a2, a3, a4, a5, a6, a7];
-        let action = action_from_flat(&values[..shape.width], shape.discrete);
+        // `vector` is set by `init`, together with `env`.
+        let env = self.env.as_mut()?;
         let mut out = [0.0f32; VECTOR_STEP_VALUES];
-        let (reward, terminated, truncated) = self.env().step_flat(&action, &mut out[..shape.size]);
+        let out_part = &mut out[..shape.size.min(VECTOR_STEP_VALUES)];
+        let (reward, terminated, truncated) = if shape.discrete {
+            // `as` saturates: negative indices and NaN become 0.
+            env.step_flat(&Action::Discrete(action.0 as u32), out_part)
+        } else {
+            let (a0, a1, a2, a3, a4, a5, a6, a7) = action;
+            let values = [a0, a1, a2, a3, a4, a5, a6, a7];
+            let width = shape.width.min(VECTOR_STEP_VALUES);
+            env.step_flat(&Action::Continuous(values[..width].to_vec()), out_part)
+        };
         let [o0, o1, o2, o3, o4, o5, o6, o7] = out;
         Some(VectorStep {
             observation: (o0, o1, o2, o3, o4, o5, o6, o7),
@@ -271,6 +290,13 @@ macro_rules! export_env {
                 ) -> Option<$crate::bindings::exports::ludus::plugin::env_vector::VectorStep>
                 {
                     __STATE.with_borrow_mut(|s| s.step_vector(action))
+                }
+            }
+            impl $crate::bindings::exports::ludus::plugin::env_vector_reset::Guest for __LudusEnv {
+                fn reset_vector(
+                    seed: u64,
+                ) -> Option<$crate::bindings::exports::ludus::plugin::env_vector::Values8> {
+                    __STATE.with_borrow_mut(|s| s.reset_vector(seed))
                 }
             }
     $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);

@@ -130,3 +130,63 @@ impl CartPoleEnv {
 }
 
 export_env!(CartPoleEnv);
+
+#[cfg(test)]
+mod tests {
+    use super::physics::sin_cos;
+
+    /// Where `sin_cos` runs musl's kernels itself (elsewhere it calls the
+    /// libm it is linked with: musl's in a plugin, the system's natively).
+    fn in_kernel(x: f64) -> bool {
+        let high = ((x.to_bits() >> 32) as u32) & 0x7fff_ffff;
+        (0x3e50_0000..=0x3fe9_21fb).contains(&high)
+    }
+
+    fn assert_same_bits(x: f64) {
+        let (s, c) = sin_cos(x);
+        let (ls, lc) = if in_kernel(x) {
+            (libm::sin(x), libm::cos(x))
+        } else {
+            (x.sin(), x.cos())
+        };
+        assert!(
+            s.to_bits() == ls.to_bits() || s.is_nan() && ls.is_nan(),
+            "sin({x:e})"
+        );
+        assert!(
+            c.to_bits() == lc.to_bits() || c.is_nan() && lc.is_nan(),
+            "cos({x:e})"
+        );
+    }
+
+    /// The inlined kernels return musl's bits (what a wasm32-wasip2 plugin's
+    /// libm returns) across the pole's range and at the edges where musl
+    /// switches paths; outside them `sin_cos` is the libm's own answer.
+    #[test]
+    fn sin_cos_is_musl_bit_for_bit() {
+        let mut state = 0x5EEDu64;
+        let mut kernel = 0;
+        for _ in 0..2_000_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+            for x in [(u - 0.5) * 1.6, (u - 0.5) * 0.5, (u - 0.5) * 1e-6] {
+                kernel += usize::from(in_kernel(x));
+                assert_same_bits(x);
+            }
+        }
+        assert!(kernel > 5_000_000, "{kernel} draws took the kernels");
+        for high in [0x3e46_a09e_u64, 0x3e50_0000, 0x3fe9_21fb, 0x3fe9_21fc] {
+            for low in [0u64, 1, 0x5444_2d18, 0xffff_ffff] {
+                let x = f64::from_bits((high << 32) | low);
+                for x in [x, -x, x.next_up(), x.next_down()] {
+                    assert_same_bits(x);
+                }
+            }
+        }
+        for x in [0.0, -0.0, 1e-300, 3.0, -100.0, f64::INFINITY, f64::NAN] {
+            assert_same_bits(x);
+        }
+    }
+}
