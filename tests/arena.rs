@@ -815,10 +815,14 @@ fn bench_prints_every_mode_and_its_ratios() {
 
 #[test]
 fn batched_cartpole_matches_one_env_per_call() {
-    // CartPole's batched fast path (`step_flat`) must see what single
-    // stepping sees, through resets and the 500-step truncation.
-    let (ends, truncations) =
-        assert_batched_cartpole_matches_single(&plugin("cartpole"), &[3, 77, 1234, u64::MAX], 600);
+    // CartPole's batched fast path (`step_flat`, and `step_flat_pair`: two
+    // copies in lock-step in wasm SIMD lanes, the fifth copy alone) must see
+    // what single stepping sees, through resets and the 500-step truncation.
+    let (ends, truncations) = assert_batched_cartpole_matches_single(
+        &plugin("cartpole"),
+        &[3, 77, 1234, u64::MAX, 5],
+        600,
+    );
     assert!(ends >= 10, "only {ends} episodes ended");
     assert!(truncations >= 1, "no episode reached its step limit");
 }

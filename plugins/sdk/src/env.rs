@@ -34,6 +34,23 @@ pub trait Env: Sized + 'static {
         write_vector(out, &step.observation);
         (step.reward, step.terminated, step.truncated)
     }
+
+    /// The batched interface's widest fast path (optional): steps two copies
+    /// at once, each exactly as [`Env::step_flat`] would (say, in lock-step
+    /// with SIMD). `batch-step` hands copies over in pairs. The default steps
+    /// one, then the other.
+    fn step_flat_pair(
+        a: &mut Self,
+        b: &mut Self,
+        actions: [&Action; 2],
+        out: [&mut [f32]; 2],
+    ) -> [(f32, bool, bool); 2] {
+        let [out_a, out_b] = out;
+        [
+            a.step_flat(actions[0], out_a),
+            b.step_flat(actions[1], out_b),
+        ]
+    }
 }
 
 struct Copy<E> {
@@ -208,26 +225,53 @@ impl<E: Env> EnvState<E> {
             rewards: Vec::with_capacity(n),
             flags: Vec::with_capacity(n),
         };
-        let slots = result.observations.chunks_exact_mut(size);
-        for ((copy, action), slot) in self
-            .batch
-            .iter_mut()
-            .zip(actions.chunks_exact(width))
-            .zip(slots)
-        {
-            let (reward, terminated, truncated) = copy
-                .env
-                .step_flat(&action_from_flat(action, discrete), slot);
+        let BatchResult {
+            observations,
+            rewards,
+            flags,
+        } = &mut result;
+        // What follows a copy's step: its count, the step limit, the flags,
+        // and a new episode where one ended.
+        let mut settle = |copy: &mut Copy<E>, (reward, terminated, truncated), slot: &mut [f32]| {
             copy.steps += 1;
             let truncated = truncated || (max_steps > 0 && copy.steps >= max_steps);
-            result.rewards.push(reward);
-            result
-                .flags
-                .push(u8::from(terminated) | (u8::from(truncated) << 1));
+            rewards.push(reward);
+            flags.push(u8::from(terminated) | (u8::from(truncated) << 1));
             if terminated || truncated {
                 copy.seed = util::next_seed(copy.seed);
                 copy.steps = 0;
                 copy.env.reset_flat(copy.seed, slot);
+            }
+        };
+        // Copies in pairs (`step_flat_pair`), the odd one out alone.
+        let pairs = self
+            .batch
+            .chunks_mut(2)
+            .zip(actions.chunks(2 * width))
+            .zip(observations.chunks_mut(2 * size));
+        for ((copies, actions), slots) in pairs {
+            match copies {
+                [a, b] => {
+                    let (action_a, action_b) = actions.split_at(width);
+                    let (slot_a, slot_b) = slots.split_at_mut(size);
+                    let (action_a, action_b) = (
+                        action_from_flat(action_a, discrete),
+                        action_from_flat(action_b, discrete),
+                    );
+                    let [step_a, step_b] = E::step_flat_pair(
+                        &mut a.env,
+                        &mut b.env,
+                        [&action_a, &action_b],
+                        [&mut *slot_a, &mut *slot_b],
+                    );
+                    settle(a, step_a, slot_a);
+                    settle(b, step_b, slot_b);
+                }
+                [a] => {
+                    let stepped = a.env.step_flat(&action_from_flat(actions, discrete), slots);
+                    settle(a, stepped, slots);
+                }
+                _ => unreachable!("chunks of two"),
             }
         }
         Ok(result)

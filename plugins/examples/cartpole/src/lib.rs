@@ -92,6 +92,21 @@ impl Env for CartPoleEnv {
         self.observe_flat(out);
         stepped
     }
+
+    // Two copies in lock-step: half the float operations (see physics.rs).
+    fn step_flat_pair(
+        a: &mut Self,
+        b: &mut Self,
+        actions: [&Action; 2],
+        out: [&mut [f32]; 2],
+    ) -> [(f32, bool, bool); 2] {
+        let pushes = [push_right(actions[0]), push_right(actions[1])];
+        let stepped = CartPole::step_pair(&mut a.sim, &mut b.sim, pushes);
+        let [out_a, out_b] = out;
+        a.observe_flat(out_a);
+        b.observe_flat(out_b);
+        stepped
+    }
 }
 
 fn push_right(action: &Action) -> bool {
@@ -157,6 +172,50 @@ mod tests {
             c.to_bits() == lc.to_bits() || c.is_nan() && lc.is_nan(),
             "cos({x:e})"
         );
+    }
+
+    /// Two poles stepped together end where each would alone: states in and
+    /// out of the kernels' range, pushes both ways, terminations included.
+    /// (Natively `F2` is a pair of scalars; the wasm build's simd128 lanes
+    /// are checked against `step` by the arena's batched-CartPole test.)
+    #[test]
+    fn step_pair_is_step_twice() {
+        use super::physics::CartPole;
+        let mut state = 0xCA27_u64;
+        let mut draw = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for i in 0..100_000 {
+            let mut pole = || CartPole {
+                state: [
+                    (draw() - 0.5) * 5.0,
+                    (draw() - 0.5) * 4.0,
+                    (draw() - 0.5) * if i % 10 == 0 { 3.0 } else { 0.45 },
+                    (draw() - 0.5) * 4.0,
+                ],
+                steps: (draw() * 500.0) as u32,
+            };
+            let (mut a, mut b) = (pole(), pole());
+            let (mut a1, mut b1) = (a.clone(), b.clone());
+            let pushes = [draw() < 0.5, draw() < 0.5];
+            let together = CartPole::step_pair(&mut a, &mut b, pushes);
+            let alone = [a1.step(pushes[0]), b1.step(pushes[1])];
+            assert_eq!(together, alone, "draw {i}");
+            assert_eq!(
+                a.state.map(f64::to_bits),
+                a1.state.map(f64::to_bits),
+                "draw {i}"
+            );
+            assert_eq!(
+                b.state.map(f64::to_bits),
+                b1.state.map(f64::to_bits),
+                "draw {i}"
+            );
+            assert_eq!((a.steps, b.steps), (a1.steps, b1.steps));
+        }
     }
 
     /// The inlined kernels return musl's bits (what a wasm32-wasip2 plugin's
