@@ -646,19 +646,21 @@ fn second_load_uses_the_compile_cache() {
 fn step_vector_matches_step_and_older_plugins_fall_back_to_step() {
     use ludus_arena::model::Action;
     use ludus_arena::{Limits, Plugin, PluginKind};
-    // CartPole through `env-vector.step-vector` and
-    // `env-vector-reset.reset-vector` (the allocation-free single step and
-    // reset, contracts 0.1.1 and 0.1.2) against the generic `step` and
-    // `reset`, side by side, through terminations, resets and the 500-step
-    // truncation.
+    // CartPole by the allocation-free fast path (`env-vector-packed`,
+    // contract 0.1.2, and `env-vector.step-vector`, 0.1.1, which the SDK
+    // still serves for older hosts) against the generic `step` and `reset`,
+    // side by side, through terminations, resets and the 500-step truncation.
     let p = Plugin::load(&plugin("cartpole"), PluginKind::Env, Limits::DEFAULT).unwrap();
-    let (mut general, mut fast) = (p.env(0).unwrap(), p.env(0).unwrap());
+    let (mut general, mut fast, mut unpacked) =
+        (p.env(0).unwrap(), p.env(0).unwrap(), p.env(0).unwrap());
     assert!(fast.has_vector_step());
     general.init("").unwrap().unwrap();
     fast.init("").unwrap().unwrap();
+    unpacked.init("").unwrap().unwrap();
     let mut seed = 99u64;
     let mut obs = vector_of(&general.reset(seed).unwrap().observation);
     assert_eq!(obs, vector_of(&fast.reset(seed).unwrap().observation));
+    assert_eq!(obs, vector_of(&unpacked.reset(seed).unwrap().observation));
     let (mut ends, mut truncations) = (0, 0);
     for step in 0..3000u64 {
         // Every other episode balances (and reaches 500 steps) but for a
@@ -672,7 +674,12 @@ fn step_vector_matches_step_and_older_plugins_fall_back_to_step() {
         let f = fast
             .step_vector(&[a as f32])
             .unwrap()
+            .expect("cartpole offers step-packed");
+        let u = unpacked
+            .step_vector_unpacked(&[a as f32])
+            .unwrap()
             .expect("cartpole offers step-vector");
+        assert_eq!(u, f, "step {step}");
         obs = vector_of(&g.observation);
         assert_eq!(f.observation[..4], obs[..], "step {step}");
         assert_eq!(f.observation[4..], [0.0; 4], "padding, step {step}");
@@ -686,7 +693,8 @@ fn step_vector_matches_step_and_older_plugins_fall_back_to_step() {
             truncations += usize::from(g.truncated);
             seed = next_seed(seed);
             obs = vector_of(&general.reset(seed).unwrap().observation);
-            // Mostly by `reset-vector`; every third time by `reset`, which
+            unpacked.reset(seed).unwrap();
+            // Mostly by `reset-packed`; every third time by `reset`, which
             // must leave the same state behind.
             if ends % 3 == 0 {
                 assert_eq!(vector_of(&fast.reset(seed).unwrap().observation), obs);
@@ -694,7 +702,7 @@ fn step_vector_matches_step_and_older_plugins_fall_back_to_step() {
                 let v = fast
                     .reset_vector(seed)
                     .unwrap()
-                    .expect("cartpole offers reset-vector");
+                    .expect("cartpole offers reset-packed");
                 assert_eq!(v[..4], obs[..], "reset after step {step}");
                 assert_eq!(v[4..], [0.0; 4], "padding, reset after step {step}");
             }
@@ -714,7 +722,7 @@ fn step_vector_matches_step_and_older_plugins_fall_back_to_step() {
     assert_eq!(m.reset_vector(2).unwrap(), None);
 
     // A plugin built against contract 0.1.1 (`env-vector`, no
-    // `env-vector-reset`) steps through `step-vector` and resets through
+    // `env-vector-packed`) steps through `step-vector` and resets through
     // `reset`: step 1 walks right, anything else left.
     let walk = Plugin::load(
         &plugin("legacy_vector_env"),

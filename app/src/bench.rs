@@ -29,7 +29,7 @@ fn print_table(r: &BenchReport) {
         ("wasm, one env per call", r.wasm_single_steps_per_sec),
     ];
     if let Some(v) = r.wasm_vector_steps_per_sec {
-        rows.push(("wasm, one env, step-vector", v));
+        rows.push(("wasm, one env, fast path", v));
     }
     rows.push((&batched, r.wasm_batched_steps_per_sec));
     rows.push(("wasm, one env, recorded", r.wasm_recorded_steps_per_sec));
@@ -71,7 +71,7 @@ fn print_table(r: &BenchReport) {
         );
     }
     if let Some(v) = r.wasm_vector_vs_single {
-        println!("step-vector / step:    {v:.3}");
+        println!("fast path / step:      {v:.3}");
     }
     println!("batched / native:      {:.3}", r.wasm_batched_vs_native);
     println!("batched / one per call: {:.3}", r.wasm_batched_vs_single);

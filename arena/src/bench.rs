@@ -1,6 +1,7 @@
 //! `ludus bench`: CartPole steps per second on one thread, five ways: native
 //! Rust; through wasm one env per call, by the generic `step` (an owned
-//! observation and info text) and by `step-vector` (fixed-size values, no
+//! observation and info text) and by the fast path (`step-packed`, or
+//! `step-vector` where a plugin predates it: fixed-size values, no
 //! allocation); through wasm batched; and through wasm with every frame
 //! recorded to SQLite. The gaps between them are the cost of the sandbox, of
 //! crossing into it per step, and of recording.
@@ -60,16 +61,17 @@ pub struct BenchReport {
     pub native_steps_per_sec: f64,
     /// One env per call through the generic `step`.
     pub wasm_single_steps_per_sec: f64,
-    /// One env per call through `env-vector.step-vector` (absent where the
-    /// plugin has no such export, e.g. one built against contract 0.1.0).
+    /// One env per call through the fast path, `step-packed` (contract
+    /// 0.1.2) or `step-vector` (0.1.1); absent where the plugin has neither,
+    /// e.g. one built against contract 0.1.0.
     pub wasm_vector_steps_per_sec: Option<f64>,
     pub wasm_batched_steps_per_sec: f64,
     pub wasm_recorded_steps_per_sec: f64,
     /// wasm one env per call / native.
     pub wasm_single_vs_native: f64,
-    /// wasm one env per call by `step-vector` / native.
+    /// wasm one env per call by the fast path / native.
     pub wasm_vector_vs_native: Option<f64>,
-    /// `step-vector` / `step`, one env per call.
+    /// The fast path / `step`, one env per call.
     pub wasm_vector_vs_single: Option<f64>,
     /// wasm batched / native.
     pub wasm_batched_vs_native: f64,
@@ -299,9 +301,10 @@ fn rate_single(
     ))
 }
 
-/// (b') One wasm call per step through `step-vector`, each new episode by
-/// `reset-vector` where the plugin offers it (contract 0.1.2; `reset`
-/// otherwise); `None` where the plugin does not offer `step-vector`.
+/// (b') One wasm call per step by the allocation-free fast path
+/// (`step-packed` of contract 0.1.2, else `step-vector` of 0.1.1), each new
+/// episode by `reset-packed` where the plugin offers it (`reset` otherwise);
+/// `None` where the plugin offers no fast path.
 fn rate_vector(plugin: &Arc<Plugin>, duration: Duration) -> Result<Option<f64>, BenchError> {
     let mut rng = 0x5EED_0005u64;
     let mut env = new_env(plugin, splitmix64(&mut rng))?;

@@ -10,7 +10,7 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 
 use crate::engine::{self, CompileSource, EPOCH_TICK};
 use crate::host::exports::ludus::plugin::{
-    agent_plugin, env_plugin, env_vector, env_vector_reset, reward_plugin,
+    agent_plugin, env_plugin, env_vector, env_vector_packed, reward_plugin,
 };
 use crate::host::{PluginState, linker, new_store};
 use crate::memory::EpisodeMemory;
@@ -149,11 +149,11 @@ pub enum LoadError {
 
 enum Indices {
     /// An env, its `env-vector` export where it has one (contract 0.1.1 and
-    /// later; 0.1.0 plugins have none), and its `env-vector-reset` (0.1.2).
+    /// later; 0.1.0 plugins have none), and its `env-vector-packed` (0.1.2).
     Env(
         env_plugin::GuestIndices,
         Option<env_vector::GuestIndices>,
-        Option<env_vector_reset::GuestIndices>,
+        Option<env_vector_packed::GuestIndices>,
     ),
     Agent(agent_plugin::GuestIndices),
     Reward(reward_plugin::GuestIndices),
@@ -245,7 +245,7 @@ impl Plugin {
             PluginKind::Env => Indices::Env(
                 env_plugin::GuestIndices::new(&pre).map_err(link_err)?,
                 env_vector::GuestIndices::new(&pre).ok(),
-                env_vector_reset::GuestIndices::new(&pre).ok(),
+                env_vector_packed::GuestIndices::new(&pre).ok(),
             ),
             PluginKind::Agent => {
                 Indices::Agent(agent_plugin::GuestIndices::new(&pre).map_err(link_err)?)
@@ -296,24 +296,21 @@ impl Plugin {
 
     /// A fresh environment instance.
     pub fn env(self: &Arc<Self>, seed: u64) -> Result<EnvInstance, Crash> {
-        let Indices::Env(ix, vector_ix, reset_ix) = &self.indices else {
+        let Indices::Env(ix, vector_ix, packed_ix) = &self.indices else {
             unreachable_kind(self, PluginKind::Env)
         };
         let (mut store, instance) = self.sandbox(seed, None)?;
         let guest = ix
             .load(&mut store, &instance)
             .map_err(|e| self.crash("load", e, &store))?;
-        // An `env-vector` export of another shape (a future contract's) is
-        // ignored: the plugin still works through `step` (and `reset`).
+        // An export of another shape (a future contract's) is ignored: the
+        // plugin still works through `step` and `reset`.
         let vector = vector_ix
             .as_ref()
             .and_then(|ix| ix.load(&mut store, &instance).ok());
-        let vector_reset = match vector {
-            Some(_) => reset_ix
-                .as_ref()
-                .and_then(|ix| ix.load(&mut store, &instance).ok()),
-            None => None,
-        };
+        let packed = packed_ix
+            .as_ref()
+            .and_then(|ix| ix.load(&mut store, &instance).ok());
         Ok(EnvInstance {
             sandbox: Sandbox {
                 plugin: self.clone(),
@@ -321,7 +318,7 @@ impl Plugin {
             },
             guest,
             vector,
-            vector_reset,
+            packed,
         })
     }
 
@@ -471,7 +468,7 @@ fn check_exports(
 
 /// Versions whose interfaces this host can call: the same 0.minor line. Within
 /// it a release only adds interfaces (0.1.1 added `env-vector`, 0.1.2
-/// `env-vector-reset`), so an older plugin's exports are found under the
+/// `env-vector-packed`), so an older plugin's exports are found under the
 /// host's names (wasmtime matches them as semver-compatible) and the
 /// additions are looked up as optional.
 fn compatible(version: &str) -> bool {
@@ -492,6 +489,42 @@ fn arm(store: &mut Store<PluginState>, limits: &Limits) {
         .div_ceil(EPOCH_TICK.as_millis() as u64)
         .max(1);
     store.set_epoch_deadline(ticks);
+}
+
+/// The fast path's action: up to 8 values, padded with zeros.
+fn values8(action: &[f32]) -> Option<env_vector::Values8> {
+    if action.len() > 8 {
+        return None;
+    }
+    let v = |i: usize| action.get(i).copied().unwrap_or(0.0);
+    Some((v(0), v(1), v(2), v(3), v(4), v(5), v(6), v(7)))
+}
+
+/// Decodes a `packed-step` (its layout is in the WIT); `None` where bit 63
+/// says the environment declined.
+fn unpack(words: env_vector_packed::PackedStep) -> Option<VectorStep> {
+    let (w0, w1, w2, w3, w4) = words;
+    if w4 >> 63 != 0 {
+        return None;
+    }
+    let lo = |w: u64| f32::from_bits(w as u32);
+    let hi = |w: u64| f32::from_bits((w >> 32) as u32);
+    let flags = (w4 >> 32) as u8;
+    Some(VectorStep {
+        observation: [
+            lo(w0),
+            hi(w0),
+            lo(w1),
+            hi(w1),
+            lo(w2),
+            hi(w2),
+            lo(w3),
+            hi(w3),
+        ],
+        reward: lo(w4),
+        terminated: flags & 1 != 0,
+        truncated: flags & 2 != 0,
+    })
 }
 
 /// A plugin that trapped, ran out of budget or memory, or panicked. This is an
@@ -605,7 +638,7 @@ pub struct EnvInstance {
     sandbox: Sandbox,
     guest: env_plugin::Guest,
     vector: Option<env_vector::Guest>,
-    vector_reset: Option<env_vector_reset::Guest>,
+    packed: Option<env_vector_packed::Guest>,
 }
 
 /// What `step-vector` returns: a step of a small vector environment.
@@ -631,25 +664,39 @@ impl EnvInstance {
         let g = &self.guest;
         self.sandbox.call("step", |s| g.call_step(s, action))
     }
-    /// Whether the plugin exports `env-vector` (it may still answer `none`).
+    /// Whether the plugin offers the single-copy fast path, `env-vector`
+    /// or `env-vector-packed` (it may still decline).
     pub fn has_vector_step(&self) -> bool {
-        self.vector.is_some()
+        self.vector.is_some() || self.packed.is_some()
     }
 
-    /// One step through `env-vector.step-vector`, the allocation-free path:
-    /// `action` holds a discrete action's index, or up to 8 continuous values.
-    /// `Ok(None)` where the plugin has no such export or declines (its
-    /// observation is not a vector of at most 8 values): call [`Self::step`].
+    /// One step by the allocation-free fast path: `env-vector-packed`'s
+    /// `step-packed` (contract 0.1.2), or else `env-vector`'s `step-vector`
+    /// (0.1.1). `action` holds a discrete action's index, or up to 8
+    /// continuous values. `Ok(None)` where the plugin has neither or
+    /// declines (its observation is not a vector of at most 8 values): call
+    /// [`Self::step`].
     pub fn step_vector(&mut self, action: &[f32]) -> Result<Option<VectorStep>, Crash> {
-        let Some(g) = &self.vector else {
+        let Some(a) = values8(action) else {
             return Ok(None);
         };
-        if action.len() > 8 {
-            return Ok(None);
+        match &self.packed {
+            Some(g) => {
+                let words = self
+                    .sandbox
+                    .call("step-packed", |s| g.call_step_packed(s, a))?;
+                Ok(unpack(words))
+            }
+            None => self.step_vector_unpacked(action),
         }
-        let mut a = [0.0f32; 8];
-        a[..action.len()].copy_from_slice(action);
-        let a = (a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+    }
+
+    /// One step by `env-vector.step-vector` alone (contract 0.1.1, what a
+    /// 0.1.1 plugin offers); [`Self::step_vector`] prefers the packed call.
+    pub fn step_vector_unpacked(&mut self, action: &[f32]) -> Result<Option<VectorStep>, Crash> {
+        let (Some(g), Some(a)) = (&self.vector, values8(action)) else {
+            return Ok(None);
+        };
         let r = self
             .sandbox
             .call("step-vector", |s| g.call_step_vector(s, a))?;
@@ -664,18 +711,18 @@ impl EnvInstance {
         }))
     }
 
-    /// A new episode through `env-vector-reset.reset-vector` (contract
-    /// 0.1.2): the observation's flat vector, padded with zeros to 8 values.
+    /// A new episode by `env-vector-packed.reset-packed` (contract 0.1.2):
+    /// the observation's flat vector, padded with zeros to 8 values.
     /// `Ok(None)` where the plugin has no such export or declines: call
     /// [`Self::reset`].
     pub fn reset_vector(&mut self, seed: u64) -> Result<Option<[f32; 8]>, Crash> {
-        let Some(g) = &self.vector_reset else {
+        let Some(g) = &self.packed else {
             return Ok(None);
         };
-        let r = self
+        let words = self
             .sandbox
-            .call("reset-vector", |s| g.call_reset_vector(s, seed))?;
-        Ok(r.map(|(o0, o1, o2, o3, o4, o5, o6, o7)| [o0, o1, o2, o3, o4, o5, o6, o7]))
+            .call("reset-packed", |s| g.call_reset_packed(s, seed))?;
+        Ok(unpack(words).map(|r| r.observation))
     }
 
     pub fn batch_reset(&mut self, seeds: &[u64]) -> Result<Result<Vec<f32>, String>, Crash> {
@@ -755,5 +802,40 @@ impl RewardInstance {
     }
     pub fn take_logs(&mut self) -> Vec<LogLine> {
         self.sandbox.take_logs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `packed-step` layout as the WIT writes it, word by word.
+    #[test]
+    fn unpack_follows_the_documented_layout() {
+        let bits = |lo: f32, hi: f32| u64::from(lo.to_bits()) | (u64::from(hi.to_bits()) << 32);
+        let words = (
+            bits(1.0, 2.0),
+            bits(3.0, 4.0),
+            bits(5.0, 6.0),
+            bits(7.0, -8.0),
+            u64::from(0.5f32.to_bits()) | (0b10 << 32),
+        );
+        assert_eq!(
+            unpack(words),
+            Some(VectorStep {
+                observation: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, -8.0],
+                reward: 0.5,
+                terminated: false,
+                truncated: true,
+            })
+        );
+        let terminated = (0, 0, 0, 0, 1 << 32);
+        assert!(unpack(terminated).is_some_and(|s| s.terminated && !s.truncated));
+        assert_eq!(unpack((0, 0, 0, 0, 1 << 63)), None);
+        assert_eq!(values8(&[0.0; 9]), None);
+        assert_eq!(
+            values8(&[1.0, 2.0]),
+            Some((1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+        );
     }
 }

@@ -1,4 +1,5 @@
 use crate::bindings::exports::ludus::plugin::env_vector::{Values8, VectorStep};
+use crate::bindings::exports::ludus::plugin::env_vector_packed::PackedStep;
 use crate::{Action, BatchResult, EnvInfo, ResetResult, StepResult, util};
 
 /// The widest observation, and the widest action, `step-vector` carries.
@@ -142,15 +143,27 @@ impl<E: Env> EnvState<E> {
 
     /// `env-vector.step-vector`: [`Env::step_flat`] on the single instance,
     /// into a fixed-size result.
-    /// `env-vector-reset.reset-vector`: [`Env::reset_flat`] on the single
-    /// instance, into a fixed-size result.
-    pub fn reset_vector(&mut self, seed: u64) -> Option<Values8> {
-        let shape = self.vector?;
-        let env = self.env.as_mut()?;
+    /// `env-vector-packed.reset-packed`: [`Env::reset_flat`] on the single
+    /// instance, packed.
+    pub fn reset_packed(&mut self, seed: u64) -> PackedStep {
+        let (Some(shape), Some(env)) = (self.vector, self.env.as_mut()) else {
+            return DECLINED;
+        };
         let mut out = [0.0f32; VECTOR_STEP_VALUES];
         env.reset_flat(seed, &mut out[..shape.size.min(VECTOR_STEP_VALUES)]);
-        let [o0, o1, o2, o3, o4, o5, o6, o7] = out;
-        Some((o0, o1, o2, o3, o4, o5, o6, o7))
+        pack(&out, 0.0, 0)
+    }
+
+    /// `env-vector-packed.step-packed`: [`Self::step_vector`], packed.
+    pub fn step_packed(&mut self, action: Values8) -> PackedStep {
+        match self.step_vector(action) {
+            Some(VectorStep {
+                observation: (o0, o1, o2, o3, o4, o5, o6, o7),
+                reward,
+                flags,
+            }) => pack(&[o0, o1, o2, o3, o4, o5, o6, o7], reward, flags),
+            None => DECLINED,
+        }
     }
 
     pub fn step_vector(&mut self, action: Values8) -> Option<VectorStep> {
@@ -278,6 +291,24 @@ impl<E: Env> EnvState<E> {
     }
 }
 
+/// A `packed-step` that declines: bit 63 of word 4.
+const DECLINED: PackedStep = (0, 0, 0, 0, 1 << 63);
+
+/// The `packed-step` layout (see the WIT): two values a word, low half
+/// first; then the reward's bits and the flags.
+fn pack(values: &[f32; VECTOR_STEP_VALUES], reward: f32, flags: u8) -> PackedStep {
+    let word = |i: usize| {
+        u64::from(values[2 * i].to_bits()) | (u64::from(values[2 * i + 1].to_bits()) << 32)
+    };
+    (
+        word(0),
+        word(1),
+        word(2),
+        word(3),
+        u64::from(reward.to_bits()) | (u64::from(flags) << 32),
+    )
+}
+
 /// Decodes the flat action of the batched interface.
 fn action_from_flat(values: &[f32], discrete: bool) -> Action {
     if discrete {
@@ -336,14 +367,21 @@ macro_rules! export_env {
                     __STATE.with_borrow_mut(|s| s.step_vector(action))
                 }
             }
-            impl $crate::bindings::exports::ludus::plugin::env_vector_reset::Guest for __LudusEnv {
-                fn reset_vector(
-                    seed: u64,
-                ) -> Option<$crate::bindings::exports::ludus::plugin::env_vector::Values8> {
-                    __STATE.with_borrow_mut(|s| s.reset_vector(seed))
+            impl $crate::bindings::exports::ludus::plugin::env_vector_packed::Guest for __LudusEnv {
+                fn step_packed(
+                    action: $crate::bindings::exports::ludus::plugin::env_vector::Values8,
+                ) -> $crate::bindings::exports::ludus::plugin::env_vector_packed::PackedStep
+                {
+                    __STATE.with_borrow_mut(|s| s.step_packed(action))
                 }
+                fn reset_packed(
+                    seed: u64,
+                ) -> $crate::bindings::exports::ludus::plugin::env_vector_packed::PackedStep
+                {
+                    __STATE.with_borrow_mut(|s| s.reset_packed(seed))
+        }
             }
-    $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);
+            $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);
         };
     };
 }

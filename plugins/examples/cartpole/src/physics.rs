@@ -55,6 +55,7 @@ impl CartPole {
     }
 
     /// Pushes the cart left (0) or right (1). Returns (reward, terminated, truncated).
+    #[inline(always)]
     pub fn step(&mut self, push_right: bool) -> (f32, bool, bool) {
         let (sin, cos) = sin_cos(self.state[2]);
         self.state = advance(self.state, force(push_right), sin, cos);
