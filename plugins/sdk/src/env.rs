@@ -379,9 +379,9 @@ macro_rules! export_env {
                 ) -> $crate::bindings::exports::ludus::plugin::env_vector_packed::PackedStep
                 {
                     __STATE.with_borrow_mut(|s| s.reset_packed(seed))
-        }
+                }
             }
-            $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);
+    $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);
         };
     };
 }

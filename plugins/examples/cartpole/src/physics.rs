@@ -146,22 +146,23 @@ fn in_kernel(x: f64) -> bool {
     (0x3e50_0000..=0x3fe9_21fb).contains(&high)
 }
 
-/// musl's `__sin(x, 0, 0)` and `__cos(x, 0)`.
+/// musl's `__sin(x, 0, 0)` and `__cos(x, 0)`, with its coefficients given
+/// by their bits.
 #[inline(always)]
 fn kernels<T: Num>(x: T) -> (T, T) {
     let c = T::c;
-    const S1: f64 = -1.666_666_666_666_663_243_48e-1;
-    const S2: f64 = 8.333_333_333_322_489_461_24e-3;
-    const S3: f64 = -1.984_126_982_985_794_931_34e-4;
-    const S4: f64 = 2.755_731_370_707_006_767_89e-6;
-    const S5: f64 = -2.505_076_025_340_686_341_95e-8;
-    const S6: f64 = 1.589_690_995_211_550_102_21e-10;
-    const C1: f64 = 4.166_666_666_666_660_190_37e-2;
-    const C2: f64 = -1.388_888_888_887_410_957_49e-3;
-    const C3: f64 = 2.480_158_728_947_672_941_78e-5;
-    const C4: f64 = -2.755_731_435_139_066_330_35e-7;
-    const C5: f64 = 2.087_572_321_298_174_827_90e-9;
-    const C6: f64 = -1.135_964_755_778_819_482_65e-11;
+    const S1: f64 = f64::from_bits(0xbfc5_5555_5555_5549);
+    const S2: f64 = f64::from_bits(0x3f81_1111_1110_f8a6);
+    const S3: f64 = f64::from_bits(0xbf2a_01a0_19c1_61d5);
+    const S4: f64 = f64::from_bits(0x3ec7_1de3_57b1_fe7d);
+    const S5: f64 = f64::from_bits(0xbe5a_e5e6_8a2b_9ceb);
+    const S6: f64 = f64::from_bits(0x3de5_d93a_5acf_d57c);
+    const C1: f64 = f64::from_bits(0x3fa5_5555_5555_554c);
+    const C2: f64 = f64::from_bits(0xbf56_c16c_16c1_5177);
+    const C3: f64 = f64::from_bits(0x3efa_01a0_19cb_1590);
+    const C4: f64 = f64::from_bits(0xbe92_7e4f_809c_52ad);
+    const C5: f64 = f64::from_bits(0x3e21_ee9e_bdb4_b1c4);
+    const C6: f64 = f64::from_bits(0xbda8_fae9_be88_38d4);
     let z = x * x;
     let w = z * z;
     let r = c(S2) + z * (c(S3) + z * c(S4)) + z * w * (c(S5) + z * c(S6));

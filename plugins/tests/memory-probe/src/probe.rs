@@ -56,7 +56,7 @@ impl Agent for Probe {
             action = (action + 1) % self.actions;
         }
         let step = context.step;
-        if step % self.write_every == 0 {
+        if step.is_multiple_of(self.write_every) {
             let _ = memory::write("/episode/step", &step.to_string());
             let count = memory::read("/agent/count")
                 .and_then(|v| v.parse::<u64>().ok())

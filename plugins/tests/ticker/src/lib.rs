@@ -50,7 +50,7 @@ impl Ticker {
                     width: 8,
                     height: 8,
                 },
-                focused: id == 1 && s % 2 == 0,
+                focused: id == 1 && s.is_multiple_of(2),
                 checked: None,
                 disabled: false,
             };
