@@ -141,8 +141,6 @@ impl<E: Env> EnvState<E> {
         self.env().step(&action)
     }
 
-    /// `env-vector.step-vector`: [`Env::step_flat`] on the single instance,
-    /// into a fixed-size result.
     /// `env-vector-packed.reset-packed`: [`Env::reset_flat`] on the single
     /// instance, packed.
     pub fn reset_packed(&mut self, seed: u64) -> PackedStep {
@@ -166,21 +164,21 @@ impl<E: Env> EnvState<E> {
         }
     }
 
+    /// `env-vector.step-vector`: [`Env::step_flat`] on the single instance,
+    /// into a fixed-size result.
     pub fn step_vector(&mut self, action: Values8) -> Option<VectorStep> {
         let shape = self.vector?;
         // `vector` is set by `init`, together with `env`.
         let env = self.env.as_mut()?;
+        let (a0, a1, a2, a3, a4, a5, a6, a7) = action;
+        let values = [a0, a1, a2, a3, a4, a5, a6, a7];
+        let action = action_from_flat(
+            &values[..shape.width.min(VECTOR_STEP_VALUES)],
+            shape.discrete,
+        );
         let mut out = [0.0f32; VECTOR_STEP_VALUES];
-        let out_part = &mut out[..shape.size.min(VECTOR_STEP_VALUES)];
-        let (reward, terminated, truncated) = if shape.discrete {
-            // `as` saturates: negative indices and NaN become 0.
-            env.step_flat(&Action::Discrete(action.0 as u32), out_part)
-        } else {
-            let (a0, a1, a2, a3, a4, a5, a6, a7) = action;
-            let values = [a0, a1, a2, a3, a4, a5, a6, a7];
-            let width = shape.width.min(VECTOR_STEP_VALUES);
-            env.step_flat(&Action::Continuous(values[..width].to_vec()), out_part)
-        };
+        let (reward, terminated, truncated) =
+            env.step_flat(&action, &mut out[..shape.size.min(VECTOR_STEP_VALUES)]);
         let [o0, o1, o2, o3, o4, o5, o6, o7] = out;
         Some(VectorStep {
             observation: (o0, o1, o2, o3, o4, o5, o6, o7),
@@ -309,7 +307,9 @@ fn pack(values: &[f32; VECTOR_STEP_VALUES], reward: f32, flags: u8) -> PackedSte
     )
 }
 
-/// Decodes the flat action of the batched interface.
+/// Decodes the flat action of the batched interface and the fast path
+/// (inlined: on the fast path a call costs more than the decoding).
+#[inline(always)]
 fn action_from_flat(values: &[f32], discrete: bool) -> Action {
     if discrete {
         // `as` saturates: negative indices and NaN become 0.
