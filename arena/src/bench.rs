@@ -312,7 +312,6 @@ fn rate_vector(plugin: &Arc<Plugin>, duration: Duration) -> Result<Option<f64>, 
     if env.step_vector(&[0.0])?.is_none() {
         return Ok(None);
     }
-    let fast_reset = env.reset_vector(splitmix64(&mut rng))?.is_some();
     let (steps, elapsed, _) = measure(duration, || {
         for _ in 0..CLOCK_EVERY {
             let a = (splitmix64(&mut rng) & 1) as f32;
@@ -322,8 +321,10 @@ fn rate_vector(plugin: &Arc<Plugin>, duration: Duration) -> Result<Option<f64>, 
                 ));
             };
             if r.terminated || r.truncated {
+                // `reset_vector` answers `None` at once where there is no
+                // packed reset.
                 let seed = splitmix64(&mut rng);
-                if !fast_reset || env.reset_vector(seed)?.is_none() {
+                if env.reset_vector(seed)?.is_none() {
                     env.reset(seed)?;
                 }
             }
