@@ -199,10 +199,12 @@ pub fn run_bench(cartpole: &Path, seconds: f64, batch: usize) -> Result<BenchRep
     let duration = Duration::from_secs_f64(seconds);
 
     let native = rate_native(duration)?;
-    let (single, single_episodes_per_sec, single_cpu) = rate_single(&plugin, duration)?;
     let vector = rate_vector(&plugin, duration)?;
     let batched = rate_batched(&plugin, duration, batch)?;
-    let recorded = rate_recorded(&plugin, duration, single_episodes_per_sec)?;
+    let paired = rate_paired(&plugin, duration)?;
+    let (single, single_cpu) = (paired.single.rate(), paired.single.cpu_ns_per_step());
+    let recorded = paired.recorded.rate();
+    let stepping_cpu = paired.recorded.cpu_ns_per_step();
 
     Ok(BenchReport {
         seconds,
@@ -211,24 +213,28 @@ pub fn run_bench(cartpole: &Path, seconds: f64, batch: usize) -> Result<BenchRep
         wasm_single_steps_per_sec: single,
         wasm_vector_steps_per_sec: vector,
         wasm_batched_steps_per_sec: batched,
-        wasm_recorded_steps_per_sec: recorded.steps_per_sec,
+        wasm_recorded_steps_per_sec: recorded,
         wasm_single_vs_native: ratio(single, native),
         wasm_vector_vs_native: vector.map(|v| ratio(v, native)),
         wasm_vector_vs_single: vector.map(|v| ratio(v, single)),
         wasm_batched_vs_native: ratio(batched, native),
-        wasm_recorded_vs_native: ratio(recorded.steps_per_sec, native),
+        wasm_recorded_vs_native: ratio(recorded, native),
         wasm_batched_vs_single: ratio(batched, single),
-        recorded_vs_unrecorded: ratio(recorded.steps_per_sec, single),
-        recording_overhead_percent: (ratio(single, recorded.steps_per_sec) - 1.0) * 100.0,
+        recorded_vs_unrecorded: ratio(recorded, single),
+        recording_overhead_percent: (ratio(single, recorded) - 1.0) * 100.0,
         wasm_single_cpu_ns_per_step: single_cpu,
-        recorded_stepping_cpu_ns_per_step: recorded.stepping_cpu,
-        recorder_cpu_ns_per_frame: recorded.recorder_cpu,
+        recorded_stepping_cpu_ns_per_step: stepping_cpu,
+        recorder_cpu_ns_per_frame: cpu_ns_per_step(
+            Some(Duration::ZERO),
+            paired.recorder_cpu,
+            paired.frames,
+        ),
         stepping_cpu_overhead_percent: single_cpu
-            .zip(recorded.stepping_cpu)
+            .zip(stepping_cpu)
             .map(|(u, r)| (ratio(r, u) - 1.0) * 100.0),
-        recorded_frames: recorded.frames,
-        recorded_episodes: recorded.episodes,
-        recorded_db_bytes: recorded.db_bytes,
+        recorded_frames: paired.frames,
+        recorded_episodes: paired.episodes,
+        recorded_db_bytes: paired.db_bytes,
     })
 }
 
@@ -269,36 +275,6 @@ fn new_env(plugin: &Arc<Plugin>, seed: u64) -> Result<EnvInstance, BenchError> {
     env.init("")?
         .map_err(|m| BenchError::Crash(format!("{} rejected an empty config: {m}", plugin.name)))?;
     Ok(env)
-}
-
-/// (b) One wasm call per step. Returns (steps/s, episodes/s, CPU ns/step).
-fn rate_single(
-    plugin: &Arc<Plugin>,
-    duration: Duration,
-) -> Result<(f64, f64, Option<f64>), BenchError> {
-    let mut rng = 0x5EED_0002u64;
-    let mut env = new_env(plugin, splitmix64(&mut rng))?;
-    env.reset(splitmix64(&mut rng))?;
-    let mut episodes = 0u64;
-    let (steps, elapsed, cpu) = measure(duration, || {
-        for _ in 0..CLOCK_EVERY {
-            let a = (splitmix64(&mut rng) & 1) as u32;
-            let r = env.step(&Action::Discrete(a))?;
-            if r.terminated || r.truncated {
-                env.reset(splitmix64(&mut rng))?;
-                episodes += 1;
-            }
-        }
-        Ok(CLOCK_EVERY)
-    })?;
-    // `episodes` also counts the warm-up's; good enough for sizing the
-    // recorded measurement, which only needs an upper bound.
-    let warm_and_measured = elapsed + WARMUP;
-    Ok((
-        rate(steps, elapsed),
-        episodes as f64 / warm_and_measured.as_secs_f64(),
-        cpu,
-    ))
 }
 
 /// (b') One wasm call per step by the allocation-free fast path
@@ -360,31 +336,216 @@ fn rate_batched(plugin: &Arc<Plugin>, duration: Duration, batch: usize) -> Resul
     Ok(rate(steps, elapsed))
 }
 
-struct Recorded {
-    steps_per_sec: f64,
-    stepping_cpu: Option<f64>,
-    recorder_cpu: Option<f64>,
+/// (b) and (d), measured in alternating slices so that both see the same
+/// machine: one wasm call per step by the generic `step`, unrecorded; and
+/// the same with every step made into a [`Frame`] and recorded into a fresh
+/// SQLite file.
+struct Paired {
+    single: Slices,
+    recorded: Slices,
+    recorder_cpu: Option<Duration>,
     frames: u64,
     episodes: u64,
     db_bytes: u64,
 }
 
-/// (d) Like (b), with every step made into a [`Frame`] and recorded into a
-/// fresh SQLite file; the final commit is inside the measured time.
-fn rate_recorded(
-    plugin: &Arc<Plugin>,
-    duration: Duration,
-    episodes_per_sec: f64,
-) -> Result<Recorded, BenchError> {
-    let mut rng = 0x5EED_0004u64;
-    let mut env = new_env(plugin, splitmix64(&mut rng))?;
+/// What the slices of one side of [`Paired`] add up to.
+struct Slices {
+    steps: u64,
+    elapsed: Duration,
+    /// The stepping thread's CPU time (`None` where the platform does not say).
+    cpu: Option<Duration>,
+}
+
+impl Default for Slices {
+    fn default() -> Self {
+        Slices {
+            steps: 0,
+            elapsed: Duration::ZERO,
+            cpu: Some(Duration::ZERO),
+        }
+    }
+}
+
+impl Slices {
+    /// Runs `chunk` for one [`SLICE`] and adds what it did.
+    fn run(&mut self, chunk: impl FnMut() -> Result<u64, BenchError>) -> Result<(), BenchError> {
+        let cpu = thread_cpu_time();
+        let start = Instant::now();
+        self.steps += run_until(start, SLICE, chunk)?;
+        self.elapsed += start.elapsed();
+        let used = thread_cpu_time()
+            .zip(cpu)
+            .and_then(|(after, before)| after.checked_sub(before));
+        self.cpu = self.cpu.zip(used).map(|(c, u)| c + u);
+        Ok(())
+    }
+
+    fn rate(&self) -> f64 {
+        rate(self.steps, self.elapsed)
+    }
+
+    fn cpu_ns_per_step(&self) -> Option<f64> {
+        cpu_ns_per_step(Some(Duration::ZERO), self.cpu, self.steps)
+    }
+}
+
+/// How long each side of the paired measurement runs before the other
+/// takes over. The machine's pace drifts by several percent over seconds;
+/// measured a few seconds apart, the two sides gave ratios scattered far
+/// more widely than measured in alternation.
+const SLICE: Duration = Duration::from_millis(200);
+
+/// The recorded side's episode in progress, and where it is in the run.
+struct RecordedStepper<'a> {
+    env: EnvInstance,
+    writer: crate::recorder::FrameWriter,
+    ids: &'a [i64],
+    seeds: &'a [u64],
+    rng: u64,
+    index: usize,
+    step: u32,
+    return_: f64,
+    observation: Observation,
+    task: String,
+    reset_info: String,
+    /// The episode rows ran out, or the recorder stopped.
+    done: bool,
+}
+
+impl RecordedStepper<'_> {
+    /// About [`CLOCK_EVERY`] recorded steps; 0 once done.
+    fn chunk(&mut self) -> Result<u64, BenchError> {
+        if self.done {
+            return Ok(0);
+        }
+        let mut n = 0;
+        while n < CLOCK_EVERY {
+            let a = (splitmix64(&mut self.rng) & 1) as u32;
+            let t0 = Stamp::now();
+            let r = self.env.step(&Action::Discrete(a))?;
+            let step_ns = t0.ns_until(Stamp::now());
+            let ended = r.terminated || r.truncated;
+            let frame = Frame {
+                step: self.step,
+                observation: std::mem::replace(&mut self.observation, r.observation),
+                action: Action::Discrete(a),
+                env_reward: r.reward,
+                reward: r.reward,
+                terminated: r.terminated,
+                truncated: r.truncated,
+                info: r.info,
+                success: None,
+                note: None,
+                logs: Vec::new(),
+                memory_writes: Vec::new(),
+            };
+            let timing = Timing {
+                step_ns,
+                ..Timing::default()
+            };
+            n += 1;
+            self.step += 1;
+            self.return_ += f64::from(r.reward);
+            let id = self.ids[self.index];
+            self.writer.push(id, &frame, timing);
+            if !self.writer.alive {
+                // The recorder stopped; `finish` says why.
+                self.done = true;
+                return Ok(n);
+            }
+            if ended {
+                // CartPole's truncation (500 steps upright) is its success.
+                let finish = EpisodeFinish {
+                    outcome: if r.terminated {
+                        Outcome::Terminated
+                    } else {
+                        Outcome::Truncated
+                    },
+                    return_: self.return_,
+                    length: u64::from(self.step),
+                    success: !r.terminated,
+                    error: None,
+                    task: std::mem::take(&mut self.task),
+                    reset_info: std::mem::take(&mut self.reset_info),
+                    final_observation: Some(std::mem::take(&mut self.observation)),
+                    end_writes: Vec::new(),
+                };
+                self.writer.end(id, finish);
+                self.index += 1;
+                self.step = 0;
+                self.return_ = 0.0;
+                if self.index >= self.ids.len() {
+                    self.done = true;
+                    return Ok(n);
+                }
+                let reset = self.env.reset(self.seeds[self.index])?;
+                self.observation = reset.observation;
+                self.task = reset.task;
+                self.reset_info = reset.info;
+                self.writer.start(
+                    self.ids[self.index],
+                    self.index as u64,
+                    self.seeds[self.index],
+                );
+            }
+        }
+        Ok(n)
+    }
+
+    /// Records the episode the clock cut short as interrupted.
+    fn close(mut self) {
+        if !self.done {
+            let finish = EpisodeFinish {
+                outcome: Outcome::Interrupted,
+                return_: self.return_,
+                length: u64::from(self.step),
+                success: false,
+                error: None,
+                task: self.task,
+                reset_info: self.reset_info,
+                final_observation: Some(self.observation),
+                end_writes: Vec::new(),
+            };
+            self.writer.end(self.ids[self.index], finish);
+        }
+        // Dropping the writer sends what it holds.
+    }
+}
+
+/// (b) and (d): unrecorded and recorded slices take turns (in the order
+/// AB, BA, AB, ...) until each side has run `duration`. The recorder thread
+/// runs throughout, as in a run, and its last commit (everything still
+/// queued when the clock stops) counts as recorded time.
+fn rate_paired(plugin: &Arc<Plugin>, duration: Duration) -> Result<Paired, BenchError> {
+    let mut rng = 0x5EED_0002u64;
+    let mut plain = new_env(plugin, splitmix64(&mut rng))?;
+    plain.reset(splitmix64(&mut rng))?;
+    let plain_episodes = std::cell::Cell::new(0u64);
+    let mut plain_chunk = || {
+        for _ in 0..CLOCK_EVERY {
+            let a = (splitmix64(&mut rng) & 1) as u32;
+            let r = plain.step(&Action::Discrete(a))?;
+            if r.terminated || r.truncated {
+                plain.reset(splitmix64(&mut rng))?;
+                plain_episodes.set(plain_episodes.get() + 1);
+            }
+        }
+        Ok(CLOCK_EVERY)
+    };
+    let warm = Instant::now();
+    run_until(warm, WARMUP, &mut plain_chunk)?;
+    let episodes_per_sec = plain_episodes.get() as f64 / warm.elapsed().as_secs_f64().max(1e-9);
+
+    let mut rec_rng = 0x5EED_0004u64;
+    let mut env = new_env(plugin, splitmix64(&mut rec_rng))?;
     // Warm the instance up unrecorded; the recorder starts afterwards.
-    env.reset(splitmix64(&mut rng))?;
+    env.reset(splitmix64(&mut rec_rng))?;
     run_until(Instant::now(), WARMUP, || {
         for _ in 0..CLOCK_EVERY {
-            let r = env.step(&Action::Discrete((splitmix64(&mut rng) & 1) as u32))?;
+            let r = env.step(&Action::Discrete((splitmix64(&mut rec_rng) & 1) as u32))?;
             if r.terminated || r.truncated {
-                env.reset(splitmix64(&mut rng))?;
+                env.reset(splitmix64(&mut rec_rng))?;
             }
         }
         Ok(CLOCK_EVERY)
@@ -392,9 +553,9 @@ fn rate_recorded(
 
     // Episode rows are made up front (as a run does): enough for the
     // unrecorded pace with room to spare. Should they run out, the
-    // measurement ends early, which still gives a fair rate.
+    // recorded side ends early, which still gives a fair rate.
     let rows = (episodes_per_sec * duration.as_secs_f64() * 1.5) as usize + 1024;
-    let seeds: Vec<u64> = (0..rows).map(|_| splitmix64(&mut rng)).collect();
+    let seeds: Vec<u64> = (0..rows).map(|_| splitmix64(&mut rec_rng)).collect();
     let dir = tempfile::tempdir()
         .map_err(|e| BenchError::Crash(format!("cannot make a temporary directory: {e}")))?;
     let db_path = dir.path().join("bench.db");
@@ -417,121 +578,53 @@ fn rate_recorded(
     };
     let recorder = Recorder::start(&db_path, record, &seeds)?;
     let ids = recorder.episode_ids.clone();
-    let mut writer = recorder.writer();
-
     let reset = env.reset(seeds[0])?;
-    let mut observation: Observation = reset.observation;
-    let (mut task, mut reset_info) = (reset.task, reset.info);
-    let mut index = 0usize;
-    let mut step: u32 = 0;
-    let mut return_ = 0.0f64;
-    let mut done = false;
-    let cpu = thread_cpu_time();
-    let start = Instant::now();
-    writer.start(ids[0], 0, seeds[0]);
-    let steps = run_until(start, duration, || {
-        if done {
-            return Ok(0);
+    let mut rec = RecordedStepper {
+        env,
+        writer: recorder.writer(),
+        ids: &ids,
+        seeds: &seeds,
+        rng: rec_rng,
+        index: 0,
+        step: 0,
+        return_: 0.0,
+        observation: reset.observation,
+        task: reset.task,
+        reset_info: reset.info,
+        done: false,
+    };
+    rec.writer.start(ids[0], 0, seeds[0]);
+
+    let mut single = Slices::default();
+    let mut recorded = Slices::default();
+    let mut round = 0u32;
+    while (single.elapsed < duration || recorded.elapsed < duration) && !rec.done {
+        if round % 2 == 0 {
+            single.run(&mut plain_chunk)?;
+            recorded.run(|| rec.chunk())?;
+        } else {
+            recorded.run(|| rec.chunk())?;
+            single.run(&mut plain_chunk)?;
         }
-        let mut n = 0;
-        while n < CLOCK_EVERY {
-            let a = (splitmix64(&mut rng) & 1) as u32;
-            let t0 = Stamp::now();
-            let r = env.step(&Action::Discrete(a))?;
-            let step_ns = t0.ns_until(Stamp::now());
-            let ended = r.terminated || r.truncated;
-            let frame = Frame {
-                step,
-                observation: std::mem::replace(&mut observation, r.observation),
-                action: Action::Discrete(a),
-                env_reward: r.reward,
-                reward: r.reward,
-                terminated: r.terminated,
-                truncated: r.truncated,
-                info: r.info,
-                success: None,
-                note: None,
-                logs: Vec::new(),
-                memory_writes: Vec::new(),
-            };
-            let timing = Timing {
-                step_ns,
-                ..Timing::default()
-            };
-            n += 1;
-            step += 1;
-            return_ += f64::from(r.reward);
-            writer.push(ids[index], &frame, timing);
-            if !writer.alive {
-                // The recorder stopped; `finish` says why.
-                done = true;
-                return Ok(n);
-            }
-            if ended {
-                // CartPole's truncation (500 steps upright) is its success.
-                let finish = EpisodeFinish {
-                    outcome: if r.terminated {
-                        Outcome::Terminated
-                    } else {
-                        Outcome::Truncated
-                    },
-                    return_,
-                    length: u64::from(step),
-                    success: !r.terminated,
-                    error: None,
-                    task: std::mem::take(&mut task),
-                    reset_info: std::mem::take(&mut reset_info),
-                    final_observation: Some(std::mem::take(&mut observation)),
-                    end_writes: Vec::new(),
-                };
-                writer.end(ids[index], finish);
-                index += 1;
-                step = 0;
-                return_ = 0.0;
-                if index >= ids.len() {
-                    done = true;
-                    return Ok(n);
-                }
-                let reset = env.reset(seeds[index])?;
-                observation = reset.observation;
-                task = reset.task;
-                reset_info = reset.info;
-                writer.start(ids[index], index as u64, seeds[index]);
-            }
-        }
-        Ok(n)
-    })?;
-    // The episode cut short by the clock is recorded as interrupted.
-    if !done {
-        let finish = EpisodeFinish {
-            outcome: Outcome::Interrupted,
-            return_,
-            length: u64::from(step),
-            success: false,
-            error: None,
-            task,
-            reset_info,
-            final_observation: Some(observation),
-            end_writes: Vec::new(),
-        };
-        writer.end(ids[index], finish);
+        round += 1;
     }
-    // `finish` waits for every writer to be gone.
-    drop(writer);
+    // The last frames, the interrupted episode's ending and the run's
+    // closing commit count as recorded time too.
+    let closing = Instant::now();
+    rec.close();
     let (reports, recorder_cpu) = recorder.finish_timed()?;
-    let elapsed = start.elapsed();
-    let stepping_cpu = cpu_ns_per_step(cpu, thread_cpu_time(), steps);
+    recorded.elapsed += closing.elapsed();
     let db_bytes = ["bench.db", "bench.db-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
         .map(|m| m.len())
         .sum();
-    Ok(Recorded {
-        steps_per_sec: rate(steps, elapsed),
-        stepping_cpu,
-        recorder_cpu: cpu_ns_per_step(Some(Duration::ZERO), recorder_cpu, steps),
-        frames: steps,
+    Ok(Paired {
+        frames: recorded.steps,
         episodes: reports.len() as u64,
         db_bytes,
+        single,
+        recorded,
+        recorder_cpu,
     })
 }

@@ -86,6 +86,20 @@ enum Event {
 }
 
 impl Batch {
+    /// An empty batch with room for as much as `like` holds, so that a
+    /// batch made while every other is in flight fills without growing step
+    /// by step (each growth copies, and touches fresh pages, on the stepping
+    /// thread).
+    fn sized_like(like: &Batch) -> Batch {
+        Batch {
+            events: Vec::with_capacity(like.events.capacity()),
+            data: Vec::with_capacity(like.data.capacity()),
+            timings: Vec::with_capacity(like.timings.capacity()),
+            writes: Vec::new(),
+            frames: 0,
+        }
+    }
+
     fn clear(&mut self) {
         self.events.clear();
         self.data.clear();
@@ -217,7 +231,10 @@ impl FrameWriter {
     /// Sends what the writer holds.
     pub fn flush(&mut self) {
         if !self.batch.events.is_empty() {
-            let next = self.spare.try_recv().unwrap_or_default();
+            let next = match self.spare.try_recv() {
+                Ok(b) => b,
+                Err(_) => Box::new(Batch::sized_like(&self.batch)),
+            };
             let batch = std::mem::replace(&mut self.batch, next);
             self.alive &= self.tx.send(batch).is_ok();
         }
