@@ -811,6 +811,15 @@ fn bench_prints_every_mode_and_its_ratios() {
     close("wasm_vector_vs_native", vector / native);
     close("wasm_batched_vs_single", batched / single);
     close("recorded_vs_unrecorded", recorded / single);
+    // The closing commit only adds to the overhead.
+    let overall = r["recording_overhead_percent"].as_f64().unwrap();
+    let steady = r["steady_recording_overhead_percent"].as_f64().unwrap();
+    let closing = r["closing_commit_ms"].as_f64().unwrap();
+    assert!(closing >= 0.0 && steady <= overall, "{r}");
+    close(
+        "recording_overhead_percent",
+        (single / recorded - 1.0) * 100.0,
+    );
     assert_eq!(r["batch"], 64);
     assert!(r["recorded_frames"].as_u64().unwrap() > 0, "{r}");
     assert!(r["recorded_db_bytes"].as_u64().unwrap() > 0, "{r}");

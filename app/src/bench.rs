@@ -60,6 +60,10 @@ fn print_table(r: &BenchReport) {
         r.recorded_episodes,
         r.recorded_db_bytes as f64 / f64::from(1u32 << 20)
     );
+    println!(
+        "                       {:.1}% up to the last step, then {:.0} ms for the closing commit",
+        r.steady_recording_overhead_percent, r.closing_commit_ms
+    );
     if let (Some(u), Some(st), Some(rec), Some(pct)) = (
         r.wasm_single_cpu_ns_per_step,
         r.recorded_stepping_cpu_ns_per_step,
