@@ -354,9 +354,9 @@ fn rate_batched(plugin: &Arc<Plugin>, duration: Duration, batch: usize) -> Resul
 /// generic `step`, unrecorded; and the same with every step made into a
 /// [`Frame`] and recorded into a fresh SQLite file.
 struct Paired {
-    single: Slices,
+    single: Tally,
     /// The recorded stepping, up to the last step.
-    recorded: Slices,
+    recorded: Tally,
     /// From the last step until the recorder had committed everything.
     closing: Duration,
     recorder_cpu: Option<Duration>,
@@ -366,16 +366,16 @@ struct Paired {
 }
 
 /// What the stretches of one side of [`Paired`] add up to.
-struct Slices {
+struct Tally {
     steps: u64,
     elapsed: Duration,
     /// The stepping thread's CPU time (`None` where the platform does not say).
     cpu: Option<Duration>,
 }
 
-impl Default for Slices {
+impl Default for Tally {
     fn default() -> Self {
-        Slices {
+        Tally {
             steps: 0,
             elapsed: Duration::ZERO,
             cpu: Some(Duration::ZERO),
@@ -383,7 +383,7 @@ impl Default for Slices {
     }
 }
 
-impl Slices {
+impl Tally {
     /// Runs `chunk` for `length` and adds what it did.
     fn run(
         &mut self,
@@ -612,8 +612,8 @@ fn rate_paired(plugin: &Arc<Plugin>, duration: Duration) -> Result<Paired, Bench
     };
     rec.writer.start(ids[0], 0, seeds[0]);
 
-    let mut single = Slices::default();
-    let mut recorded = Slices::default();
+    let mut single = Tally::default();
+    let mut recorded = Tally::default();
     single.run(duration / 2, &mut plain_chunk)?;
     recorded.run(duration, || rec.chunk())?;
     // The last frames, the interrupted episode's ending and the run's

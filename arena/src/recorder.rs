@@ -95,8 +95,7 @@ enum Event {
 /// that the recorder thread does not free what the stepping thread
 /// allocated (such a free costs both threads cache misses; in alternating
 /// `ludus bench` runs, sending the `EpisodeFinish` itself cost recording
-/// about half a point more, and sending no ending payload at all 3 points
-/// less).
+/// about half a point more).
 struct Ended {
     outcome: Outcome,
     return_: f64,
