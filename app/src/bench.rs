@@ -7,13 +7,14 @@ use crate::UsageError;
 use crate::cli::BenchArgs;
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    let report = run_bench(&args.cartpole, args.seconds, args.batch).map_err(|e| match e {
-        // Wrapped as a run's load error so `main` prints it as one and exits 2.
-        BenchError::Load(e) => anyhow::Error::from(ludus_arena::RunError::Load(e)),
-        BenchError::Store(e) => anyhow::Error::from(ludus_arena::RunError::Store(e)),
-        BenchError::Invalid(m) => anyhow::Error::from(UsageError(m)),
-        e @ BenchError::Crash(_) => anyhow::Error::from(e),
-    })?;
+    let report =
+        run_bench(&args.cartpole, args.seconds, args.batch, args.rounds).map_err(|e| match e {
+            // Wrapped as a run's load error so `main` prints it as one and exits 2.
+            BenchError::Load(e) => anyhow::Error::from(ludus_arena::RunError::Load(e)),
+            BenchError::Store(e) => anyhow::Error::from(ludus_arena::RunError::Store(e)),
+            BenchError::Invalid(m) => anyhow::Error::from(UsageError(m)),
+            e @ BenchError::Crash(_) => anyhow::Error::from(e),
+        })?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -53,16 +54,30 @@ fn print_table(r: &BenchReport) {
     }
     println!();
     println!(
-        "recorded / unrecorded: {:.3} (recording adds {:.1}% time per step; {} frames, {} episodes, {:.1} MiB)",
+        "recorded / unrecorded: {:.3} over {} rounds ({} frames, {} episodes, {:.1} MiB)",
         r.recorded_vs_unrecorded,
-        r.recording_overhead_percent,
+        r.rounds.len(),
         r.recorded_frames,
         r.recorded_episodes,
         r.recorded_db_bytes as f64 / f64::from(1u32 << 20)
     );
+    let each = |f: fn(&ludus_arena::bench::RoundReport) -> f64| {
+        r.rounds
+            .iter()
+            .map(|x| format!("{:.1}", f(x)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
-        "                       {:.1}% up to the last step, then {:.0} ms for the closing commit",
-        r.steady_recording_overhead_percent, r.closing_commit_ms
+        "recording adds:        {:.1}% time per step, median of the rounds ({})",
+        r.recording_overhead_percent,
+        each(|x| x.overhead_percent)
+    );
+    println!(
+        "                       {:.1}% up to the last step ({}), then {:.0} ms for the closing commit",
+        r.steady_recording_overhead_percent,
+        each(|x| x.steady_overhead_percent),
+        r.closing_commit_ms
     );
     if let (Some(u), Some(st), Some(rec), Some(pct)) = (
         r.wasm_single_cpu_ns_per_step,

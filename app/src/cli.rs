@@ -204,6 +204,10 @@ pub struct BenchArgs {
     /// Environment copies per call in the batched measurement.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
+    /// Rounds of the recorded measurement (each: a recorded run of SECONDS
+    /// between two unrecorded halves); the overheads are their median.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

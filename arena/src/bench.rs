@@ -79,17 +79,23 @@ pub struct BenchReport {
     pub wasm_recorded_vs_native: f64,
     /// wasm batched / wasm one env per call.
     pub wasm_batched_vs_single: f64,
-    /// wasm recorded / wasm unrecorded (one env per call).
+    /// wasm recorded / wasm unrecorded (one env per call), over all rounds.
     pub recorded_vs_unrecorded: f64,
     /// Extra time per step that recording costs, in percent of an unrecorded
-    /// step, counting the wait for the closing commit as a run does.
+    /// step, counting the wait for the closing commit as a run does: the
+    /// median of the rounds.
     pub recording_overhead_percent: f64,
     /// The same up to the last step, without the closing commit: what
-    /// recording costs a run long enough for that one wait not to matter.
+    /// recording costs a run long enough for that one wait not to matter
+    /// (the median of the rounds).
     pub steady_recording_overhead_percent: f64,
     /// Milliseconds from the last recorded step until everything was
-    /// committed (once per run, whatever its length).
+    /// committed (once per run, whatever its length; the median of the
+    /// rounds).
     pub closing_commit_ms: f64,
+    /// Each round of the recorded measurement: a recorded run between two
+    /// unrecorded halves.
+    pub rounds: Vec<RoundReport>,
     /// CPU time per step of the thread that steps, one env per call,
     /// unrecorded and recorded, and of the recorder thread per recorded
     /// frame (absent where the platform does not say). Unlike the rates,
@@ -105,6 +111,17 @@ pub struct BenchReport {
     pub recorded_frames: u64,
     pub recorded_episodes: u64,
     pub recorded_db_bytes: u64,
+}
+
+/// One round of `ludus bench`'s recorded measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoundReport {
+    pub unrecorded_steps_per_sec: f64,
+    /// Counting the closing commit.
+    pub recorded_steps_per_sec: f64,
+    pub overhead_percent: f64,
+    pub steady_overhead_percent: f64,
+    pub closing_commit_ms: f64,
 }
 
 impl BenchReport {
@@ -193,7 +210,13 @@ fn rate(steps: u64, elapsed: Duration) -> f64 {
 /// Measures CartPole at `cartpole` for `seconds` per mode (after a short
 /// warm-up each), on the calling thread; the batched mode steps `batch`
 /// copies per call.
-pub fn run_bench(cartpole: &Path, seconds: f64, batch: usize) -> Result<BenchReport, BenchError> {
+/// The recorded measurement takes `rounds` rounds of `2 * seconds` each.
+pub fn run_bench(
+    cartpole: &Path,
+    seconds: f64,
+    batch: usize,
+    rounds: usize,
+) -> Result<BenchReport, BenchError> {
     if !seconds.is_finite() || seconds <= 0.0 {
         return Err(BenchError::Invalid(format!(
             "--seconds must be a positive number (got {seconds})"
@@ -202,21 +225,43 @@ pub fn run_bench(cartpole: &Path, seconds: f64, batch: usize) -> Result<BenchRep
     if batch == 0 {
         return Err(BenchError::Invalid("--batch must be at least 1".into()));
     }
+    if rounds == 0 {
+        return Err(BenchError::Invalid("--rounds must be at least 1".into()));
+    }
     let plugin = Plugin::load(cartpole, PluginKind::Env, Limits::DEFAULT)?;
     let duration = Duration::from_secs_f64(seconds);
 
     let native = rate_native(duration)?;
     let vector = rate_vector(&plugin, duration)?;
     let batched = rate_batched(&plugin, duration, batch)?;
-    let paired = rate_paired(&plugin, duration)?;
-    let (single, single_cpu) = (paired.single.rate(), paired.single.cpu_ns_per_step());
-    // The closing commit counts: a run of this length waits for it.
-    let recorded = rate(
-        paired.recorded.steps,
-        paired.recorded.elapsed + paired.closing,
-    );
-    let steady = paired.recorded.rate();
-    let stepping_cpu = paired.recorded.cpu_ns_per_step();
+    let paired = rate_paired(&plugin, duration, rounds)?;
+    let (mut unrecorded, mut recorded_stepping) = (Tally::default(), Tally::default());
+    let mut closing = Duration::ZERO;
+    let mut recorder_cpu = Some(Duration::ZERO);
+    let mut episodes = 0;
+    for r in &paired.rounds {
+        unrecorded.add(&r.single);
+        recorded_stepping.add(&r.recorded);
+        closing += r.closing;
+        recorder_cpu = recorder_cpu.zip(r.recorder_cpu).map(|(a, b)| a + b);
+        episodes += r.episodes;
+    }
+    let (single, single_cpu) = (unrecorded.rate(), unrecorded.cpu_ns_per_step());
+    // The closing commits count: a run of this length waits for one.
+    let recorded = rate(recorded_stepping.steps, recorded_stepping.elapsed + closing);
+    let stepping_cpu = recorded_stepping.cpu_ns_per_step();
+    let round_reports: Vec<RoundReport> = paired
+        .rounds
+        .iter()
+        .map(|r| RoundReport {
+            unrecorded_steps_per_sec: r.single.rate(),
+            recorded_steps_per_sec: rate(r.recorded.steps, r.recorded.elapsed + r.closing),
+            overhead_percent: r.overhead_percent(true),
+            steady_overhead_percent: r.overhead_percent(false),
+            closing_commit_ms: r.closing.as_secs_f64() * 1e3,
+        })
+        .collect();
+    let median_of = |f: fn(&RoundReport) -> f64| median(round_reports.iter().map(f).collect());
 
     Ok(BenchReport {
         seconds,
@@ -233,22 +278,23 @@ pub fn run_bench(cartpole: &Path, seconds: f64, batch: usize) -> Result<BenchRep
         wasm_recorded_vs_native: ratio(recorded, native),
         wasm_batched_vs_single: ratio(batched, single),
         recorded_vs_unrecorded: ratio(recorded, single),
-        recording_overhead_percent: (ratio(single, recorded) - 1.0) * 100.0,
-        steady_recording_overhead_percent: (ratio(single, steady) - 1.0) * 100.0,
-        closing_commit_ms: paired.closing.as_secs_f64() * 1e3,
+        recording_overhead_percent: median_of(|r| r.overhead_percent),
+        steady_recording_overhead_percent: median_of(|r| r.steady_overhead_percent),
+        closing_commit_ms: median_of(|r| r.closing_commit_ms),
         wasm_single_cpu_ns_per_step: single_cpu,
         recorded_stepping_cpu_ns_per_step: stepping_cpu,
         recorder_cpu_ns_per_frame: cpu_ns_per_step(
             Some(Duration::ZERO),
-            paired.recorder_cpu,
-            paired.frames,
+            recorder_cpu,
+            recorded_stepping.steps,
         ),
         stepping_cpu_overhead_percent: single_cpu
             .zip(stepping_cpu)
             .map(|(u, r)| (ratio(r, u) - 1.0) * 100.0),
-        recorded_frames: paired.frames,
-        recorded_episodes: paired.episodes,
+        recorded_frames: recorded_stepping.steps,
+        recorded_episodes: episodes,
         recorded_db_bytes: paired.db_bytes,
+        rounds: round_reports,
     })
 }
 
@@ -350,19 +396,46 @@ fn rate_batched(plugin: &Arc<Plugin>, duration: Duration, batch: usize) -> Resul
     Ok(rate(steps, elapsed))
 }
 
-/// (b) and (d), measured back to back: one wasm call per step by the
-/// generic `step`, unrecorded; and the same with every step made into a
+/// (b) and (d), measured back to back in rounds: one wasm call per step by
+/// the generic `step`, unrecorded; and the same with every step made into a
 /// [`Frame`] and recorded into a fresh SQLite file.
 struct Paired {
+    rounds: Vec<Round>,
+    db_bytes: u64,
+}
+
+/// One round of [`Paired`]: a recorded run between two unrecorded halves.
+struct Round {
     single: Tally,
     /// The recorded stepping, up to the last step.
     recorded: Tally,
     /// From the last step until the recorder had committed everything.
     closing: Duration,
     recorder_cpu: Option<Duration>,
-    frames: u64,
     episodes: u64,
-    db_bytes: u64,
+}
+
+impl Round {
+    /// Recording's cost in percent of an unrecorded step, counting the
+    /// closing commit (`closing`) or not.
+    fn overhead_percent(&self, closing: bool) -> f64 {
+        let mut recorded = self.recorded.elapsed;
+        if closing {
+            recorded += self.closing;
+        }
+        (ratio(self.single.rate(), rate(self.recorded.steps, recorded)) - 1.0) * 100.0
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// What the stretches of one side of [`Paired`] add up to.
@@ -401,6 +474,12 @@ impl Tally {
         Ok(())
     }
 
+    fn add(&mut self, other: &Tally) {
+        self.steps += other.steps;
+        self.elapsed += other.elapsed;
+        self.cpu = self.cpu.zip(other.cpu).map(|(a, b)| a + b);
+    }
+
     fn rate(&self) -> f64 {
         rate(self.steps, self.elapsed)
     }
@@ -412,7 +491,7 @@ impl Tally {
 
 /// The recorded side's episode in progress, and where it is in the run.
 struct RecordedStepper<'a> {
-    env: EnvInstance,
+    env: &'a mut EnvInstance,
     writer: crate::recorder::FrameWriter,
     ids: &'a [i64],
     seeds: &'a [u64],
@@ -527,52 +606,42 @@ impl RecordedStepper<'_> {
     }
 }
 
-/// (b) and (d): unrecorded for half of `duration`, recorded for
-/// `duration`, unrecorded for the other half. The machine's pace drifts by
-/// several percent over seconds; measured seconds apart, with other modes
-/// between, the two gave ratios scattered far more widely. The recorded
-/// stretch is one run, as `ludus run` records: short turns taken with the
-/// unrecorded side flattered recording, since the recorder thread and the
-/// kernel caught up on its backlog in the unrecorded turns.
-fn rate_paired(plugin: &Arc<Plugin>, duration: Duration) -> Result<Paired, BenchError> {
+/// (b) and (d), in `rounds` rounds: unrecorded for half of `duration`, a
+/// recorded run of `duration` (its own run in one SQLite file, with its
+/// closing commit), unrecorded for the other half. The machine's pace drifts
+/// by several percent over seconds, far more on a busy host; measured
+/// seconds apart, with other modes between, the two gave ratios scattered
+/// far more widely, and a single round still caught the odd slow second on
+/// one side. The recorded stretch is one run, as `ludus run` records: short
+/// turns taken with the unrecorded side flattered recording, since the
+/// recorder thread and the kernel caught up on its backlog in the
+/// unrecorded turns. Both sides step one instance: two instances of the
+/// same plugin, both stepped unrecorded, differed by 4-56% on a busy host
+/// (where each one's memory lies), which buried what recording costs.
+fn rate_paired(
+    plugin: &Arc<Plugin>,
+    duration: Duration,
+    rounds: usize,
+) -> Result<Paired, BenchError> {
     let mut rng = 0x5EED_0002u64;
-    let mut plain = new_env(plugin, splitmix64(&mut rng))?;
-    plain.reset(splitmix64(&mut rng))?;
+    let mut env = new_env(plugin, splitmix64(&mut rng))?;
+    env.reset(splitmix64(&mut rng))?;
     let plain_episodes = std::cell::Cell::new(0u64);
-    let mut plain_chunk = || {
+    let mut plain_chunk = |env: &mut EnvInstance| {
         for _ in 0..CLOCK_EVERY {
             let a = (splitmix64(&mut rng) & 1) as u32;
-            let r = plain.step(&Action::Discrete(a))?;
+            let r = env.step(&Action::Discrete(a))?;
             if r.terminated || r.truncated {
-                plain.reset(splitmix64(&mut rng))?;
+                env.reset(splitmix64(&mut rng))?;
                 plain_episodes.set(plain_episodes.get() + 1);
             }
         }
         Ok(CLOCK_EVERY)
     };
     let warm = Instant::now();
-    run_until(warm, WARMUP, &mut plain_chunk)?;
+    run_until(warm, WARMUP, || plain_chunk(&mut env))?;
     let episodes_per_sec = plain_episodes.get() as f64 / warm.elapsed().as_secs_f64().max(1e-9);
 
-    let mut rec_rng = 0x5EED_0004u64;
-    let mut env = new_env(plugin, splitmix64(&mut rec_rng))?;
-    // Warm the instance up unrecorded; the recorder starts afterwards.
-    env.reset(splitmix64(&mut rec_rng))?;
-    run_until(Instant::now(), WARMUP, || {
-        for _ in 0..CLOCK_EVERY {
-            let r = env.step(&Action::Discrete((splitmix64(&mut rec_rng) & 1) as u32))?;
-            if r.terminated || r.truncated {
-                env.reset(splitmix64(&mut rec_rng))?;
-            }
-        }
-        Ok(CLOCK_EVERY)
-    })?;
-
-    // Episode rows are made up front (as a run does): enough for the
-    // unrecorded pace with room to spare. Should they run out, the
-    // recorded side ends early, which still gives a fair rate.
-    let rows = (episodes_per_sec * duration.as_secs_f64() * 1.5) as usize + 1024;
-    let seeds: Vec<u64> = (0..rows).map(|_| splitmix64(&mut rec_rng)).collect();
     let dir = tempfile::tempdir()
         .map_err(|e| BenchError::Crash(format!("cannot make a temporary directory: {e}")))?;
     let db_path = dir.path().join("bench.db");
@@ -580,61 +649,72 @@ fn rate_paired(plugin: &Arc<Plugin>, duration: Duration) -> Result<Paired, Bench
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    let record = RunRecord {
-        id: format!(
-            "bench-{:016x}",
-            nanos as u64 ^ u64::from(std::process::id())
-        ),
-        seed: 0,
-        episodes: rows as u64,
-        jobs: 1,
-        spec: serde_json::json!({ "bench": "cartpole", "env": { "path": plugin.path, "hash": plugin.hash } }),
-        agent_base: None,
-        fold_agent_memory: true,
-        branch: None,
-    };
-    let recorder = Recorder::start(&db_path, record, &seeds)?;
-    let ids = recorder.episode_ids.clone();
-    let reset = env.reset(seeds[0])?;
-    let mut rec = RecordedStepper {
-        env,
-        writer: recorder.writer(),
-        ids: &ids,
-        seeds: &seeds,
-        rng: rec_rng,
-        index: 0,
-        step: 0,
-        return_: 0.0,
-        observation: reset.observation,
-        task: reset.task,
-        reset_info: reset.info,
-        done: false,
-    };
-    rec.writer.start(ids[0], 0, seeds[0]);
+    let mut rec_rng = 0x5EED_0004u64;
+    let mut out = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let mut single = Tally::default();
+        let mut recorded = Tally::default();
+        single.run(duration / 2, || plain_chunk(&mut env))?;
 
-    let mut single = Tally::default();
-    let mut recorded = Tally::default();
-    single.run(duration / 2, &mut plain_chunk)?;
-    recorded.run(duration, || rec.chunk())?;
-    // The last frames, the interrupted episode's ending and the run's
-    // closing commit.
-    let closing = Instant::now();
-    rec.close();
-    let (reports, recorder_cpu) = recorder.finish_timed()?;
-    let closing = closing.elapsed();
-    single.run(duration - duration / 2, &mut plain_chunk)?;
+        // Episode rows are made up front (as a run does): enough for the
+        // unrecorded pace with room to spare. Should they run out, the
+        // recorded side ends early, which still gives a fair rate.
+        let rows = (episodes_per_sec * duration.as_secs_f64() * 1.5) as usize + 1024;
+        let seeds: Vec<u64> = (0..rows).map(|_| splitmix64(&mut rec_rng)).collect();
+        let record = RunRecord {
+            id: format!(
+                "bench-{:016x}-{round}",
+                nanos as u64 ^ u64::from(std::process::id())
+            ),
+            seed: 0,
+            episodes: rows as u64,
+            jobs: 1,
+            spec: serde_json::json!({ "bench": "cartpole", "env": { "path": plugin.path, "hash": plugin.hash } }),
+            agent_base: None,
+            fold_agent_memory: true,
+            branch: None,
+        };
+        let recorder = Recorder::start(&db_path, record, &seeds)?;
+        let ids = recorder.episode_ids.clone();
+        let reset = env.reset(seeds[0])?;
+        let mut rec = RecordedStepper {
+            env: &mut env,
+            writer: recorder.writer(),
+            ids: &ids,
+            seeds: &seeds,
+            rng: splitmix64(&mut rec_rng),
+            index: 0,
+            step: 0,
+            return_: 0.0,
+            observation: reset.observation,
+            task: reset.task,
+            reset_info: reset.info,
+            done: false,
+        };
+        rec.writer.start(ids[0], 0, seeds[0]);
+        recorded.run(duration, || rec.chunk())?;
+        // The last frames, the interrupted episode's ending and the run's
+        // closing commit.
+        let closing = Instant::now();
+        rec.close();
+        let (reports, recorder_cpu) = recorder.finish_timed()?;
+        let closing = closing.elapsed();
+        single.run(duration - duration / 2, || plain_chunk(&mut env))?;
+        out.push(Round {
+            single,
+            recorded,
+            closing,
+            recorder_cpu,
+            episodes: reports.len() as u64,
+        });
+    }
     let db_bytes = ["bench.db", "bench.db-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
         .map(|m| m.len())
         .sum();
     Ok(Paired {
-        frames: recorded.steps,
-        episodes: reports.len() as u64,
+        rounds: out,
         db_bytes,
-        single,
-        recorded,
-        closing,
-        recorder_cpu,
     })
 }
