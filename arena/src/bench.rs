@@ -255,7 +255,7 @@ pub fn run_bench(
         .iter()
         .map(|r| RoundReport {
             unrecorded_steps_per_sec: r.single.rate(),
-            recorded_steps_per_sec: rate(r.recorded.steps, r.recorded.elapsed + r.closing),
+            recorded_steps_per_sec: r.recorded_rate(true),
             overhead_percent: r.overhead_percent(true),
             steady_overhead_percent: r.overhead_percent(false),
             closing_commit_ms: r.closing.as_secs_f64() * 1e3,
@@ -416,14 +416,19 @@ struct Round {
 }
 
 impl Round {
+    /// The recorded steps/s, counting the closing commit (`closing`) or not.
+    fn recorded_rate(&self, closing: bool) -> f64 {
+        let mut elapsed = self.recorded.elapsed;
+        if closing {
+            elapsed += self.closing;
+        }
+        rate(self.recorded.steps, elapsed)
+    }
+
     /// Recording's cost in percent of an unrecorded step, counting the
     /// closing commit (`closing`) or not.
     fn overhead_percent(&self, closing: bool) -> f64 {
-        let mut recorded = self.recorded.elapsed;
-        if closing {
-            recorded += self.closing;
-        }
-        (ratio(self.single.rate(), rate(self.recorded.steps, recorded)) - 1.0) * 100.0
+        (ratio(self.single.rate(), self.recorded_rate(closing)) - 1.0) * 100.0
     }
 }
 
