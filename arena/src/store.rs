@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Frame, Observation, Timing};
 
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,8 +73,18 @@ CREATE TABLE IF NOT EXISTS frame_chunks (
     data BLOB NOT NULL,
     -- zstd(postcard Timing records back to back)
     timings BLOB NOT NULL,
+    -- A small chunk lives in a shared block instead (data and timings are
+    -- then empty): its frames at block_at, data_len bytes, its timings right
+    -- after them, timings_len bytes, in the block's decompressed bytes.
+    block INTEGER,
+    block_at INTEGER,
+    data_len INTEGER,
+    timings_len INTEGER,
     PRIMARY KEY (episode_id, chunk)
 ) WITHOUT ROWID;
+-- zstd(the raw bytes of several small chunks, back to back): one zstd call
+-- and one row for many short episodes instead of one each.
+CREATE TABLE IF NOT EXISTS frame_blocks (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS memory_writes (
     episode_id INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -207,6 +217,26 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(corrupt)?;
         conn.execute_batch(SCHEMA).map_err(corrupt)?;
+        // Schema 1 had no blocks: its chunks all live in their own rows.
+        let has_blocks: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('frame_chunks') WHERE name = 'block'",
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )
+            .map_err(corrupt)?;
+        if !has_blocks {
+            conn.execute_batch(
+                "BEGIN; \
+                 ALTER TABLE frame_chunks ADD COLUMN block INTEGER; \
+                 ALTER TABLE frame_chunks ADD COLUMN block_at INTEGER; \
+                 ALTER TABLE frame_chunks ADD COLUMN data_len INTEGER; \
+                 ALTER TABLE frame_chunks ADD COLUMN timings_len INTEGER; \
+                 UPDATE meta SET value = '2' WHERE key = 'schema_version' AND value = '1'; \
+                 COMMIT;",
+            )
+            .map_err(corrupt)?;
+        }
         let version: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -397,17 +427,16 @@ impl Db {
         chunk: u32,
         fields: FrameFields,
     ) -> Result<Vec<(Frame, Timing)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT data, timings FROM frame_chunks WHERE episode_id = ?1 AND chunk = ?2",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CHUNK_COLUMNS} FROM frame_chunks WHERE episode_id = ?1 AND chunk = ?2"
+        ))?;
         let mut out = Vec::new();
         let found = stmt
-            .query_row(params![episode, chunk], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
+            .query_row(params![episode, chunk], StoredChunk::from_row)
             .optional()?;
-        if let Some((data, timings)) = found {
-            decode_chunk_fields(&data, &timings, fields, &mut out)
+        if let Some(stored) = found {
+            let (data, timings) = Blocks::default().raw(&self.conn, episode, stored)?;
+            decode_raw_fields(&data, &timings, fields, &mut out)
                 .map_err(|message| StoreError::Decode { episode, message })?;
         }
         Ok(out)
@@ -477,17 +506,11 @@ impl Db {
 
     /// Every recorded frame of an episode, in order, with its timings.
     pub fn frames(&self, episode: i64) -> Result<Vec<(Frame, Timing)>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT data, timings FROM frame_chunks WHERE episode_id = ?1 ORDER BY chunk",
-        )?;
-        let mut rows = stmt.query([episode])?;
         let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let data: Vec<u8> = row.get(0)?;
-            let timings: Vec<u8> = row.get(1)?;
-            decode_chunk(&data, &timings, &mut out)
-                .map_err(|message| StoreError::Decode { episode, message })?;
-        }
+        for_each_raw_chunk(&self.conn, episode, |data, timings| {
+            decode_raw_fields(data, timings, FrameFields::ALL, &mut out)
+                .map_err(|message| StoreError::Decode { episode, message })
+        })?;
         Ok(out)
     }
 
@@ -571,6 +594,7 @@ impl Db {
 }
 
 /// Appends the frames of one compressed chunk to `out`.
+#[cfg(test)]
 pub(crate) fn decode_chunk(
     data: &[u8],
     timings: &[u8],
@@ -610,16 +634,136 @@ pub(crate) fn decompress(data: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
+/// The columns [`StoredChunk::from_row`] reads, in its order.
+pub(crate) const CHUNK_COLUMNS: &str = "data, timings, block, block_at, data_len, timings_len";
+
+/// A chunk as its row stores it: compressed in the row, or raw in a block.
+pub(crate) enum StoredChunk {
+    Own {
+        data: Vec<u8>,
+        timings: Vec<u8>,
+    },
+    InBlock {
+        block: i64,
+        at: usize,
+        data_len: usize,
+        timings_len: usize,
+    },
+}
+
+impl StoredChunk {
+    /// Reads [`CHUNK_COLUMNS`].
+    pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredChunk> {
+        match r.get::<_, Option<i64>>(2)? {
+            None => Ok(StoredChunk::Own {
+                data: r.get(0)?,
+                timings: r.get(1)?,
+            }),
+            Some(block) => {
+                let size = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as usize);
+                Ok(StoredChunk::InBlock {
+                    block,
+                    at: size(3)?,
+                    data_len: size(4)?,
+                    timings_len: size(5)?,
+                })
+            }
+        }
+    }
+}
+
+/// Decompressed frame blocks, the last one kept: an episode's small chunks
+/// sit in one block or in consecutive ones.
+#[derive(Default)]
+pub(crate) struct Blocks {
+    last: Option<(i64, Vec<u8>)>,
+}
+
+impl Blocks {
+    /// The raw frame bytes and timing bytes of `chunk`, one of `episode`'s.
+    pub(crate) fn raw(
+        &mut self,
+        conn: &Connection,
+        episode: i64,
+        chunk: StoredChunk,
+    ) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+        let bad = |message: String| StoreError::Decode { episode, message };
+        match chunk {
+            StoredChunk::Own { data, timings } => Ok((
+                decompress(&data).map_err(bad)?,
+                decompress(&timings).map_err(bad)?,
+            )),
+            StoredChunk::InBlock {
+                block,
+                at,
+                data_len,
+                timings_len,
+            } => {
+                if self.last.as_ref().map(|(id, _)| *id) != Some(block) {
+                    let compressed: Option<Vec<u8>> = conn
+                        .prepare_cached("SELECT data FROM frame_blocks WHERE id = ?1")?
+                        .query_row([block], |r| r.get(0))
+                        .optional()?;
+                    let compressed =
+                        compressed.ok_or_else(|| bad(format!("frame block {block} is missing")))?;
+                    self.last = Some((block, decompress(&compressed).map_err(bad)?));
+                }
+                let raw = self.last.as_ref().map_or(&[][..], |(_, raw)| &raw[..]);
+                let end = at
+                    .checked_add(data_len)
+                    .and_then(|e| e.checked_add(timings_len))
+                    .filter(|&e| e <= raw.len())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "a chunk runs past the end of frame block {block} ({} bytes)",
+                            raw.len()
+                        ))
+                    })?;
+                let (data, timings) = raw[at..end].split_at(data_len);
+                Ok((data.to_vec(), timings.to_vec()))
+            }
+        }
+    }
+}
+
+/// Calls `f` with the raw frame and timing bytes of each of `episode`'s
+/// chunks, in order.
+pub(crate) fn for_each_raw_chunk(
+    conn: &Connection,
+    episode: i64,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CHUNK_COLUMNS} FROM frame_chunks WHERE episode_id = ?1 ORDER BY chunk"
+    ))?;
+    let mut rows = stmt.query([episode])?;
+    let mut blocks = Blocks::default();
+    while let Some(row) = rows.next()? {
+        let (data, timings) = blocks.raw(conn, episode, StoredChunk::from_row(row)?)?;
+        f(&data, &timings)?;
+    }
+    Ok(())
+}
+
 /// Appends the frames of one compressed chunk to `out`, decoding only `fields`.
+#[cfg(test)]
 pub(crate) fn decode_chunk_fields(
     data: &[u8],
     timings: &[u8],
     fields: FrameFields,
     out: &mut Vec<(Frame, Timing)>,
 ) -> Result<(), String> {
-    let raw = decompress(data)?;
-    let raw_timings = decompress(timings)?;
-    let (mut rest, mut rest_t) = (&raw[..], &raw_timings[..]);
+    decode_raw_fields(&decompress(data)?, &decompress(timings)?, fields, out)
+}
+
+/// Appends the frames of one chunk's raw bytes to `out`, decoding only `fields`.
+pub(crate) fn decode_raw_fields(
+    raw: &[u8],
+    raw_timings: &[u8],
+    fields: FrameFields,
+    out: &mut Vec<(Frame, Timing)>,
+) -> Result<(), String> {
+    let (mut rest, mut rest_t) = (raw, raw_timings);
     while !rest.is_empty() {
         let frame = if fields == FrameFields::ALL {
             let (frame, r): (Frame, &[u8]) =
@@ -841,6 +985,69 @@ pub(crate) mod tests {
     use crate::model::{
         Action, Element, Image, Level, LogLine, MemoryWrite, Part, Rect, Role, Value,
     };
+
+    /// A database written by schema 1 (chunks in their own rows only) opens,
+    /// gains the block columns, and reads its frames as before.
+    #[test]
+    fn a_schema_1_database_opens_and_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let frames = [(frame(0), Timing::default()), (frame(1), Timing::default())];
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE frame_chunks (
+                    episode_id INTEGER NOT NULL,
+                    chunk INTEGER NOT NULL,
+                    first_step INTEGER NOT NULL,
+                    frames INTEGER NOT NULL,
+                    data BLOB NOT NULL,
+                    timings BLOB NOT NULL,
+                    PRIMARY KEY (episode_id, chunk)
+                ) WITHOUT ROWID;",
+            )
+            .unwrap();
+            let old_schema = SCHEMA
+                .split("CREATE TABLE IF NOT EXISTS frame_blocks")
+                .next();
+            conn.execute_batch(old_schema.unwrap()).unwrap();
+            conn.execute_batch(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', '1');
+                 INSERT INTO runs (id, created_at, seed, episodes, jobs, spec, status, pid)
+                     VALUES ('old', 'then', 1, 1, 1, '{}', 'finished', 1);
+                 INSERT INTO episodes (id, run_id, idx, seed, outcome) VALUES (5, 'old', 0, 1, 'terminated');",
+            )
+            .unwrap();
+            let mut data = Vec::new();
+            let mut timings = Vec::new();
+            for (f, t) in &frames {
+                data.extend(postcard::to_allocvec(f).unwrap());
+                timings.extend(postcard::to_allocvec(t).unwrap());
+            }
+            conn.execute(
+                "INSERT INTO frame_chunks VALUES (5, 0, 0, 2, ?1, ?2)",
+                params![
+                    zstd::encode_all(&data[..], 1).unwrap(),
+                    zstd::encode_all(&timings[..], 1).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.frames(5).unwrap(), frames);
+        let version: String = db
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION.to_string());
+        drop(db);
+        // Opening again finds the columns already there.
+        assert_eq!(Db::open(&path).unwrap().frames(5).unwrap(), frames);
+    }
 
     pub(crate) fn frame(step: u32) -> Frame {
         let element = |id: u32| Element {

@@ -440,17 +440,10 @@ fn write_segment(
 /// what is stored, so an episode that spans a resume gets the same digest.
 fn digest(tx: &rusqlite::Transaction<'_>, id: i64, outcome: &str) -> Result<String, StoreError> {
     let mut hasher = blake3::Hasher::new();
-    let mut stmt =
-        tx.prepare_cached("SELECT data FROM frame_chunks WHERE episode_id = ?1 ORDER BY chunk")?;
-    let mut rows = stmt.query([id])?;
-    while let Some(row) = rows.next()? {
-        let data: Vec<u8> = row.get(0)?;
-        let raw = zstd::decode_all(&data[..]).map_err(|e| StoreError::Decode {
-            episode: id,
-            message: e.to_string(),
-        })?;
-        hasher.update(&raw);
-    }
+    crate::store::for_each_raw_chunk(tx, id, |data, _| {
+        hasher.update(data);
+        Ok(())
+    })?;
     hasher.update(outcome.as_bytes());
     Ok(hasher.finalize().to_hex().to_string())
 }
