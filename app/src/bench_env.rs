@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 use ludus_arena::model::{Action, MouseButton, PointerAction, PointerKind, Value};
 use ludus_arena::{Limits, Plugin, PluginKind};
+use ludus_core::splitmix64;
 use serde::Serialize;
 
 use crate::UsageError;
@@ -26,15 +27,6 @@ pub struct EnvBenchReport {
     /// Bytes of image pixels in one observation.
     pub image_bytes: u64,
     pub tree_elements: u64,
-}
-
-/// SplitMix64, so the action stream is the same on every run.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 pub fn run(args: BenchEnvArgs) -> Result<ExitCode> {
@@ -79,7 +71,7 @@ pub fn run(args: BenchEnvArgs) -> Result<ExitCode> {
     let budget = std::time::Duration::from_secs_f64(args.seconds);
     while start.elapsed() < budget {
         for _ in 0..64 {
-            let r = next(&mut rng);
+            let r = splitmix64(&mut rng);
             let kind = if r & 3 == 0 {
                 PointerKind::Click
             } else {

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ludus_arena::model::Action;
 use ludus_arena::{Limits, Plugin, PluginKind};
+use ludus_core::splitmix64;
 use serde::Serialize;
 
 use crate::UsageError;
@@ -230,7 +231,7 @@ fn measure(lang: &str, wasm: &Path, seconds: f64) -> Result<LangFigures> {
     let start = Instant::now();
     while start.elapsed() < budget {
         for _ in 0..256 {
-            let action = Action::Discrete((next(&mut rng) >> 63) as u32);
+            let action = Action::Discrete((splitmix64(&mut rng) >> 63) as u32);
             let r = env.step(&action).map_err(crashed)?;
             steps += 1;
             in_episode += 1;
@@ -254,7 +255,7 @@ fn measure(lang: &str, wasm: &Path, seconds: f64) -> Result<LangFigures> {
     let start = Instant::now();
     while start.elapsed() < budget {
         for a in actions.iter_mut() {
-            *a = (next(&mut rng) >> 63) as f32;
+            *a = (splitmix64(&mut rng) >> 63) as f32;
         }
         let r = env
             .batch_step(&actions)
@@ -281,15 +282,6 @@ fn measure(lang: &str, wasm: &Path, seconds: f64) -> Result<LangFigures> {
         steps_per_sec: steps as f64 / secs,
         batch_steps_per_sec: batch_steps as f64 / batch_secs,
     })
-}
-
-/// SplitMix64, so every language gets the same action stream.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Gymnasium's CartPole-v1 in native CPython, the same action stream and the

@@ -15,9 +15,9 @@ use serde::Serialize;
 use crate::model::{Action, Frame, Observation, Timing};
 use crate::plugin::{EnvInstance, Limits, LoadError, Plugin, PluginKind};
 use crate::recorder::{EpisodeFinish, Recorder, RunRecord};
-use crate::run::{Outcome, splitmix64};
 use crate::stopwatch::Stamp;
 use crate::store::StoreError;
+use ludus_core::{Outcome, splitmix64};
 
 // The very file the cartpole plugin compiles to wasm, so the native figure
 // measures the same code as the wasm figures, not a look-alike.
@@ -140,7 +140,10 @@ fn ratio(a: f64, b: f64) -> f64 {
 
 /// A uniform draw in [0, 1) from the top 53 bits.
 fn uniform(rng: &mut u64) -> f64 {
-    (splitmix64(rng) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    let mut r = ludus_core::SplitMix64::new(*rng);
+    let x = r.next_f64();
+    *rng = r.state;
+    x
 }
 
 /// Calls `chunk` (which does about [`CLOCK_EVERY`] steps and returns how many;

@@ -205,14 +205,14 @@ impl SeededRng {
 impl rand_core::TryRng for SeededRng {
     type Error = std::convert::Infallible;
     fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        Ok((crate::run::splitmix64(&mut self.0) >> 32) as u32)
+        Ok((ludus_core::splitmix64(&mut self.0) >> 32) as u32)
     }
     fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        Ok(crate::run::splitmix64(&mut self.0))
+        Ok(ludus_core::splitmix64(&mut self.0))
     }
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
         for chunk in dst.chunks_mut(8) {
-            let v = crate::run::splitmix64(&mut self.0).to_le_bytes();
+            let v = ludus_core::splitmix64(&mut self.0).to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
         Ok(())

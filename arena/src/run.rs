@@ -24,51 +24,9 @@ use crate::recorder::{Recorder, RunRecord};
 use crate::stopwatch::Stamp;
 use crate::store::{Db, StoreError};
 
-/// One step of SplitMix64: the seed stream behind every derived seed.
-pub fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Episode `index`'s seed: a function of the run seed and the index alone, so
-/// results do not depend on how episodes are spread over threads.
-pub fn episode_seed(run_seed: u64, index: u64) -> u64 {
-    let mut s = run_seed ^ splitmix64(&mut index.wrapping_add(0x1234_5678));
-    splitmix64(&mut s)
-}
-
-/// A seed for one purpose within an episode (0: env sandbox, 1: agent, ...).
-pub fn derived_seed(episode_seed: u64, purpose: u64) -> u64 {
-    let mut s = episode_seed.wrapping_add(purpose.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    splitmix64(&mut s)
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// The environment ended the episode (e.g. goal reached, pole fell).
-    Terminated,
-    /// The step limit ended the episode.
-    Truncated,
-    /// A plugin trapped, ran out of budget or memory, or panicked.
-    Crashed,
-    /// The run was killed while the episode ran.
-    Interrupted,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Terminated => "terminated",
-            Outcome::Truncated => "truncated",
-            Outcome::Crashed => "crashed",
-            Outcome::Interrupted => "interrupted",
-        }
-    }
-}
+// Outcomes and seeds live in ludus-core so every crate shares one definition;
+// they stay reachable here under their old paths.
+pub use ludus_core::{Outcome, derived_seed, episode_seed, splitmix64};
 
 /// A plugin to load: its file, config string and limits.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 //! reproducible. A drop is significant when the interval's upper end is below
 //! zero; at one-sided level `alpha` the interval is a two-sided `1 - 2 alpha` one.
 
+use ludus_core::SplitMix64;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
@@ -157,25 +158,6 @@ pub struct MeanChange {
     pub significant_drop: bool,
 }
 
-/// The generator behind the bootstrap: SplitMix64 from a fixed seed, so the
-/// same returns always give the same interval.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (Lemire's multiply-shift).
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next()) * n as u128) >> 64) as usize
-    }
-}
-
 pub const BOOTSTRAP_SEED: u64 = 0x6C75_6475_7331;
 
 fn mean(v: &[f64]) -> f64 {
@@ -197,11 +179,13 @@ pub fn mean_change(baseline: &[f64], current: &[f64], alpha: f64, resamples: u64
             significant_drop: false,
         };
     }
-    let mut rng = SplitMix(BOOTSTRAP_SEED);
+    // SplitMix64 from a fixed seed, so the same returns always give the same
+    // interval.
+    let mut rng = SplitMix64::new(BOOTSTRAP_SEED);
     let mut resample_mean = |v: &[f64]| {
         let mut s = 0.0;
         for _ in 0..v.len() {
-            s += v[rng.below(v.len())];
+            s += v[rng.below_lemire(v.len())];
         }
         s / v.len() as f64
     };

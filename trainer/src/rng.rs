@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// splitmix64: fast, good enough for sampling actions and shuffling.
+/// SplitMix64 (ludus-core's) behind a seed-mixing constructor: fast, good
+/// enough for sampling actions and shuffling. Its serde form (`{state}`) is
+/// what checkpoints store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rng {
     pub state: u64,
@@ -17,16 +19,15 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        ludus_core::splitmix64(&mut self.state)
     }
 
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        let mut r = ludus_core::SplitMix64::new(self.state);
+        let x = r.next_f64();
+        self.state = r.state;
+        x
     }
 
     /// Standard normal (Box-Muller).

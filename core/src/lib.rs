@@ -1,0 +1,13 @@
+//! The small types every ludus crate speaks: how an episode ended
+//! ([`Outcome`]), the episode seeds ([`episode_seed`], [`derived_seed`]) and
+//! the one SplitMix64 generator ([`SplitMix64`]) behind seeds, benchmarks,
+//! the trainer and the suite's bootstrap.
+//!
+//! No wasmtime, SQLite or libtorch here: every crate, light or heavy, can
+//! depend on this one.
+
+pub mod outcome;
+pub mod rng;
+
+pub use outcome::{Outcome, ParseOutcomeError};
+pub use rng::{SplitMix64, derived_seed, episode_seed, splitmix64};
