@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::model::{Action, Frame, Observation, Timing};
 use crate::plugin::{EnvInstance, Limits, LoadError, Plugin, PluginKind};
 use crate::recorder::{EpisodeFinish, Recorder, RunRecord};
-use crate::stopwatch::Stamp;
+use crate::stopwatch::{Stamp, thread_cpu_time};
 use crate::store::StoreError;
 use ludus_core::{Outcome, splitmix64};
 
@@ -179,25 +179,6 @@ fn measure(
         elapsed,
         cpu_ns_per_step(cpu, thread_cpu_time(), steps),
     ))
-}
-
-/// The CPU time the calling thread has used so far (`None` where the
-/// platform does not say).
-pub(crate) fn thread_cpu_time() -> Option<Duration> {
-    #[cfg(unix)]
-    {
-        let mut t = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `t` is a valid timespec for the call to fill in.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-        (rc == 0).then(|| Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
 }
 
 /// Nanoseconds of CPU per step between two readings of [`thread_cpu_time`].

@@ -24,4 +24,4 @@ pub use run::{
     AgentSpec, EpisodeFinish, EpisodeReport, NativeAgent, NativeAgentFactory, Outcome, PluginSpec,
     PreparedAgent, RunError, RunReport, RunSpec, Stepper,
 };
-pub use store::{Db, StoreError};
+pub use store::{Db, SqlError, StoreError};

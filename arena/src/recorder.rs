@@ -744,7 +744,7 @@ fn record(
     tx.commit()?;
     let mut reports = filer.reports;
     reports.sort_by_key(|r| r.index);
-    Ok((reports, crate::bench::thread_cpu_time()))
+    Ok((reports, crate::stopwatch::thread_cpu_time()))
 }
 
 /// The recorder thread's state between commits.

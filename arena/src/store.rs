@@ -23,13 +23,36 @@ pub enum StoreError {
     )]
     NewerSchema { path: PathBuf, found: i64 },
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[source] SqlError),
     #[error("cannot decode recorded frames of episode {episode}: {message}")]
     Decode { episode: i64, message: String },
     #[error("no episode with id {0} in this database")]
     NoEpisode(i64),
     #[error("no run with id {0} in this database")]
     NoRun(String),
+}
+
+/// A failed SQLite call. It keeps the driver's message (and the driver's
+/// error as its source) without making the driver part of this crate's API.
+#[derive(Debug)]
+pub struct SqlError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SqlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Sql(SqlError(Box::new(e)))
+    }
 }
 
 const SCHEMA: &str = r#"
