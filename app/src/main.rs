@@ -1,10 +1,6 @@
 //! `ludus`: the command line and the IDE over the arena, the debugger, the
 //! trainer and the suites.
 
-mod bench;
-mod bench_debugger;
-mod bench_env;
-mod bench_lang;
 mod build_cmd;
 mod cli;
 mod debug_cmd;
@@ -12,7 +8,6 @@ mod memory_cmd;
 mod new_cmd;
 mod run_cmd;
 mod suite_cmd;
-mod train_bench;
 mod train_cmd;
 
 use std::process::ExitCode;
@@ -61,9 +56,11 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| cli::Command::Ide(ludus::ide::IdeArgs::default()));
     let result = match command {
         cli::Command::Run(a) => run_cmd::run(a),
-        cli::Command::Bench(a) if a.target == cli::BenchTarget::Debugger => bench_debugger::run(a),
-        cli::Command::Bench(a) => bench::run(a),
-        cli::Command::BenchEnv(a) => bench_env::run(a),
+        cli::Command::Bench(a) if a.target == cli::BenchTarget::Debugger => {
+            ludus_bench::debugger::run(a)
+        }
+        cli::Command::Bench(a) => ludus_bench::cartpole_cmd::run(a),
+        cli::Command::BenchEnv(a) => ludus_bench::env::run(a),
         cli::Command::Memory(a) => memory_cmd::run(a),
         cli::Command::Debug(a) => debug_cmd::debug(a),
         cli::Command::Diff(a) => debug_cmd::diff(a),
@@ -71,10 +68,12 @@ fn main() -> ExitCode {
         cli::Command::Rerun(a) => debug_cmd::rerun(a),
         cli::Command::Suite(a) => suite_cmd::run(a),
         cli::Command::Train(a) => train_cmd::run(a),
-        cli::Command::TrainBench(a) => train_bench::run(a),
+        cli::Command::TrainBench(a) => ludus_bench::train::run(a),
         cli::Command::New(a) => new_cmd::run(a),
         cli::Command::Build(a) => build_cmd::run(a),
-        cli::Command::BenchLang(a) => bench_lang::run(a),
+        cli::Command::BenchLang(a) => {
+            ludus_bench::lang::run(a, &|dir| build_cmd::build(dir).map(|(_, wasm)| wasm))
+        }
         cli::Command::Ide(a) => ludus::ide::main(a),
     };
     match result {
@@ -83,7 +82,8 @@ fn main() -> ExitCode {
             // One line: what failed, on what, what to do.
             let line = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {line}");
-            if e.downcast_ref::<UsageError>().is_some()
+            if (e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<ludus_bench::UsageError>().is_some())
                 || e.downcast_ref::<ludus_trainer::train::TrainError>()
                     .is_some_and(|t| t.is_usage())
                 || e.downcast_ref::<ludus::ide::UserError>().is_some()

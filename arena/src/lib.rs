@@ -5,16 +5,15 @@
 //! This crate alone links wasmtime and opens SQLite. Its public API speaks in
 //! the contract's own data types ([`model`]), never in wasmtime's or rusqlite's.
 
-pub mod bench;
 mod engine;
 mod host;
 pub mod memory;
 pub mod model;
 pub mod plugin;
-mod recorder;
+pub mod recorder;
 pub mod replay;
 pub mod run;
-mod stopwatch;
+pub mod stopwatch;
 pub mod store;
 pub mod train_store;
 

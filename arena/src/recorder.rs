@@ -59,13 +59,13 @@ pub struct EpisodeFinish {
     pub end_writes: Vec<MemoryWrite>,
 }
 
-pub(crate) type Msg = Box<Batch>;
+pub type Msg = Box<Batch>;
 
 /// What one stepping thread sends in one message: the frames of any number of
 /// episodes (a CartPole episode is a few dozen frames, so one message carries
 /// many), their starts and their endings, in the order they happened.
 #[derive(Default)]
-pub(crate) struct Batch {
+pub struct Batch {
     events: Vec<Event>,
     /// postcard-encoded `Frame`s, back to back: what the digest hashes.
     data: Vec<u8>,
@@ -198,7 +198,7 @@ const SPARE_BATCHES: usize = 64;
 /// age, so slow environments still get every frame committed within a
 /// commit interval). One writer serves every episode its thread plays;
 /// dropping it sends what it holds.
-pub(crate) struct FrameWriter {
+pub struct FrameWriter {
     tx: Sender<Msg>,
     /// Batches the recorder has emptied, to refill without allocating.
     spare: Receiver<Msg>,
@@ -474,7 +474,7 @@ fn floats(out: &mut Vec<u8>, v: &[f32]) {
 }
 
 /// What a run looks like in the `runs` table.
-pub(crate) struct RunRecord {
+pub struct RunRecord {
     pub id: String,
     pub seed: u64,
     pub episodes: u64,
@@ -502,7 +502,7 @@ pub struct BranchOf {
 /// CPU time it used (when the platform says).
 type Recorded = (Vec<EpisodeReport>, Option<Duration>);
 
-pub(crate) struct Recorder {
+pub struct Recorder {
     tx: Sender<Msg>,
     spare: Receiver<Msg>,
     /// The reports, and the CPU time the recorder thread used (when known).

@@ -7,15 +7,15 @@
 
 /// A point in time; only differences mean anything, through [`Stamp::ns_until`].
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Stamp(quanta::Instant);
+pub struct Stamp(quanta::Instant);
 
 impl Stamp {
-    pub(crate) fn now() -> Stamp {
+    pub fn now() -> Stamp {
         Stamp(quanta::Instant::now())
     }
 
     /// Nanoseconds from `self` to `later` (0 if `later` is earlier).
-    pub(crate) fn ns_until(self, later: Stamp) -> u64 {
+    pub fn ns_until(self, later: Stamp) -> u64 {
         later.0.saturating_duration_since(self.0).as_nanos() as u64
     }
 }

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::model::{Action, Frame, Observation, Timing};
-use crate::plugin::{EnvInstance, Limits, LoadError, Plugin, PluginKind};
-use crate::recorder::{EpisodeFinish, Recorder, RunRecord};
-use crate::stopwatch::{Stamp, thread_cpu_time};
-use crate::store::StoreError;
+use ludus_arena::model::{Action, Frame, Observation, Timing};
+use ludus_arena::plugin::{EnvInstance, Limits, LoadError, Plugin, PluginKind};
+use ludus_arena::recorder::{EpisodeFinish, Recorder, RunRecord};
+use ludus_arena::stopwatch::{Stamp, thread_cpu_time};
+use ludus_arena::store::StoreError;
 use ludus_core::{Outcome, splitmix64};
 
 // The very file the cartpole plugin compiles to wasm, so the native figure
@@ -45,8 +45,8 @@ pub enum BenchError {
     Invalid(String),
 }
 
-impl From<crate::plugin::Crash> for BenchError {
-    fn from(c: crate::plugin::Crash) -> Self {
+impl From<ludus_arena::plugin::Crash> for BenchError {
+    fn from(c: ludus_arena::plugin::Crash) -> Self {
         BenchError::Crash(c.message)
     }
 }
@@ -481,7 +481,7 @@ impl Tally {
 /// The recorded side's episode in progress, and where it is in the run.
 struct RecordedStepper<'a> {
     env: &'a mut EnvInstance,
-    writer: crate::recorder::FrameWriter,
+    writer: ludus_arena::recorder::FrameWriter,
     ids: &'a [i64],
     seeds: &'a [u64],
     rng: u64,

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
+use crate::cartpole::{BenchError, BenchReport, run_bench};
 use anyhow::Result;
-use ludus_arena::bench::{BenchError, BenchReport, run_bench};
 
 use crate::UsageError;
 use crate::cli::BenchArgs;
@@ -61,7 +61,7 @@ fn print_table(r: &BenchReport) {
         r.recorded_episodes,
         r.recorded_db_bytes as f64 / f64::from(1u32 << 20)
     );
-    let each = |f: fn(&ludus_arena::bench::RoundReport) -> f64| {
+    let each = |f: fn(&crate::cartpole::RoundReport) -> f64| {
         r.rounds
             .iter()
             .map(|x| format!("{:.1}", f(x)))

@@ -89,7 +89,8 @@ pub struct LangReport {
     pub gymnasium_missing: Option<String>,
 }
 
-pub fn run(args: BenchLangArgs) -> Result<ExitCode> {
+/// `build` turns a plugin project into its .wasm (the binary's `ludus build`).
+pub fn run(args: BenchLangArgs, build: &dyn Fn(&Path) -> Result<PathBuf>) -> Result<ExitCode> {
     if !(args.seconds > 0.0 && args.seconds <= 600.0) {
         return Err(UsageError(format!(
             "--seconds must be within (0, 600] (got {})",
@@ -111,7 +112,7 @@ pub fn run(args: BenchLangArgs) -> Result<ExitCode> {
         ("Python", &args.python),
         ("JavaScript", &args.js),
     ] {
-        let wasm = wasm_of(path)?;
+        let wasm = wasm_of(path, build)?;
         if !args.json {
             eprintln!("measuring {lang} ({})", wasm.display());
         }
@@ -188,9 +189,9 @@ fn print_table(r: &LangReport) {
 }
 
 /// A .wasm as it is, or a project folder built with `ludus build`.
-fn wasm_of(path: &Path) -> Result<PathBuf> {
+fn wasm_of(path: &Path, build: &dyn Fn(&Path) -> Result<PathBuf>) -> Result<PathBuf> {
     if path.is_dir() {
-        let (_, wasm) = crate::build_cmd::build(path)?;
+        let wasm = build(path)?;
         Ok(wasm)
     } else if path.is_file() {
         Ok(path.to_path_buf())

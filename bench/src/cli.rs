@@ -1,0 +1,97 @@
+//! The benchmark commands' arguments (`ludus bench`, `bench-env`,
+//! `train-bench`); the `ludus` binary embeds them in its command line.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// What to measure: the arena (CartPole steps/s, the default) or the
+    /// debugger (open, random jump, breakpoint scan on a long episode).
+    #[arg(value_enum, default_value_t = BenchTarget::Arena)]
+    pub target: BenchTarget,
+    /// Frames in the recorded episode of the debugger benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub frames: u64,
+    /// The CartPole plugin to measure.
+    #[arg(
+        long,
+        default_value = "plugins/target/wasm32-wasip2/release/cartpole.wasm"
+    )]
+    pub cartpole: PathBuf,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Environment copies per call in the batched measurement.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Rounds of the recorded measurement (each: a recorded run of SECONDS
+    /// between two unrecorded halves); the overheads are their median.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchTarget {
+    Arena,
+    Debugger,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchEnvArgs {
+    /// The env plugin to measure.
+    #[arg(long)]
+    pub env: PathBuf,
+    /// Config string passed to the environment's `init`.
+    #[arg(long, default_value = "")]
+    pub env_config: String,
+    /// Seconds to measure for.
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainDevice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl From<TrainDevice> for ludus_trainer::train::DeviceChoice {
+    fn from(d: TrainDevice) -> Self {
+        match d {
+            TrainDevice::Auto => Self::Auto,
+            TrainDevice::Cpu => Self::Cpu,
+            TrainDevice::Cuda => Self::Cuda,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct TrainBenchArgs {
+    /// Folder of the built example plugins (cartpole.wasm, maze.wasm, desktop.wasm).
+    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+    pub plugins: PathBuf,
+    /// Updates per slow-env measurement.
+    #[arg(long, default_value_t = 12)]
+    pub updates: u64,
+    /// The slow env's added step latency, uniform in MIN,MAX milliseconds.
+    #[arg(long, default_value = "5,50", value_name = "MIN,MAX")]
+    pub delay_ms: String,
+    /// Run only the scenarios whose key (e.g. `grpo_maze_slow`, `ppo_cartpole_cpu`) contains this.
+    #[arg(long, value_name = "TEXT")]
+    pub only: Option<String>,
+    /// Where the learner runs (default: CUDA when available, else CPU).
+    #[arg(long, value_enum, default_value_t = TrainDevice::Auto)]
+    pub device: TrainDevice,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
