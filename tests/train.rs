@@ -651,3 +651,129 @@ fn train_bench_compares_sync_and_decoupled_on_the_long_tail_scenario() {
     let bad = ludus(["train-bench", "--plugins", &plugins, "--only", "nope"]).fails_with(2);
     assert!(bad.contains("grpo_long_tail_128_envs_slow"), "{bad}");
 }
+
+/// Plays a list of recorded actions, whatever it observes.
+#[derive(Debug)]
+struct Replayer(Vec<Action>);
+
+struct ReplayAgent(std::vec::IntoIter<Action>);
+
+impl ludus_arena::NativeAgentFactory for Replayer {
+    fn source(&self) -> String {
+        "test:replayer".into()
+    }
+    fn hash(&self) -> String {
+        String::new()
+    }
+    fn config(&self) -> String {
+        String::new()
+    }
+    fn check_env(&self, _: &ludus_arena::model::EnvInfo) -> Result<(), String> {
+        Ok(())
+    }
+    fn make(&self) -> Result<Box<dyn ludus_arena::NativeAgent>, String> {
+        Ok(Box::new(ReplayAgent(self.0.clone().into_iter())))
+    }
+}
+
+impl ludus_arena::NativeAgent for ReplayAgent {
+    fn begin_episode(
+        &mut self,
+        _: &ludus_arena::model::EnvInfo,
+        _: &str,
+        _: u64,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    fn act(
+        &mut self,
+        _: &ludus_arena::model::Observation,
+        _: ludus_arena::model::StepContext,
+    ) -> Result<Action, String> {
+        self.0
+            .next()
+            .ok_or_else(|| "no recorded action left".into())
+    }
+}
+
+/// One step semantics: an episode the trainer sampled, played again through
+/// the arena's `Stepper` (what `ludus run`, forks and replays use) with the
+/// same seed and the same actions, gives the same frames byte for byte and
+/// the same ending. The maze's 12-step limit truncates most of these random
+/// episodes, and its info reports success only on the last step.
+#[test]
+fn a_training_episode_and_a_run_episode_with_the_same_actions_record_the_same_frames() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let cfg = config(
+        dir.path(),
+        "grpo-maze",
+        &[
+            ("config", "\"size=5,doors=0,max_steps=12\""),
+            ("mode", "\"sync\""),
+            ("samplers", "1"),
+            ("envs_per_sampler", "8"),
+            ("rollout_steps", "12"),
+            ("updates", "1"),
+        ],
+    );
+    train_json(&cfg, &db, &[]);
+    let store = Db::open(&db).expect("open db");
+    let episodes: Vec<_> = store
+        .episodes("grpo-maze")
+        .expect("episodes")
+        .into_iter()
+        .filter(|e| e.outcome == "terminated" || e.outcome == "truncated")
+        .collect();
+    assert!(episodes.len() >= 4, "{episodes:?}");
+    assert!(
+        episodes.iter().any(|e| e.outcome == "truncated"),
+        "the step limit truncates some episodes: {episodes:?}"
+    );
+    assert!(
+        episodes.iter().any(|e| e.success),
+        "some episodes succeed (their frames carry the verdict): {episodes:?}"
+    );
+    for e in &episodes {
+        let frames: Vec<_> = store
+            .frames(e.id)
+            .expect("frames")
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(frames.len() as u64, e.length);
+        assert!(frames.len() <= 12, "episode {} ran past max-steps", e.id);
+        let actions = frames.iter().map(|f| f.action.clone()).collect();
+        let spec = ludus_arena::RunSpec {
+            env: ludus_arena::PluginSpec {
+                path: plugin("maze"),
+                config: "size=5,doors=0,max_steps=12".into(),
+                limits: ludus_arena::Limits::DEFAULT,
+            },
+            agent: ludus_arena::AgentSpec::Native(std::sync::Arc::new(Replayer(actions))),
+            reward: None,
+            episodes: 1,
+            seed: 0,
+            jobs: 1,
+            db: dir.path().join("unused.db"),
+        };
+        let prepared = ludus_arena::run::prepare(spec).expect("prepare");
+        let Ok(mut stepper) = ludus_arena::Stepper::start(&prepared, e.seed, Default::default())
+        else {
+            panic!("the env crashed at reset");
+        };
+        let mut replayed = Vec::new();
+        while let Some((frame, _)) = stepper.step(None) {
+            replayed.push(frame);
+        }
+        let finish = stepper.finish();
+        let bytes = |f: &ludus_arena::model::Frame| postcard::to_stdvec(f).expect("encode");
+        assert_eq!(replayed.len(), frames.len(), "episode {}", e.id);
+        for (a, b) in frames.iter().zip(&replayed) {
+            assert_eq!(bytes(a), bytes(b), "episode {} frame {}", e.id, a.step);
+        }
+        assert_eq!(finish.outcome.as_str(), e.outcome, "episode {}", e.id);
+        assert_eq!(finish.success, e.success, "episode {}", e.id);
+        assert_eq!(finish.return_, e.return_, "episode {}", e.id);
+    }
+}

@@ -6,6 +6,7 @@
 //! the contract's own data types ([`model`]), never in wasmtime's or rusqlite's.
 
 mod engine;
+pub mod episode;
 mod host;
 pub mod memory;
 pub mod model;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::episode::EpisodeTracker;
 use crate::memory::{EpisodeMemory, MemoryBase, MemoryError};
 use crate::model::{
     Action, EnvInfo, EpisodeEnd, Frame, LogLine, MemoryWrite, Observation, StepContext, Timing,
@@ -433,13 +434,12 @@ pub struct Stepper {
     info: EnvInfo,
     observation: Option<Observation>,
     last_reward: f32,
-    step: u32,
-    success_flag: Option<bool>,
+    /// Step index, return, success and, once the episode ended (by the env,
+    /// the step limit, a crash or an interrupt), its outcome.
+    tracker: EpisodeTracker,
     pending_logs: Vec<LogLine>,
     pending_writes: Vec<MemoryWrite>,
     finish: EpisodeFinish,
-    /// Set once the episode ended (by the env, the step limit, a crash or an interrupt).
-    done: Option<Outcome>,
 }
 
 /// The agent an episode steps: a wasm instance or a native agent (with the
@@ -634,15 +634,13 @@ impl Stepper {
             env,
             agent,
             reward,
-            info,
             observation: Some(reset.observation),
             last_reward: 0.0,
-            step: 0,
-            success_flag: None,
+            tracker: EpisodeTracker::new(info.max_steps),
+            info,
             pending_logs,
             pending_writes,
             finish,
-            done: None,
         })
     }
 
@@ -658,7 +656,7 @@ impl Stepper {
 
     /// The index of the next frame.
     pub fn step_index(&self) -> u32 {
-        self.step
+        self.tracker.step()
     }
 
     /// The observation the agent acts on next.
@@ -668,7 +666,7 @@ impl Stepper {
 
     /// Whether the episode has ended.
     pub fn is_done(&self) -> bool {
-        self.done.is_some()
+        self.tracker.outcome().is_some()
     }
 
     /// The agent's execution memory as it sees it now.
@@ -696,30 +694,28 @@ impl Stepper {
 
     /// Stops the episode as `interrupted`.
     pub fn interrupt(&mut self) {
-        if self.done.is_none() {
-            self.done = Some(Outcome::Interrupted);
-        }
+        self.tracker.end(Outcome::Interrupted);
     }
 
     /// Plays one frame: the agent acts (its action replaced by `replace` when
     /// given), the env steps, the reward plugin scores. `None` when the
     /// episode had already ended or a plugin crashed (see [`Stepper::finish`]).
     pub fn step(&mut self, replace: Option<Action>) -> Option<(Frame, Timing)> {
-        if self.done.is_some() {
+        if self.is_done() {
             return None;
         }
         match self.step_inner(replace) {
             Ok(frame) => Some(frame),
             Err(crash) => {
                 self.finish.error = Some(crash.message);
-                self.done = Some(Outcome::Crashed);
+                self.tracker.end(Outcome::Crashed);
                 None
             }
         }
     }
 
     fn step_inner(&mut self, replace: Option<Action>) -> Result<(Frame, Timing), Crash> {
-        let step = self.step;
+        let step = self.tracker.step();
         let Some(observation) = self.observation.take() else {
             return Err(Crash {
                 message: "the episode has no observation to act on".into(),
@@ -748,9 +744,8 @@ impl Stepper {
             }
         };
         let t2 = Stamp::now();
-        let max_steps = self.info.max_steps;
-        let terminated = result.terminated;
-        let truncated = result.truncated || (!terminated && max_steps > 0 && step + 1 >= max_steps);
+        let flags = self.tracker.flags(result.terminated, result.truncated);
+        let (terminated, truncated) = (flags.terminated, flags.truncated);
         let (recorded, success, note, next, taken, observation_prev, info_text);
         match self.reward.as_mut() {
             Some(r) => {
@@ -790,20 +785,14 @@ impl Stepper {
             }
         }
         let t3 = Stamp::now();
-        if success.is_some() {
-            self.success_flag = success;
-        }
         self.pending_logs.extend(self.agent.take_logs());
         self.pending_logs.extend(self.env.take_logs());
         if let Some(r) = self.reward.as_mut() {
             self.pending_logs.extend(r.take_logs());
         }
         self.pending_writes.extend(self.agent.take_writes());
-        self.finish.return_ += f64::from(recorded);
-        let ended = terminated || truncated;
-        if ended && self.success_flag.is_none() {
-            self.success_flag = Some(info_says_success(&info_text));
-        }
+        self.tracker.record(flags, recorded, success, &info_text);
+        self.finish.return_ = self.tracker.return_();
         let frame = Frame {
             step,
             observation: observation_prev,
@@ -825,22 +814,14 @@ impl Stepper {
         };
         self.observation = Some(next);
         self.last_reward = recorded;
-        self.step += 1;
-        self.finish.length = u64::from(self.step);
-        if ended {
-            self.done = Some(if terminated {
-                Outcome::Terminated
-            } else {
-                Outcome::Truncated
-            });
-        }
+        self.finish.length = u64::from(self.tracker.step());
         Ok((frame, timing))
     }
 
     /// Ends the episode: tells the agent how it went (when the env ended it)
     /// and returns the ending to record.
     pub fn finish(mut self) -> EpisodeFinish {
-        let outcome = self.done.unwrap_or(Outcome::Interrupted);
+        let outcome = self.tracker.outcome().unwrap_or(Outcome::Interrupted);
         let mut finish = std::mem::replace(&mut self.finish, empty_finish());
         finish.outcome = outcome;
         if finish.final_observation.is_none() {
@@ -849,9 +830,9 @@ impl Stepper {
         if !matches!(outcome, Outcome::Terminated | Outcome::Truncated) {
             return finish;
         }
-        finish.success = self.success_flag.unwrap_or(false);
+        finish.success = self.tracker.success();
         let end = EpisodeEnd {
-            steps: self.step,
+            steps: self.tracker.step(),
             return_: finish.return_,
             success: finish.success,
             terminated: outcome == Outcome::Terminated,

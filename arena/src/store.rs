@@ -26,6 +26,8 @@ pub enum StoreError {
     Sql(#[source] SqlError),
     #[error("cannot decode recorded frames of episode {episode}: {message}")]
     Decode { episode: i64, message: String },
+    #[error("cannot encode frames of episode {episode} for the recording: {message}")]
+    Encode { episode: i64, message: String },
     #[error("no episode with id {0} in this database")]
     NoEpisode(i64),
     #[error("no run with id {0} in this database")]

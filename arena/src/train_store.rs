@@ -62,7 +62,7 @@ pub struct StepStat {
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpisodeEndRecord {
     /// `terminated`, `truncated` or `crashed`.
-    pub outcome: &'static str,
+    pub outcome: crate::run::Outcome,
     pub return_: f64,
     pub length: u64,
     pub success: bool,
@@ -369,16 +369,23 @@ fn write_segment(
     if !seg.frames.is_empty() {
         let mut data = Vec::new();
         let mut timings = Vec::new();
+        let episode = ep.id;
+        let failed = |message: String| StoreError::Encode { episode, message };
         for (i, frame) in seg.frames.iter().enumerate() {
-            data = postcard::to_extend(frame, data).unwrap_or_default();
+            data = postcard::to_extend(frame, data).map_err(|e| failed(e.to_string()))?;
             let timing = Timing {
                 step_ns: seg.step_ns.get(i).copied().unwrap_or(0),
                 ..Timing::default()
             };
-            timings = postcard::to_extend(&timing, timings).unwrap_or_default();
+            timings = postcard::to_extend(&timing, timings).map_err(|e| failed(e.to_string()))?;
         }
-        let data = zstd.compress(&data).unwrap_or(data);
-        let timings = zstd.compress(&timings).unwrap_or(timings);
+        // A chunk stored uncompressed would not read back: fail instead.
+        let data = zstd
+            .compress(&data)
+            .map_err(|e| failed(format!("zstd: {e}")))?;
+        let timings = zstd
+            .compress(&timings)
+            .map_err(|e| failed(format!("zstd: {e}")))?;
         tx.prepare_cached(
             "INSERT OR REPLACE INTO frame_chunks (episode_id, chunk, first_step, frames, data, timings) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
@@ -413,17 +420,26 @@ fn write_segment(
     if let Some(end) = seg.end {
         let id = ep.id;
         open.remove(&seg.episode_index);
-        let digest = digest(tx, id, end.outcome)?;
-        let final_observation = end
-            .final_observation
-            .as_ref()
-            .and_then(|o| postcard::to_allocvec(o).ok())
-            .map(|raw| zstd.compress(&raw).unwrap_or(raw));
+        let digest = digest(tx, id, end.outcome.as_str())?;
+        let failed = |message: String| StoreError::Encode {
+            episode: id,
+            message,
+        };
+        let final_observation = match end.final_observation.as_ref() {
+            Some(o) => {
+                let raw = postcard::to_allocvec(o).map_err(|e| failed(e.to_string()))?;
+                Some(
+                    zstd.compress(&raw)
+                        .map_err(|e| failed(format!("zstd: {e}")))?,
+                )
+            }
+            None => None,
+        };
         tx.execute(
             "UPDATE episodes SET outcome = ?2, return = ?3, length = ?4, success = ?5, error = ?6, digest = ?7, final_observation = ?8 WHERE id = ?1",
             params![
                 id,
-                end.outcome,
+                end.outcome.as_str(),
                 end.return_,
                 end.length as i64,
                 end.success,

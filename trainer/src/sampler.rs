@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use ludus_arena::Plugin;
+use ludus_arena::episode::EpisodeTracker;
 use ludus_arena::model::{Frame, Observation};
 use ludus_arena::plugin::EnvInstance;
-use ludus_arena::run::info_says_success;
+use ludus_arena::run::Outcome;
 use ludus_arena::train_store::EpisodeEndRecord;
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -219,6 +220,8 @@ pub struct SamplerSetup {
 
 struct Slot {
     env: EnvInstance,
+    /// The episode's account, as `ludus run`'s Stepper keeps it.
+    tracker: EpisodeTracker,
     state: SlotState,
     seed: u64,
     task: String,
@@ -264,10 +267,11 @@ impl Ctx {
         )
     }
 
-    fn new_env(&self, seed: u64) -> Result<EnvInstance, String> {
+    /// A fresh env instance and its declared step limit.
+    fn new_env(&self, seed: u64) -> Result<(EnvInstance, u32), String> {
         let mut env = self.plugin.env(seed).map_err(|c| c.message)?;
         match env.init(&self.config.env.config) {
-            Ok(Ok(_)) => Ok(env),
+            Ok(Ok(info)) => Ok((env, info.max_steps)),
             Ok(Err(m)) => Err(format!(
                 "env {} rejected its config `{}`: {m}",
                 self.plugin.name, self.config.env.config
@@ -302,13 +306,20 @@ impl Ctx {
     /// by replaying `state.actions`.
     fn slot(&self, slot: usize, state: SlotState) -> Result<Slot, String> {
         let seed = self.seed(slot, state.counter);
-        let mut env = self.new_env(derive(seed, &[2]))?;
+        let (mut env, max_steps) = self.new_env(derive(seed, &[2]))?;
         let reset = env.reset(seed).map_err(|c| c.message)?;
         let mut obs = reset.observation;
+        let mut tracker = EpisodeTracker::new(max_steps);
         for a in &state.actions {
             let r = env
                 .step(&self.spec.env_action(a))
                 .map_err(|c| format!("replaying an episode to resume: {c}"))?;
+            tracker.record(
+                tracker.flags(r.terminated, r.truncated),
+                r.reward,
+                None,
+                &r.info,
+            );
             obs = r.observation;
         }
         let _ = env.take_logs();
@@ -317,6 +328,7 @@ impl Ctx {
         Ok(Slot {
             seg: self.empty_segment(slot, &state, seed, &reset.task),
             env,
+            tracker,
             state,
             seed,
             task: reset.task,
@@ -466,45 +478,45 @@ fn run(setup: SamplerSetup) -> Result<(), String> {
             let step = slot.state.actions.len() as u64 - 1;
             let (end, next_obs) = match result {
                 Ok(r) => {
-                    let success = info_says_success(&r.info);
-                    slot.state.return_ += f64::from(r.reward);
-                    slot.state.success |= success;
+                    let flags = slot.tracker.flags(r.terminated, r.truncated);
+                    slot.tracker.record(flags, r.reward, None, &r.info);
+                    slot.state.return_ = slot.tracker.return_();
+                    slot.state.success = slot.tracker.success();
                     seg.rewards.push(r.reward);
                     if record {
                         seg.frames.push(Frame {
-                            step: step as u32,
+                            step: flags.step,
                             observation: std::mem::take(&mut slot.obs),
                             action: action.clone(),
                             env_reward: r.reward,
                             reward: r.reward,
-                            terminated: r.terminated,
-                            truncated: r.truncated,
+                            terminated: flags.terminated,
+                            truncated: flags.truncated,
                             info: r.info.clone(),
-                            success: success.then_some(true),
+                            // Without a reward plugin no frame carries a
+                            // verdict; the episode's comes from its last info.
+                            success: None,
                             note: None,
                             logs: slot.env.take_logs(),
                             memory_writes: Vec::new(),
                         });
                         seg.step_ns.push(step_ns);
                     }
-                    let end = (r.terminated || r.truncated).then(|| EpisodeEndRecord {
-                        outcome: if r.terminated {
-                            "terminated"
-                        } else {
-                            "truncated"
-                        },
-                        return_: slot.state.return_,
-                        length: step + 1,
-                        success: slot.state.success,
+                    let end = slot.tracker.outcome().map(|outcome| EpisodeEndRecord {
+                        outcome,
+                        return_: slot.tracker.return_(),
+                        length: u64::from(slot.tracker.step()),
+                        success: slot.tracker.success(),
                         error: None,
                         final_observation: Some(r.observation.clone()),
                     });
-                    (end, Some((r.observation, r.terminated)))
+                    (end, Some((r.observation, flags.terminated)))
                 }
                 Err(crash) => {
                     seg.rewards.push(0.0);
+                    slot.tracker.end(Outcome::Crashed);
                     let end = EpisodeEndRecord {
-                        outcome: "crashed",
+                        outcome: Outcome::Crashed,
                         return_: slot.state.return_,
                         length: step + 1,
                         success: false,
