@@ -6,6 +6,35 @@
 //! frames and endings whichever of them played the episode. Pure: no I/O.
 
 use ludus_core::Outcome;
+use serde::{Deserialize, Serialize};
+
+/// One episode's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeReport {
+    pub id: i64,
+    pub index: u64,
+    pub seed: u64,
+    pub outcome: Outcome,
+    #[serde(rename = "return")]
+    pub return_: f64,
+    pub length: u64,
+    pub success: bool,
+    /// A hash over every recorded frame and the episode's ending.
+    pub digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether an env's info JSON says `"success": true`.
+pub fn info_says_success(info: &str) -> bool {
+    if info.is_empty() {
+        return false;
+    }
+    serde_json::from_str::<serde_json::Value>(info)
+        .ok()
+        .and_then(|v| v.get("success").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false)
+}
 
 /// One episode's running account.
 #[derive(Debug, Clone)]
@@ -65,7 +94,7 @@ impl EpisodeTracker {
         }
         self.return_ += f64::from(reward);
         if flags.ended() && self.success.is_none() {
-            self.success = Some(crate::run::info_says_success(info));
+            self.success = Some(info_says_success(info));
         }
         self.step += 1;
         if flags.ended() {

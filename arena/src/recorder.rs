@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::params;
 
+use crate::episode::EpisodeReport;
 use crate::model::{Action, Frame, MemoryWrite, Observation, Timing, Value};
-use crate::run::{EpisodeReport, Outcome};
 use crate::store::{Db, StoreError, now_rfc3339};
+use ludus_core::Outcome;
 
 /// Frames per compressed chunk.
 const CHUNK_FRAMES: u32 = 512;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::episode::EpisodeTracker;
+pub use crate::episode::{EpisodeReport, info_says_success};
 use crate::memory::{EpisodeMemory, MemoryBase, MemoryError};
 use crate::model::{
     Action, EnvInfo, EpisodeEnd, Frame, LogLine, MemoryWrite, Observation, StepContext, Timing,
@@ -128,23 +129,6 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Spec(String),
-}
-
-/// One episode's result.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpisodeReport {
-    pub id: i64,
-    pub index: u64,
-    pub seed: u64,
-    pub outcome: Outcome,
-    #[serde(rename = "return")]
-    pub return_: f64,
-    pub length: u64,
-    pub success: bool,
-    /// A hash over every recorded frame and the episode's ending.
-    pub digest: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -846,15 +830,4 @@ impl Stepper {
         }
         finish
     }
-}
-
-/// Whether an env's info JSON says `"success": true`.
-pub fn info_says_success(info: &str) -> bool {
-    if info.is_empty() {
-        return false;
-    }
-    serde_json::from_str::<serde_json::Value>(info)
-        .ok()
-        .and_then(|v| v.get("success").and_then(serde_json::Value::as_bool))
-        .unwrap_or(false)
 }

@@ -62,7 +62,7 @@ pub struct StepStat {
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpisodeEndRecord {
     /// `terminated`, `truncated` or `crashed`.
-    pub outcome: crate::run::Outcome,
+    pub outcome: ludus_core::Outcome,
     pub return_: f64,
     pub length: u64,
     pub success: bool,
