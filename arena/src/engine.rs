@@ -129,9 +129,23 @@ fn pool_config() -> PoolingAllocationConfig {
     pool
 }
 
-/// Where compiled components are cached: `$LUDUS_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/ludus`, else `~/.cache/ludus`.
+static CACHE_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sets, once per process and before the first plugin loads, where compiled
+/// components are cached; it wins over the environment (tests use it, since
+/// setting variables in a multi-threaded process is unsound). False if
+/// already set.
+pub fn set_cache_dir(dir: PathBuf) -> bool {
+    CACHE_DIR.set(dir).is_ok()
+}
+
+/// Where compiled components are cached: the folder given to
+/// [`set_cache_dir`], else `$LUDUS_CACHE_DIR`, else `$XDG_CACHE_HOME/ludus`,
+/// else `~/.cache/ludus`.
 pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = CACHE_DIR.get() {
+        return Some(d.clone());
+    }
     if let Some(d) = std::env::var_os("LUDUS_CACHE_DIR") {
         return Some(PathBuf::from(d));
     }

@@ -18,7 +18,7 @@ pub mod stopwatch;
 pub mod store;
 pub mod train_store;
 
-pub use engine::{on_first_compile, pooling};
+pub use engine::{on_first_compile, pooling, set_cache_dir};
 pub use plugin::{CONTRACT_VERSION, Limits, LoadError, Plugin, PluginKind, VectorStep};
 pub use run::{
     AgentSpec, EpisodeFinish, EpisodeReport, NativeAgent, NativeAgentFactory, Outcome, PluginSpec,

@@ -20,6 +20,9 @@ pub use session::{Breakpoint, Hit, Session};
 pub use source::{FrameSource, Recording};
 pub use view::FrameView;
 
+#[cfg(test)]
+mod tests;
+
 /// What can go wrong in a debugging session.
 #[derive(Debug, thiserror::Error)]
 pub enum DebugError {

@@ -2,7 +2,7 @@
 //! AccessKit queries by label and role), a real window under Xvfb with a
 //! screenshot, and the `ludus ide` command's errors.
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -368,7 +368,7 @@ fn ide_command_rejects_bad_input_with_exit_code_2() {
         assert!(p["mean_ms"].as_f64().unwrap() > 0.0);
     }
     // No display: a clear message, exit 2.
-    let out = Command::new(env!("CARGO_BIN_EXE_ludus"))
+    let out = support::command()
         .args(["ide", &db.display().to_string()])
         .env_remove("DISPLAY")
         .env_remove("WAYLAND_DISPLAY")
@@ -428,7 +428,7 @@ fn real_window_under_xvfb_renders_a_screenshot() {
     std::fs::create_dir_all(&shot_dir).unwrap();
     let shot = shot_dir.join("screenshot.ppm");
     let _ = std::fs::remove_file(&shot);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ludus"))
+    let mut child = support::command()
         .args([
             "ide".to_string(),
             db.display().to_string(),

@@ -1,7 +1,7 @@
 //! Integration tests of the trajectory debugger: real episodes recorded by
 //! the real `ludus run` from real plugins, read back and replayed.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -4,10 +4,9 @@
 //! containment, and projects scaffolded by `ludus new` in each language.
 //! Needs the tools `scripts/setup.sh` installs.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use support::*;
@@ -352,7 +351,7 @@ fn first_load_says_it_is_compiling_and_later_loads_are_quiet() {
     let dir = tmp();
     let cache = dir.path().join("cache");
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_ludus"))
+        support::command()
             .args(["run", "--env"])
             .arg(plugin("cartpole"))
             .arg("--agent")

@@ -2,7 +2,7 @@
 //! trains a small CartPole policy once, then runs, replays, forks, re-runs and
 //! suites use it like any agent plugin.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

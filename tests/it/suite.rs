@@ -3,7 +3,7 @@
 //! tie-break change, baselines, malformed suite files, and the reports parsed
 //! back.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

@@ -1,10 +1,10 @@
 //! Integration tests of the simulated desktop (plugins/examples/desktop and its
 //! agents): the real `ludus` binary, real wasm plugins, real SQLite files.
 //!
-//! `LUDUS_UPDATE_SCREENSHOTS=1 cargo test --test desktop docs_screenshots`
+//! `LUDUS_UPDATE_SCREENSHOTS=1 cargo test -p ludus --test it docs_screenshots`
 //! rewrites docs/desktop/*.png; without it, the test checks them.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

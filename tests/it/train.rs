@@ -1,11 +1,11 @@
 //! `ludus train` end to end: the real binary, the real wasm CartPole and maze,
 //! real SQLite files and checkpoints.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use ludus_arena::Db;
 use ludus_arena::model::Action;
@@ -131,7 +131,7 @@ fn resume_after_a_kill_continues_with_identical_metrics() {
     train_json(&cfg, &a, &[]);
     // B: killed (SIGKILL) once the checkpoint at update 8 is written, then resumed.
     let b = dir.path().join("b.db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ludus"))
+    let mut child = support::command()
         .args([
             "train",
             &cfg.display().to_string(),

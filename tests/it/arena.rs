@@ -1,7 +1,7 @@
 //! Integration tests of the arena foundation: real plugins compiled from
 //! plugins/, the real `ludus` binary, real SQLite files.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -552,7 +552,7 @@ fn corrupt_database_is_refused_and_left_alone() {
 fn sigkill_mid_run_keeps_committed_frames_and_marks_interrupted() {
     let dir = tmp();
     let db = dir.path().join("killed.db");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+    let mut child = support::command()
         .args(run_args(&db, &plugin("maze"), &plugin("random_agent")))
         .args([
             "--episodes",
@@ -620,7 +620,7 @@ fn second_load_uses_the_compile_cache() {
     // A private cache folder: the first load compiles, the second does not.
     let cache = dir.path().join("cache");
     let out = |_: ()| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ludus"))
+        support::command()
             .args(run_args(
                 &dir.path().join("c.db"),
                 &plugin("cartpole"),

@@ -1,8 +1,15 @@
 //! A hermetic harness: real plugins built from plugins/, the real `ludus`
 //! binary, a fresh temporary directory per test.
+//!
+//! Every `ludus` a test runs (through [`command`]) starts in that test's own
+//! temporary directory, with its own compile cache there (`LUDUS_CACHE_DIR`)
+//! and none of the parent's `LUDUS_*` variables. Python and JavaScript plugins
+//! take seconds to compile, so the harness keeps one warm cache of compiled
+//! artifacts and hard-links (or copies) it into each test's cache before a
+//! run; what a run compiles goes back to it when the test ends. In-process
+//! APIs compile into the warm cache itself ([`warm_cache`] sets it once).
 
-#![allow(dead_code)]
-
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -17,6 +24,7 @@ pub fn root() -> PathBuf {
 /// Builds every plugin once per test process and returns the folder of .wasm files.
 pub fn plugins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
+    warm_cache();
     DIR.get_or_init(|| {
         let script = root().join("scripts/build-plugins.sh");
         let out = Command::new("bash")
@@ -84,6 +92,89 @@ impl Run {
     }
 }
 
+/// The compile cache shared by the tests of this and later runs: artifacts are
+/// named by the plugin's content hash and the engine's configuration, and
+/// written whole (rename or link), so sharing them changes no result. The
+/// first call also points this process's own plugin loads (in-process tests)
+/// at it, so that no test uses the user's `~/.cache/ludus`; every plugin path
+/// a test loads comes through this harness, which calls it first.
+pub fn warm_cache() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ludus-compile-cache");
+        std::fs::create_dir_all(&dir).expect("create the warm compile cache");
+        ludus_arena::set_cache_dir(dir.clone());
+        dir
+    })
+}
+
+/// Links (or copies) each artifact of `from` that `to` lacks into `to`.
+fn share_artifacts(from: &Path, to: &Path) {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let src = entry.path();
+        if src.extension().is_none_or(|e| e != "cwasm") {
+            continue;
+        }
+        let dst = to.join(entry.file_name());
+        if dst.exists() || std::fs::hard_link(&src, &dst).is_ok() {
+            continue;
+        }
+        // Another file system: copy beside it, then rename, so no reader
+        // ever sees half an artifact.
+        let tmp = to.join(format!(
+            "{}.tmp{}",
+            entry.file_name().to_string_lossy(),
+            std::process::id()
+        ));
+        if std::fs::copy(&src, &tmp).is_ok() && std::fs::rename(&tmp, &dst).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// A test's own folder: where its `ludus` runs start, and their compile cache.
+/// One per test thread, removed when the test ends.
+struct TestDir(tempfile::TempDir);
+
+impl TestDir {
+    fn cache(&self) -> PathBuf {
+        self.0.path().join("compile-cache")
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        share_artifacts(&self.cache(), warm_cache());
+    }
+}
+
+thread_local! {
+    static TEST_DIR: OnceCell<TestDir> = const { OnceCell::new() };
+}
+
+/// The `ludus` binary as every test runs it: in the test's own temporary
+/// directory, with its own compile cache seeded from [`warm_cache`], and
+/// without the parent's `LUDUS_*` variables (a test sets what it needs).
+pub fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ludus"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LUDUS_") {
+            cmd.env_remove(name);
+        }
+    }
+    TEST_DIR.with(|cell| {
+        let dir = cell.get_or_init(|| TestDir(tempfile::tempdir().expect("test dir")));
+        let cache = dir.cache();
+        std::fs::create_dir_all(&cache).expect("test compile cache");
+        share_artifacts(warm_cache(), &cache);
+        cmd.current_dir(dir.0.path()).env("LUDUS_CACHE_DIR", &cache);
+    });
+    cmd
+}
+
 pub fn ludus<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
@@ -102,9 +193,8 @@ where
         .into_iter()
         .map(|a| a.as_ref().to_string_lossy().into_owned())
         .collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_ludus"))
+    let out = command()
         .args(&args)
-        .env_remove("LUDUS_LOG")
         .envs(vars.iter().copied())
         .output()
         .expect("run ludus");
@@ -118,9 +208,8 @@ where
     S: AsRef<std::ffi::OsStr>,
 {
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ludus"))
+    let mut child = command()
         .args(args)
-        .env_remove("LUDUS_LOG")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

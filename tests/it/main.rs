@@ -1,0 +1,15 @@
+//! The integration tests of the `ludus` package, in one binary: each module
+//! was a test binary of its own, and linking wasmtime, libtorch and eframe
+//! into eight binaries cost more than running them. `cargo test -p ludus
+//! --test it arena::` runs one module's tests.
+
+mod support;
+
+mod arena;
+mod checkpoint_agent;
+mod debugger;
+mod desktop;
+mod ide;
+mod polyglot;
+mod suite;
+mod train;
