@@ -11,5 +11,6 @@ mod debugger;
 mod desktop;
 mod ide;
 mod polyglot;
+mod recording_compat;
 mod suite;
 mod train;

@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-mod support;
-
-use support::{ludus, plugin, root};
+use crate::support::{ludus, plugin, root};
 
 fn fixture() -> PathBuf {
     root().join("tests/fixtures/recording-0.1")
