@@ -40,7 +40,7 @@ fn frame(step: u32, x: f32, action: u32, done: bool) -> Frame {
         info: format!("{{\"lap\":{}}}", step / 4),
         success: done.then_some(true),
         note: None,
-        logs: if step % 2 == 0 {
+        logs: if step.is_multiple_of(2) {
             vec![LogLine {
                 role: Role::Agent,
                 level: Level::Info,
@@ -49,7 +49,7 @@ fn frame(step: u32, x: f32, action: u32, done: bool) -> Frame {
         } else {
             Vec::new()
         },
-        memory_writes: if step % 3 == 0 {
+        memory_writes: if step.is_multiple_of(3) {
             vec![MemoryWrite {
                 path: "/agent/phase".into(),
                 value: Some(format!("p{}", step / 3)),
