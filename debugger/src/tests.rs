@@ -203,7 +203,9 @@ fn reverse_continue_walks_back_through_hits_and_disabled_breakpoints_do_not_stop
     let logs = s
         .add_breakpoint("log.contains('thinking')")
         .expect("breakpoint");
-    let done = s.add_breakpoint("done && success == true").expect("breakpoint");
+    let done = s
+        .add_breakpoint("done && success == true")
+        .expect("breakpoint");
     s.last();
     let mut out = format!("from frame {}\n", s.cursor());
     while let Some(hit) = s.reverse_continue().expect("reverse") {
