@@ -138,20 +138,20 @@ fn next_prev_and_goto_move_the_cursor_within_the_episode() {
     check(
         out,
         expect![[r#"
-            frame 0 step 0 x 0 action Discrete(1) reward 1 memory {"/agent/phase": "p0", "/user/goal": "right"}
+            frame 0 step 0 x 0 action Action::Discrete(1) reward 1 memory {"/agent/phase": "p0", "/user/goal": "right"}
             next -> true
-            frame 1 step 1 x 0.5 action Discrete(1) reward 1 memory {"/agent/phase": "p0", "/user/goal": "right"}
+            frame 1 step 1 x 0.5 action Action::Discrete(1) reward 1 memory {"/agent/phase": "p0", "/user/goal": "right"}
             next -> true
-            frame 2 step 2 x 1 action Discrete(0) reward 1 memory {"/agent/phase": "p0", "/user/goal": "right"}
+            frame 2 step 2 x 1 action Action::Discrete(0) reward 1 memory {"/agent/phase": "p0", "/user/goal": "right"}
             next -> true
-            frame 3 step 3 x 0.5 action Discrete(1) reward 1 memory {"/agent/phase": "p1", "/user/goal": "right"}
+            frame 3 step 3 x 0.5 action Action::Discrete(1) reward 1 memory {"/agent/phase": "p1", "/user/goal": "right"}
             prev -> true
-            frame 2 step 2 x 1 action Discrete(0) reward 1 memory {"/agent/phase": "p0", "/user/goal": "right"}
-            frame 7 step 7 x 1.5 action Discrete(1) reward 10 memory {"/agent/phase": "p2", "/user/goal": "right"}
+            frame 2 step 2 x 1 action Action::Discrete(0) reward 1 memory {"/agent/phase": "p0", "/user/goal": "right"}
+            frame 7 step 7 x 1.5 action Action::Discrete(1) reward 10 memory {"/agent/phase": "p2", "/user/goal": "right"}
             next at the end -> false
-            goto 8 -> frame 8 is past the end (8 frames)
+            goto 8 -> there is no frame 8: the episode has 8 frames (0..7)
             prev at the start -> false
-            frame 0 step 0 x 0 action Discrete(1) reward 1 memory {"/agent/phase": "p0", "/user/goal": "right"}
+            frame 0 step 0 x 0 action Action::Discrete(1) reward 1 memory {"/agent/phase": "p0", "/user/goal": "right"}
         "#]],
     );
 }
@@ -299,12 +299,12 @@ fn watches_show_their_values_and_errors_at_each_frame_as_json() {
               {
                 "id": 5,
                 "expr": "info.lap + episode.seed",
-                "value": 7
+                "error": "Unsupported binary operator 'add': Int(0), UInt(7)"
               },
               {
                 "id": 6,
                 "expr": "observation.cell / 0",
-                "error": "Division by zero of Int(0) and Int(0)"
+                "error": "Division by zero of Int(0)"
               }
             ]
             frame 3: [
@@ -333,12 +333,12 @@ fn watches_show_their_values_and_errors_at_each_frame_as_json() {
               {
                 "id": 5,
                 "expr": "info.lap + episode.seed",
-                "value": 7
+                "error": "Unsupported binary operator 'add': Int(0), UInt(7)"
               },
               {
                 "id": 6,
                 "expr": "observation.cell / 0",
-                "error": "Division by zero of Int(3) and Int(0)"
+                "error": "Division by zero of Int(3)"
               }
             ]
         "#]],
@@ -354,7 +354,51 @@ fn a_frame_as_json() {
         serde_json::to_string_pretty(&json).expect("json"),
         expect![[r#"
             {
-              "frame": 6
+              "action": "discrete(1)",
+              "env_reward": 1.0,
+              "frame": 6,
+              "info": {
+                "lap": 1
+              },
+              "logs": [
+                {
+                  "level": "info",
+                  "message": "thinking at 6",
+                  "role": "agent"
+                }
+              ],
+              "memory": {
+                "/agent/phase": "p2",
+                "/user/goal": "right"
+              },
+              "memory_writes": [
+                {
+                  "path": "/agent/phase",
+                  "value": "p2"
+                }
+              ],
+              "note": null,
+              "observation": {
+                "cell": {
+                  "Discrete": 2
+                },
+                "x": {
+                  "Vector": [
+                    1.0,
+                    -1.0
+                  ]
+                }
+              },
+              "reward": 1.0,
+              "step": 6,
+              "success": null,
+              "terminated": false,
+              "timing": {
+                "act_ns": 100,
+                "score_ns": 0,
+                "step_ns": 200
+              },
+              "truncated": false
             }"#]],
     );
 }
@@ -380,6 +424,18 @@ fn frame_against_frame_and_step_diffs_name_what_changed() {
         out,
         expect![[r#"
             frame 2 vs frame 3:
+              observation `x`: [0] 1 -> 0.5, [1] -1 -> -0.5
+              observation `cell`: 2 -> 3
+              action: discrete(0) -> discrete(1)
+              log lines differ: -agent Level::Info: thinking at 2
+              memory writes: [] -> [/agent/phase="p1"]
+            what frame 3 did:
+              observation `x`: [0] 1 -> 0.5, [1] -1 -> -0.5
+              observation `cell`: 2 -> 3
+              action: discrete(0) -> discrete(1)
+              log lines differ: -agent Level::Info: thinking at 2
+              memory: /agent/phase: "p0" -> "p1"
+            frame 3 vs itself: 0 changes
         "#]],
     );
 }
@@ -399,6 +455,48 @@ fn episodes_that_part_at_one_action_diverge_there_and_end_apart() {
     check(
         out,
         expect![[r#"
+            {
+              "a": {
+                "id": 1,
+                "outcome": "terminated",
+                "length": 8,
+                "return": 17.0,
+                "success": true,
+                "frames": 8
+              },
+              "b": {
+                "id": 2,
+                "outcome": "terminated",
+                "length": 7,
+                "return": 16.0,
+                "success": true,
+                "frames": 7
+              },
+              "identical": false,
+              "first_divergence": {
+                "frame": 4,
+                "changes": [
+                  {
+                    "what": "action",
+                    "a": "discrete(1)",
+                    "b": "discrete(0)"
+                  }
+                ]
+              },
+              "compared": 7,
+              "differing": 3,
+              "ranges": [
+                [
+                  4,
+                  6
+                ]
+              ],
+              "ending": [
+                "length: 8 -> 7",
+                "return: 17 -> 16"
+              ]
+            }
+            same episode: identical true
         "#]],
     );
 }
