@@ -21,9 +21,8 @@ use ludus_core::Outcome;
 const CHUNK_FRAMES: u32 = 512;
 /// Raw bytes per chunk before it is compressed early (pixel frames).
 const CHUNK_BYTES: usize = 1 << 20;
-/// Longest time between commits while a run goes.
-/// (At 100 ms, the commit a run waits for at its end took 65-104 ms in
-/// `ludus bench`; at 50 ms, 35-75 ms.)
+/// Longest time between commits while a run goes: shorter keeps the commit
+/// a run waits for at its end short (docs/performance.md).
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
 const ZSTD_LEVEL: i32 = 1;
 /// The level for chunks under [`FAST_BELOW`] bytes: a negative level stores
@@ -186,7 +185,7 @@ impl Batch {
 /// batches: with small frames that is about 260k frames, more than a
 /// stepping thread makes while the recorder is busy with a commit. With 256
 /// frames per batch the queue filled during commits and the stepping
-/// thread waited (recording cost 52-71% instead of 16-31% in `ludus bench`).
+/// thread waited, which made recording several times as costly.
 /// Big frames are bounded by [`CHUNK_BYTES`] per batch instead.
 const BATCH_FRAMES: u32 = 4096;
 /// Longest a frame waits on the stepping thread before it is sent.
@@ -220,9 +219,8 @@ pub struct FrameWriter {
 /// frames find it ready. A batch's buffers were last read by the recorder
 /// on another core; x86 commits stores in order, so each line the stepping
 /// thread wrote cold held up every later store (the environment's too)
-/// until the other core gave it up. In alternating `ludus bench` runs on a
-/// busy 2-core host this took the stepping thread's extra CPU per recorded
-/// step from a median of 21% to 11%.
+/// until the other core gave it up. Measured in alternating `ludus bench`
+/// runs: docs/performance.md.
 #[inline]
 #[allow(clippy::ptr_arg)] // the capacity is the point
 fn own_ahead(buf: &Vec<u8>, distance: usize) {

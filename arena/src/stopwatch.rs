@@ -1,9 +1,9 @@
 //! Cheap timestamps for the per-call durations every frame records. Reading
-//! `Instant::now` costs about 22 ns on a virtual machine (a CartPole step
-//! through wasm is about 600 ns, and a frame reads the clock two to four
-//! times); `quanta` reads the x86-64 time-stamp counter where it is invariant
-//! (under half that), calibrated against the system clock, and falls back to
-//! the system clock elsewhere.
+//! `Instant::now` on a virtual machine is a noticeable share of a small wasm
+//! step, and a frame reads the clock two to four times; `quanta` reads the
+//! x86-64 time-stamp counter where it is invariant (under half the cost),
+//! calibrated against the system clock, and falls back to the system clock
+//! elsewhere.
 
 /// A point in time; only differences mean anything, through [`Stamp::ns_until`].
 #[derive(Clone, Copy, Debug)]

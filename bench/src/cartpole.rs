@@ -605,8 +605,8 @@ impl RecordedStepper<'_> {
 /// turns taken with the unrecorded side flattered recording, since the
 /// recorder thread and the kernel caught up on its backlog in the
 /// unrecorded turns. Both sides step one instance: two instances of the
-/// same plugin, both stepped unrecorded, differed by 4-56% on a busy host
-/// (where each one's memory lies), which buried what recording costs.
+/// same plugin, both stepped unrecorded, differed by tens of percent on a
+/// busy host (where each one's memory lies), which buried what recording costs.
 fn rate_paired(
     plugin: &Arc<Plugin>,
     duration: Duration,
