@@ -22,16 +22,8 @@ use clap::Parser;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// An error the user caused (bad argument, bad plugin, bad file): exit code 2.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
+/// One type for the binary and the benchmarks it calls.
+pub use ludus_bench::UsageError;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
@@ -82,8 +74,7 @@ fn main() -> ExitCode {
             // One line: what failed, on what, what to do.
             let line = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {line}");
-            if (e.downcast_ref::<UsageError>().is_some()
-                || e.downcast_ref::<ludus_bench::UsageError>().is_some())
+            if e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<ludus_trainer::train::TrainError>()
                     .is_some_and(|t| t.is_usage())
                 || e.downcast_ref::<ludus::ide::UserError>().is_some()

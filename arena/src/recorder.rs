@@ -59,13 +59,13 @@ pub struct EpisodeFinish {
     pub end_writes: Vec<MemoryWrite>,
 }
 
-pub type Msg = Box<Batch>;
+pub(crate) type Msg = Box<Batch>;
 
 /// What one stepping thread sends in one message: the frames of any number of
 /// episodes (a CartPole episode is a few dozen frames, so one message carries
 /// many), their starts and their endings, in the order they happened.
 #[derive(Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     events: Vec<Event>,
     /// postcard-encoded `Frame`s, back to back: what the digest hashes.
     data: Vec<u8>,

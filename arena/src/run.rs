@@ -776,7 +776,6 @@ impl Stepper {
         }
         self.pending_writes.extend(self.agent.take_writes());
         self.tracker.record(flags, recorded, success, &info_text);
-        self.finish.return_ = self.tracker.return_();
         let frame = Frame {
             step,
             observation: observation_prev,
@@ -798,7 +797,6 @@ impl Stepper {
         };
         self.observation = Some(next);
         self.last_reward = recorded;
-        self.finish.length = u64::from(self.tracker.step());
         Ok((frame, timing))
     }
 
@@ -808,6 +806,8 @@ impl Stepper {
         let outcome = self.tracker.outcome().unwrap_or(Outcome::Interrupted);
         let mut finish = std::mem::replace(&mut self.finish, empty_finish());
         finish.outcome = outcome;
+        finish.return_ = self.tracker.return_();
+        finish.length = u64::from(self.tracker.step());
         if finish.final_observation.is_none() {
             finish.final_observation = self.observation.take();
         }

@@ -34,8 +34,8 @@ pub enum StoreError {
     NoRun(String),
 }
 
-/// A failed SQLite call. It keeps the driver's message (and the driver's
-/// error as its source) without making the driver part of this crate's API.
+/// A failed SQLite call: it shows the driver's message and passes on the
+/// driver's own source, without making the driver part of this crate's API.
 #[derive(Debug)]
 pub struct SqlError(Box<dyn std::error::Error + Send + Sync>);
 

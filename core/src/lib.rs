@@ -10,4 +10,4 @@ pub mod outcome;
 pub mod rng;
 
 pub use outcome::{Outcome, ParseOutcomeError};
-pub use rng::{SplitMix64, derived_seed, episode_seed, splitmix64};
+pub use rng::{SplitMix64, derived_seed, episode_seed, splitmix64, unit_f64};

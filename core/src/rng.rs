@@ -33,11 +33,9 @@ impl SplitMix64 {
         splitmix64(&mut self.state)
     }
 
-    /// Uniform in [0, 1): the top 53 bits times 2^-53. Exact, so it equals
-    /// the `/ 2^53` form the trainer used and the `* (1 / 2^53)` form the
-    /// CartPole benchmark used, bit for bit.
+    /// Uniform in [0, 1): see [`unit_f64`].
     pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        unit_f64(self.next_u64())
     }
 
     /// Uniform in `0..n` by Lemire's multiply-shift (no division); `n == 0`
@@ -45,6 +43,13 @@ impl SplitMix64 {
     pub fn below_lemire(&mut self, n: usize) -> usize {
         ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
     }
+}
+
+/// A generator output as a float uniform in [0, 1): its top 53 bits times
+/// 2^-53. Exact, so it equals the `/ 2^53` form the trainer used and the
+/// `* (1 / 2^53)` form the CartPole benchmark used, bit for bit.
+pub fn unit_f64(bits: u64) -> f64 {
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Episode `index`'s seed: a function of the run seed and the index alone, so

@@ -24,10 +24,7 @@ impl Rng {
 
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
-        let mut r = ludus_core::SplitMix64::new(self.state);
-        let x = r.next_f64();
-        self.state = r.state;
-        x
+        ludus_core::unit_f64(self.next_u64())
     }
 
     /// Standard normal (Box-Muller).

@@ -66,13 +66,13 @@ impl Segment {
 }
 
 /// A slot's episode in progress, enough to rebuild it on resume by replaying
-/// its actions from the seed (envs are deterministic given seed and actions).
+/// its actions from the seed (envs are deterministic given seed and actions);
+/// the return and success come back with the replay. Checkpoints written
+/// before carry `return_` and `success` too, which loading ignores.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SlotState {
     pub counter: u64,
     pub actions: Vec<Vec<f32>>,
-    pub return_: f64,
-    pub success: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -345,8 +345,6 @@ fn fresh(counter: u64) -> SlotState {
     SlotState {
         counter,
         actions: Vec::new(),
-        return_: 0.0,
-        success: false,
     }
 }
 
@@ -480,8 +478,6 @@ fn run(setup: SamplerSetup) -> Result<(), String> {
                 Ok(r) => {
                     let flags = slot.tracker.flags(r.terminated, r.truncated);
                     slot.tracker.record(flags, r.reward, None, &r.info);
-                    slot.state.return_ = slot.tracker.return_();
-                    slot.state.success = slot.tracker.success();
                     seg.rewards.push(r.reward);
                     if record {
                         seg.frames.push(Frame {
@@ -517,7 +513,7 @@ fn run(setup: SamplerSetup) -> Result<(), String> {
                     slot.tracker.end(Outcome::Crashed);
                     let end = EpisodeEndRecord {
                         outcome: Outcome::Crashed,
-                        return_: slot.state.return_,
+                        return_: slot.tracker.return_(),
                         length: step + 1,
                         success: false,
                         error: Some(crash.message),

@@ -283,8 +283,6 @@ pub fn train(
                     .map(|_| sampler::SlotState {
                         counter: run.update << 20,
                         actions: Vec::new(),
-                        return_: 0.0,
-                        success: false,
                     })
                     .collect(),
             })
