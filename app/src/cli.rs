@@ -38,7 +38,7 @@ pub enum Command {
     /// (screenshots included) copied out every step.
     BenchEnv(BenchEnvArgs),
     /// Regression suites for CI: thresholds, baselines with a statistical gate, reports.
-    Suite(crate::suite_cmd::SuiteArgs),
+    Suite(SuiteArgs),
     /// Train a policy with RL on a wasm env (config in TOML), recording metrics and episodes.
     Train(TrainArgs),
     /// Compare sync and decoupled training on slow envs, and PPO CartPole samples/s.
@@ -226,3 +226,64 @@ pub struct TrainArgs {
 }
 
 pub use ludus_bench::cli::{BenchArgs, BenchEnvArgs, BenchTarget, TrainBenchArgs, TrainDevice};
+
+#[derive(Args, Debug)]
+pub struct SuiteArgs {
+    #[command(subcommand)]
+    pub command: SuiteCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SuiteCommand {
+    /// Run every case of a suite file, judge it, and exit 0 (all passed),
+    /// 1 (some case failed or regressed) or 2 (the suite could not run).
+    Run(SuiteRunArgs),
+    /// Run every case and store its statistics and episode digests as a baseline.
+    Baseline(SuiteBaselineArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SuiteRunArgs {
+    /// The suite file (TOML); paths in it resolve relative to it.
+    pub suite: PathBuf,
+    /// The SQLite file every case is recorded into.
+    #[arg(long, default_value = "ludus-suite.db")]
+    pub db: PathBuf,
+    /// Worker threads per case (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write a Markdown summary (for a pull-request comment) here.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Gate on a baseline from `ludus suite baseline`: a case regresses when
+    /// its drop is statistically significant.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Only the cases whose name contains PATTERN (or matches it as a glob).
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SuiteBaselineArgs {
+    /// The suite file (TOML).
+    pub suite: PathBuf,
+    /// Where to write the baseline (JSON).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The SQLite file every case is recorded into.
+    #[arg(long, default_value = "ludus-suite.db")]
+    pub db: PathBuf,
+    /// Worker threads per case (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Only the cases whose name contains PATTERN (or matches it as a glob).
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Option<String>,
+}

@@ -456,7 +456,7 @@ pub fn diff(args: DiffArgs) -> Result<ExitCode> {
     open_db_checked(&db_b)?;
     if args.runs {
         let rows = |db: &Path, run: &str| -> Result<Vec<ludus_arena::store::EpisodeRow>> {
-            let d = Db::open(db)?;
+            let d = Db::open_read_only(db)?;
             d.run(run)?;
             Ok(d.episodes(run)?)
         };

@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line: what failed, on what, what to do.
-            let line = format!("{e:#}").replace('\n', " ");
+            let line = one_line(&format!("{e:#}"));
             eprintln!("error: {line}");
             if e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<ludus_trainer::train::TrainError>()
@@ -93,4 +93,18 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// An error as one bounded line: a plugin's message may be megabytes.
+fn one_line(message: &str) -> String {
+    const MAX: usize = 2000;
+    let line = message.replace('\n', " ");
+    if line.len() <= MAX {
+        return line;
+    }
+    let mut cut = MAX;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... ({} more bytes)", &line[..cut], line.len() - cut)
 }

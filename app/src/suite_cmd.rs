@@ -2,13 +2,12 @@
 //! cases through the arena into one database, hand the episodes to
 //! `ludus-suite` to judge, print and write the reports, pick the exit code.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use ludus_arena::run::{Prepared, Progress, prepare};
 use ludus_arena::{Limits, Plugin, PluginKind, PluginSpec, RunSpec};
@@ -18,68 +17,8 @@ use ludus_suite::report::{self, Against, CaseResult, SuiteReport};
 use ludus_suite::stats::Episode;
 
 use crate::UsageError;
+use crate::cli::{SuiteArgs, SuiteBaselineArgs, SuiteCommand, SuiteRunArgs};
 use crate::run_cmd::{agent_spec, parse_limits};
-
-#[derive(Args, Debug)]
-pub struct SuiteArgs {
-    #[command(subcommand)]
-    pub command: SuiteCommand,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum SuiteCommand {
-    /// Run every case of a suite file, judge it, and exit 0 (all passed),
-    /// 1 (some case failed or regressed) or 2 (the suite could not run).
-    Run(SuiteRunArgs),
-    /// Run every case and store its statistics and episode digests as a baseline.
-    Baseline(SuiteBaselineArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct SuiteRunArgs {
-    /// The suite file (TOML); paths in it resolve relative to it.
-    pub suite: PathBuf,
-    /// The SQLite file every case is recorded into.
-    #[arg(long, default_value = "ludus-suite.db")]
-    pub db: PathBuf,
-    /// Worker threads per case (default: the number of cores).
-    #[arg(long)]
-    pub jobs: Option<usize>,
-    /// Write a JUnit XML report here.
-    #[arg(long)]
-    pub junit: Option<PathBuf>,
-    /// Write a Markdown summary (for a pull-request comment) here.
-    #[arg(long)]
-    pub markdown: Option<PathBuf>,
-    /// Print one JSON object on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// Gate on a baseline from `ludus suite baseline`: a case regresses when
-    /// its drop is statistically significant.
-    #[arg(long)]
-    pub baseline: Option<PathBuf>,
-    /// Only the cases whose name contains PATTERN (or matches it as a glob).
-    #[arg(long, value_name = "PATTERN")]
-    pub filter: Option<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct SuiteBaselineArgs {
-    /// The suite file (TOML).
-    pub suite: PathBuf,
-    /// Where to write the baseline (JSON).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// The SQLite file every case is recorded into.
-    #[arg(long, default_value = "ludus-suite.db")]
-    pub db: PathBuf,
-    /// Worker threads per case (default: the number of cores).
-    #[arg(long)]
-    pub jobs: Option<usize>,
-    /// Only the cases whose name contains PATTERN (or matches it as a glob).
-    #[arg(long, value_name = "PATTERN")]
-    pub filter: Option<String>,
-}
 
 pub fn run(args: SuiteArgs) -> Result<ExitCode> {
     match args.command {

@@ -16,6 +16,7 @@ pub struct EpisodeReport {
     pub seed: u64,
     pub outcome: Outcome,
     #[serde(rename = "return")]
+    #[serde(with = "ludus_core::json_float")]
     pub return_: f64,
     pub length: u64,
     pub success: bool,

@@ -1,18 +1,13 @@
-//! Host-side bindings of the plugin contract, and the per-store host state.
+//! The host side of the plugin contract (log, memory), and the per-store host state.
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::contract::ludus;
 use crate::memory::{EpisodeMemory, MemoryError};
 use crate::model::{LogLine, MemoryWrite, Role};
-
-wasmtime::component::bindgen!({
-    path: "../plugins/wit",
-    world: "host",
-    additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
-});
 
 /// How much of a plugin's stderr is kept (for crash messages such as panics).
 const STDERR_CAPACITY: usize = 64 * 1024;
@@ -29,16 +24,27 @@ pub(crate) struct PluginState {
     pub stderr: MemoryOutputPipe,
     pub memory_cap: usize,
     pub memory_refused: Option<usize>,
+    /// The bytes of all the plugin's linear memories together: the cap is
+    /// on the plugin, not on each memory (a component may have many).
+    memory_total: usize,
+    /// Memory writes and deletes allowed in one call.
+    writes_cap: usize,
+    /// A limit the plugin went over inside a call, and which: the call
+    /// then ends as a crash naming it.
+    pub over_limit: Option<String>,
     pub logs: Vec<LogLine>,
     dropped_logs: usize,
     /// Execution memory: agents only.
     pub memory: Option<EpisodeMemory>,
     pub writes: Vec<MemoryWrite>,
+    /// The monotonic clock WASI serves, which a sleep advances at once.
+    monotonic: VirtualClock,
 }
 
 impl PluginState {
     pub fn new(role: Role, seed: u64, memory_cap: usize, memory: Option<EpisodeMemory>) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let monotonic = VirtualClock::new();
         let mut b = WasiCtx::builder();
         // Everything WASI could use to observe the outside world is either
         // absent or served deterministically from the seed.
@@ -48,7 +54,7 @@ impl PluginState {
             .secure_random(SeededRng::new(seed ^ 0x5EC0_5EED))
             .insecure_random(SeededRng::new(seed ^ 0x1A5E_C0DE))
             .wall_clock(VirtualClock::new())
-            .monotonic_clock(VirtualClock::new());
+            .monotonic_clock(monotonic.clone());
         PluginState {
             role,
             wasi: b.build(),
@@ -56,11 +62,35 @@ impl PluginState {
             stderr,
             memory_cap,
             memory_refused: None,
+            memory_total: 0,
+            writes_cap: usize::MAX,
+            over_limit: None,
             logs: Vec::new(),
             dropped_logs: 0,
             memory,
             writes: Vec::new(),
+            monotonic,
         }
+    }
+
+    /// With at most `cap` memory writes and deletes per call.
+    pub fn with_write_cap(mut self, cap: u64) -> Self {
+        self.writes_cap = usize::try_from(cap).unwrap_or(usize::MAX);
+        self
+    }
+
+    /// Counts one memory write or delete of this call; over the cap, the
+    /// call ends as a crash naming the limit.
+    fn count_write(&mut self) -> Result<(), String> {
+        if self.writes.len() < self.writes_cap {
+            return Ok(());
+        }
+        let message = format!(
+            "over the memory write limit: more than {} writes and deletes in one call (raise it with --limit agent.memory-writes=N)",
+            self.writes_cap
+        );
+        self.over_limit.get_or_insert_with(|| message.clone());
+        Err(message)
     }
 
     /// The tail of what the plugin wrote to stderr, trimmed.
@@ -97,14 +127,20 @@ impl WasiView for PluginState {
 impl ResourceLimiter for PluginState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
-            self.memory_refused = Some(desired);
+        // Called for every memory as it is made (from 0) and as it grows.
+        let total = self
+            .memory_total
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory_cap {
+            self.memory_refused = Some(total);
             return Ok(false);
         }
+        self.memory_total = total;
         Ok(true)
     }
 
@@ -146,6 +182,7 @@ impl ludus::plugin::memory::Host for PluginState {
     }
 
     fn write(&mut self, path: String, value: String) -> Result<(), String> {
+        self.count_write()?;
         let Some(mem) = self.memory.as_mut() else {
             return Err("no execution memory".into());
         };
@@ -159,6 +196,7 @@ impl ludus::plugin::memory::Host for PluginState {
     }
 
     fn delete(&mut self, path: String) -> Result<(), String> {
+        self.count_write()?;
         let Some(mem) = self.memory.as_mut() else {
             return Err("no execution memory".into());
         };
@@ -182,6 +220,29 @@ impl ludus::plugin::types::Host for PluginState {}
 pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<PluginState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    // Sleeping: time is virtual, so a plugin's sleep (a monotonic-clock
+    // subscription) is over at once, the clock moved on by its length.
+    // WASI's own would sleep for real, beyond the call's deadline, since the
+    // guest waits in the host where fuel and epochs do not reach.
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut cx: wasmtime::StoreContextMut<'_, PluginState>, (ns,): (u64,)| {
+            let s = cx.data_mut();
+            s.monotonic.advance(ns);
+            Ok((ready_pollable(&mut s.table)?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut cx: wasmtime::StoreContextMut<'_, PluginState>, (when,): (u64,)| {
+            let s = cx.data_mut();
+            s.monotonic.advance_to(when);
+            Ok((ready_pollable(&mut s.table)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
     ludus::plugin::log::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     ludus::plugin::memory::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     Ok(linker)
@@ -222,13 +283,47 @@ impl rand_core::TryRng for SeededRng {
 /// A clock that starts at a fixed instant (2025-01-01T00:00:00Z) and advances
 /// one millisecond every time it is read: plugins see time pass, identically on
 /// every replay.
-struct VirtualClock(std::sync::atomic::AtomicU64);
+/// The WASI monotonic clock's interface, at the version wasmtime-wasi serves.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// A pollable that is ready at once.
+struct Ready;
+
+impl wasmtime_wasi::p2::Pollable for Ready {
+    fn ready<'a, 'f>(&'a mut self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'f>>
+    where
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+fn ready_pollable(
+    table: &mut ResourceTable,
+) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+    let r = table.push(Ready)?;
+    wasmtime_wasi::p2::subscribe(table, r)
+}
+
+/// Virtual time: each reading moves it on by a millisecond, a sleep by its
+/// length. Shared between the clock WASI serves and the host's sleep.
+#[derive(Clone)]
+struct VirtualClock(std::sync::Arc<std::sync::atomic::AtomicU64>);
 
 const EPOCH_2025_NS: u64 = 1_735_689_600 * 1_000_000_000;
 
 impl VirtualClock {
     fn new() -> Self {
-        VirtualClock(std::sync::atomic::AtomicU64::new(0))
+        VirtualClock(Default::default())
+    }
+    /// Moves the clock on by `ns`.
+    fn advance(&self, ns: u64) {
+        self.0.fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// Moves the clock on to `when`, if it is not past it already.
+    fn advance_to(&self, when: u64) {
+        self.0.fetch_max(when, std::sync::atomic::Ordering::Relaxed);
     }
     fn tick(&self) -> u64 {
         self.0

@@ -5,6 +5,8 @@
 //! This crate alone links wasmtime and opens SQLite. Its public API speaks in
 //! the contract's own data types ([`model`]), never in wasmtime's or rusqlite's.
 
+pub mod codec;
+mod contract;
 mod engine;
 pub mod episode;
 mod host;
@@ -19,9 +21,11 @@ pub mod store;
 pub mod train_store;
 
 pub use engine::{on_first_compile, pooling, set_cache_dir};
-pub use plugin::{CONTRACT_VERSION, Limits, LoadError, Plugin, PluginKind, VectorStep};
+pub use plugin::{
+    CONTRACT_VERSION, LimitError, Limits, LoadError, Plugin, PluginKind, Refusal, VectorStep,
+};
 pub use run::{
-    AgentSpec, EpisodeFinish, EpisodeReport, NativeAgent, NativeAgentFactory, Outcome, PluginSpec,
-    PreparedAgent, RunError, RunReport, RunSpec, Stepper,
+    AgentSpec, EpisodeFinish, EpisodeReport, NativeAgent, NativeAgentError, NativeAgentFactory,
+    Outcome, PluginSpec, PreparedAgent, RunError, RunReport, RunSpec, Stepper,
 };
 pub use store::{Db, SqlError, StoreError};

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::host::ludus::plugin::log::Level;
-pub use crate::host::ludus::plugin::types::*;
+pub use crate::contract::ludus::plugin::log::Level;
+pub use crate::contract::ludus::plugin::types::*;
 
 /// Which plugin wrote a log line or spent time in a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

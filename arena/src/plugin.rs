@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{InstancePre, types::ComponentItem};
 use wasmtime::{Store, Trap, WasmBacktrace};
 
-use crate::engine::{self, CompileSource, EPOCH_TICK};
-use crate::host::exports::ludus::plugin::{
+use crate::contract::exports::ludus::plugin::{
     agent_plugin, env_plugin, env_vector, env_vector_packed, reward_plugin,
 };
+use crate::engine::{self, CompileSource, EPOCH_TICK};
 use crate::host::{PluginState, linker, new_store};
 use crate::memory::EpisodeMemory;
 use crate::model::{
@@ -66,38 +66,59 @@ pub struct Limits {
     pub fuel: u64,
     pub memory_bytes: u64,
     pub timeout_ms: u64,
+    /// Execution-memory writes and deletes an agent may make in one call.
+    #[serde(default = "default_memory_writes")]
+    pub memory_writes: u64,
+}
+
+fn default_memory_writes() -> u64 {
+    Limits::DEFAULT.memory_writes
 }
 
 impl Limits {
     /// Defaults: 1e9 fuel per call (about a second of compute), 512 MiB of
-    /// linear memory (Python and JS plugins need tens of MiB), 10 s per call.
+    /// linear memory in all (Python and JS plugins need tens of MiB), 10 s
+    /// per call, 10,000 memory writes per call.
     pub const DEFAULT: Limits = Limits {
         fuel: 1_000_000_000,
         memory_bytes: 512 << 20,
         timeout_ms: 10_000,
+        memory_writes: 10_000,
     };
 
-    /// Applies one `KEY=VALUE` override (`fuel`, `memory-mb`, `timeout-ms`).
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    /// Applies one `KEY=VALUE` override (`fuel`, `memory-mb`, `timeout-ms`,
+    /// `memory-writes`).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), LimitError> {
         let n: u64 = value
             .replace('_', "")
             .parse()
-            .map_err(|_| format!("limit `{key}`: `{value}` is not a whole number"))?;
+            .map_err(|_| LimitError::NotANumber {
+                key: key.to_string(),
+                value: value.to_string(),
+            })?;
         if n == 0 {
-            return Err(format!("limit `{key}` must be greater than 0"));
+            return Err(LimitError::Zero(key.to_string()));
         }
         match key {
             "fuel" => self.fuel = n,
             "memory-mb" => self.memory_bytes = n.saturating_mul(1 << 20),
             "timeout-ms" => self.timeout_ms = n,
-            _ => {
-                return Err(format!(
-                    "unknown limit `{key}` (known: fuel, memory-mb, timeout-ms)"
-                ));
-            }
+            "memory-writes" => self.memory_writes = n,
+            _ => return Err(LimitError::Unknown(key.to_string())),
         }
         Ok(())
     }
+}
+
+/// A `--limit KEY=VALUE` that cannot be applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("limit `{key}`: `{value}` is not a whole number")]
+    NotANumber { key: String, value: String },
+    #[error("limit `{0}` must be greater than 0")]
+    Zero(String),
+    #[error("unknown limit `{0}` (known: fuel, memory-mb, timeout-ms, memory-writes)")]
+    Unknown(String),
 }
 
 /// Why a plugin could not be loaded. Each message names the file, what is
@@ -280,7 +301,8 @@ impl Plugin {
             seed,
             self.limits.memory_bytes as usize,
             memory,
-        );
+        )
+        .with_write_cap(self.limits.memory_writes);
         let mut store = new_store(engine::engine(), state);
         arm(&mut store, &self.limits);
         let instance = self
@@ -363,43 +385,66 @@ impl Plugin {
     }
 
     /// Instantiates once and calls `init(config)`, turning a refusal into a
-    /// clear load error. Returns the plugin's self-description as JSON.
-    pub fn validate(self: &Arc<Self>, config: &str) -> Result<serde_json::Value, LoadError> {
+    /// clear load error. Returns the plugin's self-description.
+    pub fn describe(self: &Arc<Self>, config: &str) -> Result<Description, LoadError> {
         let crashed = |c: Crash| LoadError::Crashed {
             path: self.path.clone(),
             message: c.message,
         };
-        let rejected = |m: String| LoadError::Config {
+        let rejected = |m: Refusal| LoadError::Config {
             path: self.path.clone(),
             config: config.to_string(),
-            message: m,
+            message: m.0,
         };
-        let json =
-            |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or(serde_json::Value::Null);
         Ok(match self.kind {
-            PluginKind::Env => json(serde_json::to_value(
+            PluginKind::Env => Description::Env(
                 self.env(0)
                     .map_err(crashed)?
                     .init(config)
                     .map_err(crashed)?
                     .map_err(rejected)?,
-            )),
+            ),
             PluginKind::Agent => {
                 let mut a = self
                     .agent(0, EpisodeMemory::new(Default::default()))
                     .map_err(crashed)?;
-                json(serde_json::to_value(
-                    a.init(config).map_err(crashed)?.map_err(rejected)?,
-                ))
+                Description::Agent(a.init(config).map_err(crashed)?.map_err(rejected)?)
             }
-            PluginKind::Reward => json(serde_json::to_value(
+            PluginKind::Reward => Description::Reward(
                 self.reward(0)
                     .map_err(crashed)?
                     .init(config)
                     .map_err(crashed)?
                     .map_err(rejected)?,
-            )),
+            ),
         })
+    }
+
+    /// [`Plugin::describe`], as JSON for printing.
+    pub fn validate(self: &Arc<Self>, config: &str) -> Result<serde_json::Value, LoadError> {
+        Ok(self.describe(config)?.to_json())
+    }
+}
+
+/// What a plugin's `init` says about itself.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Description {
+    Env(EnvInfo),
+    Agent(AgentInfo),
+    Reward(RewardInfo),
+}
+
+impl Description {
+    /// As JSON, for people and scripts to read. JSON has no NaN or infinity,
+    /// so such a bound shows as `null`: read the typed value, never this,
+    /// back into a description.
+    pub fn to_json(&self) -> serde_json::Value {
+        let v = match self {
+            Description::Env(i) => serde_json::to_value(i),
+            Description::Agent(i) => serde_json::to_value(i),
+            Description::Reward(i) => serde_json::to_value(i),
+        };
+        v.unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -527,6 +572,13 @@ fn unpack(words: env_vector_packed::PackedStep) -> Option<VectorStep> {
     })
 }
 
+/// A plugin's own answer that it will not do what was asked: its `init`
+/// rejected the config, or a batch call declined. The message is the
+/// plugin's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
 /// A plugin that trapped, ran out of budget or memory, or panicked. This is an
 /// episode outcome, not a host error.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -544,9 +596,11 @@ impl Crash {
     fn new(plugin: &Plugin, call: &str, error: wasmtime::Error, state: &PluginState) -> Crash {
         let limits = &plugin.limits;
         let role = plugin.kind;
-        let cause = if let Some(bytes) = state.memory_refused {
+        let cause = if let Some(limit) = &state.over_limit {
+            limit.clone()
+        } else if let Some(bytes) = state.memory_refused {
             format!(
-                "memory cap exceeded: it asked for {} MiB, the cap is {} MiB (raise it with --limit {role}.memory-mb=N)",
+                "memory cap exceeded: its linear memories would take {} MiB in all, the cap is {} MiB (raise it with --limit {role}.memory-mb=N)",
                 bytes >> 20,
                 limits.memory_bytes >> 20
             )
@@ -626,7 +680,15 @@ impl Sandbox {
         f: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, Crash> {
         arm(&mut self.store, &self.plugin.limits);
-        f(&mut self.store).map_err(|e| Crash::new(&self.plugin, call, e, self.store.data()))
+        let r =
+            f(&mut self.store).map_err(|e| Crash::new(&self.plugin, call, e, self.store.data()));
+        // A limit the host enforces inside a call (the guest got an error
+        // and may have carried on): the call ends the episode all the same.
+        if r.is_ok() && self.store.data().over_limit.is_some() {
+            let error = wasmtime::Error::msg("over a limit");
+            return Err(Crash::new(&self.plugin, call, error, self.store.data()));
+        }
+        r
     }
 
     fn take_logs(&mut self) -> Vec<LogLine> {
@@ -652,9 +714,10 @@ pub struct VectorStep {
 }
 
 impl EnvInstance {
-    pub fn init(&mut self, config: &str) -> Result<Result<EnvInfo, String>, Crash> {
+    pub fn init(&mut self, config: &str) -> Result<Result<EnvInfo, Refusal>, Crash> {
         let g = &self.guest;
-        self.sandbox.call("init", |s| g.call_init(s, config))
+        let r = self.sandbox.call("init", |s| g.call_init(s, config))?;
+        Ok(r.map_err(Refusal))
     }
     pub fn reset(&mut self, seed: u64) -> Result<ResetResult, Crash> {
         let g = &self.guest;
@@ -725,15 +788,19 @@ impl EnvInstance {
         Ok(unpack(words).map(|r| r.observation))
     }
 
-    pub fn batch_reset(&mut self, seeds: &[u64]) -> Result<Result<Vec<f32>, String>, Crash> {
+    pub fn batch_reset(&mut self, seeds: &[u64]) -> Result<Result<Vec<f32>, Refusal>, Crash> {
         let g = &self.guest;
-        self.sandbox
-            .call("batch-reset", |s| g.call_batch_reset(s, seeds))
+        let r = self
+            .sandbox
+            .call("batch-reset", |s| g.call_batch_reset(s, seeds))?;
+        Ok(r.map_err(Refusal))
     }
-    pub fn batch_step(&mut self, actions: &[f32]) -> Result<Result<BatchResult, String>, Crash> {
+    pub fn batch_step(&mut self, actions: &[f32]) -> Result<Result<BatchResult, Refusal>, Crash> {
         let g = &self.guest;
-        self.sandbox
-            .call("batch-step", |s| g.call_batch_step(s, actions))
+        let r = self
+            .sandbox
+            .call("batch-step", |s| g.call_batch_step(s, actions))?;
+        Ok(r.map_err(Refusal))
     }
     pub fn take_logs(&mut self) -> Vec<LogLine> {
         self.sandbox.take_logs()
@@ -746,9 +813,10 @@ pub struct AgentInstance {
 }
 
 impl AgentInstance {
-    pub fn init(&mut self, config: &str) -> Result<Result<AgentInfo, String>, Crash> {
+    pub fn init(&mut self, config: &str) -> Result<Result<AgentInfo, Refusal>, Crash> {
         let g = &self.guest;
-        self.sandbox.call("init", |s| g.call_init(s, config))
+        let r = self.sandbox.call("init", |s| g.call_init(s, config))?;
+        Ok(r.map_err(Refusal))
     }
     pub fn begin_episode(&mut self, env: &EnvInfo, task: &str, seed: u64) -> Result<(), Crash> {
         let g = &self.guest;
@@ -792,9 +860,10 @@ pub struct RewardInstance {
 }
 
 impl RewardInstance {
-    pub fn init(&mut self, config: &str) -> Result<Result<RewardInfo, String>, Crash> {
+    pub fn init(&mut self, config: &str) -> Result<Result<RewardInfo, Refusal>, Crash> {
         let g = &self.guest;
-        self.sandbox.call("init", |s| g.call_init(s, config))
+        let r = self.sandbox.call("init", |s| g.call_init(s, config))?;
+        Ok(r.map_err(Refusal))
     }
     pub fn score(&mut self, transition: &Transition) -> Result<ScoreResult, Crash> {
         let g = &self.guest;

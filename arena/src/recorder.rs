@@ -3,18 +3,20 @@
 //! chunks and commits in batches, so the stepping threads never wait on disk
 //! and a killed run keeps every committed frame. Part of the storage layer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
+use crate::codec::{encode_frame, encode_observation, encode_timing, pack_into, postcard_into};
 use crate::episode::EpisodeReport;
-use crate::model::{Action, Frame, MemoryWrite, Observation, Timing, Value};
-use crate::store::{Db, StoreError, now_rfc3339};
+use crate::model::{Frame, MemoryWrite, Observation, Timing};
+use crate::store::{Db, Real, StoreError, now_rfc3339};
+use crate::train_store::{ResumePoint, StepStat};
 use ludus_core::Outcome;
 
 /// Frames per compressed chunk.
@@ -25,11 +27,10 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// a run waits for at its end short (docs/performance.md).
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
 const ZSTD_LEVEL: i32 = 1;
-/// The level for chunks under [`FAST_BELOW`] bytes: a negative level stores
+/// The level for chunks under [`crate::codec::FAST_BELOW`] bytes: a negative level stores
 /// literals without entropy coding, which for a few KiB of floats costs
 /// little in size and halves the time.
 const ZSTD_FAST_LEVEL: i32 = -1;
-const FAST_BELOW: usize = 64 << 10;
 /// A chunk with fewer raw bytes (frames and timings) than this is stored in
 /// a block shared with other small chunks, not compressed on its own: a
 /// random CartPole episode is one chunk of about 1 KiB, and compressing
@@ -41,11 +42,9 @@ const BLOCK_BELOW: usize = 8 << 10;
 const BLOCK_BYTES: usize = 32 << 10;
 /// The level for blocks.
 const BLOCK_LEVEL: i32 = -5;
-/// Data under this many bytes is stored in a zstd frame uncompressed.
-const RAW_BELOW: usize = 256;
 
 /// How an episode ended, as the stepping thread reports it.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EpisodeFinish {
     pub outcome: Outcome,
     pub return_: f64,
@@ -78,27 +77,44 @@ pub(crate) struct Batch {
     ends: Vec<u8>,
     /// Frames in `data`.
     frames: u32,
+    /// Training's per-step rows (see [`Event::Stats`]).
+    stats: Vec<StepStat>,
 }
 
+/// Episodes are named by their index in the run: a run's rows exist before
+/// it starts, a training run's are made as its episodes start.
 enum Event {
     Start {
-        episode: i64,
         index: u64,
         seed: u64,
     },
     /// Consecutive frames of one episode: the batch's bytes from the end of
     /// the previous `Frames` event up to these ends.
     Frames {
-        episode: i64,
+        index: u64,
         frames: u32,
         data_end: usize,
         timings_end: usize,
         writes_end: usize,
     },
     End {
-        episode: i64,
+        index: u64,
         ended: Ended,
     },
+    /// Training's rows for the steps from `first_step` of one episode: the
+    /// batch's `stats` from the end of the previous `Stats` event up to `stats_end`.
+    Stats {
+        index: u64,
+        first_step: u64,
+        stats_end: usize,
+    },
+    /// A training update's metrics.
+    Metrics {
+        update: u64,
+        values: Vec<(String, f64)>,
+    },
+    /// Answer once everything before it is committed.
+    Sync(Sender<()>),
 }
 
 /// An episode's ending as it travels in a batch: its numbers, with its
@@ -168,6 +184,7 @@ impl Batch {
             writes: Vec::new(),
             ends: Vec::with_capacity(like.ends.capacity()),
             frames: 0,
+            stats: Vec::new(),
         }
     }
 
@@ -178,6 +195,7 @@ impl Batch {
         self.writes.clear();
         self.ends.clear();
         self.frames = 0;
+        self.stats.clear();
     }
 }
 
@@ -272,24 +290,20 @@ const BATCH_EVERY_TICKS: u64 =
 const CLOCK_EVERY_FRAMES: u32 = 32;
 
 impl FrameWriter {
-    /// Marks the start of an episode; its frames follow with [`FrameWriter::push`].
-    pub fn start(&mut self, episode: i64, index: u64, seed: u64) {
+    /// Marks the start of the run's episode number `index`; its frames
+    /// follow with [`FrameWriter::push`]. In a training run this makes the
+    /// episode's row.
+    pub fn start(&mut self, index: u64, seed: u64) {
         self.touch();
-        self.batch.events.push(Event::Start {
-            episode,
-            index,
-            seed,
-        });
+        self.batch.events.push(Event::Start { index, seed });
     }
 
-    /// Records the next frame of `episode`.
-    pub fn push(&mut self, episode: i64, frame: &Frame, timing: Timing) {
+    /// Records the next frame of episode `index`.
+    pub fn push(&mut self, index: u64, frame: &Frame, timing: Timing) {
         self.touch();
         let b = &mut *self.batch;
         encode_frame(frame, &mut b.data);
-        for ns in [timing.act_ns, timing.step_ns, timing.score_ns] {
-            varint(&mut b.timings, ns);
-        }
+        encode_timing(&timing, &mut b.timings);
         for w in &frame.memory_writes {
             b.writes.push((u64::from(frame.step), w.clone()));
         }
@@ -297,17 +311,17 @@ impl FrameWriter {
         let (data_end, timings_end, writes_end) = (b.data.len(), b.timings.len(), b.writes.len());
         match b.events.last_mut() {
             Some(Event::Frames {
-                episode: e,
+                index: e,
                 frames,
                 data_end: d,
                 timings_end: t,
                 writes_end: w,
-            }) if *e == episode => {
+            }) if *e == index => {
                 *frames += 1;
                 (*d, *t, *w) = (data_end, timings_end, writes_end);
             }
             _ => b.events.push(Event::Frames {
-                episode,
+                index,
                 frames: 1,
                 data_end,
                 timings_end,
@@ -324,15 +338,45 @@ impl FrameWriter {
         }
     }
 
-    /// Records the ending of `episode`.
-    pub fn end(&mut self, episode: i64, finish: EpisodeFinish) {
+    /// Records the ending of episode `index`.
+    pub fn end(&mut self, index: u64, finish: EpisodeFinish) {
         self.touch();
         let ended = Ended::new(finish, &mut self.batch.ends);
-        self.batch.events.push(Event::End { episode, ended });
+        self.batch.events.push(Event::End { index, ended });
         self.unclocked = CLOCK_EVERY_FRAMES;
         if self.batch.events.len() >= BATCH_FRAMES as usize || self.batch_is_old() {
             self.flush();
         }
+    }
+
+    /// Records training's per-step rows for episode `index`'s steps from
+    /// `first_step` (a training run only: the rows go to `train_steps`).
+    pub fn step_stats(&mut self, index: u64, first_step: u64, stats: &[StepStat]) {
+        self.touch();
+        let b = &mut *self.batch;
+        b.stats.extend_from_slice(stats);
+        b.events.push(Event::Stats {
+            index,
+            first_step,
+            stats_end: b.stats.len(),
+        });
+    }
+
+    /// Records a training update's metrics (a training run only).
+    pub fn metrics(&mut self, update: u64, values: Vec<(String, f64)>) {
+        self.touch();
+        self.batch.events.push(Event::Metrics { update, values });
+    }
+
+    /// Sends what the writer holds and waits until the recorder has
+    /// committed it and everything sent before; false when the recorder
+    /// has stopped (its error comes back from [`Recorder::finish`]).
+    pub fn sync(&mut self) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.touch();
+        self.batch.events.push(Event::Sync(tx));
+        self.flush();
+        self.alive && rx.recv().is_ok()
     }
 
     /// A batch's age counts from its first event.
@@ -374,104 +418,6 @@ impl Drop for FrameWriter {
     }
 }
 
-/// Appends `frame` postcard-encoded, byte for byte what `postcard` writes
-/// (the digest hashes these bytes), with the common parts (vector and
-/// discrete values and actions, empty logs and writes) written directly:
-/// serde's generic path costs a twentieth of a CartPole step.
-fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
-    varint(out, u64::from(frame.step));
-    encode_observation(&frame.observation, out);
-    match &frame.action {
-        Action::Discrete(a) => {
-            out.push(0);
-            varint(out, u64::from(*a));
-        }
-        Action::Continuous(v) => {
-            out.push(1);
-            floats(out, v);
-        }
-        other => postcard_into(other, out),
-    }
-    out.extend_from_slice(&frame.env_reward.to_le_bytes());
-    out.extend_from_slice(&frame.reward.to_le_bytes());
-    out.push(u8::from(frame.terminated));
-    out.push(u8::from(frame.truncated));
-    string(out, &frame.info);
-    match frame.success {
-        None => out.push(0),
-        Some(b) => out.extend_from_slice(&[1, u8::from(b)]),
-    }
-    match &frame.note {
-        None => out.push(0),
-        Some(n) => {
-            out.push(1);
-            string(out, n);
-        }
-    }
-    if frame.logs.is_empty() {
-        out.push(0);
-    } else {
-        postcard_into(&frame.logs, out);
-    }
-    if frame.memory_writes.is_empty() {
-        out.push(0);
-    } else {
-        postcard_into(&frame.memory_writes, out);
-    }
-}
-
-/// Appends `observation` postcard-encoded, the common parts written directly
-/// (see [`encode_frame`]).
-fn encode_observation(observation: &Observation, out: &mut Vec<u8>) {
-    varint(out, observation.len() as u64);
-    for part in observation {
-        string(out, &part.name);
-        match &part.value {
-            Value::Discrete(d) => {
-                out.push(0);
-                varint(out, u64::from(*d));
-            }
-            Value::Vector(v) => {
-                out.push(1);
-                floats(out, v);
-            }
-            other => postcard_into(other, out),
-        }
-    }
-}
-
-fn postcard_into<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
-    let at = out.len();
-    // postcard into a Vec cannot fail for these plain data types; should it,
-    // the value is left out rather than the buffer lost.
-    match postcard::to_extend(value, std::mem::take(out)) {
-        Ok(v) => *out = v,
-        Err(_) => out.truncate(at),
-    }
-}
-
-/// postcard's unsigned integers: LEB128.
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn string(out: &mut Vec<u8>, s: &str) {
-    varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn floats(out: &mut Vec<u8>, v: &[f32]) {
-    varint(out, v.len() as u64);
-    out.reserve(v.len() * 4);
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-}
-
 /// What a run looks like in the `runs` table.
 pub struct RunRecord {
     pub id: String,
@@ -501,13 +447,29 @@ pub struct BranchOf {
 /// CPU time it used (when the platform says).
 type Recorded = (Vec<EpisodeReport>, Option<Duration>);
 
+/// One recorder serves every kind of run: `ludus run`, replays, forks and
+/// live mode (whose episodes exist before it starts) and training (whose
+/// episodes are made as they start, and which adds per-step rows and
+/// metrics). Frames reach it through [`FrameWriter`]s.
 pub struct Recorder {
     tx: Sender<Msg>,
     spare: Receiver<Msg>,
     /// The reports, and the CPU time the recorder thread used (when known).
     handle: JoinHandle<Result<Recorded, StoreError>>,
-    /// Episode ids, by index.
+    /// Episode ids, by index (empty for a training run, whose rows come later).
     pub episode_ids: Vec<i64>,
+    db_path: std::path::PathBuf,
+    run_id: String,
+}
+
+/// What the recorder thread knows of the run it records.
+enum Kind {
+    /// Every episode's row exists; `/agent` writes are folded into the
+    /// stored memory at the end when `fold_agent_memory`.
+    Episodes { fold_agent_memory: bool },
+    /// Episode rows are made when they start; episodes in progress at a
+    /// resumed checkpoint continue where their recorded frames stop.
+    Training { reopen: HashMap<u64, Episode> },
 }
 
 struct Episode {
@@ -524,25 +486,59 @@ struct Episode {
     agent_writes: Vec<MemoryWrite>,
 }
 
+impl Episode {
+    fn new(index: u64, seed: u64, (buf, timings): (Vec<u8>, Vec<u8>)) -> Episode {
+        Episode {
+            index,
+            seed,
+            hasher: blake3::Hasher::new(),
+            buf,
+            timings,
+            buf_frames: 0,
+            first_step: 0,
+            next_step: 0,
+            chunk: 0,
+            seq: 0,
+            agent_writes: Vec::new(),
+        }
+    }
+}
+
+/// A row to write at the next commit. Episodes are named by index; the
+/// commit finds their ids (a training episode's row is made by its `Open`).
 enum Op {
+    Open {
+        index: u64,
+        seed: u64,
+    },
     Chunk {
-        episode: i64,
+        index: u64,
         chunk: u32,
         first_step: u64,
         frames: u32,
         place: Place,
     },
     Write {
-        episode: i64,
+        index: u64,
         seq: u64,
         step: u64,
         write: MemoryWrite,
     },
     End {
-        episode: i64,
+        index: u64,
         row: EndRow,
         digest: String,
         final_observation: Option<Range<usize>>,
+    },
+    Stats {
+        index: u64,
+        first_step: u64,
+        stats: Vec<StepStat>,
+    },
+    Metrics {
+        update: u64,
+        values: Vec<(String, f64)>,
+        time: f64,
     },
 }
 
@@ -572,6 +568,13 @@ struct EndRow {
     error: Option<String>,
     task: String,
     reset_info: String,
+}
+
+fn unix_time() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Recorder {
@@ -629,14 +632,146 @@ impl Recorder {
             )?;
         }
         tx.commit()?;
+        let ids = episode_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (i as u64, *id))
+            .collect();
+        let kind = Kind::Episodes {
+            fold_agent_memory: run.fold_agent_memory,
+        };
+        Recorder::spawn(db, db_path, &run.id, kind, ids, episode_ids)
+    }
+
+    /// Creates a training run (or, with `resume`, reopens it and removes what
+    /// was recorded after the checkpoint) and starts the recording thread.
+    /// Its episodes' rows are made as they start ([`FrameWriter::start`]).
+    pub fn start_training(
+        db_path: &Path,
+        run_id: &str,
+        seed: u64,
+        spec: &serde_json::Value,
+        resume: Option<&ResumePoint>,
+    ) -> Result<Recorder, StoreError> {
+        let db = Db::open(db_path)?;
+        crate::train_store::ensure_schema(&db.conn)?;
+        let tx = db.conn.unchecked_transaction()?;
+        let exists: Option<String> = tx
+            .query_row("SELECT id FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
+            .optional()?;
+        let mut ids = HashMap::new();
+        let mut reopen = HashMap::new();
+        match (exists, resume) {
+            (None, _) => {
+                tx.execute(
+                    "INSERT INTO runs (id, created_at, seed, episodes, jobs, spec, status, pid) VALUES (?1, ?2, ?3, 0, 1, ?4, 'running', ?5)",
+                    params![run_id, now_rfc3339(), seed as i64, spec.to_string(), std::process::id()],
+                )?;
+            }
+            (Some(_), None) => {
+                return Err(StoreError::Open {
+                    path: db_path.to_path_buf(),
+                    message: format!(
+                        "it already holds a run `{run_id}`: pass --resume to continue it, or use another --db"
+                    ),
+                });
+            }
+            (Some(_), Some(point)) => {
+                tx.execute(
+                    "UPDATE runs SET status = 'running', pid = ?2, finished_at = NULL WHERE id = ?1",
+                    params![run_id, std::process::id()],
+                )?;
+                tx.execute(
+                    "DELETE FROM train_metrics WHERE run_id = ?1 AND update_no > ?2",
+                    params![run_id, point.update as i64],
+                )?;
+                let late = "SELECT id FROM episodes WHERE run_id = ?1 AND idx >= ?2";
+                for table in ["frame_chunks", "train_steps", "memory_writes"] {
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE episode_id IN ({late})"),
+                        params![run_id, point.next_episode as i64],
+                    )?;
+                }
+                tx.execute(
+                    "DELETE FROM episodes WHERE run_id = ?1 AND idx >= ?2",
+                    params![run_id, point.next_episode as i64],
+                )?;
+                for &(index, steps) in &point.open {
+                    let id: Option<i64> = tx
+                        .query_row(
+                            "SELECT id FROM episodes WHERE run_id = ?1 AND idx = ?2",
+                            params![run_id, index as i64],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    let Some(id) = id else { continue };
+                    for table in ["frame_chunks", "train_steps", "memory_writes"] {
+                        let step = if table == "frame_chunks" {
+                            "first_step"
+                        } else {
+                            "step"
+                        };
+                        tx.execute(
+                            &format!("DELETE FROM {table} WHERE episode_id = ?1 AND {step} >= ?2"),
+                            params![id, steps as i64],
+                        )?;
+                    }
+                    tx.execute(
+                        "UPDATE episodes SET outcome = 'running', length = ?2 WHERE id = ?1",
+                        params![id, steps as i64],
+                    )?;
+                    let (seed, chunk, seq): (i64, i64, i64) = tx.query_row(
+                        "SELECT seed, \
+                         (SELECT COALESCE(MAX(chunk) + 1, 0) FROM frame_chunks WHERE episode_id = ?1), \
+                         (SELECT COALESCE(MAX(seq) + 1, 0) FROM memory_writes WHERE episode_id = ?1) \
+                         FROM episodes WHERE id = ?1",
+                        [id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )?;
+                    // The digest goes on from the frames that stay.
+                    let mut ep = Episode::new(index, seed as u64, Default::default());
+                    crate::store::for_each_raw_chunk(&tx, id, |data, _| {
+                        ep.hasher.update(data);
+                        Ok(())
+                    })?;
+                    (ep.chunk, ep.seq) = (chunk.max(0) as u32, seq.max(0) as u64);
+                    (ep.first_step, ep.next_step) = (steps, steps);
+                    ids.insert(index, id);
+                    reopen.insert(index, ep);
+                }
+                // Blocks that only removed chunks pointed into.
+                tx.execute(
+                    "DELETE FROM frame_blocks WHERE id NOT IN (SELECT block FROM frame_chunks WHERE block IS NOT NULL)",
+                    [],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Recorder::spawn(
+            db,
+            db_path,
+            run_id,
+            Kind::Training { reopen },
+            ids,
+            Vec::new(),
+        )
+    }
+
+    fn spawn(
+        db: Db,
+        db_path: &Path,
+        run_id: &str,
+        kind: Kind,
+        ids: HashMap<u64, i64>,
+        episode_ids: Vec<i64>,
+    ) -> Result<Recorder, StoreError> {
         // Batches of up to BATCH_FRAMES frames or CHUNK_BYTES of data.
         let (sender, receiver) = crossbeam_channel::bounded(64);
         let (spare_tx, spare) = crossbeam_channel::bounded(SPARE_BATCHES);
-        let run_id = run.id.clone();
-        let fold = run.fold_agent_memory;
+        let run = run_id.to_string();
         let handle = std::thread::Builder::new()
             .name("ludus-recorder".into())
-            .spawn(move || record(db, &run_id, fold, receiver, spare_tx))
+            .spawn(move || record(db, &run, kind, ids, receiver, spare_tx))
             .map_err(|e| StoreError::Open {
                 path: db_path.to_path_buf(),
                 message: format!("cannot start the recorder thread: {e}"),
@@ -646,6 +781,8 @@ impl Recorder {
             spare,
             handle,
             episode_ids,
+            db_path: db_path.to_path_buf(),
+            run_id: run_id.to_string(),
         })
     }
 
@@ -683,16 +820,39 @@ impl Recorder {
             }),
         }
     }
+
+    /// For a training run: [`Recorder::finish`], then marks the episodes
+    /// still in progress `interrupted` and the run `status`.
+    pub fn finish_training(self, status: &str) -> Result<(), StoreError> {
+        let (db_path, run_id) = (self.db_path.clone(), self.run_id.clone());
+        self.finish()?;
+        let db = Db::open(&db_path)?;
+        db.conn.execute(
+            "UPDATE episodes SET outcome = 'interrupted' WHERE run_id = ?1 AND outcome = 'running'",
+            [&run_id],
+        )?;
+        db.conn.execute(
+            "UPDATE runs SET status = ?2, finished_at = ?3, episodes = (SELECT COUNT(*) FROM episodes WHERE run_id = ?1) WHERE id = ?1",
+            params![run_id, status, now_rfc3339()],
+        )?;
+        Ok(())
+    }
 }
 
 fn record(
     db: Db,
     run_id: &str,
-    fold_agent_memory: bool,
+    kind: Kind,
+    ids: HashMap<u64, i64>,
     rx: Receiver<Msg>,
     spare: Sender<Msg>,
 ) -> Result<Recorded, StoreError> {
-    let mut filer = Filer::new()?;
+    let (fold_agent_memory, reopen) = match kind {
+        Kind::Episodes { fold_agent_memory } => (fold_agent_memory, None),
+        Kind::Training { reopen } => (false, Some(reopen)),
+    };
+    let training = reopen.is_some();
+    let mut filer = Filer::new(ids, reopen)?;
     let mut last_commit = Instant::now();
     loop {
         let msg = match rx.recv_timeout(COMMIT_EVERY) {
@@ -706,58 +866,77 @@ fn record(
             // A full pool just drops the batch.
             let _ = spare.try_send(batch);
         }
-        if !filer.ops.is_empty()
-            && (filer.pack.blobs.len() >= 8 << 20 || last_commit.elapsed() >= COMMIT_EVERY)
+        let syncing = !filer.acks.is_empty();
+        if syncing
+            || !filer.ops.is_empty()
+                && (filer.pack.blobs.len() >= 8 << 20 || last_commit.elapsed() >= COMMIT_EVERY)
         {
             // Also seal partial chunks so a kill loses at most one commit interval.
             filer.seal_partial_chunks();
-            filer.commit(&db)?;
+            filer.commit(&db, run_id)?;
             last_commit = Instant::now();
+            for ack in filer.acks.drain(..) {
+                let _ = ack.send(());
+            }
         }
     }
     filer.seal_partial_chunks();
-    filer.commit(&db)?;
+    filer.commit(&db, run_id)?;
     // Episodes stay `pending` until they end; if the process dies first,
     // `Db::open` marks them `interrupted`.
     let tx = db.conn.unchecked_transaction()?;
     if fold_agent_memory {
-        let mut writes: Vec<(i64, &MemoryWrite)> = Vec::new();
-        for (episode, ws) in filer.finished_writes.values() {
-            writes.extend(ws.iter().map(|w| (*episode, w)));
-        }
         let mut upsert = tx.prepare(
             "INSERT INTO agent_memory (path, value, episode_id) VALUES (?1, ?2, ?3) ON CONFLICT(path) DO UPDATE SET value = ?2, episode_id = ?3",
         )?;
         let mut delete = tx.prepare("DELETE FROM agent_memory WHERE path = ?1")?;
-        for (episode, w) in writes {
-            match &w.value {
-                Some(v) => upsert.execute(params![w.path, v, episode])?,
-                None => delete.execute([&w.path])?,
-            };
+        for (index, writes) in &filer.finished_writes {
+            let episode = filer.id(*index)?;
+            for w in writes {
+                match &w.value {
+                    Some(v) => upsert.execute(params![w.path, v, episode])?,
+                    None => delete.execute([&w.path])?,
+                };
+            }
         }
     }
-    tx.execute(
-        "UPDATE runs SET status = 'finished', finished_at = ?2 WHERE id = ?1",
-        params![run_id, now_rfc3339()],
-    )?;
+    if !training {
+        tx.execute(
+            "UPDATE runs SET status = 'finished', finished_at = ?2 WHERE id = ?1",
+            params![run_id, now_rfc3339()],
+        )?;
+    }
     tx.commit()?;
-    let mut reports = filer.reports;
+    let mut reports = std::mem::take(&mut filer.reports);
+    for r in &mut reports {
+        r.id = filer.id(r.index)?;
+    }
     reports.sort_by_key(|r| r.index);
     Ok((reports, crate::stopwatch::thread_cpu_time()))
 }
 
 /// The recorder thread's state between commits.
 struct Filer {
-    episodes: BTreeMap<i64, Episode>,
+    /// Episodes in progress, by index.
+    episodes: BTreeMap<u64, Episode>,
+    /// Episode ids by index, as far as known.
+    ids: HashMap<u64, i64>,
+    /// A resumed training run's episodes that go on (their frames arrive
+    /// without a start); `None` for other runs.
+    reopen: Option<HashMap<u64, Episode>>,
     /// What the next commit writes.
     ops: Vec<Op>,
     /// The compressed bytes of `ops`.
     pack: Packer,
+    /// Reports of the episodes that ended (ids filled in at the end).
     reports: Vec<EpisodeReport>,
-    finished_writes: BTreeMap<u64, (i64, Vec<MemoryWrite>)>,
+    /// The `/agent` writes of finished episodes, by index.
+    finished_writes: BTreeMap<u64, Vec<MemoryWrite>>,
     /// Buffers of ended episodes, for the next ones.
     free_bufs: Vec<(Vec<u8>, Vec<u8>)>,
     scratch: Vec<u8>,
+    /// Writers waiting for the next commit.
+    acks: Vec<Sender<()>>,
 }
 
 /// The compressed bytes of the next commit, and the block being filled.
@@ -777,7 +956,10 @@ struct Packer {
 }
 
 impl Filer {
-    fn new() -> Result<Filer, StoreError> {
+    fn new(
+        ids: HashMap<u64, i64>,
+        reopen: Option<HashMap<u64, Episode>>,
+    ) -> Result<Filer, StoreError> {
         let zstd = |level| {
             zstd::bulk::Compressor::new(level).map_err(|e| StoreError::Open {
                 path: Default::default(),
@@ -786,6 +968,8 @@ impl Filer {
         };
         Ok(Filer {
             episodes: BTreeMap::new(),
+            ids,
+            reopen,
             ops: Vec::new(),
             pack: Packer {
                 blobs: Vec::new(),
@@ -799,42 +983,40 @@ impl Filer {
             finished_writes: BTreeMap::new(),
             free_bufs: Vec::new(),
             scratch: Vec::new(),
+            acks: Vec::new(),
         })
+    }
+
+    /// The id of episode `index`, once its row exists.
+    fn id(&self, index: u64) -> Result<i64, StoreError> {
+        self.ids
+            .get(&index)
+            .copied()
+            .ok_or_else(|| StoreError::Open {
+                path: Default::default(),
+                message: format!(
+                    "the recorder got frames of episode {index}, which was never started"
+                ),
+            })
     }
 
     /// Files one stepping thread's batch: hashes and buffers frames, seals
     /// full chunks, and turns endings into digests and episode updates.
     fn take_batch(&mut self, batch: &mut Batch) {
-        let (mut data_at, mut timings_at, mut writes_at) = (0usize, 0usize, 0usize);
+        let (mut data_at, mut timings_at, mut writes_at, mut stats_at) = (0, 0, 0, 0);
         let mut writes = std::mem::take(&mut batch.writes).into_iter();
         let ends = &batch.ends;
         for event in batch.events.drain(..) {
             match event {
-                Event::Start {
-                    episode,
-                    index,
-                    seed,
-                } => {
-                    let (buf, timings) = self.free_bufs.pop().unwrap_or_default();
-                    self.episodes.insert(
-                        episode,
-                        Episode {
-                            index,
-                            seed,
-                            hasher: blake3::Hasher::new(),
-                            buf,
-                            timings,
-                            buf_frames: 0,
-                            first_step: 0,
-                            next_step: 0,
-                            chunk: 0,
-                            seq: 0,
-                            agent_writes: Vec::new(),
-                        },
-                    );
+                Event::Start { index, seed } => {
+                    let bufs = self.free_bufs.pop().unwrap_or_default();
+                    self.episodes.insert(index, Episode::new(index, seed, bufs));
+                    if self.reopen.is_some() {
+                        self.ops.push(Op::Open { index, seed });
+                    }
                 }
                 Event::Frames {
-                    episode,
+                    index,
                     frames,
                     data_end,
                     timings_end,
@@ -844,7 +1026,12 @@ impl Filer {
                     let timings = &batch.timings[timings_at..timings_end];
                     let these = writes.by_ref().take(writes_end - writes_at);
                     (data_at, timings_at, writes_at) = (data_end, timings_end, writes_end);
-                    let Some(ep) = self.episodes.get_mut(&episode) else {
+                    if !self.episodes.contains_key(&index)
+                        && let Some(ep) = self.reopen.as_mut().and_then(|r| r.remove(&index))
+                    {
+                        self.episodes.insert(index, ep);
+                    }
+                    let Some(ep) = self.episodes.get_mut(&index) else {
                         these.for_each(drop);
                         continue;
                     };
@@ -858,7 +1045,7 @@ impl Filer {
                             ep.agent_writes.push(w.clone());
                         }
                         self.ops.push(Op::Write {
-                            episode,
+                            index,
                             seq: ep.seq,
                             step,
                             write: w,
@@ -866,22 +1053,41 @@ impl Filer {
                         ep.seq += 1;
                     }
                     if ep.buf_frames >= CHUNK_FRAMES || ep.buf.len() >= CHUNK_BYTES {
-                        let op = self.pack.seal(episode, ep);
+                        let op = self.pack.seal(ep);
                         self.ops.push(op);
                     }
                 }
-                Event::End { episode, ended } => self.end(episode, ended, ends),
+                Event::End { index, ended } => self.end(index, ended, ends),
+                Event::Stats {
+                    index,
+                    first_step,
+                    stats_end,
+                } => {
+                    let stats = batch.stats[stats_at..stats_end].to_vec();
+                    stats_at = stats_end;
+                    self.ops.push(Op::Stats {
+                        index,
+                        first_step,
+                        stats,
+                    });
+                }
+                Event::Metrics { update, values } => self.ops.push(Op::Metrics {
+                    update,
+                    values,
+                    time: unix_time(),
+                }),
+                Event::Sync(ack) => self.acks.push(ack),
             }
         }
     }
 
     /// Files an episode's ending; `ends` holds its texts and final observation.
-    fn end(&mut self, episode: i64, ended: Ended, ends: &[u8]) {
-        let Some(mut ep) = self.episodes.remove(&episode) else {
+    fn end(&mut self, index: u64, ended: Ended, ends: &[u8]) {
+        let Some(mut ep) = self.episodes.remove(&index) else {
             return;
         };
         if ep.buf_frames > 0 {
-            let op = self.pack.seal(episode, &mut ep);
+            let op = self.pack.seal(&mut ep);
             self.ops.push(op);
         }
         for w in &ended.end_writes {
@@ -889,7 +1095,7 @@ impl Filer {
                 ep.agent_writes.push(w.clone());
             }
             self.ops.push(Op::Write {
-                episode,
+                index,
                 seq: ep.seq,
                 step: ended.length,
                 write: w.clone(),
@@ -905,10 +1111,12 @@ impl Filer {
         let digest = ep.hasher.finalize().to_hex()[..32].to_string();
         if matches!(ended.outcome, Outcome::Terminated | Outcome::Truncated) {
             self.finished_writes
-                .insert(ep.index, (episode, std::mem::take(&mut ep.agent_writes)));
+                .insert(ep.index, std::mem::take(&mut ep.agent_writes));
         }
         self.reports.push(EpisodeReport {
-            id: episode,
+            // Filled in when the recording ends (a training episode's row
+            // may not exist yet).
+            id: 0,
             index: ep.index,
             seed: ep.seed,
             outcome: ended.outcome,
@@ -928,7 +1136,7 @@ impl Filer {
             )
         });
         self.ops.push(Op::End {
-            episode,
+            index,
             row: EndRow {
                 outcome: ended.outcome,
                 return_: ended.return_,
@@ -950,20 +1158,21 @@ impl Filer {
 
     /// Seals every episode's unsealed frames, so a commit holds all frames received.
     fn seal_partial_chunks(&mut self) {
-        for (&id, ep) in self.episodes.iter_mut() {
+        for ep in self.episodes.values_mut() {
             if ep.buf_frames > 0 {
-                let op = self.pack.seal(id, ep);
+                let op = self.pack.seal(ep);
                 self.ops.push(op);
             }
         }
         self.pack.close_block();
     }
 
-    fn commit(&mut self, db: &Db) -> Result<(), StoreError> {
+    fn commit(&mut self, db: &Db, run_id: &str) -> Result<(), StoreError> {
         if self.ops.is_empty() {
             return Ok(());
         }
         let blobs = &self.pack.blobs;
+        let ids = &mut self.ids;
         let tx = db.conn.unchecked_transaction()?;
         {
             let mut block_ids = Vec::with_capacity(self.pack.blocks.len());
@@ -984,14 +1193,51 @@ impl Filer {
             let mut end = tx.prepare_cached(
                 "UPDATE episodes SET outcome = ?2, return = ?3, length = ?4, success = ?5, digest = ?6, error = ?7, task = ?8, reset_info = ?9, final_observation = ?10 WHERE id = ?1",
             )?;
+            let missing = |index: u64| StoreError::Open {
+                path: db.path().to_path_buf(),
+                message: format!(
+                    "the recorder got frames of episode {index}, which was never started"
+                ),
+            };
             for op in self.ops.drain(..) {
+                let index = match &op {
+                    Op::Metrics { .. } => None,
+                    Op::Open { index, .. }
+                    | Op::Chunk { index, .. }
+                    | Op::Write { index, .. }
+                    | Op::End { index, .. }
+                    | Op::Stats { index, .. } => Some(*index),
+                };
+                let episode = match (&op, index) {
+                    (Op::Open { .. }, _) | (_, None) => 0,
+                    (_, Some(i)) => *ids.get(&i).ok_or_else(|| missing(i))?,
+                };
                 match op {
+                    Op::Open { index, seed } => {
+                        let existing: Option<i64> = tx
+                            .prepare_cached(
+                                "SELECT id FROM episodes WHERE run_id = ?1 AND idx = ?2",
+                            )?
+                            .query_row(params![run_id, index as i64], |r| r.get(0))
+                            .optional()?;
+                        let id = match existing {
+                            Some(id) => id,
+                            None => {
+                                tx.prepare_cached(
+                                    "INSERT INTO episodes (run_id, idx, seed, outcome) VALUES (?1, ?2, ?3, 'running')",
+                                )?
+                                .execute(params![run_id, index as i64, seed as i64])?;
+                                tx.last_insert_rowid()
+                            }
+                        };
+                        ids.insert(index, id);
+                    }
                     Op::Chunk {
-                        episode,
                         chunk: c,
                         first_step,
                         frames,
                         place: Place::Own { data, timings },
+                        ..
                     } => {
                         chunk.execute(params![
                             episode,
@@ -1003,7 +1249,6 @@ impl Filer {
                         ])?;
                     }
                     Op::Chunk {
-                        episode,
                         chunk: c,
                         first_step,
                         frames,
@@ -1014,6 +1259,7 @@ impl Filer {
                                 data_len,
                                 timings_len,
                             },
+                        ..
                     } => {
                         // Blocks close before a commit, so every slot has a row.
                         let block = block_ids.get(slot).copied();
@@ -1029,10 +1275,10 @@ impl Filer {
                         ])?;
                     }
                     Op::Write {
-                        episode,
                         seq,
                         step,
                         write: w,
+                        ..
                     } => {
                         write.execute(params![
                             episode,
@@ -1043,15 +1289,15 @@ impl Filer {
                         ])?;
                     }
                     Op::End {
-                        episode,
                         row,
                         digest,
                         final_observation,
+                        ..
                     } => {
                         end.execute(params![
                             episode,
                             row.outcome.as_str(),
-                            row.return_,
+                            Real(row.return_),
                             row.length as i64,
                             row.success,
                             digest,
@@ -1060,6 +1306,36 @@ impl Filer {
                             row.reset_info,
                             final_observation.map(|r| &blobs[r])
                         ])?;
+                    }
+                    Op::Stats {
+                        first_step, stats, ..
+                    } => {
+                        let mut ins = tx.prepare_cached(
+                            "INSERT OR REPLACE INTO train_steps (episode_id, step, version, log_prob, value, advantage, lag) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        )?;
+                        for (i, s) in stats.iter().enumerate() {
+                            ins.execute(params![
+                                episode,
+                                (first_step + i as u64) as i64,
+                                s.version as i64,
+                                Real(f64::from(s.log_prob)),
+                                Real(f64::from(s.value)),
+                                s.advantage.map(|a| Real(f64::from(a))),
+                                s.lag as i64
+                            ])?;
+                        }
+                    }
+                    Op::Metrics {
+                        update,
+                        values,
+                        time,
+                    } => {
+                        let mut ins = tx.prepare_cached(
+                            "INSERT OR REPLACE INTO train_metrics (run_id, update_no, name, value, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?;
+                        for (name, value) in values {
+                            ins.execute(params![run_id, update as i64, name, Real(value), time])?;
+                        }
                     }
                 }
             }
@@ -1099,7 +1375,7 @@ fn ending_digest_bytes(ended: &Ended, error: Option<&str>, ends: &[u8], out: &mu
 impl Packer {
     /// Seals `ep`'s buffered frames as its next chunk: into the open block
     /// when they are few bytes, compressed on their own otherwise.
-    fn seal(&mut self, episode: i64, ep: &mut Episode) -> Op {
+    fn seal(&mut self, ep: &mut Episode) -> Op {
         let place = if ep.buf.len() + ep.timings.len() < BLOCK_BELOW {
             let at = self.block_raw.len();
             self.block_raw.extend_from_slice(&ep.buf);
@@ -1126,7 +1402,7 @@ impl Packer {
             }
         };
         let op = Op::Chunk {
-            episode,
+            index: ep.index,
             chunk: ep.chunk,
             first_step: ep.first_step,
             frames: ep.buf_frames,
@@ -1153,64 +1429,6 @@ impl Packer {
         );
         self.blocks.push(r);
         self.block_raw.clear();
-    }
-}
-
-/// Appends `raw` to `blobs` as one zstd frame and returns where it is:
-/// stored as it is when it is tiny (compressing a few hundred bytes saves
-/// next to nothing and costs more than everything else the recorder does
-/// with them), compressed at a fast level when it is small (a short episode's
-/// chunk), at the normal level when it is large (pixels). Every zstd decoder
-/// reads all three.
-fn pack_into(
-    raw: &[u8],
-    blobs: &mut Vec<u8>,
-    fast: &mut zstd::bulk::Compressor<'static>,
-    strong: &mut zstd::bulk::Compressor<'static>,
-) -> Range<usize> {
-    let start = blobs.len();
-    if raw.len() < RAW_BELOW {
-        raw_frame(raw, blobs);
-        return start..blobs.len();
-    }
-    let zstd = if raw.len() < FAST_BELOW { fast } else { strong };
-    blobs.reserve(zstd::zstd_safe::compress_bound(raw.len()));
-    let mut out = std::io::Cursor::new(&mut *blobs);
-    out.set_position(start as u64);
-    match zstd.compress_to_buffer(raw, &mut out) {
-        Ok(_) => start..blobs.len(),
-        // Compressing into a large enough buffer does not fail; store it
-        // raw if it did.
-        Err(_) => {
-            blobs.truncate(start);
-            raw_frame(raw, blobs);
-            start..blobs.len()
-        }
-    }
-}
-
-/// Appends `raw` to `out` as a zstd frame of raw (stored) blocks, as zstd
-/// itself writes incompressible data, without spending the time to find out.
-fn raw_frame(raw: &[u8], out: &mut Vec<u8>) {
-    /// The largest block zstd allows.
-    const MAX_BLOCK: usize = 128 << 10;
-    out.reserve(raw.len() + 16 + 3 * (raw.len() / MAX_BLOCK));
-    out.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
-    // Frame header descriptor: an 8-byte content size, a single segment (so
-    // no window descriptor), no checksum, no dictionary.
-    out.push(0b1110_0000);
-    out.extend_from_slice(&(raw.len() as u64).to_le_bytes());
-    if raw.is_empty() {
-        // One empty last raw block.
-        out.extend_from_slice(&[1, 0, 0]);
-        return;
-    }
-    let mut blocks = raw.chunks(MAX_BLOCK).peekable();
-    while let Some(block) = blocks.next() {
-        // Block header, 3 bytes little-endian: last-block bit, type 0 (raw), size.
-        let header = u32::from(blocks.peek().is_none()) | ((block.len() as u32) << 3);
-        out.extend_from_slice(&header.to_le_bytes()[..3]);
-        out.extend_from_slice(block);
     }
 }
 
@@ -1244,8 +1462,8 @@ mod tests {
         let mut pushed: Vec<Vec<(Frame, Timing)>> = Vec::new();
         {
             let mut writer = recorder.writer();
-            for (i, (&id, &length)) in ids.iter().zip(&lengths).enumerate() {
-                writer.start(id, i as u64, seeds[i]);
+            for (i, &length) in lengths.iter().enumerate() {
+                writer.start(i as u64, seeds[i]);
                 let mut frames = Vec::new();
                 for step in 0..length {
                     let frame = crate::store::tests::frame(step);
@@ -1254,11 +1472,11 @@ mod tests {
                         step_ns: i as u64 + 1,
                         score_ns: 7,
                     };
-                    writer.push(id, &frame, timing);
+                    writer.push(i as u64, &frame, timing);
                     frames.push((frame, timing));
                 }
                 writer.end(
-                    id,
+                    i as u64,
                     EpisodeFinish {
                         outcome: Outcome::Truncated,
                         return_: 1.0,
@@ -1318,8 +1536,8 @@ mod tests {
         let id = recorder.episode_ids[0];
         {
             let mut writer = recorder.writer();
-            writer.start(id, 0, 9);
-            writer.push(id, &crate::store::tests::frame(0), Timing::default());
+            writer.start(0, 9);
+            writer.push(0, &crate::store::tests::frame(0), Timing::default());
         }
         recorder.finish().unwrap();
         let db = Db::open(&path).unwrap();
@@ -1330,33 +1548,6 @@ mod tests {
             err.contains(&format!("episode {id}")) && err.contains("missing"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn every_packing_is_a_zstd_frame_of_the_same_bytes() {
-        let mut fast = zstd::bulk::Compressor::new(ZSTD_FAST_LEVEL).unwrap();
-        let mut strong = zstd::bulk::Compressor::new(ZSTD_LEVEL).unwrap();
-        let mut blobs = b"earlier blob".to_vec();
-        let inputs: Vec<Vec<u8>> = vec![
-            Vec::new(),
-            b"tiny".to_vec(),
-            (0..RAW_BELOW + 10).map(|i| (i % 7) as u8).collect(),
-            (0..FAST_BELOW * 3).map(|i| (i * 31 % 251) as u8).collect(),
-        ];
-        for raw in &inputs {
-            let r = pack_into(raw, &mut blobs, &mut fast, &mut strong);
-            assert_eq!(zstd::decode_all(&blobs[r.clone()]).unwrap(), *raw);
-            assert_eq!(crate::store::decompress(&blobs[r]).unwrap(), *raw);
-        }
-        // Raw frames of several blocks, and of none.
-        for len in [0, 1, (128 << 10) - 1, 128 << 10, (128 << 10) * 2 + 5] {
-            let raw: Vec<u8> = (0..len).map(|i| (i % 256) as u8).collect();
-            let mut out = Vec::new();
-            raw_frame(&raw, &mut out);
-            assert_eq!(zstd::decode_all(&out[..]).unwrap(), raw, "{len} bytes");
-            assert_eq!(crate::store::decompress(&out).unwrap(), raw, "{len} bytes");
-        }
-        assert!(blobs.starts_with(b"earlier blob"));
     }
 
     #[test]
@@ -1415,49 +1606,6 @@ mod tests {
             ))
             .unwrap();
             assert_eq!(ours, theirs, "{:?}", g.outcome);
-        }
-    }
-
-    #[test]
-    fn frames_and_timings_encode_exactly_as_postcard() {
-        let mut frames: Vec<Frame> = (0..4).map(crate::store::tests::frame).collect();
-        let mut plain = crate::store::tests::frame(300);
-        plain.observation = vec![crate::model::Part {
-            name: "state".into(),
-            value: Value::Vector(vec![0.1, -0.2, f32::NAN, 1e30]),
-        }];
-        plain.action = Action::Discrete(1 << 20);
-        plain.success = None;
-        plain.note = None;
-        plain.logs.clear();
-        plain.memory_writes.clear();
-        plain.info.clear();
-        frames.push(plain.clone());
-        plain.action = Action::Continuous(vec![0.5, -1.0]);
-        plain.step = u32::MAX;
-        plain.success = Some(true);
-        plain.observation[0].value = Value::Discrete(u32::MAX);
-        frames.push(plain);
-        for f in &frames {
-            let mut ours = b"prefix".to_vec();
-            encode_frame(f, &mut ours);
-            let mut theirs = b"prefix".to_vec();
-            theirs = postcard::to_extend(f, theirs).unwrap();
-            assert_eq!(ours, theirs, "frame at step {}", f.step);
-        }
-        for t in [
-            Timing::default(),
-            Timing {
-                act_ns: 127,
-                step_ns: 128,
-                score_ns: u64::MAX,
-            },
-        ] {
-            let mut ours = Vec::new();
-            for ns in [t.act_ns, t.step_ns, t.score_ns] {
-                varint(&mut ours, ns);
-            }
-            assert_eq!(ours, postcard::to_allocvec(&t).unwrap());
         }
     }
 }

@@ -259,7 +259,7 @@ impl BranchRecorder {
         let recorder = Recorder::start(db_path, record, &[seed])?;
         let episode_id = recorder.episode_ids[0];
         let mut writer = recorder.writer();
-        writer.start(episode_id, 0, seed);
+        writer.start(0, seed);
         Ok(BranchRecorder {
             recorder,
             writer: Some(writer),
@@ -270,14 +270,14 @@ impl BranchRecorder {
 
     pub fn push(&mut self, frame: &Frame, timing: Timing) {
         if let Some(w) = self.writer.as_mut() {
-            w.push(self.episode_id, frame, timing);
+            w.push(0, frame, timing);
         }
     }
 
     /// Records the ending and waits until everything is committed.
     pub fn end(mut self, finish: EpisodeFinish) -> Result<EpisodeReport, StoreError> {
         if let Some(mut w) = self.writer.take() {
-            w.end(self.episode_id, finish);
+            w.end(0, finish);
             // Dropping the writer sends what it holds.
         }
         let mut reports = self.recorder.finish()?;

@@ -46,14 +46,41 @@ pub struct PluginSpec {
 ///
 /// An `Err` or a panic from any call ends the episode as `crashed` with the
 /// message, exactly as a trap does for a wasm agent.
+/// Why a native agent could not be made or could not act: one line for the
+/// user, recorded as the episode's crash message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NativeAgentError(pub String);
+
+impl From<String> for NativeAgentError {
+    fn from(message: String) -> NativeAgentError {
+        NativeAgentError(message)
+    }
+}
+
+impl From<&str> for NativeAgentError {
+    fn from(message: &str) -> NativeAgentError {
+        NativeAgentError(message.to_string())
+    }
+}
+
 pub trait NativeAgent: Send {
     /// Called once before the first `act`; `seed` is derived from the
     /// episode's seed (the same one a wasm agent gets), so anything random the
     /// agent does is a function of the episode's seed.
-    fn begin_episode(&mut self, env: &EnvInfo, task: &str, seed: u64) -> Result<(), String>;
-    fn act(&mut self, observation: &Observation, context: StepContext) -> Result<Action, String>;
+    fn begin_episode(
+        &mut self,
+        env: &EnvInfo,
+        task: &str,
+        seed: u64,
+    ) -> Result<(), NativeAgentError>;
+    fn act(
+        &mut self,
+        observation: &Observation,
+        context: StepContext,
+    ) -> Result<Action, NativeAgentError>;
     /// Called when the env ended the episode (not after a crash or interrupt).
-    fn end_episode(&mut self, end: &EpisodeEnd) -> Result<(), String> {
+    fn end_episode(&mut self, end: &EpisodeEnd) -> Result<(), NativeAgentError> {
         let _ = end;
         Ok(())
     }
@@ -74,9 +101,9 @@ pub trait NativeAgentFactory: Send + Sync + fmt::Debug {
     /// Whether the agent can act in this env (its observation and action
     /// spaces), checked before anything is written: `Err` is a one-line
     /// message for the user.
-    fn check_env(&self, env: &EnvInfo) -> Result<(), String>;
+    fn check_env(&self, env: &EnvInfo) -> Result<(), NativeAgentError>;
     /// A fresh agent for one episode.
-    fn make(&self) -> Result<Box<dyn NativeAgent>, String>;
+    fn make(&self) -> Result<Box<dyn NativeAgent>, NativeAgentError>;
 }
 
 /// The agent of a run: a wasm plugin, or a native agent supplied by the caller.
@@ -236,9 +263,20 @@ impl PreparedAgent {
     }
 }
 
+/// The most episodes one run may have: its episode rows are written when it
+/// starts and its reports kept until it ends, so memory and the first commit
+/// grow with the count.
+pub const MAX_EPISODES: u64 = 1_000_000;
+
 pub fn prepare(spec: RunSpec) -> Result<Prepared, RunError> {
     if spec.episodes == 0 {
         return Err(RunError::Spec("--episodes must be at least 1".into()));
+    }
+    if spec.episodes > MAX_EPISODES {
+        return Err(RunError::Spec(format!(
+            "--episodes {}: at most {MAX_EPISODES} in one run (a run's rows and reports grow with it); split it into several runs, which may share one --db",
+            spec.episodes
+        )));
     }
     if spec.jobs == 0 {
         return Err(RunError::Spec("--jobs must be at least 1".into()));
@@ -254,13 +292,21 @@ pub fn prepare(spec: RunSpec) -> Result<Prepared, RunError> {
         Some(r) => Some(Plugin::load(&r.path, PluginKind::Reward, r.limits)?),
         None => None,
     };
-    let env_info: EnvInfo = serde_json::from_value(env.validate(&spec.env.config)?)
-        .map_err(|e| RunError::Spec(format!("environment description: {e}")))?;
+    let env_info = match env.describe(&spec.env.config)? {
+        crate::plugin::Description::Env(info) => info,
+        other => {
+            return Err(RunError::Spec(format!(
+                "environment description: {} described itself as another kind of plugin: {}",
+                spec.env.path.display(),
+                other.to_json()
+            )));
+        }
+    };
     match (&agent, &spec.agent) {
         (PreparedAgent::Plugin(p), AgentSpec::Plugin(a)) => {
             p.validate(&a.config)?;
         }
-        (PreparedAgent::Native(f), _) => f.check_env(&env_info).map_err(RunError::Spec)?,
+        (PreparedAgent::Native(f), _) => f.check_env(&env_info).map_err(|e| RunError::Spec(e.0))?,
         (PreparedAgent::Plugin(_), AgentSpec::Native(_)) => {}
     }
     if let (Some(r), Some(rs)) = (&reward, &spec.reward) {
@@ -344,7 +390,7 @@ impl Prepared {
         std::thread::scope(|scope| {
             for j in 0..jobs {
                 let mut writer = recorder.writer();
-                let (next, seeds, ids, base) = (&next, &seeds, &recorder.episode_ids, &base);
+                let (next, seeds, base) = (&next, &seeds, &base);
                 let spawned = std::thread::Builder::new()
                     .name(format!("ludus-worker-{j}"))
                     .spawn_scoped(scope, move || {
@@ -353,13 +399,12 @@ impl Prepared {
                             let Some(&seed) = seeds.get(i as usize) else {
                                 break;
                             };
-                            let id = ids[i as usize];
-                            writer.start(id, i, seed);
+                            writer.start(i, seed);
                             let finish =
                                 self.episode(seed, base.clone(), progress, &mut |frame, timing| {
-                                    writer.push(id, &frame, timing);
+                                    writer.push(i, &frame, timing);
                                 });
-                            writer.end(id, finish);
+                            writer.end(i, finish);
                             progress.episodes_done.fetch_add(1, Ordering::Relaxed);
                         }
                         // Dropping the writer sends its last batch.
@@ -441,7 +486,7 @@ enum StepAgent {
 fn native_call<T>(
     name: &str,
     call: &str,
-    f: impl FnOnce() -> Result<T, String>,
+    f: impl FnOnce() -> Result<T, NativeAgentError>,
 ) -> Result<T, Crash> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
@@ -548,7 +593,7 @@ impl Stepper {
             finish.error = Some(c.message);
             Box::new(finish)
         };
-        let config_err = |role: &str, m: String| Crash {
+        let config_err = |role: &str, m: crate::plugin::Refusal| Crash {
             message: format!("{role} rejected its config: {m}"),
         };
         let spec = &prepared.spec;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{FrameFields, decode_observation, decode_raw_fields, decompress};
 use crate::model::{Frame, Observation, Timing};
 
 pub const SCHEMA_VERSION: i64 = 2;
@@ -130,6 +131,92 @@ CREATE TABLE IF NOT EXISTS agent_memory (path TEXT PRIMARY KEY, value TEXT NOT N
 CREATE TABLE IF NOT EXISTS user_memory (path TEXT PRIMARY KEY, value TEXT NOT NULL);
 "#;
 
+/// The tables every ludus database has had since its first schema: one
+/// that lacks any of them lost recorded data.
+const CORE_TABLES: &[&str] = &["meta", "runs", "episodes", "frame_chunks"];
+/// Tables added later: an older file lacks them and gains them when opened.
+const LATER_TABLES: &[&str] = &[
+    "frame_blocks",
+    "memory_writes",
+    "run_agent_memory",
+    "agent_memory",
+    "user_memory",
+];
+
+/// The file's tables, after checking that a ludus database holds all of
+/// [`CORE_TABLES`] (an empty file is a new database and passes).
+fn check_tables(conn: &Connection, path: &Path) -> Result<Vec<String>, StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(|e| corrupt(e.to_string()))?;
+    if tables.is_empty() {
+        return Ok(tables);
+    }
+    let missing: Vec<&str> = CORE_TABLES
+        .iter()
+        .copied()
+        .filter(|t| !tables.iter().any(|x| x == t))
+        .collect();
+    if missing.len() == CORE_TABLES.len() {
+        return Err(corrupt(format!(
+            "it holds tables ({}) but none of a ludus recording's",
+            tables.join(", ")
+        )));
+    }
+    if !missing.is_empty() {
+        return Err(corrupt(format!(
+            "damaged: table{} `{}` missing; nothing was written to it (restore the file from a copy, or record into another --db)",
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join("`, `")
+        )));
+    }
+    Ok(tables)
+}
+
+/// A float in a REAL column, NaN included. SQLite has no NaN: binding one
+/// stores NULL, which the schema refuses, so one NaN return used to fail the
+/// commit of every episode beside it. NaN is stored as the text `NaN`
+/// (SQLite keeps text that is not a number as text, even in a REAL
+/// column); infinities are REAL values already.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Real(pub f64);
+
+impl rusqlite::ToSql for Real {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value};
+        Ok(if self.0.is_nan() {
+            ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(b"NaN"))
+        } else {
+            ToSqlOutput::Owned(Value::Real(self.0))
+        })
+    }
+}
+
+impl rusqlite::types::FromSql for Real {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Real> {
+        use rusqlite::types::{FromSqlError, ValueRef};
+        match v {
+            ValueRef::Real(f) => Ok(Real(f)),
+            ValueRef::Integer(i) => Ok(Real(i as f64)),
+            ValueRef::Text(t) if t.eq_ignore_ascii_case(b"nan") => Ok(Real(f64::NAN)),
+            ValueRef::Text(t) => std::str::from_utf8(t)
+                .ok()
+                .and_then(|t| t.trim().parse::<f64>().ok())
+                .map(Real)
+                .ok_or(FromSqlError::InvalidType),
+            ValueRef::Null | ValueRef::Blob(_) => Err(FromSqlError::InvalidType),
+        }
+    }
+}
+
 /// A recorded run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunRow {
@@ -152,6 +239,7 @@ pub struct EpisodeRow {
     pub seed: u64,
     pub outcome: String,
     #[serde(rename = "return")]
+    #[serde(with = "ludus_core::json_float")]
     pub return_: f64,
     pub length: u64,
     pub success: bool,
@@ -237,6 +325,10 @@ impl Db {
         };
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(open_err)?;
+        // A recording missing what it must hold is damaged: say so, and write
+        // nothing (recreating the table would pass its loss off as an empty
+        // recording).
+        check_tables(&conn, path)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(corrupt)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -300,6 +392,71 @@ impl Db {
         Ok(db)
     }
 
+    /// Opens an existing ludus database for reading only: nothing is
+    /// created, migrated or marked, and a damaged or missing file is an
+    /// error. What the read-only commands (`ludus debug`, `ludus diff`) use.
+    /// A file an older ludus wrote, which lacks a later table or column,
+    /// is brought up to date by [`Db::open`] instead, as any command would.
+    pub fn open_read_only(path: &Path) -> Result<Db, StoreError> {
+        use rusqlite::OpenFlags;
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        if !path.is_file() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                message: "no such file".into(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
+        let tables = check_tables(&conn, path)?;
+        let current = LATER_TABLES.iter().all(|t| tables.iter().any(|x| x == t))
+            && conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('frame_chunks') WHERE name = 'block'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(|e| StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
+                > 0;
+        if !current {
+            drop(conn);
+            return Db::open(path);
+        }
+        let version: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(open_err)?;
+        match version.as_deref().map(str::parse::<i64>) {
+            Some(Ok(v)) if v > SCHEMA_VERSION => Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                found: v,
+            }),
+            Some(Ok(_)) => Ok(Db {
+                conn,
+                path: path.to_path_buf(),
+            }),
+            _ => Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                message: "damaged: it has no schema version (table `meta`)".into(),
+            }),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -360,7 +517,7 @@ impl Db {
             index: r.get::<_, i64>(2)? as u64,
             seed: r.get::<_, i64>(3)? as u64,
             outcome: r.get(4)?,
-            return_: r.get(5)?,
+            return_: r.get::<_, Real>(5)?.0,
             length: r.get::<_, i64>(6)? as u64,
             success: r.get::<_, i64>(7)? != 0,
             digest: r.get(8)?,
@@ -552,16 +709,9 @@ impl Db {
             .optional()?
             .flatten();
         let Some(blob) = blob else { return Ok(None) };
-        let raw = zstd::decode_all(&blob[..]).map_err(|e| StoreError::Decode {
-            episode,
-            message: e.to_string(),
-        })?;
-        postcard::from_bytes(&raw)
-            .map(Some)
-            .map_err(|e| StoreError::Decode {
-                episode,
-                message: e.to_string(),
-            })
+        let bad = |message: String| StoreError::Decode { episode, message };
+        let raw = decompress(&blob).map_err(bad)?;
+        decode_observation(&raw).map(Some).map_err(bad)
     }
 
     pub fn memory_writes(&self, episode: i64) -> Result<Vec<StoredWrite>, StoreError> {
@@ -615,47 +765,6 @@ impl Db {
         let mut stmt = self.conn.prepare(sql)?;
         let rows = stmt.query_map(p, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-}
-
-/// Appends the frames of one compressed chunk to `out`.
-#[cfg(test)]
-pub(crate) fn decode_chunk(
-    data: &[u8],
-    timings: &[u8],
-    out: &mut Vec<(Frame, Timing)>,
-) -> Result<(), String> {
-    decode_chunk_fields(data, timings, FrameFields::ALL, out)
-}
-
-/// The parts of a frame a reader needs. Decoding skips the others without
-/// allocating (they read as empty: no observation parts, no logs, no memory
-/// writes, an empty info), which makes a breakpoint scan over `reward` or
-/// `step` several times cheaper than decoding whole frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameFields {
-    pub observation: bool,
-    pub info: bool,
-    pub logs: bool,
-    pub memory_writes: bool,
-}
-
-impl FrameFields {
-    pub const ALL: FrameFields = FrameFields {
-        observation: true,
-        info: true,
-        logs: true,
-        memory_writes: true,
-    };
-}
-
-/// Decompresses one zstd frame, sized from its header when it says its size.
-pub(crate) fn decompress(data: &[u8]) -> Result<Vec<u8>, String> {
-    match zstd::zstd_safe::get_frame_content_size(data) {
-        Ok(Some(size)) if size <= 1 << 30 => {
-            zstd::bulk::decompress(data, size as usize).map_err(|e| e.to_string())
-        }
-        _ => zstd::decode_all(data).map_err(|e| e.to_string()),
     }
 }
 
@@ -768,240 +877,6 @@ pub(crate) fn for_each_raw_chunk(
         f(&data, &timings)?;
     }
     Ok(())
-}
-
-/// Appends the frames of one compressed chunk to `out`, decoding only `fields`.
-#[cfg(test)]
-pub(crate) fn decode_chunk_fields(
-    data: &[u8],
-    timings: &[u8],
-    fields: FrameFields,
-    out: &mut Vec<(Frame, Timing)>,
-) -> Result<(), String> {
-    decode_raw_fields(&decompress(data)?, &decompress(timings)?, fields, out)
-}
-
-/// Appends the frames of one chunk's raw bytes to `out`, decoding only `fields`.
-pub(crate) fn decode_raw_fields(
-    raw: &[u8],
-    raw_timings: &[u8],
-    fields: FrameFields,
-    out: &mut Vec<(Frame, Timing)>,
-) -> Result<(), String> {
-    let (mut rest, mut rest_t) = (raw, raw_timings);
-    while !rest.is_empty() {
-        let frame = if fields == FrameFields::ALL {
-            let (frame, r): (Frame, &[u8]) =
-                postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
-            rest = r;
-            frame
-        } else {
-            let mut de = postcard::Deserializer::from_bytes(rest);
-            let frame = serde::de::DeserializeSeed::deserialize(skim::Partial(fields), &mut de)
-                .map_err(|e| e.to_string())?;
-            rest = de.finalize().map_err(|e| e.to_string())?;
-            frame
-        };
-        // Timings are informative: a missing or short record reads as zeros.
-        let (timing, rt): (Timing, &[u8]) =
-            postcard::take_from_bytes(rest_t).unwrap_or((Timing::default(), &[]));
-        out.push((frame, timing));
-        rest_t = rt;
-    }
-    Ok(())
-}
-
-/// Decoding a [`Frame`] field by field, skipping the fields a reader does
-/// not need. The skimming types mirror the recorded types' postcard layout
-/// (the contract's WIT order); `tests::partial_decoding_matches` checks them
-/// against whole-frame decoding.
-mod skim {
-    use std::fmt;
-    use std::marker::PhantomData;
-
-    use serde::Deserialize;
-    use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
-
-    use super::FrameFields;
-    use crate::model::{Action, Frame, Level, LogLine, MemoryWrite, Observation, Role};
-
-    /// A sequence whose elements are read and dropped.
-    pub(super) struct SkipSeq<T>(PhantomData<T>);
-
-    impl<'de, T: Deserialize<'de>> Deserialize<'de> for SkipSeq<T> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V<T>(PhantomData<T>);
-            impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-                type Value = SkipSeq<T>;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a sequence")
-                }
-                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                    while seq.next_element::<T>()?.is_some() {}
-                    Ok(SkipSeq(PhantomData))
-                }
-            }
-            d.deserialize_seq(V(PhantomData))
-        }
-    }
-
-    // Strings are skipped as bytes: the same postcard layout, no UTF-8 check.
-    #[derive(Deserialize)]
-    #[allow(dead_code)]
-    struct PartSkim<'a> {
-        #[serde(borrow)]
-        name: &'a [u8],
-        #[serde(borrow)]
-        value: ValueSkim<'a>,
-    }
-
-    #[derive(Deserialize)]
-    #[allow(dead_code)]
-    enum ValueSkim<'a> {
-        Discrete(u32),
-        Vector(SkipSeq<f32>),
-        Image(#[serde(borrow)] ImageSkim<'a>),
-        Text(&'a [u8]),
-        Tree(#[serde(borrow)] SkipSeq<ElementSkim<'a>>),
-    }
-
-    #[derive(Deserialize)]
-    #[allow(dead_code)]
-    struct ImageSkim<'a> {
-        width: u32,
-        height: u32,
-        channels: u32,
-        pixels: &'a [u8],
-    }
-
-    #[derive(Deserialize)]
-    #[allow(dead_code)]
-    struct RectSkim {
-        x: i32,
-        y: i32,
-        width: u32,
-        height: u32,
-    }
-
-    #[derive(Deserialize)]
-    #[allow(dead_code)]
-    struct ElementSkim<'a> {
-        id: u32,
-        parent: Option<u32>,
-        role: &'a [u8],
-        name: &'a [u8],
-        value: &'a [u8],
-        bounds: RectSkim,
-        focused: bool,
-        checked: Option<bool>,
-        disabled: bool,
-    }
-
-    #[derive(Deserialize)]
-    #[allow(dead_code)]
-    struct LogSkim<'a> {
-        role: Role,
-        level: Level,
-        message: &'a [u8],
-    }
-
-    #[derive(Deserialize)]
-    #[allow(dead_code)]
-    struct WriteSkim<'a> {
-        path: &'a [u8],
-        #[serde(borrow)]
-        value: Option<&'a [u8]>,
-    }
-
-    /// The field names of [`Frame`], in its declaration (and encoding) order.
-    const FRAME_FIELDS: &[&str] = &[
-        "step",
-        "observation",
-        "action",
-        "env_reward",
-        "reward",
-        "terminated",
-        "truncated",
-        "info",
-        "success",
-        "note",
-        "logs",
-        "memory_writes",
-    ];
-
-    /// A [`Frame`] with only some fields decoded.
-    pub(super) struct Partial(pub FrameFields);
-
-    impl<'de> DeserializeSeed<'de> for Partial {
-        type Value = Frame;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Frame, D::Error> {
-            d.deserialize_struct("Frame", FRAME_FIELDS, self)
-        }
-    }
-
-    fn next<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(
-        seq: &mut A,
-        field: usize,
-    ) -> Result<T, A::Error> {
-        seq.next_element::<T>()?
-            .ok_or_else(|| de::Error::invalid_length(field, &"a recorded frame"))
-    }
-
-    impl<'de> Visitor<'de> for Partial {
-        type Value = Frame;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a recorded frame")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Frame, A::Error> {
-            let want = self.0;
-            let step: u32 = next(&mut seq, 0)?;
-            let observation: Observation = if want.observation {
-                next(&mut seq, 1)?
-            } else {
-                next::<SkipSeq<PartSkim<'de>>, _>(&mut seq, 1)?;
-                Vec::new()
-            };
-            let action: Action = next(&mut seq, 2)?;
-            let env_reward: f32 = next(&mut seq, 3)?;
-            let reward: f32 = next(&mut seq, 4)?;
-            let terminated: bool = next(&mut seq, 5)?;
-            let truncated: bool = next(&mut seq, 6)?;
-            let info: String = if want.info {
-                next(&mut seq, 7)?
-            } else {
-                next::<&'de [u8], _>(&mut seq, 7)?;
-                String::new()
-            };
-            let success: Option<bool> = next(&mut seq, 8)?;
-            let note: Option<String> = next(&mut seq, 9)?;
-            let logs: Vec<LogLine> = if want.logs {
-                next(&mut seq, 10)?
-            } else {
-                next::<SkipSeq<LogSkim<'de>>, _>(&mut seq, 10)?;
-                Vec::new()
-            };
-            let memory_writes: Vec<MemoryWrite> = if want.memory_writes {
-                next(&mut seq, 11)?
-            } else {
-                next::<SkipSeq<WriteSkim<'de>>, _>(&mut seq, 11)?;
-                Vec::new()
-            };
-            Ok(Frame {
-                step,
-                observation,
-                action,
-                env_reward,
-                reward,
-                terminated,
-                truncated,
-                info,
-                success,
-                note,
-                logs,
-                memory_writes,
-            })
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1144,66 +1019,5 @@ pub(crate) mod tests {
                 },
             ],
         }
-    }
-
-    #[test]
-    fn partial_decoding_matches_whole_frames() {
-        let frames: Vec<Frame> = (0..5).map(frame).collect();
-        let mut raw = Vec::new();
-        let mut raw_t = Vec::new();
-        for (i, f) in frames.iter().enumerate() {
-            raw = postcard::to_extend(f, raw).unwrap();
-            let t = Timing {
-                act_ns: i as u64,
-                step_ns: 2,
-                score_ns: 3,
-            };
-            raw_t = postcard::to_extend(&t, raw_t).unwrap();
-        }
-        let data = zstd::bulk::compress(&raw, 1).unwrap();
-        let timings = zstd::bulk::compress(&raw_t, 1).unwrap();
-        let mut whole = Vec::new();
-        decode_chunk(&data, &timings, &mut whole).unwrap();
-        assert_eq!(
-            whole.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
-            frames
-        );
-        for bits in 0..16u8 {
-            let fields = FrameFields {
-                observation: bits & 1 != 0,
-                info: bits & 2 != 0,
-                logs: bits & 4 != 0,
-                memory_writes: bits & 8 != 0,
-            };
-            let mut partial = Vec::new();
-            decode_chunk_fields(&data, &timings, fields, &mut partial).unwrap();
-            let expected: Vec<(Frame, Timing)> = whole
-                .iter()
-                .cloned()
-                .map(|(mut f, t)| {
-                    if !fields.observation {
-                        f.observation.clear();
-                    }
-                    if !fields.info {
-                        f.info.clear();
-                    }
-                    if !fields.logs {
-                        f.logs.clear();
-                    }
-                    if !fields.memory_writes {
-                        f.memory_writes.clear();
-                    }
-                    (f, t)
-                })
-                .collect();
-            assert_eq!(partial, expected, "fields {fields:?}");
-        }
-        // A cut record is an error, not a short read.
-        let cut = zstd::bulk::compress(&raw[..raw.len() - 3], 1).unwrap();
-        let skip = FrameFields {
-            observation: false,
-            ..FrameFields::ALL
-        };
-        assert!(decode_chunk_fields(&cut, &timings, skip, &mut Vec::new()).is_err());
     }
 }

@@ -359,7 +359,8 @@ fn rate_batched(plugin: &Arc<Plugin>, duration: Duration, batch: usize) -> Resul
     let mut rng = 0x5EED_0003u64;
     let mut env = new_env(plugin, splitmix64(&mut rng))?;
     let seeds: Vec<u64> = (0..batch).map(|_| splitmix64(&mut rng)).collect();
-    env.batch_reset(&seeds)?.map_err(BenchError::Crash)?;
+    env.batch_reset(&seeds)?
+        .map_err(|r| BenchError::Crash(r.0))?;
     let mut actions = vec![0.0f32; batch];
     let calls = (CLOCK_EVERY as usize).div_ceil(batch).max(1);
     let (steps, elapsed, _) = measure(duration, || {
@@ -367,7 +368,9 @@ fn rate_batched(plugin: &Arc<Plugin>, duration: Duration, batch: usize) -> Resul
             for a in actions.iter_mut() {
                 *a = (splitmix64(&mut rng) & 1) as f32;
             }
-            let r = env.batch_step(&actions)?.map_err(BenchError::Crash)?;
+            let r = env
+                .batch_step(&actions)?
+                .map_err(|r| BenchError::Crash(r.0))?;
             if r.flags.len() != batch {
                 return Err(BenchError::Crash(format!(
                     "batch-step returned {} flags for {batch} copies",
@@ -482,7 +485,6 @@ impl Tally {
 struct RecordedStepper<'a> {
     env: &'a mut EnvInstance,
     writer: ludus_arena::recorder::FrameWriter,
-    ids: &'a [i64],
     seeds: &'a [u64],
     rng: u64,
     index: usize,
@@ -529,7 +531,7 @@ impl RecordedStepper<'_> {
             n += 1;
             self.step += 1;
             self.return_ += f64::from(r.reward);
-            let id = self.ids[self.index];
+            let id = self.index as u64;
             self.writer.push(id, &frame, timing);
             if !self.writer.alive {
                 // The recorder stopped; `finish` says why.
@@ -557,7 +559,7 @@ impl RecordedStepper<'_> {
                 self.index += 1;
                 self.step = 0;
                 self.return_ = 0.0;
-                if self.index >= self.ids.len() {
+                if self.index >= self.seeds.len() {
                     self.done = true;
                     return Ok(n);
                 }
@@ -565,11 +567,7 @@ impl RecordedStepper<'_> {
                 self.observation = reset.observation;
                 self.task = reset.task;
                 self.reset_info = reset.info;
-                self.writer.start(
-                    self.ids[self.index],
-                    self.index as u64,
-                    self.seeds[self.index],
-                );
+                self.writer.start(self.index as u64, self.seeds[self.index]);
             }
         }
         Ok(n)
@@ -589,7 +587,7 @@ impl RecordedStepper<'_> {
                 final_observation: Some(self.observation),
                 end_writes: Vec::new(),
             };
-            self.writer.end(self.ids[self.index], finish);
+            self.writer.end(self.index as u64, finish);
         }
         // Dropping the writer sends what it holds.
     }
@@ -664,12 +662,10 @@ fn rate_paired(
             branch: None,
         };
         let recorder = Recorder::start(&db_path, record, &seeds)?;
-        let ids = recorder.episode_ids.clone();
         let reset = env.reset(seeds[0])?;
         let mut rec = RecordedStepper {
             env: &mut env,
             writer: recorder.writer(),
-            ids: &ids,
             seeds: &seeds,
             rng: splitmix64(&mut rec_rng),
             index: 0,
@@ -680,7 +676,7 @@ fn rate_paired(
             reset_info: reset.info,
             done: false,
         };
-        rec.writer.start(ids[0], 0, seeds[0]);
+        rec.writer.start(0, seeds[0]);
         recorded.run(duration, || rec.chunk())?;
         // The last frames, the interrupted episode's ending and the run's
         // closing commit.

@@ -247,7 +247,9 @@ fn measure(lang: &str, wasm: &Path, seconds: f64) -> Result<LangFigures> {
     let secs = start.elapsed().as_secs_f64();
     // Batched: every copy resets itself in the guest when it ends.
     let seeds: Vec<u64> = (0..BATCH as u64).collect();
-    let batch_err = |m: String| anyhow::anyhow!("{lang} CartPole's batched interface failed: {m}");
+    let batch_err = |m: ludus_arena::Refusal| {
+        anyhow::anyhow!("{lang} CartPole's batched interface failed: {m}")
+    };
     env.batch_reset(&seeds)
         .map_err(crashed)?
         .map_err(batch_err)?;

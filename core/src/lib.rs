@@ -6,6 +6,7 @@
 //! No wasmtime, SQLite or libtorch here: every crate, light or heavy, can
 //! depend on this one.
 
+pub mod json_float;
 pub mod outcome;
 pub mod rng;
 

@@ -480,7 +480,7 @@ pub fn diff_frames(a: &Frame, b: &Frame) -> Vec<Change> {
 /// Action, rewards, flags, info, success, note and logs.
 fn outcome_changes(a: &Frame, b: &Frame) -> Vec<Change> {
     let mut out = Vec::new();
-    if a.action != b.action {
+    if !ludus_arena::codec::same_bits(&a.action, &b.action) {
         out.push(Change::Action {
             a: action_label(&a.action),
             b: action_label(&b.action),
@@ -613,7 +613,7 @@ pub fn diff_episodes(a: &dyn FrameSource, b: &dyn FrameSource) -> Result<Episode
         for i in k..end {
             let x = &ba[(i - fa) as usize].0;
             let y = &bb[(i - fb) as usize].0;
-            if x != y {
+            if !ludus_arena::codec::same_frame(x, y) {
                 differing += 1;
                 match ranges.last_mut() {
                     Some(r) if r.1 + 1 == i => r.1 = i,

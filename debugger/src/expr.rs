@@ -10,6 +10,8 @@ use std::fmt;
 
 use cel::{Context, Program, Value};
 
+pub(crate) use crate::view::Uses;
+
 /// A compiled expression, with what it reads (so a scan builds only that).
 pub struct Expr {
     source: String,
@@ -20,40 +22,6 @@ pub struct Expr {
 impl fmt::Debug for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Expr").field(&self.source).finish()
-    }
-}
-
-/// The parts of a frame an expression reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Uses {
-    /// Bit i: the plain variable `view::PLAIN[i]` is read.
-    pub plain: u32,
-    pub memory: bool,
-    pub prev: bool,
-    pub observation: bool,
-    pub logs: bool,
-}
-
-impl Uses {
-    /// The parts of recorded frames these variables are built from.
-    pub fn fields(self) -> ludus_arena::store::FrameFields {
-        let info = crate::view::PLAIN.iter().position(|n| *n == "info");
-        ludus_arena::store::FrameFields {
-            observation: self.observation,
-            info: info.is_some_and(|i| self.plain & (1 << i) != 0),
-            logs: self.logs,
-            memory_writes: self.memory,
-        }
-    }
-
-    pub fn union(self, o: Uses) -> Uses {
-        Uses {
-            plain: self.plain | o.plain,
-            memory: self.memory || o.memory,
-            prev: self.prev || o.prev,
-            observation: self.observation || o.observation,
-            logs: self.logs || o.logs,
-        }
     }
 }
 
@@ -78,6 +46,44 @@ impl ExprError {
     }
 }
 
+/// The longest expression accepted, in bytes.
+pub const MAX_EXPR_BYTES: usize = 4096;
+/// The most operators, brackets and member accesses one expression may
+/// hold. CEL's parser and evaluator recurse once per operator, so a chain
+/// of tens of thousands overflowed the stack and aborted the process; real
+/// breakpoints and watches use a few dozen.
+pub const MAX_EXPR_OPERATORS: usize = 256;
+
+/// Operator characters outside string literals, and the byte where the
+/// count passed `limit` (if it did).
+fn operators(source: &str, limit: usize) -> (usize, Option<usize>) {
+    let mut n = 0;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in source.char_indices() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if "+-*/%<>=!&|?:.[(,".contains(c) => {
+                n += 1;
+                if n > limit {
+                    return (n, Some(i));
+                }
+            }
+            None => {}
+        }
+    }
+    (n, None)
+}
+
 impl Expr {
     pub fn compile(source: &str) -> Result<Expr, ExprError> {
         let trimmed = source.trim();
@@ -86,6 +92,32 @@ impl Expr {
                 text: source.to_string(),
                 column: 1,
                 message: "empty expression".into(),
+            });
+        }
+        // Bounded before parsing; the text kept for the message is bounded too.
+        let shown = |s: &str| -> String {
+            match s.char_indices().nth(80) {
+                Some((i, _)) => format!("{}...", &s[..i]),
+                None => s.to_string(),
+            }
+        };
+        if source.len() > MAX_EXPR_BYTES {
+            return Err(ExprError {
+                text: shown(source),
+                column: 1,
+                message: format!(
+                    "the expression is {} bytes; at most {MAX_EXPR_BYTES} are accepted",
+                    source.len()
+                ),
+            });
+        }
+        if let (_, Some(at)) = operators(source, MAX_EXPR_OPERATORS) {
+            return Err(ExprError {
+                text: shown(source),
+                column: source[..at].chars().count() + 1,
+                message: format!(
+                    "more than {MAX_EXPR_OPERATORS} operators; split it into several breakpoints or watches"
+                ),
             });
         }
         let program = Program::compile(source).map_err(|errors| {
@@ -157,6 +189,37 @@ impl Expr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The largest expression the bounds let through compiles and
+    /// evaluates on a thread with a default 2 MiB stack (the IDE's and the
+    /// scans' workers); anything larger is refused before parsing.
+    #[test]
+    fn expressions_are_bounded_before_parsing() {
+        let chain = |ops: usize| format!("1{}", "+1".repeat(ops));
+        let widest = chain(MAX_EXPR_OPERATORS);
+        let value = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let e = Expr::compile(&widest).expect("compiles");
+                e.eval(&Context::default()).expect("evaluates")
+            })
+            .expect("thread")
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(value, Value::Int(MAX_EXPR_OPERATORS as i64 + 1));
+        let e = Expr::compile(&chain(MAX_EXPR_OPERATORS + 1)).unwrap_err();
+        assert!(e.message.contains("more than 256 operators"), "{e}");
+        assert!(e.text.len() < 100, "the message is bounded: {e}");
+        // 40 KB and 1 MB chains: refused by size, at once.
+        for ops in [20_000, 500_000] {
+            let e = Expr::compile(&chain(ops)).unwrap_err();
+            assert!(e.message.contains("at most 4096"), "{e}");
+        }
+        // Operators inside string literals do not count.
+        let path = format!("memory[\"{}\"] == 'a+b'", "/x".repeat(400));
+        assert!(Expr::compile(&path).is_ok());
+        assert_eq!(operators(r#""a+b" + 'c\'+d'"#, 10).0, 1);
+    }
 
     #[test]
     fn errors_point_at_the_column() {

@@ -206,7 +206,7 @@ fn replay_prefix(
                 changed_plugins: changed.to_vec(),
             });
         };
-        if frame != recorded {
+        if !ludus_arena::codec::same_frame(&frame, &recorded) {
             return Err(Mismatch {
                 frame: k,
                 changes: diff_frames(&recorded, &frame),

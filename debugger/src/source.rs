@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use ludus_arena::codec::FrameFields;
 use ludus_arena::memory::{MemoryBase, apply_writes};
 use ludus_arena::model::{Frame, Timing};
-use ludus_arena::store::{ChunkInfo, Db, EpisodeRow, FrameFields, RunRow};
+use ludus_arena::store::{ChunkInfo, Db, EpisodeRow, RunRow};
 
 use crate::DebugError;
 use crate::view::EpisodeMeta;
@@ -98,7 +99,7 @@ pub struct Recording {
 
 impl Recording {
     pub fn open(db_path: &Path, episode: i64) -> Result<Recording, DebugError> {
-        let db = Db::open(db_path)?;
+        let db = Db::open_read_only(db_path)?;
         let row = db.episode(episode)?;
         let run = db.run(&row.run_id)?;
         let chunks = db.chunk_index(episode)?;
@@ -172,7 +173,7 @@ impl FrameSource for Recording {
         let spawned = std::thread::Builder::new()
             .name("ludus-scan-reader".into())
             .spawn(move || {
-                let db = match Db::open(&path) {
+                let db = match Db::open_read_only(&path) {
                     Ok(db) => db,
                     Err(e) => {
                         let _ = tx.send(Err(e.into()));

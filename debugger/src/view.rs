@@ -28,8 +28,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use cel::Value;
 use ludus_arena::model::{Action, Frame, Level, LogLine, PointerKind, Timing, Value as PartValue};
 
-use crate::expr::Uses;
-
 /// One frame as the debugger shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FrameView {
@@ -539,6 +537,40 @@ pub fn parse_action(spec: &str) -> Result<Action, String> {
         k => Err(format!(
             "action `{spec}`: unknown kind `{k}` (discrete, continuous, click, double-click, move, drag, scroll, type, key, element, noop)"
         )),
+    }
+}
+
+/// The parts of a frame an expression reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Uses {
+    /// Bit i: the plain variable `view::PLAIN[i]` is read.
+    pub plain: u32,
+    pub memory: bool,
+    pub prev: bool,
+    pub observation: bool,
+    pub logs: bool,
+}
+
+impl Uses {
+    /// The parts of recorded frames these variables are built from.
+    pub fn fields(self) -> ludus_arena::codec::FrameFields {
+        let info = PLAIN.iter().position(|n| *n == "info");
+        ludus_arena::codec::FrameFields {
+            observation: self.observation,
+            info: info.is_some_and(|i| self.plain & (1 << i) != 0),
+            logs: self.logs,
+            memory_writes: self.memory,
+        }
+    }
+
+    pub fn union(self, o: Uses) -> Uses {
+        Uses {
+            plain: self.plain | o.plain,
+            memory: self.memory || o.memory,
+            prev: self.prev || o.prev,
+            observation: self.observation || o.observation,
+            logs: self.logs || o.logs,
+        }
     }
 }
 

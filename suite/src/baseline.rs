@@ -22,6 +22,7 @@ pub struct BaselineCase {
     pub seed: u64,
     pub stats: CaseStats,
     /// Per episode, in index order.
+    #[serde(with = "ludus_core::json_float::vec")]
     pub returns: Vec<f64>,
     pub successes: Vec<bool>,
     pub digests: Vec<String>,
@@ -45,6 +46,7 @@ pub struct Comparison {
     /// Every episode's digest equals the baseline's: the same trajectories.
     pub exact: bool,
     /// The two-sided confidence of the intervals (`1 - 2 alpha`).
+    #[serde(with = "ludus_core::json_float")]
     pub confidence: f64,
     pub success_rate: RateChange,
     pub mean_return: MeanChange,

@@ -344,6 +344,16 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
                 format!("need at least 100 bootstrap resamples, got {}", r.get_ref()),
             ));
         }
+        Some(r) if *r.get_ref() > MAX_RESAMPLES => {
+            return Err(cx.err(
+                r.span(),
+                "resamples",
+                format!(
+                    "at most {MAX_RESAMPLES} bootstrap resamples, got {} (more changes the interval by less than its noise)",
+                    r.get_ref()
+                ),
+            ));
+        }
         Some(r) => *r.get_ref(),
         None => DEFAULT_RESAMPLES,
     };
@@ -468,9 +478,19 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
     })
 }
 
+/// The most episodes a case may ask for (as `ludus run` allows in one run).
+pub const MAX_EPISODES: u64 = 1_000_000;
+/// The most bootstrap resamples: the bootstrap keeps one mean per resample.
+pub const MAX_RESAMPLES: u64 = 1_000_000;
+
 fn episodes(cx: &Ctx, v: Option<&Spanned<u64>>, default: u64) -> Result<u64, SuiteError> {
     match v {
         Some(e) if *e.get_ref() == 0 => Err(cx.err(e.span(), "episodes", "must be at least 1")),
+        Some(e) if *e.get_ref() > MAX_EPISODES => Err(cx.err(
+            e.span(),
+            "episodes",
+            format!("at most {MAX_EPISODES} per case, got {}", e.get_ref()),
+        )),
         Some(e) => Ok(*e.get_ref()),
         None => Ok(default),
     }

@@ -20,6 +20,7 @@ pub struct Episode {
     /// `terminated`, `truncated`, `crashed` or `interrupted`.
     pub outcome: String,
     #[serde(rename = "return")]
+    #[serde(with = "ludus_core::json_float")]
     pub return_: f64,
     pub length: u64,
     pub success: bool,
@@ -39,11 +40,15 @@ impl Episode {
 pub struct CaseStats {
     pub episodes: u64,
     pub successes: u64,
+    #[serde(with = "ludus_core::json_float")]
     pub success_rate: f64,
+    #[serde(with = "ludus_core::json_float")]
     pub mean_return: f64,
+    #[serde(with = "ludus_core::json_float")]
     pub mean_length: f64,
     pub p95_length: u64,
     pub crashed: u64,
+    #[serde(with = "ludus_core::json_float")]
     pub wall_time_s: f64,
 }
 
@@ -98,14 +103,20 @@ pub fn wilson(successes: u64, n: u64, z: f64) -> (f64, f64) {
 /// The change in success rate from a baseline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RateChange {
+    #[serde(with = "ludus_core::json_float")]
     pub baseline: f64,
+    #[serde(with = "ludus_core::json_float")]
     pub current: f64,
     /// `current - baseline`.
+    #[serde(with = "ludus_core::json_float")]
     pub diff: f64,
     /// Newcombe interval on `diff`.
+    #[serde(with = "ludus_core::json_float")]
     pub low: f64,
+    #[serde(with = "ludus_core::json_float")]
     pub high: f64,
     /// One-sided two-proportion z-test, H1: the rate dropped.
+    #[serde(with = "ludus_core::json_float")]
     pub p_value: f64,
     pub significant_drop: bool,
 }
@@ -149,11 +160,16 @@ pub fn rate_change(
 /// The change in mean return from a baseline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MeanChange {
+    #[serde(with = "ludus_core::json_float")]
     pub baseline: f64,
+    #[serde(with = "ludus_core::json_float")]
     pub current: f64,
+    #[serde(with = "ludus_core::json_float")]
     pub diff: f64,
     /// Bootstrap percentile interval on `diff`.
+    #[serde(with = "ludus_core::json_float")]
     pub low: f64,
+    #[serde(with = "ludus_core::json_float")]
     pub high: f64,
     pub significant_drop: bool,
 }

@@ -197,7 +197,11 @@ fn debug_fork_and_rerun_replay_a_checkpoint_episode() {
     assert_eq!(dbg["frames"].as_u64(), Some(length), "{dbg}");
     assert_eq!(dbg["hits"][0]["frame"], 12, "{dbg}");
     // A fork replays the prefix (checked frame by frame) and replaces the
-    // action at frame 12: the branch diverges there.
+    // action at frame 12 with the other one: the branch diverges there.
+    let other = match dbg["hits"][0]["view"]["action"].as_str() {
+        Some("discrete(0)") => "discrete:1",
+        _ => "discrete:0",
+    };
     let fork = ludus([
         "fork",
         &dbs,
@@ -206,7 +210,7 @@ fn debug_fork_and_rerun_replay_a_checkpoint_episode() {
         "--frame",
         "12",
         "--action",
-        "discrete:0",
+        other,
         "--json",
     ])
     .json();
@@ -449,13 +453,13 @@ impl NativeAgentFactory for Flaky {
     fn config(&self) -> String {
         String::new()
     }
-    fn check_env(&self, env: &EnvInfo) -> Result<(), String> {
+    fn check_env(&self, env: &EnvInfo) -> Result<(), ludus_arena::NativeAgentError> {
         match env.name.as_str() {
             "maze" => Err("flaky agents do not do mazes".into()),
             _ => Ok(()),
         }
     }
-    fn make(&self) -> Result<Box<dyn NativeAgent>, String> {
+    fn make(&self) -> Result<Box<dyn NativeAgent>, ludus_arena::NativeAgentError> {
         Ok(Box::new(FlakyEpisode {
             fail_at: self.fail_at,
             panic: self.panic,
@@ -465,16 +469,25 @@ impl NativeAgentFactory for Flaky {
 }
 
 impl NativeAgent for FlakyEpisode {
-    fn begin_episode(&mut self, _env: &EnvInfo, _task: &str, seed: u64) -> Result<(), String> {
+    fn begin_episode(
+        &mut self,
+        _env: &EnvInfo,
+        _task: &str,
+        seed: u64,
+    ) -> Result<(), ludus_arena::NativeAgentError> {
         self.odd = seed % 2 == 1;
         Ok(())
     }
-    fn act(&mut self, _obs: &Observation, context: StepContext) -> Result<Action, String> {
+    fn act(
+        &mut self,
+        _obs: &Observation,
+        context: StepContext,
+    ) -> Result<Action, ludus_arena::NativeAgentError> {
         if self.odd && context.step == self.fail_at {
             if self.panic {
                 panic!("flaky agent gave up at step {}", context.step);
             }
-            return Err(format!("no action at step {}", context.step));
+            return Err(format!("no action at step {}", context.step).into());
         }
         Ok(Action::Discrete(context.step % 2))
     }

@@ -554,7 +554,7 @@ fn ticker_rich_frames_render_images_text_trees_and_vectors() {
     );
     h.get_by_label_contains("#1 counter \"node1\" = \"1\"");
     assert!(h.query_all_by_label("1.0000").next().is_some());
-    assert_eq!(h.state().debug.as_ref().unwrap().textures.len(), 2);
+    assert_eq!(ludus::ide::ui::textures_kept(&h.ctx), 2);
     no_errors(&h);
 }
 

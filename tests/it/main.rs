@@ -5,10 +5,12 @@
 
 mod support;
 
+mod architecture;
 mod arena;
 mod checkpoint_agent;
 mod debugger;
 mod desktop;
+mod hardening;
 mod ide;
 mod polyglot;
 mod recording_compat;

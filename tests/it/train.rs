@@ -668,10 +668,13 @@ impl ludus_arena::NativeAgentFactory for Replayer {
     fn config(&self) -> String {
         String::new()
     }
-    fn check_env(&self, _: &ludus_arena::model::EnvInfo) -> Result<(), String> {
+    fn check_env(
+        &self,
+        _: &ludus_arena::model::EnvInfo,
+    ) -> Result<(), ludus_arena::NativeAgentError> {
         Ok(())
     }
-    fn make(&self) -> Result<Box<dyn ludus_arena::NativeAgent>, String> {
+    fn make(&self) -> Result<Box<dyn ludus_arena::NativeAgent>, ludus_arena::NativeAgentError> {
         Ok(Box::new(ReplayAgent(self.0.clone().into_iter())))
     }
 }
@@ -682,14 +685,14 @@ impl ludus_arena::NativeAgent for ReplayAgent {
         _: &ludus_arena::model::EnvInfo,
         _: &str,
         _: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), ludus_arena::NativeAgentError> {
         Ok(())
     }
     fn act(
         &mut self,
         _: &ludus_arena::model::Observation,
         _: ludus_arena::model::StepContext,
-    ) -> Result<Action, String> {
+    ) -> Result<Action, ludus_arena::NativeAgentError> {
         self.0
             .next()
             .ok_or_else(|| "no recorded action left".into())
@@ -702,7 +705,7 @@ impl ludus_arena::NativeAgent for ReplayAgent {
 /// the same ending. The maze's 12-step limit truncates most of these random
 /// episodes, and its info reports success only on the last step.
 #[test]
-fn a_training_episode_and_a_run_episode_with_the_same_actions_record_the_same_frames() {
+fn a_training_episode_and_a_run_episode_with_the_same_actions_record_the_same_frames_and_digest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("t.db");
     let cfg = config(
@@ -762,11 +765,22 @@ fn a_training_episode_and_a_run_episode_with_the_same_actions_record_the_same_fr
         else {
             panic!("the env crashed at reset");
         };
+        // Recorded as the debugger records a re-run: one episode, same seed.
+        let mut recorder = ludus_arena::replay::BranchRecorder::start(
+            &dir.path().join("replayed.db"),
+            &prepared,
+            e.seed,
+            &Default::default(),
+            None,
+        )
+        .expect("recorder");
         let mut replayed = Vec::new();
-        while let Some((frame, _)) = stepper.step(None) {
+        while let Some((frame, timing)) = stepper.step(None) {
+            recorder.push(&frame, timing);
             replayed.push(frame);
         }
         let finish = stepper.finish();
+        let report = recorder.end(finish.clone()).expect("recorded");
         let bytes = |f: &ludus_arena::model::Frame| postcard::to_stdvec(f).expect("encode");
         assert_eq!(replayed.len(), frames.len(), "episode {}", e.id);
         for (a, b) in frames.iter().zip(&replayed) {
@@ -775,5 +789,11 @@ fn a_training_episode_and_a_run_episode_with_the_same_actions_record_the_same_fr
         assert_eq!(finish.outcome.as_str(), e.outcome, "episode {}", e.id);
         assert_eq!(finish.success, e.success, "episode {}", e.id);
         assert_eq!(finish.return_, e.return_, "episode {}", e.id);
+        assert_eq!(
+            Some(report.digest),
+            e.digest,
+            "episode {}: one recorder, one digest",
+            e.id
+        );
     }
 }

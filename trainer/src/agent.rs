@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ludus_arena::model::{Action, EnvInfo, Observation, StepContext};
-use ludus_arena::{NativeAgent, NativeAgentFactory};
+use ludus_arena::{NativeAgent, NativeAgentError, NativeAgentFactory};
 use tch::Tensor;
 
 use crate::checkpoint;
@@ -194,7 +194,7 @@ impl NativeAgentFactory for CheckpointAgent {
         self.config.clone()
     }
 
-    fn check_env(&self, env: &EnvInfo) -> Result<(), String> {
+    fn check_env(&self, env: &EnvInfo) -> Result<(), NativeAgentError> {
         // The same policy shape (MLP widths, CNN layers and pooling) for this env.
         let shape = PolicyConfig {
             hidden: self.spec.hidden.clone(),
@@ -220,10 +220,11 @@ impl NativeAgentFactory for CheckpointAgent {
             "checkpoint {} was trained for another env than `{}`: {detail} (pick the checkpoint of a run on this env)",
             self.path.display(),
             env.name
-        ))
+        )
+        .into())
     }
 
-    fn make(&self) -> Result<Box<dyn NativeAgent>, String> {
+    fn make(&self) -> Result<Box<dyn NativeAgent>, NativeAgentError> {
         thread_local! {
             static ONE_THREAD: Cell<bool> = const { Cell::new(false) };
         }
@@ -256,12 +257,21 @@ struct Acting {
 }
 
 impl NativeAgent for Acting {
-    fn begin_episode(&mut self, _env: &EnvInfo, _task: &str, seed: u64) -> Result<(), String> {
+    fn begin_episode(
+        &mut self,
+        _env: &EnvInfo,
+        _task: &str,
+        seed: u64,
+    ) -> Result<(), NativeAgentError> {
         self.rng = Rng::new(seed);
         Ok(())
     }
 
-    fn act(&mut self, observation: &Observation, _context: StepContext) -> Result<Action, String> {
+    fn act(
+        &mut self,
+        observation: &Observation,
+        _context: StepContext,
+    ) -> Result<Action, NativeAgentError> {
         self.features.clear();
         self.spec.features(observation, &mut self.features);
         let action = match self.mode {

@@ -5,7 +5,7 @@
 //! metrics and every sampled episode go into the run's database.
 //!
 //! This crate alone links tch. It opens no SQLite itself: it records through
-//! `ludus_arena::train_store`.
+//! `ludus_arena::recorder`, the one recorder `ludus run` uses too.
 
 pub mod advantage;
 pub mod agent;

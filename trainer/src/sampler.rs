@@ -21,8 +21,8 @@ use ludus_arena::Plugin;
 use ludus_arena::episode::EpisodeTracker;
 use ludus_arena::model::{Frame, Observation};
 use ludus_arena::plugin::EnvInstance;
+use ludus_arena::recorder::EpisodeFinish;
 use ludus_arena::run::Outcome;
-use ludus_arena::train_store::EpisodeEndRecord;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
@@ -50,7 +50,7 @@ pub struct Segment {
     /// Features after the last step (for bootstrapping), unless the episode terminated.
     pub next_features: Option<Vec<f32>>,
     /// Set on the episode's last segment.
-    pub end: Option<EpisodeEndRecord>,
+    pub end: Option<EpisodeFinish>,
     /// Recorded frames (empty when recording is off).
     pub frames: Vec<Frame>,
     pub step_ns: Vec<u64>,
@@ -225,6 +225,7 @@ struct Slot {
     state: SlotState,
     seed: u64,
     task: String,
+    reset_info: String,
     obs: Observation,
     features: Vec<f32>,
     ready_at: Instant,
@@ -332,6 +333,7 @@ impl Ctx {
             state,
             seed,
             task: reset.task,
+            reset_info: reset.info,
             obs,
             features,
             ready_at: Instant::now(),
@@ -498,26 +500,32 @@ fn run(setup: SamplerSetup) -> Result<(), String> {
                         });
                         seg.step_ns.push(step_ns);
                     }
-                    let end = slot.tracker.outcome().map(|outcome| EpisodeEndRecord {
+                    let end = slot.tracker.outcome().map(|outcome| EpisodeFinish {
                         outcome,
                         return_: slot.tracker.return_(),
                         length: u64::from(slot.tracker.step()),
                         success: slot.tracker.success(),
                         error: None,
+                        task: slot.task.clone(),
+                        reset_info: slot.reset_info.clone(),
                         final_observation: Some(r.observation.clone()),
+                        end_writes: Vec::new(),
                     });
                     (end, Some((r.observation, flags.terminated)))
                 }
                 Err(crash) => {
                     seg.rewards.push(0.0);
                     slot.tracker.end(Outcome::Crashed);
-                    let end = EpisodeEndRecord {
+                    let end = EpisodeFinish {
                         outcome: Outcome::Crashed,
                         return_: slot.tracker.return_(),
                         length: step + 1,
                         success: false,
                         error: Some(crash.message),
+                        task: slot.task.clone(),
+                        reset_info: slot.reset_info.clone(),
                         final_observation: None,
+                        end_writes: Vec::new(),
                     };
                     (Some(end), None)
                 }

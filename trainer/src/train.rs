@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
-use ludus_arena::train_store::{ResumePoint, SegmentRecord, StepStat, TrainMsg, TrainRecorder};
+use ludus_arena::model::Timing;
+use ludus_arena::recorder::{FrameWriter, Recorder};
+use ludus_arena::train_store::{ResumePoint, StepStat};
 use ludus_arena::{Limits, LoadError, Plugin, PluginKind, StoreError};
 use tch::Device;
 
@@ -139,7 +141,7 @@ pub fn load_env(config: &Config) -> Result<(Arc<Plugin>, Spec), TrainError> {
             return Err(LoadError::Config {
                 path: plugin.path.clone(),
                 config: config.env.config.clone(),
-                message,
+                message: message.0,
             }
             .into());
         }
@@ -252,7 +254,7 @@ pub fn train(
         "env": { "path": plugin.path, "hash": plugin.hash },
         "policy": &spec,
     });
-    let recorder = TrainRecorder::start(
+    let recorder = Recorder::start_training(
         &opts.db,
         &config.name,
         config.seed,
@@ -300,6 +302,7 @@ pub fn train(
         handles.push(h);
     }
     drop(tx);
+    let mut writer = recorder.writer();
     let result = learn(
         &config,
         &opts.db,
@@ -310,7 +313,7 @@ pub fn train(
         &mut run,
         &shared,
         &rx,
-        &recorder,
+        &mut writer,
         opts.stop.as_deref(),
         on_update,
     );
@@ -328,7 +331,9 @@ pub fn train(
         Ok(_) => "finished",
         Err(_) => "failed",
     };
-    let finish = recorder.finish_run(&opts.db, &config.name, status);
+    // The writer sends what it holds; the recorder then commits the rest.
+    drop(writer);
+    let finish = recorder.finish_training(status);
     let reached = result?;
     finish?;
     Ok(TrainSummary {
@@ -501,7 +506,7 @@ fn learn(
     run: &mut Run,
     shared: &Shared,
     rx: &Receiver<SamplerMsg>,
-    recorder: &TrainRecorder,
+    writer: &mut FrameWriter,
     stop: Option<&AtomicBool>,
     on_update: &mut dyn FnMut(&UpdateReport),
 ) -> Result<bool, TrainError> {
@@ -563,16 +568,20 @@ fn learn(
                         lag: outcome.lags[si][k],
                     })
                     .collect();
-                recorder.send(TrainMsg::Segment(Box::new(SegmentRecord {
-                    episode_index: idx,
-                    seed: s.seed,
-                    task: s.task,
-                    first_step: s.first_step,
-                    frames: s.frames,
-                    step_ns: s.step_ns,
-                    stats,
-                    end: s.end,
-                })));
+                if s.first_step == 0 {
+                    writer.start(idx, s.seed);
+                }
+                for (k, frame) in s.frames.iter().enumerate() {
+                    let timing = Timing {
+                        step_ns: s.step_ns.get(k).copied().unwrap_or(0),
+                        ..Timing::default()
+                    };
+                    writer.push(idx, frame, timing);
+                }
+                writer.step_stats(idx, s.first_step, &stats);
+                if let Some(end) = s.end {
+                    writer.end(idx, end);
+                }
             }
         }
         // Metrics.
@@ -629,10 +638,8 @@ fn learn(
         last = now;
         last_busy = busy;
         last_steps = steps;
-        recorder.send(TrainMsg::Metrics {
-            update: run.update,
-            values: m.clone(),
-        });
+        writer.metrics(run.update, m.clone());
+        writer.flush();
         let mean_return = mean(&run.recent);
         let reached = match config.stop.mean_return {
             Some(target) => {
@@ -648,7 +655,7 @@ fn learn(
                 run.samplers = states.iter().cloned().collect::<Option<Vec<_>>>();
             }
             // What the checkpoint counts as recorded must be on disk first.
-            recorder.flush();
+            writer.sync();
             let path = ck_dir.join("latest.safetensors");
             save(config, policy, adam, lrng, run, &path)?;
             if config.checkpoint.keep_all {

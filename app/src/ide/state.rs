@@ -19,6 +19,7 @@ use ludus_trainer::train::{TrainSummary, UpdateReport};
 use serde::{Deserialize, Serialize};
 
 use super::worker;
+pub use super::worker::{CrateEntry, PluginEntry};
 
 /// Something the user asked for; the UI emits these, [`AppState::apply`]
 /// carries them out.
@@ -136,29 +137,6 @@ pub struct Toast {
     pub id: u64,
     pub text: String,
     pub error: bool,
-}
-
-/// A plugin file found in the workspace folder.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PluginEntry {
-    pub path: PathBuf,
-    pub kind: String,
-    pub contract: String,
-    pub description: String,
-}
-
-/// A plugin's source crate found in the workspace folder: a `Cargo.toml`
-/// depending on `ludus-sdk` with one of the features `env`, `agent`, `reward`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CrateEntry {
-    pub dir: PathBuf,
-    pub name: String,
-    pub kind: String,
-    /// `ludus:plugin@VERSION` from the SDK's WIT, or the SDK's version.
-    pub contract: String,
-    pub description: String,
-    /// Its build, when `scripts/build-plugins.sh` (or cargo) made one.
-    pub wasm: Option<PathBuf>,
 }
 
 /// The training form: what `ludus train` would take.
@@ -350,8 +328,6 @@ pub struct DebugView {
     /// Path being edited in the memory tree and its text.
     pub editing: Option<(String, String)>,
     pub forking: bool,
-    /// Textures of the image parts shown lately: (frame, part) to texture.
-    pub textures: Vec<((u64, String), egui::TextureHandle)>,
 }
 
 pub struct AppState {
@@ -386,10 +362,14 @@ pub struct AppState {
     rx: Receiver<Event>,
     /// Worker jobs started and not yet reported.
     pub pending: usize,
-    ctx: Option<egui::Context>,
+    /// Wakes the UI when a worker reports (set by the UI; none in tests).
+    waker: Option<Waker>,
 }
 
 use eframe::egui;
+
+/// Asks the UI to draw again (a worker reported something).
+type Waker = Arc<dyn Fn() + Send + Sync>;
 
 impl Default for AppState {
     fn default() -> Self {
@@ -429,14 +409,15 @@ impl AppState {
             tx,
             rx,
             pending: 0,
-            ctx: None,
+            waker: None,
         }
     }
 
     /// The context workers wake when they report (set by the UI each frame).
     pub fn set_ctx(&mut self, ctx: &egui::Context) {
-        if self.ctx.is_none() {
-            self.ctx = Some(ctx.clone());
+        if self.waker.is_none() {
+            let ctx = ctx.clone();
+            self.waker = Some(Arc::new(move || ctx.request_repaint()));
         }
     }
 
@@ -501,7 +482,17 @@ impl AppState {
     pub fn toast(&mut self, text: impl Into<String>, error: bool) {
         let id = self.next_toast;
         self.next_toast += 1;
-        let text = text.into();
+        let mut text: String = text.into();
+        // A plugin's message may be megabytes; a toast is a line or so.
+        if text.len() > 2000 {
+            let mut cut = 2000;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let more = text.len() - cut;
+            text.truncate(cut);
+            text.push_str(&format!("... ({more} more bytes)"));
+        }
         if error {
             tracing::warn!("{text}");
         }
@@ -587,13 +578,13 @@ impl AppState {
     /// wakes the UI when it is done.
     fn spawn(&mut self, name: &str, job: impl FnOnce(&Sender<Event>) + Send + 'static) -> bool {
         let tx = self.tx.clone();
-        let ctx = self.ctx.clone();
+        let ctx = self.waker.clone();
         let spawned = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
                 job(&tx);
-                if let Some(ctx) = ctx {
-                    ctx.request_repaint();
+                if let Some(wake) = ctx {
+                    wake();
                 }
             });
         match spawned {
@@ -1076,7 +1067,6 @@ impl AppState {
             diffing: false,
             editing: None,
             forking: false,
-            textures: Vec::new(),
         };
         let mut exprs = Vec::new();
         for (src, on) in &self.carried_breakpoints {
@@ -1317,7 +1307,7 @@ impl AppState {
         // run's thread drops `_running`, so the UI (and a waiting test) see
         // the run advance without polling.
         let (running, ended) = crossbeam_channel::bounded::<()>(0);
-        let (tx, ctx) = (self.tx.clone(), self.ctx.clone());
+        let (tx, ctx) = (self.tx.clone(), self.waker.clone());
         let ticker = std::thread::Builder::new()
             .name("ludus-ide-run-progress".into())
             .spawn(move || {
@@ -1327,8 +1317,8 @@ impl AppState {
                     if tx.send(Event::RunProgress).is_err() {
                         break;
                     }
-                    if let Some(c) = &ctx {
-                        c.request_repaint();
+                    if let Some(wake) = &ctx {
+                        wake();
                     }
                 }
             });
@@ -1420,12 +1410,12 @@ impl AppState {
             stop: Some(stop),
         };
         self.train = Some(view);
-        let ctx = self.ctx.clone();
+        let ctx = self.waker.clone();
         let started = self.spawn("ludus-ide-train", move |tx| {
             let mut report = |r: &UpdateReport| {
                 let _ = tx.send(Event::TrainUpdate(Box::new(r.clone())));
-                if let Some(c) = &ctx {
-                    c.request_repaint();
+                if let Some(wake) = &ctx {
+                    wake();
                 }
             };
             let r = ludus_trainer::train::train(&opts, &mut report).map_err(|e| e.to_string());
@@ -1480,7 +1470,7 @@ impl AppState {
             .filter_map(|r| run.spec[r]["path"].as_str().map(PathBuf::from))
             .collect();
         let tx = self.tx.clone();
-        let ctx = self.ctx.clone();
+        let ctx = self.waker.clone();
         let watched = paths.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(ev) = res else { return };
@@ -1490,8 +1480,8 @@ impl AppState {
             for p in ev.paths {
                 if let Some(w) = watched.iter().find(|w| p.ends_with(w) || w.ends_with(&p)) {
                     let _ = tx.send(Event::PluginChanged(w.clone()));
-                    if let Some(c) = &ctx {
-                        c.request_repaint();
+                    if let Some(wake) = &ctx {
+                        wake();
                     }
                 }
             }

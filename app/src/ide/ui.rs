@@ -717,12 +717,12 @@ fn frame_ui(ui: &mut Ui, d: &mut DebugView) {
         ui.end_row();
         if !f.info.is_empty() {
             ui.label("info");
-            ui.monospace(&f.info);
+            ui.monospace(clipped(&f.info));
             ui.end_row();
         }
         if let Some(n) = &f.note {
             ui.label("note");
-            ui.monospace(n);
+            ui.monospace(clipped(n));
             ui.end_row();
         }
         ui.label("timing");
@@ -743,12 +743,18 @@ fn frame_ui(ui: &mut Ui, d: &mut DebugView) {
             Value::Vector(v) => vector_ui(ui, &part.name, v),
             Value::Text(t) => {
                 egui::Frame::group(ui.style()).show(ui, |ui| {
-                    ui.monospace(t);
+                    ui.monospace(clipped(t));
                 });
             }
             Value::Tree(elements) => {
-                for e in elements {
-                    let depth = tree_depth(elements, e.parent);
+                let depths = tree_depths(elements);
+                if elements.len() > MAX_TREE_ROWS {
+                    ui.label(format!(
+                        "the first {MAX_TREE_ROWS} of {} elements",
+                        elements.len()
+                    ));
+                }
+                for (e, depth) in elements.iter().zip(depths).take(MAX_TREE_ROWS) {
                     ui.horizontal(|ui| {
                         ui.add_space(depth as f32 * 14.0);
                         ui.monospace(format!(
@@ -769,29 +775,15 @@ fn frame_ui(ui: &mut Ui, d: &mut DebugView) {
             }
             Value::Image(img) => {
                 let key = (view.index, part.name.clone());
-                let tex = match d.textures.iter().position(|(k, _)| *k == key) {
-                    Some(i) => d.textures[i].1.clone(),
+                let cached = ui.data(|m| m.get_temp::<Textures>(Textures::id()));
+                let tex = match cached.and_then(|t| t.get(&key)) {
+                    Some(t) => t,
                     None => {
-                        let size = [img.width as usize, img.height as usize];
-                        let n = size[0] * size[1];
-                        let ci = match img.channels {
-                            1 if img.pixels.len() >= n => {
-                                egui::ColorImage::from_gray(size, &img.pixels[..n])
-                            }
-                            3 if img.pixels.len() >= 3 * n => {
-                                egui::ColorImage::from_rgb(size, &img.pixels[..3 * n])
-                            }
-                            4 if img.pixels.len() >= 4 * n => {
-                                egui::ColorImage::from_rgba_unmultiplied(size, &img.pixels[..4 * n])
-                            }
-                            _ => {
-                                ui.label(format!(
-                                    "image {}x{}x{} with {} bytes: cannot show it",
-                                    img.width,
-                                    img.height,
-                                    img.channels,
-                                    img.pixels.len()
-                                ));
+                        let max_side = ui.ctx().input(|i| i.max_texture_side);
+                        let ci = match image_of(img, max_side) {
+                            Ok(ci) => ci,
+                            Err(why) => {
+                                ui.label(format!("image `{}`: {why}", part.name));
                                 continue;
                             }
                         };
@@ -800,10 +792,10 @@ fn frame_ui(ui: &mut Ui, d: &mut DebugView) {
                             ci,
                             egui::TextureOptions::NEAREST,
                         );
-                        if d.textures.len() >= 8 {
-                            drop(d.textures.remove(0));
-                        }
-                        d.textures.push((key, t.clone()));
+                        ui.data_mut(|m| {
+                            m.get_temp_mut_or_default::<Textures>(Textures::id())
+                                .insert(key, t.clone())
+                        });
                         t
                     }
                 };
@@ -853,26 +845,68 @@ fn frame_ui(ui: &mut Ui, d: &mut DebugView) {
     }
 }
 
-fn tree_depth(elements: &[ludus_arena::model::Element], mut parent: Option<u32>) -> usize {
-    let mut depth = 0;
-    while let Some(p) = parent {
-        depth += 1;
-        parent = elements.iter().find(|e| e.id == p).and_then(|e| e.parent);
-        if depth > 32 {
-            break;
-        }
+/// Elements of a tree drawn per frame; the rest are counted.
+const MAX_TREE_ROWS: usize = 500;
+/// Deepest indentation drawn.
+const MAX_TREE_DEPTH: usize = 32;
+/// Bytes of a text part, info or note drawn per frame; the rest are counted.
+const MAX_TEXT_BYTES: usize = 64 << 10;
+
+/// Each element's depth (capped), from one map of parents: a tree from a
+/// plugin may be huge, deep or cyclic, and must not stall a frame.
+fn tree_depths(elements: &[ludus_arena::model::Element]) -> Vec<usize> {
+    let parents: std::collections::HashMap<u32, Option<u32>> =
+        elements.iter().map(|e| (e.id, e.parent)).collect();
+    elements
+        .iter()
+        .take(MAX_TREE_ROWS)
+        .map(|e| {
+            let (mut depth, mut parent) = (0, e.parent);
+            while let Some(p) = parent
+                && depth < MAX_TREE_DEPTH
+            {
+                depth += 1;
+                parent = parents.get(&p).copied().flatten();
+            }
+            depth
+        })
+        .collect()
+}
+
+/// At most [`MAX_TEXT_BYTES`] of `text`, saying how much was left out.
+fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_TEXT_BYTES {
+        return text.into();
     }
-    depth
+    let mut cut = MAX_TEXT_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}\n... ({} more bytes not shown)",
+        &text[..cut],
+        text.len() - cut
+    )
+    .into()
 }
 
 fn vector_ui(ui: &mut Ui, name: &str, v: &[f32]) {
-    let max = v.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    let max = v
+        .iter()
+        .take(64)
+        .filter(|x| x.is_finite())
+        .fold(0f32, |m, x| m.max(x.abs()))
+        .max(1e-6);
     egui::Grid::new(("ludus_vector", name)).show(ui, |ui| {
         for (i, x) in v.iter().take(64).enumerate() {
             ui.monospace(format!("[{i}]"));
             ui.monospace(format!("{x:.4}"));
             let (rect, _) = ui.allocate_exact_size(vec2(120.0, 10.0), Sense::hover());
-            let w = x.abs() / max * 60.0;
+            let w = if x.is_nan() {
+                0.0
+            } else {
+                (x.abs() / max).min(1.0) * 60.0
+            };
             let mid = rect.center().x;
             let bar = if *x >= 0.0 {
                 egui::Rect::from_min_max(pos2(mid, rect.top()), pos2(mid + w, rect.bottom()))
@@ -1260,4 +1294,72 @@ fn short(id: &str) -> &str {
 
 fn file_name(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
+}
+
+/// Textures of the image parts shown lately, by (frame, part): the UI's own,
+/// kept in egui's memory rather than in the state.
+#[derive(Clone, Default)]
+struct Textures(Vec<((u64, String), egui::TextureHandle)>);
+
+impl Textures {
+    /// How many are kept.
+    const KEEP: usize = 8;
+
+    fn id() -> egui::Id {
+        egui::Id::unique("ludus-frame-textures")
+    }
+
+    fn get(&self, key: &(u64, String)) -> Option<egui::TextureHandle> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, t)| t.clone())
+    }
+
+    fn insert(&mut self, key: (u64, String), texture: egui::TextureHandle) {
+        if self.0.len() >= Self::KEEP {
+            drop(self.0.remove(0));
+        }
+        self.0.push((key, texture));
+    }
+}
+
+/// How many image textures the UI keeps (for tests: it loads each frame's
+/// images once).
+pub fn textures_kept(ctx: &egui::Context) -> usize {
+    ctx.data(|m| m.get_temp::<Textures>(Textures::id()))
+        .map_or(0, |t| t.0.len())
+}
+
+/// A recorded image as egui can show it, or why it cannot be shown: its
+/// pixel bytes must match its declared size and channels exactly, and each
+/// side must fit the GPU's largest texture. Recorded data comes from plugins,
+/// so nothing here may panic.
+fn image_of(img: &ludus_arena::model::Image, max_side: usize) -> Result<egui::ColorImage, String> {
+    let (w, h) = (img.width as usize, img.height as usize);
+    let declared = format!("{}x{}x{}", img.width, img.height, img.channels);
+    if w == 0 || h == 0 {
+        return Err(format!("{declared} is empty"));
+    }
+    if w > max_side || h > max_side {
+        return Err(format!(
+            "{declared} is larger than the largest texture this GPU draws ({max_side} a side)"
+        ));
+    }
+    let n = w * h;
+    let want = n.checked_mul(img.channels as usize);
+    if want != Some(img.pixels.len()) {
+        return Err(format!(
+            "{declared} needs {} bytes but holds {}",
+            want.map_or_else(|| "too many".to_string(), |b| b.to_string()),
+            img.pixels.len()
+        ));
+    }
+    let size = [w, h];
+    Ok(match img.channels {
+        1 => egui::ColorImage::from_gray(size, &img.pixels),
+        3 => egui::ColorImage::from_rgb(size, &img.pixels),
+        4 => egui::ColorImage::from_rgba_unmultiplied(size, &img.pixels),
+        c => return Err(format!("{declared}: {c} channels (1, 3 or 4 can be shown)")),
+    })
 }

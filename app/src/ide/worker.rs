@@ -8,7 +8,28 @@ use ludus_arena::{Limits, Plugin, PluginKind};
 use ludus_debugger::source::{FrameSource, Recording};
 use ludus_debugger::{Session, diff};
 
-use super::state::{CrateEntry, PluginEntry};
+/// A plugin file found in the workspace folder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PluginEntry {
+    pub path: PathBuf,
+    pub kind: String,
+    pub contract: String,
+    pub description: String,
+}
+
+/// A plugin's source crate found in the workspace folder: a `Cargo.toml`
+/// depending on `ludus-sdk` with one of the features `env`, `agent`, `reward`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrateEntry {
+    pub dir: PathBuf,
+    pub name: String,
+    pub kind: String,
+    /// `ludus:plugin@VERSION` from the SDK's WIT, or the SDK's version.
+    pub contract: String,
+    pub description: String,
+    /// Its build, when `scripts/build-plugins.sh` (or cargo) made one.
+    pub wasm: Option<PathBuf>,
+}
 
 /// The recorded reward of every frame of an episode, for the timeline.
 pub fn rewards(db: &Path, episode: i64) -> Result<Vec<f32>, String> {

@@ -18,6 +18,8 @@
 //! - `panic`: panics.
 //! - `file`: tries to read `/etc/passwd` (panics if that works), reads `HOME` and
 //!   connects to `127.0.0.1:1`, logs each outcome, then goes on acting normally.
+//! - `writes`: writes a million execution-memory paths in one `act`, ignoring
+//!   every error, then goes on acting normally.
 
 use std::hint::black_box;
 
@@ -32,6 +34,7 @@ enum Mode {
     Stack,
     Panic,
     File,
+    Writes,
 }
 
 impl Mode {
@@ -44,9 +47,10 @@ impl Mode {
             "stack" => Mode::Stack,
             "panic" => Mode::Panic,
             "file" => Mode::File,
+            "writes" => Mode::Writes,
             other => {
                 return Err(format!(
-                    "hostile-agent: unknown mode `{other}` (expected loop, alloc, recurse, stack, panic, file or none)"
+                    "hostile-agent: unknown mode `{other}` (expected loop, alloc, recurse, stack, panic, file, writes or none)"
                 ));
             }
         })
@@ -112,6 +116,11 @@ impl Agent for HostileAgent {
                 }
                 Mode::Panic => panic!("hostile agent panics on purpose at step {}", self.at),
                 Mode::File => probe_sandbox(),
+                Mode::Writes => {
+                    for i in 0..1_000_000u32 {
+                        let _ = memory::write(&format!("/episode/flood/{i}"), "x");
+                    }
+                }
             }
         }
         match self.discrete {

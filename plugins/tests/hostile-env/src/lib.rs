@@ -2,7 +2,12 @@
 //! crash-containment tests.
 //!
 //! Config (`key=value`, comma separated):
-//! - `mode`: `none` (default), `loop`, `panic` or `alloc`.
+//! - `mode`: `none` (default), `loop`, `panic`, `alloc`, `nan` (from
+//!   step `at` on, the reward and the observation are NaN), `sleep` (sleeps
+//!   30 s through WASI's clock) or `sleep_forever` (sleeps an hour at a
+//!   time, endlessly).
+//! - `bounds`: `finite` (default) or `inf`: the observation box's bounds are
+//!   -inf and inf, as Gymnasium's unbounded `Box` declares them.
 //! - `at`: the step (from 0) whose `step` call misbehaves; default 3.
 //! - `max_steps`: episode length; default 20.
 //!
@@ -19,6 +24,9 @@ enum Mode {
     Loop,
     Panic,
     Alloc,
+    Nan,
+    Sleep,
+    SleepForever,
 }
 
 impl Mode {
@@ -28,9 +36,12 @@ impl Mode {
             "loop" => Mode::Loop,
             "panic" => Mode::Panic,
             "alloc" => Mode::Alloc,
+            "nan" => Mode::Nan,
+            "sleep" => Mode::Sleep,
+            "sleep_forever" => Mode::SleepForever,
             other => {
                 return Err(format!(
-                    "hostile-env: unknown mode `{other}` (expected loop, panic, alloc or none)"
+                    "hostile-env: unknown mode `{other}` (expected loop, panic, alloc, nan, sleep, sleep_forever or none)"
                 ));
             }
         })
@@ -49,14 +60,16 @@ impl Env for HostileEnv {
         let mut mode = Mode::None;
         let mut at = 3;
         let mut max_steps = 20;
+        let mut unbounded = false;
         for (key, value) in parse_config(config)? {
             match key.as_str() {
                 "mode" => mode = Mode::parse(&value)?,
                 "at" => at = parse_value(&key, &value)?,
                 "max_steps" => max_steps = parse_value(&key, &value)?,
+                "bounds" => unbounded = value == "inf",
                 other => {
                     return Err(format!(
-                        "hostile-env: unknown config key `{other}` (expected mode, at, max_steps)"
+                        "hostile-env: unknown config key `{other}` (expected mode, at, max_steps, bounds)"
                     ));
                 }
             }
@@ -69,8 +82,12 @@ impl Env for HostileEnv {
                 name: "state".into(),
                 space: PartSpace::Box(BoxSpace {
                     shape: vec![1],
-                    low: vec![0.0],
-                    high: vec![max_steps as f32],
+                    low: vec![if unbounded { f32::NEG_INFINITY } else { 0.0 }],
+                    high: vec![if unbounded {
+                        f32::INFINITY
+                    } else {
+                        max_steps as f32
+                    }],
                 }),
             }],
             action_space: ActionSpace {
@@ -107,16 +124,24 @@ impl Env for HostileEnv {
     fn step(&mut self, _action: &Action) -> StepResult {
         if self.step == self.at {
             match self.mode {
-                Mode::None => {}
+                Mode::None | Mode::Nan => {}
                 Mode::Loop => spin(),
                 Mode::Panic => panic!("hostile env panics on purpose at step {}", self.at),
                 Mode::Alloc => hoard(),
+                Mode::Sleep => std::thread::sleep(std::time::Duration::from_secs(30)),
+                Mode::SleepForever => loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                },
             }
         }
+        let nan = self.mode == Mode::Nan && self.step >= self.at;
         self.step += 1;
         StepResult {
-            observation: vector_observation("state", vec![self.step as f32]),
-            reward: 1.0,
+            observation: vector_observation(
+                "state",
+                vec![if nan { f32::NAN } else { self.step as f32 }],
+            ),
+            reward: if nan { f32::NAN } else { 1.0 },
             terminated: self.step >= self.max_steps,
             truncated: false,
             info: "{}".into(),

@@ -1,0 +1,160 @@
+//! What a plugin's values may not do to ludus: fail a run, lose what was
+//! recorded, or make an episode differ from itself.
+
+use crate::support::*;
+
+/// NaN rewards and observations are data: the run succeeds, every episode
+/// and frame is kept, the return reads back as NaN (`"NaN"` in JSON), and
+/// the episode equals itself when diffed, re-run and forked.
+#[test]
+fn nan_rewards_and_observations_are_recorded_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("nan.db");
+    let report = run_json(
+        &db,
+        "hostile_env",
+        "random_agent",
+        &[
+            "--env-config",
+            "mode=nan,at=2,max_steps=6",
+            "--episodes",
+            "8",
+            "--jobs",
+            "2",
+        ],
+    );
+    let episodes = report["episodes"].as_array().expect("episodes");
+    assert_eq!(episodes.len(), 8, "{report}");
+    for e in episodes {
+        assert_eq!(e["outcome"], "terminated", "{e}");
+        assert_eq!(e["return"], "NaN", "{e}");
+    }
+    let store = ludus_arena::Db::open(&db).expect("open");
+    let run = &store.runs().expect("runs")[0];
+    let rows = store.episodes(&run.id).expect("episodes");
+    assert_eq!(rows.len(), 8);
+    let first = &rows[0];
+    assert!(first.return_.is_nan(), "{first:?}");
+    let frames = store.frames(first.id).expect("frames");
+    assert_eq!(frames.len(), 6);
+    assert!(frames[3].0.reward.is_nan());
+    let id = first.id.to_string();
+    let dbs = db.display().to_string();
+    // The same episode, diffed with itself: no difference (exit 0).
+    ludus(["diff", &dbs, &id, &id]).ok();
+    // Re-run with the same plugins, and a fork after the NaNs began: the
+    // replay matches the recording frame for frame.
+    let env = plugin("hostile_env").display().to_string();
+    ludus(["rerun", &dbs, "--episode", &id, "--env", &env]).ok();
+    let fork = ludus(["fork", &dbs, "--episode", &id, "--frame", "4", "--json"]).json();
+    assert_eq!(fork["parent"], first.id, "{fork}");
+}
+
+/// An observation box with infinite bounds (Gymnasium's unbounded `Box`)
+/// is a valid description: the run starts and records.
+#[test]
+fn infinite_bounds_are_a_valid_space() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("inf.db");
+    let report = run_json(
+        &db,
+        "hostile_env",
+        "random_agent",
+        &["--env-config", "bounds=inf,max_steps=5", "--episodes", "2"],
+    );
+    assert_eq!(
+        report["episodes"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+}
+
+/// A recording that lost a table is reported as damaged, naming the table,
+/// by the commands that read it and by those that would write to it; none
+/// of them recreates the table (which made the loss look like an empty
+/// recording) or writes anything else.
+#[test]
+fn a_damaged_recording_is_reported_and_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("damaged.db");
+    run_json(&db, "cartpole", "random_agent", &["--episodes", "2"]);
+    {
+        let conn = rusqlite::Connection::open(&db).expect("sqlite");
+        conn.execute_batch("DROP TABLE episodes").expect("drop");
+    }
+    let before = std::fs::read(&db).expect("read");
+    let dbs = db.display().to_string();
+    for args in [
+        vec!["debug", &dbs, "--episode", "1", "--break", "true"],
+        vec!["diff", &dbs, "1", "2"],
+        vec!["memory", "list", &dbs],
+    ] {
+        let run = ludus(&args);
+        assert_ne!(run.code(), 0, "{args:?}");
+        let err = run.stderr();
+        assert!(
+            err.contains("damaged") && err.contains("`episodes`"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let run = ludus([
+        "run",
+        "--env",
+        &plugin("cartpole").display().to_string(),
+        "--agent",
+        &plugin("random_agent").display().to_string(),
+        "--db",
+        &dbs,
+    ]);
+    assert_ne!(run.code(), 0);
+    assert!(run.stderr().contains("damaged"), "{}", run.stderr());
+    assert_eq!(std::fs::read(&db).expect("read"), before, "nothing written");
+}
+
+/// A plugin's sleep does not hold a worker: time is virtual, so a 30 s
+/// sleep is over at once (the plugin's clock moved on), and an endless
+/// chain of sleeps ends at the call's deadline as a crash.
+#[test]
+fn sleeping_plugins_do_not_hold_the_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("sleep.db");
+    let started = std::time::Instant::now();
+    let report = run_json(
+        &db,
+        "hostile_env",
+        "random_agent",
+        &[
+            "--env-config",
+            "mode=sleep,at=1,max_steps=4",
+            "--episodes",
+            "2",
+        ],
+    );
+    for e in report["episodes"].as_array().expect("episodes") {
+        assert_eq!(e["outcome"], "terminated", "{e}");
+    }
+    let report = run_json(
+        &db,
+        "hostile_env",
+        "random_agent",
+        &[
+            "--env-config",
+            "mode=sleep_forever,at=1",
+            "--episodes",
+            "1",
+            "--limit",
+            "timeout-ms=2000",
+        ],
+    );
+    let e = &report["episodes"][0];
+    assert_eq!(e["outcome"], "crashed", "{e}");
+    let error = e["error"].as_str().unwrap_or_default();
+    assert!(error.contains("step"), "{error}");
+    // Two 30 s sleeps and an endless one, well under their sum.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
+}
