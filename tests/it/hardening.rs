@@ -158,3 +158,49 @@ fn sleeping_plugins_do_not_hold_the_host() {
         started.elapsed()
     );
 }
+
+/// An agent flooding its memory in one call ends its episode as a crash
+/// naming the limit and how to raise it; the other episodes and the
+/// database stay small.
+#[test]
+fn a_memory_write_flood_crashes_its_episode_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("flood.db");
+    let report = run_json(
+        &db,
+        "cartpole",
+        "hostile_agent",
+        &["--agent-config", "mode=writes,at=2", "--episodes", "3"],
+    );
+    for e in report["episodes"].as_array().expect("episodes") {
+        assert_eq!(e["outcome"], "crashed", "{e}");
+        let error = e["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("memory write limit") && error.contains("--limit agent.memory-writes"),
+            "{error}"
+        );
+    }
+    let size = std::fs::metadata(&db).expect("db").len();
+    assert!(size < 8 << 20, "the database grew to {size} bytes");
+}
+
+/// Absurd counts from the command line are refused at once (exit 2), not
+/// allocated.
+#[test]
+fn absurd_episode_counts_are_usage_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("many.db").display().to_string();
+    let run = ludus([
+        "run",
+        "--env",
+        &plugin("cartpole").display().to_string(),
+        "--agent",
+        &plugin("random_agent").display().to_string(),
+        "--episodes",
+        "1000000000",
+        "--db",
+        &db,
+    ]);
+    let err = run.fails_with(2);
+    assert!(err.contains("at most 1000000"), "{err}");
+}
