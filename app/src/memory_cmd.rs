@@ -17,7 +17,9 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode> {
                 .range(prefix.clone()..)
                 .take_while(|(p, _)| p.starts_with(&prefix))
             {
-                println!("{path} = {value}");
+                // Escaped: a value is whatever an agent wrote, newlines
+                // and terminal escapes included.
+                println!("{} = {}", escaped(path), escaped(value));
             }
         }
         MemoryCommand::Set { db, path, value } => {
@@ -50,4 +52,22 @@ pub fn open_existing(path: &std::path::Path) -> Result<Db> {
         .into());
     }
     Ok(Db::open(path)?)
+}
+
+/// `text` with backslashes and control characters escaped as Rust writes
+/// them (`\\`, `\n`, `\u{1b}`), so one entry is one line and nothing
+/// reaches the terminal raw; everything else as it is.
+fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c == '\\' || c.is_control()) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c == '\\' || c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }

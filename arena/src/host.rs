@@ -2,7 +2,7 @@
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store};
-use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
+use wasmtime_wasi::p2::pipe::SinkOutputStream;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::contract::ludus;
@@ -21,7 +21,7 @@ pub(crate) struct PluginState {
     pub role: Role,
     wasi: WasiCtx,
     table: ResourceTable,
-    pub stderr: MemoryOutputPipe,
+    pub stderr: StderrTail,
     pub memory_cap: usize,
     pub memory_refused: Option<usize>,
     /// The bytes of all the plugin's linear memories together: the cap is
@@ -43,7 +43,7 @@ pub(crate) struct PluginState {
 
 impl PluginState {
     pub fn new(role: Role, seed: u64, memory_cap: usize, memory: Option<EpisodeMemory>) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let stderr = StderrTail::default();
         let monotonic = VirtualClock::new();
         let mut b = WasiCtx::builder();
         // Everything WASI could use to observe the outside world is either
@@ -283,6 +283,93 @@ impl rand_core::TryRng for SeededRng {
 /// A clock that starts at a fixed instant (2025-01-01T00:00:00Z) and advances
 /// one millisecond every time it is read: plugins see time pass, identically on
 /// every replay.
+/// A plugin's stderr: every write succeeds, and the last
+/// [`STDERR_CAPACITY`] bytes are kept for crash messages. (WASI's memory
+/// pipe refuses writes past its capacity, so a plugin that printed more
+/// than that crashed on the print itself.)
+#[derive(Clone, Default)]
+pub(crate) struct StderrTail(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u8>>>);
+
+impl StderrTail {
+    fn push(&self, bytes: &[u8]) {
+        let Ok(mut tail) = self.0.lock() else { return };
+        let keep = bytes.len().min(STDERR_CAPACITY);
+        let len = tail.len();
+        let over = (len + keep).saturating_sub(STDERR_CAPACITY);
+        tail.drain(..over.min(len));
+        tail.extend(&bytes[bytes.len() - keep..]);
+    }
+
+    /// The bytes kept.
+    pub fn contents(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .map(|t| t.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl wasmtime_wasi::p2::OutputStream for StderrTail {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(STDERR_CAPACITY)
+    }
+}
+
+impl wasmtime_wasi::p2::Pollable for StderrTail {
+    fn ready<'a, 'f>(&'a mut self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'f>>
+    where
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for StderrTail {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for StderrTail {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
 /// The WASI monotonic clock's interface, at the version wasmtime-wasi serves.
 const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 

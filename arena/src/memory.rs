@@ -26,7 +26,7 @@ pub enum MemoryError {
     #[error("`{0}` is read-only to the agent (set /user/... values with `ludus memory set`)")]
     ReadOnly(String),
     #[error(
-        "`{0}` is not a memory path: paths start with /episode/, /agent/ or /user/ and have no empty segments"
+        "`{0}` is not a memory path: paths start with /episode/, /agent/ or /user/, and have no empty, `.` or `..` segments and no control characters"
     )]
     BadPath(String),
     #[error("path `{0}...` is longer than {MAX_PATH} bytes")]
@@ -59,8 +59,15 @@ pub fn scope_of(path: &str) -> Result<Scope, MemoryError> {
     } else {
         return Err(MemoryError::BadPath(path.to_string()));
     };
-    if path[1..].split('/').any(str::is_empty) {
-        return Err(MemoryError::BadPath(path.to_string()));
+    // One rule for every path: segments are non-empty, not `.` or `..`, and
+    // no character is a control character (a newline or an escape sequence
+    // would forge lines and reach terminals in listings).
+    if path[1..]
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        || path.chars().any(char::is_control)
+    {
+        return Err(MemoryError::BadPath(path.escape_debug().to_string()));
     }
     Ok(scope)
 }
@@ -216,6 +223,23 @@ mod tests {
             m.write("/agent//x", "x".into()),
             Err(MemoryError::BadPath(_))
         ));
+        // One rule for paths: no empty, `.` or `..` segment, no control
+        // character, at most MAX_PATH bytes.
+        for bad in [
+            "",
+            "/",
+            "/agent/",
+            "/episode/a/../b",
+            "/episode/./x",
+            "/user/a\nb",
+            "/agent/\u{1b}[31mred",
+            "/agent/nul\0",
+        ] {
+            assert!(scope_of(bad).is_err(), "{bad:?}");
+        }
+        let long = format!("/agent/{}", "x".repeat(MAX_PATH));
+        assert!(matches!(scope_of(&long), Err(MemoryError::PathTooLong(_))));
+        assert!(scope_of("/agent/a.b/..c/ü").is_ok());
         m.write("/agent/a", "2".into()).unwrap();
         m.write("/episode/plan", "up".into()).unwrap();
         m.delete("/agent/a").unwrap();

@@ -204,3 +204,50 @@ fn absurd_episode_counts_are_usage_errors() {
     let err = run.fails_with(2);
     assert!(err.contains("at most 1000000"), "{err}");
 }
+
+/// A plugin that prints more to stderr than the host keeps goes on: the
+/// host keeps the tail instead of failing the print.
+#[test]
+fn a_loud_plugin_is_not_stopped_by_its_own_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("loud.db");
+    let report = run_json(
+        &db,
+        "hostile_env",
+        "random_agent",
+        &[
+            "--env-config",
+            "mode=shout,at=1,max_steps=4",
+            "--episodes",
+            "1",
+        ],
+    );
+    assert_eq!(report["episodes"][0]["outcome"], "terminated", "{report}");
+}
+
+/// `ludus memory list` shows exactly what an agent reads back, one entry a
+/// line: a newline or a terminal escape in a value is escaped, and a path
+/// with one is refused when it is written.
+#[test]
+fn memory_listings_cannot_be_forged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("mem.db");
+    run_json(&db, "cartpole", "random_agent", &["--episodes", "1"]);
+    let dbs = db.display().to_string();
+    ludus([
+        "memory",
+        "set",
+        &dbs,
+        "/user/note",
+        "ok\n/user/admin = yes\u{1b}[2J",
+    ])
+    .ok();
+    let bad = ludus(["memory", "set", &dbs, "/user/a\nb", "x"]).fails_with(2);
+    assert!(bad.contains("not a memory path"), "{bad}");
+    let list = ludus(["memory", "list", &dbs]).stdout();
+    assert_eq!(
+        list.trim(),
+        "/user/note = ok\\n/user/admin = yes\\u{1b}[2J",
+        "{list}"
+    );
+}

@@ -5,7 +5,7 @@
 //! - `mode`: `none` (default), `loop`, `panic`, `alloc`, `nan` (from
 //!   step `at` on, the reward and the observation are NaN), `sleep` (sleeps
 //!   30 s through WASI's clock) or `sleep_forever` (sleeps an hour at a
-//!   time, endlessly).
+//!   time, endlessly), `shout` (prints 1 MiB to stderr, then goes on).
 //! - `bounds`: `finite` (default) or `inf`: the observation box's bounds are
 //!   -inf and inf, as Gymnasium's unbounded `Box` declares them.
 //! - `at`: the step (from 0) whose `step` call misbehaves; default 3.
@@ -27,6 +27,7 @@ enum Mode {
     Nan,
     Sleep,
     SleepForever,
+    Shout,
 }
 
 impl Mode {
@@ -39,9 +40,10 @@ impl Mode {
             "nan" => Mode::Nan,
             "sleep" => Mode::Sleep,
             "sleep_forever" => Mode::SleepForever,
+            "shout" => Mode::Shout,
             other => {
                 return Err(format!(
-                    "hostile-env: unknown mode `{other}` (expected loop, panic, alloc, nan, sleep, sleep_forever or none)"
+                    "hostile-env: unknown mode `{other}` (expected loop, panic, alloc, nan, sleep, sleep_forever, shout or none)"
                 ));
             }
         })
@@ -129,6 +131,11 @@ impl Env for HostileEnv {
                 Mode::Panic => panic!("hostile env panics on purpose at step {}", self.at),
                 Mode::Alloc => hoard(),
                 Mode::Sleep => std::thread::sleep(std::time::Duration::from_secs(30)),
+                Mode::Shout => {
+                    for i in 0..16_384 {
+                        eprintln!("{i:06} {}", "x".repeat(56));
+                    }
+                }
                 Mode::SleepForever => loop {
                     std::thread::sleep(std::time::Duration::from_secs(3600));
                 },
