@@ -1,4 +1,4 @@
-//! The `ludus` package's library part: the IDE, so that its UI tests can
-//! build its state and drive it headless.
+//! The `ludus` package's library part: the IDE under its old path
+//! (`ludus::ide`), so the integration tests and the binary name it as before.
 
-pub mod ide;
+pub use ludus_ide as ide;

@@ -66,7 +66,24 @@ fn main() -> ExitCode {
         cli::Command::BenchLang(a) => {
             ludus_bench::lang::run(a, &|dir| build_cmd::build(dir).map(|(_, wasm)| wasm))
         }
-        cli::Command::Ide(a) => ludus::ide::main(a),
+        cli::Command::Ide(a) => match a.bench_scrub {
+            // `ludus ide DB --bench-scrub EPISODE`: the benchmark, no window.
+            Some(episode) => match a.db.as_deref() {
+                Some(db) if !db.is_file() => Err(UsageError(format!(
+                    "database {}: no such file; record one with `ludus run --db {}`",
+                    db.display(),
+                    db.display()
+                ))
+                .into()),
+                Some(db) => ludus_bench::ide_scrub::run(db, episode, a.bench_frames, a.json)
+                    .map(|()| ExitCode::SUCCESS),
+                None => Err(UsageError(
+                    "--bench-scrub needs a database: `ludus ide DB --bench-scrub EPISODE`".into(),
+                )
+                .into()),
+            },
+            None => ludus::ide::main(a),
+        },
     };
     match result {
         Ok(code) => code,

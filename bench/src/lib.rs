@@ -1,7 +1,8 @@
 //! ludus's benchmarks, kept out of the library crates: CartPole through the
 //! arena (`ludus bench`), the debugger on a long episode (`ludus bench
 //! debugger`), any env (`bench-env`), CartPole in three languages
-//! (`bench-lang`) and sync against decoupled training (`train-bench`). The
+//! (`bench-lang`), sync against decoupled training (`train-bench`) and the
+//! IDE's cost per frame while scrubbing (`ludus ide --bench-scrub`). The
 //! `ludus` binary parses the arguments and calls in here.
 
 pub mod cartpole;
@@ -9,6 +10,7 @@ pub mod cartpole_cmd;
 pub mod cli;
 pub mod debugger;
 pub mod env;
+pub mod ide_scrub;
 pub mod lang;
 pub mod train;
 

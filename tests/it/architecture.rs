@@ -19,6 +19,7 @@ const CRATES: &[(&str, &str)] = &[
     ("debugger", "ludus-debugger"),
     ("suite", "ludus-suite"),
     ("trainer", "ludus-trainer"),
+    ("ide", "ludus-ide"),
     ("bench", "ludus-bench"),
     ("app", "ludus"),
 ];
@@ -45,8 +46,8 @@ fn heavy_dependencies_stay_in_their_one_crate() {
         ("wasmtime-wasi", "arena"),
         ("rusqlite", "arena"),
         ("tch", "trainer"),
-        ("eframe", "app"),
-        ("egui_plot", "app"),
+        ("eframe", "ide"),
+        ("egui_plot", "ide"),
     ];
     let mut wrong = Vec::new();
     for (dir, _) in CRATES {

@@ -8,9 +8,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use eframe::egui::{self, Key, Modifiers};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use ludus::ide::egui::{self, Key, Modifiers};
 use ludus::ide::state::{AppState, Command as Cmd, Persisted, Tab};
 use ludus::ide::ui::app_ui;
 use support::{ludus, plugin, run_json};

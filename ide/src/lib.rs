@@ -5,7 +5,6 @@
 //! and diffs run on worker threads ([`worker`]) and report back through a
 //! channel, so the UI never blocks on them.
 
-pub mod bench;
 pub mod state;
 pub mod ui;
 pub mod worker;
@@ -14,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc;
 
-use eframe::egui;
+pub use eframe::egui;
 
 use state::{AppState, Command, Persisted};
 
@@ -71,12 +70,6 @@ pub fn main(args: IdeArgs) -> anyhow::Result<ExitCode> {
             db.display(),
             db.display()
         )));
-    }
-    if let Some(episode) = args.bench_scrub {
-        let db = args.db.as_deref().ok_or_else(|| {
-            UserError("--bench-scrub needs a database: `ludus ide DB --bench-scrub EPISODE`".into())
-        })?;
-        return bench::run(db, episode, args.bench_frames, args.json).map(|()| ExitCode::SUCCESS);
     }
     if let Some(msg) = no_display_message() {
         anyhow::bail!(UserError(msg));

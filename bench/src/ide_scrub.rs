@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use eframe::egui;
+use ludus_ide::egui;
 
-use super::state::{AppState, Command, Step};
-use super::ui::app_ui;
+use ludus_ide::state::{AppState, Command, Step};
+use ludus_ide::ui::app_ui;
 
 /// Figures of one pass.
 #[derive(Debug, serde::Serialize)]
@@ -54,15 +54,15 @@ pub fn run(db: &Path, episode: i64, frames: usize, json: bool) -> anyhow::Result
     state.apply(Command::OpenEpisode(episode));
     state.wait_for_workers();
     if let Some(e) = state.errors().first() {
-        anyhow::bail!(super::UserError(format!("--bench-scrub: {e}")));
+        anyhow::bail!(crate::UsageError(format!("--bench-scrub: {e}")));
     }
     let Some(len) = state.debug.as_ref().map(|d| d.session.len()) else {
-        anyhow::bail!(super::UserError(format!(
+        anyhow::bail!(crate::UsageError(format!(
             "--bench-scrub: episode {episode} did not open"
         )));
     };
     if len == 0 {
-        anyhow::bail!(super::UserError(format!(
+        anyhow::bail!(crate::UsageError(format!(
             "--bench-scrub: episode {episode} has no frames"
         )));
     }
