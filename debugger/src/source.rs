@@ -19,7 +19,7 @@ use crate::view::EpisodeMeta;
 pub type Block = (u64, Arc<Vec<(Frame, Timing)>>);
 
 /// An episode's frames and memory, by frame index.
-pub trait FrameSource {
+pub trait FrameSource: Send {
     /// Number of frames.
     fn len(&self) -> u64;
     fn is_empty(&self) -> bool {

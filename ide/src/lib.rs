@@ -170,7 +170,10 @@ impl eframe::App for IdeApp {
         if let Some(s) = &mut self.screenshot {
             s.frames += 1;
             let ctx = ui.ctx().clone();
-            if s.frames >= SCREENSHOT_AFTER && !s.requested {
+            // After the first frames and once what was asked at start (the
+            // database, the episode) has been read off the UI thread.
+            let settled = self.state.pending == 0 || s.frames >= 20 * SCREENSHOT_AFTER;
+            if s.frames >= SCREENSHOT_AFTER && settled && !s.requested {
                 s.requested = true;
                 let (path, tx, c2) = (s.path.clone(), s.tx.clone(), ctx.clone());
                 ctx.request_screenshot(move |image| {

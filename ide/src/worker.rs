@@ -2,9 +2,12 @@
 //! itself (recordings are not shared between threads) and returns a result
 //! the state turns into an event.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ludus_arena::{Limits, Plugin, PluginKind};
+use ludus_arena::store::{EpisodeRow, RunRow};
+use ludus_arena::train_store::MetricRow;
+use ludus_arena::{Db, Limits, Plugin, PluginKind};
 use ludus_debugger::source::{FrameSource, Recording};
 use ludus_debugger::{Session, diff};
 
@@ -350,4 +353,130 @@ fn wit_package_version(wit: &Path) -> Option<String> {
         }
     }
     None
+}
+
+/// What the Runs tab shows of a database: its runs, and one run's episodes.
+#[derive(Debug)]
+pub struct DbRead {
+    pub runs: Vec<RunRow>,
+    /// The run asked for (the first run when none was) and its episodes.
+    pub episodes: Option<(String, Vec<EpisodeRow>)>,
+}
+
+/// Reads the runs of `db` and the episodes of `run` (of the first run when
+/// `None`).
+pub fn read_db(db: &Path, run: Option<String>) -> Result<DbRead, String> {
+    let bad = |e: ludus_arena::StoreError| format!("database {}: {e}", db.display());
+    let d = Db::open(db).map_err(bad)?;
+    let runs = d.runs().map_err(bad)?;
+    let episodes = match run.or_else(|| runs.first().map(|r| r.id.clone())) {
+        Some(r) => {
+            let rows = d.episodes(&r).map_err(bad)?;
+            Some((r, rows))
+        }
+        None => None,
+    };
+    Ok(DbRead { runs, episodes })
+}
+
+/// An episode opened for the debugger.
+pub struct OpenedEpisode {
+    pub episode: EpisodeRow,
+    pub run: RunRow,
+    /// Its parents, oldest first.
+    pub ancestors: Vec<EpisodeRow>,
+    pub session: Session,
+    /// Its branches and theirs, each under its parent.
+    pub branches: Vec<(EpisodeRow, usize)>,
+}
+
+/// Opens episode `id` of `db`: its row, its ancestors, a debugger session
+/// on it, and its branch tree.
+pub fn open_episode(db: &Path, id: i64) -> Result<OpenedEpisode, String> {
+    let d = Db::open(db).map_err(|e| e.to_string())?;
+    let episode = d.episode(id).map_err(|e| e.to_string())?;
+    let run = d.run(&episode.run_id).map_err(|e| e.to_string())?;
+    let mut ancestors = Vec::new();
+    let mut parent = episode.parent_episode;
+    while let Some(p) = parent {
+        let row = d.episode(p).map_err(|e| e.to_string())?;
+        parent = row.parent_episode;
+        ancestors.insert(0, row);
+        if ancestors.len() > 64 {
+            break;
+        }
+    }
+    let session = Session::open(db, id).map_err(|e| e.to_string())?;
+    let branches = branches_of(&d, id)?;
+    Ok(OpenedEpisode {
+        episode,
+        run,
+        ancestors,
+        session,
+        branches,
+    })
+}
+
+/// The branch tree under episode `id` of `db`.
+pub fn branch_tree(db: &Path, id: i64) -> Result<Vec<(EpisodeRow, usize)>, String> {
+    let d = Db::open(db).map_err(|e| e.to_string())?;
+    branches_of(&d, id)
+}
+
+fn branches_of(db: &Db, id: i64) -> Result<Vec<(EpisodeRow, usize)>, String> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(i64, usize)> = vec![(id, 0)];
+    while let Some((id, depth)) = stack.pop() {
+        let children = db
+            .branches(id)
+            .map_err(|e| format!("branches of episode {id}: {e}"))?;
+        for c in children.into_iter().rev() {
+            stack.push((c.id, depth + 1));
+            out.push((c, depth));
+        }
+        if out.len() > 500 {
+            break;
+        }
+    }
+    // Children were pushed in reverse for the stack; show them in id order
+    // under their parent.
+    Ok(order_tree(out))
+}
+
+/// Puts each branch right under its parent, children in id order.
+fn order_tree(rows: Vec<(EpisodeRow, usize)>) -> Vec<(EpisodeRow, usize)> {
+    let mut by_parent: BTreeMap<Option<i64>, Vec<(EpisodeRow, usize)>> = BTreeMap::new();
+    let root_depth_parent = rows
+        .iter()
+        .find(|(_, d)| *d == 0)
+        .and_then(|(r, _)| r.parent_episode);
+    for (r, d) in rows {
+        by_parent.entry(r.parent_episode).or_default().push((r, d));
+    }
+    for v in by_parent.values_mut() {
+        v.sort_by_key(|(r, _)| r.id);
+    }
+    let mut out = Vec::new();
+    fn walk(
+        parent: Option<i64>,
+        by_parent: &BTreeMap<Option<i64>, Vec<(EpisodeRow, usize)>>,
+        out: &mut Vec<(EpisodeRow, usize)>,
+    ) {
+        if let Some(children) = by_parent.get(&parent) {
+            for (r, d) in children {
+                out.push((r.clone(), *d));
+                walk(Some(r.id), by_parent, out);
+            }
+        }
+    }
+    walk(root_depth_parent, &by_parent, &mut out);
+    out
+}
+
+/// A training run's recorded metrics and episodes.
+pub fn training_record(db: &Path, run: &str) -> Result<(Vec<MetricRow>, Vec<EpisodeRow>), String> {
+    let d = Db::open(db).map_err(|e| format!("database {}: {e}", db.display()))?;
+    let metrics = d.train_metrics(run).map_err(|e| e.to_string())?;
+    let episodes = d.episodes(run).map_err(|e| e.to_string())?;
+    Ok((metrics, episodes))
 }

@@ -269,7 +269,7 @@ fn ui_shows_errors_as_messages_and_keeps_working() {
     )
     .unwrap();
     h.state_mut().apply(Cmd::OpenDb(junk));
-    h.run();
+    settle(&mut h);
     assert_eq!(h.state().errors().len(), 2, "{:?}", h.state().errors());
     assert!(h.state().db_path.is_none(), "nothing opened");
     // Dismiss one message.
@@ -283,7 +283,7 @@ fn ui_shows_errors_as_messages_and_keeps_working() {
     assert_eq!(h.state().tab, Tab::Debugger);
     // An episode that does not exist, and a bad replacement action.
     h.state_mut().apply(Cmd::OpenEpisode(987_654));
-    h.run();
+    settle(&mut h);
     h.get_by_label_contains("987654");
     h.get_by_label("Replacement action").focus();
     h.run();
@@ -320,6 +320,8 @@ fn layout_database_and_breakpoints_persist() {
 
     let mut again = AppState::new();
     again.restore(serde_json::from_str::<Persisted>(&saved).unwrap());
+    // The database is read off the UI thread.
+    again.wait_for_workers();
     assert_eq!(again.db_path.as_deref(), Some(db.as_path()));
     assert_eq!(again.runs.len(), 1);
     assert!(!again.show_diff);
@@ -842,7 +844,7 @@ fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
     h.state_mut().apply(Cmd::SetTab(Tab::Runs));
     h.run();
     h.get_by_label("Show training curves").click_accesskit();
-    h.run();
+    settle(&mut h);
     no_errors(&h);
     assert_eq!(h.state().tab, Tab::Training);
     let t = h.state().train.as_ref().unwrap();
@@ -861,6 +863,7 @@ fn diff_against_an_episode_of_another_database_jumps_to_the_first_divergence() {
     let mut s = AppState::new();
     s.apply(Cmd::OpenDb(other.clone()));
     s.apply(Cmd::OpenEpisode(episode));
+    s.wait_for_workers();
     s.apply(Cmd::Step(ludus::ide::state::Step::Goto(7)));
     let d = s.debug.as_mut().unwrap();
     let ludus_arena::model::Action::Discrete(a) = d.view.as_ref().unwrap().frame.action else {
@@ -1062,6 +1065,13 @@ fn closing_the_ide_stops_training_and_the_run_resumes_from_its_checkpoint() {
     assert!(errors.contains("resume"), "{errors}");
     state.train_form.resume = true;
     state.apply(Cmd::StartTraining);
+    // The curves so far arrive from the training thread before its first update.
+    let history = |s: &AppState| {
+        s.train
+            .as_ref()
+            .is_some_and(|t| t.points("policy_loss") as u64 >= stopped_at)
+    };
+    assert!(state.wait_until(std::time::Duration::from_secs(60), history));
     let t = state.train.as_ref().unwrap();
     assert_eq!(
         t.points("policy_loss") as u64,

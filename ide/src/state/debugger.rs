@@ -16,6 +16,8 @@ pub struct OtherDiff {
 pub struct DebugView {
     pub db: PathBuf,
     pub episode: EpisodeRow,
+    /// The episode's run (its spec names the plugins it ran with).
+    pub run: RunRow,
     pub session: Session,
     /// The frame under the cursor (read when the cursor moves).
     pub view: Option<FrameView>,
@@ -88,36 +90,6 @@ impl DebugView {
     pub fn cursor(&self) -> u64 {
         self.session.cursor()
     }
-}
-
-/// Puts each branch right under its parent, children in id order.
-fn order_tree(rows: Vec<(EpisodeRow, usize)>) -> Vec<(EpisodeRow, usize)> {
-    let mut by_parent: BTreeMap<Option<i64>, Vec<(EpisodeRow, usize)>> = BTreeMap::new();
-    let root_depth_parent = rows
-        .iter()
-        .find(|(_, d)| *d == 0)
-        .and_then(|(r, _)| r.parent_episode);
-    for (r, d) in rows {
-        by_parent.entry(r.parent_episode).or_default().push((r, d));
-    }
-    for v in by_parent.values_mut() {
-        v.sort_by_key(|(r, _)| r.id);
-    }
-    let mut out = Vec::new();
-    fn walk(
-        parent: Option<i64>,
-        by_parent: &BTreeMap<Option<i64>, Vec<(EpisodeRow, usize)>>,
-        out: &mut Vec<(EpisodeRow, usize)>,
-    ) {
-        if let Some(children) = by_parent.get(&parent) {
-            for (r, d) in children {
-                out.push((r.clone(), *d));
-                walk(Some(r.id), by_parent, out);
-            }
-        }
-    }
-    walk(root_depth_parent, &by_parent, &mut out);
-    out
 }
 
 impl AppState {
@@ -292,30 +264,59 @@ impl AppState {
                     Err(e) => self.toast(format!("diff with {other}: {e}"), true),
                 }
             }
+            Event::EpisodeOpened { db, id, opened } => {
+                // A database opened since then wins.
+                if self.db_path.as_ref() != Some(&db) {
+                    return;
+                }
+                let shown = opened.and_then(|o| self.show_episode(db.clone(), *o));
+                if let Err(e) = shown {
+                    self.toast(format!("episode {id} in {}: {e}", db.display()), true);
+                }
+            }
+            Event::Branches { episode, branches } => match branches {
+                Ok(b) => {
+                    if let Some(d) = self.debug.as_mut().filter(|d| d.episode.id == episode) {
+                        d.branches = b;
+                    }
+                }
+                Err(e) => self.toast(format!("branches of episode {episode}: {e}"), true),
+            },
             _ => {}
         }
     }
 
+    /// Opens episode `id` of the open database in the debugger: read off the
+    /// UI thread, shown when [`Event::EpisodeOpened`] arrives.
     pub(super) fn open_episode(&mut self, id: i64) -> Result<(), String> {
         let path = self.db_path.clone().ok_or("no database is open")?;
-        let db = self.db.as_ref().ok_or("no database is open")?;
-        let episode = db.episode(id).map_err(|e| e.to_string())?;
-        let mut ancestors = Vec::new();
-        let mut parent = episode.parent_episode;
-        while let Some(p) = parent {
-            let row = db.episode(p).map_err(|e| e.to_string())?;
-            parent = row.parent_episode;
-            ancestors.insert(0, row);
-            if ancestors.len() > 64 {
-                break;
-            }
-        }
-        let session = Session::open(&path, id)
-            .map_err(|e| format!("episode {id} in {}: {e}", path.display()))?;
+        self.spawn("ludus-ide-open", move |tx| {
+            let opened = worker::open_episode(&path, id).map(Box::new);
+            let _ = tx.send(Event::EpisodeOpened {
+                db: path,
+                id,
+                opened,
+            });
+        });
+        Ok(())
+    }
+
+    /// Shows an episode the worker opened: its session, with the carried
+    /// breakpoints and watches, at frame 0.
+    fn show_episode(&mut self, path: PathBuf, opened: worker::OpenedEpisode) -> Result<(), String> {
+        let worker::OpenedEpisode {
+            episode,
+            run,
+            ancestors,
+            session,
+            branches,
+        } = opened;
+        let id = episode.id;
         self.carry_breakpoints();
         let mut d = DebugView {
             db: path.clone(),
             episode,
+            run,
             session,
             view: None,
             step_changes: Vec::new(),
@@ -330,7 +331,7 @@ impl AppState {
             rewards: None,
             hits: BTreeMap::new(),
             ancestors,
-            branches: Vec::new(),
+            branches,
             parent_diff: None,
             diff_episode_input: String::new(),
             diff_db_input: String::new(),
@@ -352,7 +353,6 @@ impl AppState {
         d.read_frame()?;
         self.debug = Some(d);
         self.tab = Tab::Debugger;
-        self.refresh_branches();
         self.spawn("ludus-ide-timeline", move |tx| {
             let rewards = worker::rewards(&path, id);
             let _ = tx.send(Event::Timeline {
@@ -380,38 +380,14 @@ impl AppState {
         });
     }
 
+    /// Reads the open episode's branch tree off the UI thread.
     pub(super) fn refresh_branches(&mut self) {
-        let (Some(db), Some(d)) = (&self.db, &mut self.debug) else {
-            return;
-        };
-        let mut out = Vec::new();
-        let mut stack: Vec<(i64, usize)> = vec![(d.episode.id, 0)];
-        while let Some((id, depth)) = stack.pop() {
-            match db.branches(id) {
-                Ok(children) => {
-                    for c in children.into_iter().rev() {
-                        stack.push((c.id, depth + 1));
-                        out.push((c, depth));
-                    }
-                }
-                Err(e) => {
-                    let msg = format!("branches of episode {id}: {e}");
-                    self.toasts.push(Toast {
-                        id: self.next_toast,
-                        text: msg,
-                        error: true,
-                    });
-                    self.next_toast += 1;
-                    break;
-                }
-            }
-            if out.len() > 500 {
-                break;
-            }
-        }
-        // Children were pushed in reverse for the stack; show them in id order
-        // under their parent.
-        d.branches = order_tree(out);
+        let Some(d) = &self.debug else { return };
+        let (db, episode) = (d.db.clone(), d.episode.id);
+        self.spawn("ludus-ide-branches", move |tx| {
+            let branches = worker::branch_tree(&db, episode);
+            let _ = tx.send(Event::Branches { episode, branches });
+        });
     }
 
     pub(super) fn step(&mut self, step: Step) -> Result<(), String> {
@@ -501,11 +477,7 @@ impl AppState {
 
     pub(super) fn rerun(&mut self) -> Result<(), String> {
         let d = self.debug.as_mut().ok_or("no episode is open")?;
-        let run: &RunRow = self
-            .runs
-            .iter()
-            .find(|r| r.id == d.episode.run_id)
-            .ok_or("the episode's run is not in this database")?;
+        let run = &d.run;
         let mut overrides = ludus_arena::replay::Overrides::default();
         for (role, slot) in [
             ("env", &mut overrides.env),

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use ludus_arena::run::Progress;
 use ludus_arena::store::{EpisodeRow, RunRow};
+use ludus_arena::train_store::MetricRow;
 use ludus_arena::{Db, RunReport};
 use ludus_debugger::fork::{BranchReport, Edits};
 use ludus_debugger::session::WatchValue;
@@ -146,6 +147,35 @@ pub enum Event {
         episodes: Result<Vec<EpisodeRow>, String>,
     },
     PluginChanged(PathBuf),
+    /// The open database's runs and a run's episodes, read off the UI thread.
+    DbRead {
+        db: PathBuf,
+        read: Result<worker::DbRead, String>,
+    },
+    /// An episode read off the UI thread for the debugger.
+    EpisodeOpened {
+        db: PathBuf,
+        id: i64,
+        opened: Result<Box<worker::OpenedEpisode>, String>,
+    },
+    /// The open episode's branch tree.
+    Branches {
+        episode: i64,
+        branches: Result<Vec<(EpisodeRow, usize)>, String>,
+    },
+    /// A recorded training run's curves and episodes, to show.
+    TrainRecord {
+        run: String,
+        db: PathBuf,
+        updates: u64,
+        status: String,
+        read: Result<(Vec<MetricRow>, Vec<EpisodeRow>), String>,
+    },
+    /// The curves a resumed training run had so far (sent by its thread).
+    TrainHistory {
+        run: String,
+        rows: Vec<MetricRow>,
+    },
 }
 
 /// A message in the corner: an error or a notice.
@@ -158,7 +188,6 @@ pub struct Toast {
 
 pub struct AppState {
     pub db_path: Option<PathBuf>,
-    db: Option<Db>,
     pub db_input: String,
     pub runs: Vec<RunRow>,
     pub selected_run: Option<String>,
@@ -208,7 +237,6 @@ impl AppState {
         let (tx, rx) = crossbeam_channel::unbounded();
         AppState {
             db_path: None,
-            db: None,
             db_input: String::new(),
             runs: Vec::new(),
             selected_run: None,
@@ -370,7 +398,10 @@ impl AppState {
     fn on_event(&mut self, e: Event) {
         if !matches!(
             e,
-            Event::RunProgress | Event::PluginChanged(_) | Event::TrainUpdate(_)
+            Event::RunProgress
+                | Event::PluginChanged(_)
+                | Event::TrainUpdate(_)
+                | Event::TrainHistory { .. }
         ) {
             self.pending = self.pending.saturating_sub(1);
         }
@@ -380,11 +411,16 @@ impl AppState {
             | Event::Timeline { .. }
             | Event::Hits { .. }
             | Event::ParentDiff { .. }
-            | Event::OtherDiff { .. } => self.on_debugger_event(e),
+            | Event::OtherDiff { .. }
+            | Event::EpisodeOpened { .. }
+            | Event::Branches { .. } => self.on_debugger_event(e),
+            Event::DbRead { .. } => self.on_runs_event(e),
             Event::Workspace(..) | Event::PluginChanged(_) => self.on_workspace_event(e),
-            Event::TrainUpdate(_) | Event::TrainDone(_) | Event::TrainEpisodes { .. } => {
-                self.on_training_event(e)
-            }
+            Event::TrainUpdate(_)
+            | Event::TrainDone(_)
+            | Event::TrainEpisodes { .. }
+            | Event::TrainRecord { .. }
+            | Event::TrainHistory { .. } => self.on_training_event(e),
         }
     }
 

@@ -7,20 +7,14 @@ impl AppState {
     pub(super) fn apply_runs(&mut self, cmd: Command) -> Result<(), String> {
         match cmd {
             Command::OpenDb(path) => self.open_db(&path)?,
-            Command::Refresh => {
-                if let Some(db) = &self.db {
-                    self.runs = db.runs().map_err(|e| e.to_string())?;
-                    if let Some(run) = self.selected_run.clone() {
-                        self.episodes = db.episodes(&run).map_err(|e| e.to_string())?;
-                        self.sort_episodes();
-                    }
-                }
-            }
+            Command::Refresh => self.read_db(self.selected_run.clone()),
             Command::SelectRun(run) => {
-                let db = self.db.as_ref().ok_or("no database is open")?;
-                self.episodes = db.episodes(&run).map_err(|e| e.to_string())?;
-                self.selected_run = Some(run);
-                self.sort_episodes();
+                if self.db_path.is_none() {
+                    return Err("no database is open".into());
+                }
+                self.episodes.clear();
+                self.selected_run = Some(run.clone());
+                self.read_db(Some(run));
             }
             Command::Sort(key) => {
                 self.sort = if self.sort.0 == key {
@@ -43,23 +37,58 @@ impl AppState {
                 path.display()
             ));
         }
-        let db = Db::open(path).map_err(|e| format!("database {}: {e}", path.display()))?;
-        let runs = db
-            .runs()
-            .map_err(|e| format!("database {}: {e}", path.display()))?;
         self.carry_breakpoints();
         self.debug = None;
-        self.db = Some(db);
         self.db_path = Some(path.to_path_buf());
         self.db_input = path.display().to_string();
-        self.runs = runs;
+        self.runs.clear();
         self.episodes.clear();
         self.selected_run = None;
-        if let Some(first) = self.runs.first().map(|r| r.id.clone()) {
-            self.try_apply(Command::SelectRun(first))?;
-        }
         self.tab = Tab::Runs;
+        self.read_db(None);
         Ok(())
+    }
+
+    /// Reads the open database's runs and the episodes of `run` (the first
+    /// run's when `None`) off the UI thread.
+    fn read_db(&mut self, run: Option<String>) {
+        let Some(path) = self.db_path.clone() else {
+            return;
+        };
+        self.spawn("ludus-ide-db", move |tx| {
+            let read = worker::read_db(&path, run);
+            let _ = tx.send(Event::DbRead { db: path, read });
+        });
+    }
+
+    /// Applies what a database read found.
+    pub(super) fn on_runs_event(&mut self, e: Event) {
+        let Event::DbRead { db, read } = e else {
+            return;
+        };
+        // A database opened since then wins.
+        if self.db_path.as_ref() != Some(&db) {
+            return;
+        }
+        match read {
+            Ok(read) => {
+                self.runs = read.runs;
+                if let Some((run, episodes)) = read.episodes
+                    && self.selected_run.as_ref().is_none_or(|s| *s == run)
+                {
+                    self.selected_run = Some(run);
+                    self.episodes = episodes;
+                    self.sort_episodes();
+                }
+            }
+            Err(e) => {
+                // A file that never opened leaves no database open.
+                if self.runs.is_empty() {
+                    self.db_path = None;
+                }
+                self.toast(e, true);
+            }
+        }
     }
 
     pub(super) fn sort_episodes(&mut self) {

@@ -132,6 +132,29 @@ impl AppState {
                     t.last = Some(*r);
                 }
             }
+            Event::TrainRecord {
+                run,
+                db,
+                updates,
+                status,
+                read,
+            } => {
+                let shown = read.and_then(|r| self.show_record(run, db, updates, status, r));
+                if let Err(e) = shown {
+                    self.toast(e, true);
+                }
+            }
+            Event::TrainHistory { run, rows } => {
+                if let Some(t) = self.train.as_mut().filter(|t| t.run_id == run) {
+                    for r in rows {
+                        t.push(r.update, &r.name, r.value);
+                    }
+                    // Live updates may have come first.
+                    for points in t.curves.values_mut() {
+                        points.sort_by(|a, b| a.x.total_cmp(&b.x));
+                    }
+                }
+            }
             Event::TrainEpisodes { run, episodes } => match episodes {
                 Ok(e) => {
                     if let Some(t) = self.train.as_mut().filter(|t| t.run_id == run) {
@@ -198,14 +221,6 @@ impl AppState {
             d => PathBuf::from(d),
         };
         let mut view = TrainView::new(config.name.clone(), db.clone(), config.stop.updates);
-        if f.resume {
-            // The curves so far, so the plot continues where the run stopped.
-            if let Ok(rows) = Db::open(&db).and_then(|d| d.train_metrics(&config.name)) {
-                for r in rows {
-                    view.push(r.update, &r.name, r.value);
-                }
-            }
-        }
         let stop = Arc::new(AtomicBool::new(false));
         view.stop = Some(stop.clone());
         view.status = format!("training `{}` into {}", config.name, db.display());
@@ -225,6 +240,13 @@ impl AppState {
                     wake();
                 }
             };
+            if opts.resume {
+                // The curves so far, so the plot continues where the run stopped.
+                if let Ok((rows, _)) = worker::training_record(&opts.db, &opts.config.name) {
+                    let run = opts.config.name.clone();
+                    let _ = tx.send(Event::TrainHistory { run, rows });
+                }
+            }
             let r = ludus_trainer::train::train(&opts, &mut report).map_err(|e| e.to_string());
             let _ = tx.send(Event::TrainDone(r));
         });
@@ -239,7 +261,6 @@ impl AppState {
         if self.train.as_ref().is_some_and(TrainView::running) {
             return Err("a training run is in progress: stop it before showing another".into());
         }
-        let db = self.db.as_ref().ok_or("no database is open")?;
         let path = self.db_path.clone().ok_or("no database is open")?;
         let row = self
             .runs
@@ -248,18 +269,43 @@ impl AppState {
             .ok_or_else(|| format!("run {run} is not in {}", path.display()))?;
         let updates = row.spec["config"]["stop"]["updates"].as_u64().unwrap_or(0);
         let status = row.status.clone();
-        let rows = db.train_metrics(run).map_err(|e| e.to_string())?;
-        if rows.is_empty() {
+        let run = run.to_string();
+        self.spawn("ludus-ide-train-record", move |tx| {
+            let read = worker::training_record(&path, &run);
+            let _ = tx.send(Event::TrainRecord {
+                run,
+                db: path,
+                updates,
+                status,
+                read,
+            });
+        });
+        Ok(())
+    }
+
+    /// Shows a recorded training run that [`Event::TrainRecord`] brought.
+    fn show_record(
+        &mut self,
+        run: String,
+        db: PathBuf,
+        updates: u64,
+        status: String,
+        (metrics, episodes): (Vec<MetricRow>, Vec<EpisodeRow>),
+    ) -> Result<(), String> {
+        if self.train.as_ref().is_some_and(TrainView::running) {
+            return Err("a training run is in progress: stop it before showing another".into());
+        }
+        if metrics.is_empty() {
             return Err(format!(
                 "run {run} has no training metrics (it is not a `ludus train` run)"
             ));
         }
-        let mut view = TrainView::new(run.to_string(), path, updates);
-        for r in rows {
+        let mut view = TrainView::new(run, db, updates);
+        for r in metrics {
             view.push(r.update, &r.name, r.value);
         }
         view.status = format!("recorded run, {status}");
-        view.episodes = db.episodes(run).map_err(|e| e.to_string())?;
+        view.episodes = episodes;
         self.train = Some(view);
         self.tab = Tab::Training;
         Ok(())

@@ -49,9 +49,7 @@ impl AppState {
     pub(super) fn watch_episode_plugins(&mut self) {
         use notify::Watcher;
         let Some(d) = &self.debug else { return };
-        let Some(run) = self.runs.iter().find(|r| r.id == d.episode.run_id) else {
-            return;
-        };
+        let run = &d.run;
         let paths: Vec<PathBuf> = ["env", "agent", "reward"]
             .iter()
             .filter_map(|r| run.spec[r]["path"].as_str().map(PathBuf::from))
