@@ -69,25 +69,35 @@ pub struct Limits {
     /// Execution-memory writes and deletes an agent may make in one call.
     #[serde(default = "default_memory_writes")]
     pub memory_writes: u64,
+    /// Frames one episode may run without the env ending it (an env whose
+    /// `max-steps` is 0 and which never terminates would run until killed).
+    #[serde(default = "default_frames")]
+    pub frames: u64,
 }
 
 fn default_memory_writes() -> u64 {
     Limits::DEFAULT.memory_writes
 }
 
+fn default_frames() -> u64 {
+    Limits::DEFAULT.frames
+}
+
 impl Limits {
     /// Defaults: 1e9 fuel per call (about a second of compute), 512 MiB of
     /// linear memory in all (Python and JS plugins need tens of MiB), 10 s
-    /// per call, 10,000 memory writes per call.
+    /// per call, 10,000 memory writes per call, 10,000,000 frames per
+    /// episode.
     pub const DEFAULT: Limits = Limits {
         fuel: 1_000_000_000,
         memory_bytes: 512 << 20,
         timeout_ms: 10_000,
         memory_writes: 10_000,
+        frames: 10_000_000,
     };
 
     /// Applies one `KEY=VALUE` override (`fuel`, `memory-mb`, `timeout-ms`,
-    /// `memory-writes`).
+    /// `memory-writes`, `frames`).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), LimitError> {
         let n: u64 = value
             .replace('_', "")
@@ -104,6 +114,7 @@ impl Limits {
             "memory-mb" => self.memory_bytes = n.saturating_mul(1 << 20),
             "timeout-ms" => self.timeout_ms = n,
             "memory-writes" => self.memory_writes = n,
+            "frames" => self.frames = n,
             _ => return Err(LimitError::Unknown(key.to_string())),
         }
         Ok(())
@@ -117,7 +128,7 @@ pub enum LimitError {
     NotANumber { key: String, value: String },
     #[error("limit `{0}` must be greater than 0")]
     Zero(String),
-    #[error("unknown limit `{0}` (known: fuel, memory-mb, timeout-ms, memory-writes)")]
+    #[error("unknown limit `{0}` (known: fuel, memory-mb, timeout-ms, memory-writes, frames)")]
     Unknown(String),
 }
 

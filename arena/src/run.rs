@@ -469,6 +469,9 @@ pub struct Stepper {
     pending_logs: Vec<LogLine>,
     pending_writes: Vec<MemoryWrite>,
     finish: EpisodeFinish,
+    /// Frames the episode may run without the env ending it, and the env's
+    /// name for the message.
+    frame_cap: (u64, String),
 }
 
 /// The agent an episode steps: a wasm instance or a native agent (with the
@@ -670,6 +673,7 @@ impl Stepper {
             pending_logs,
             pending_writes,
             finish,
+            frame_cap: (spec.env.limits.frames, prepared.env.name.clone()),
         })
     }
 
@@ -745,6 +749,14 @@ impl Stepper {
 
     fn step_inner(&mut self, replace: Option<Action>) -> Result<(Frame, Timing), Crash> {
         let step = self.tracker.step();
+        if u64::from(step) >= self.frame_cap.0 {
+            return Err(Crash {
+                message: format!(
+                    "env plugin {} crashed in `step`: over the frame limit: {} frames without ending the episode (raise it with --limit env.frames=N)",
+                    self.frame_cap.1, self.frame_cap.0
+                ),
+            });
+        }
         let Some(observation) = self.observation.take() else {
             return Err(Crash {
                 message: "the episode has no observation to act on".into(),

@@ -251,3 +251,32 @@ fn memory_listings_cannot_be_forged() {
         "{list}"
     );
 }
+
+/// An episode that never ends stops at the host's frame limit, as a crash
+/// naming it; its frames so far are kept.
+#[test]
+fn an_endless_episode_stops_at_the_frame_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("endless.db");
+    let report = run_json(
+        &db,
+        "ticker",
+        "random_agent",
+        &[
+            "--env-config",
+            "steps=1000",
+            "--episodes",
+            "1",
+            "--limit",
+            "env.frames=50",
+        ],
+    );
+    let e = &report["episodes"][0];
+    assert_eq!(e["outcome"], "crashed", "{e}");
+    assert_eq!(e["length"], 50, "{e}");
+    let error = e["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("frame limit") && error.contains("--limit env.frames"),
+        "{error}"
+    );
+}
