@@ -447,6 +447,7 @@ fn run(setup: SamplerSetup) -> Result<(), String> {
             continue;
         }
         feats.clear();
+        let frame_cap = (ctx.plugin.limits.frames, ctx.plugin.name.clone());
         for &i in &ready {
             feats.extend_from_slice(&slots[i].features);
         }
@@ -456,7 +457,19 @@ fn run(setup: SamplerSetup) -> Result<(), String> {
             let slot = &mut slots[i];
             let action = spec.env_action(&s.action);
             let t0 = Instant::now();
-            let result = slot.env.step(&action);
+            // The host's frame limit, as `ludus run` has it: an env that
+            // never ends an episode must not record it forever.
+            let cap = frame_cap.0;
+            let result = if slot.state.actions.len() as u64 >= cap {
+                Err(ludus_arena::plugin::Crash {
+                    message: format!(
+                        "env plugin {} crashed in `step`: over the frame limit: {cap} frames without ending the episode (give the env a `max-steps`)",
+                        frame_cap.1
+                    ),
+                })
+            } else {
+                slot.env.step(&action)
+            };
             let step_ns = t0.elapsed().as_nanos() as u64;
             let delay_ns = match delay {
                 Some([lo, hi]) => ((lo + (hi - lo) * rng.uniform()) * 1e6) as u64,
