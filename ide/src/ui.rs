@@ -35,7 +35,7 @@ pub fn app_ui(ui: &mut Ui, state: &mut AppState) {
                 d,
                 state.show_memory,
                 state.show_diff,
-                !state.changed_plugins.is_empty(),
+                !state.workspace.changed_plugins.is_empty(),
                 &mut cmds,
             ),
             None => {
@@ -47,7 +47,7 @@ pub fn app_ui(ui: &mut Ui, state: &mut AppState) {
     for c in cmds {
         state.apply(c);
     }
-    if state.run_job.is_some() || state.train.as_ref().is_some_and(TrainView::running) {
+    if state.arena.job.is_some() || state.training.view.as_ref().is_some_and(TrainView::running) {
         ui.ctx()
             .request_repaint_after(std::time::Duration::from_millis(200));
     }
@@ -118,10 +118,10 @@ fn tabs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
 fn status_ui(ui: &mut Ui, state: &AppState) {
     ui.horizontal(|ui| {
         match &state.db_path {
-            Some(p) => ui.label(format!("{} ({} runs)", p.display(), state.runs.len())),
+            Some(p) => ui.label(format!("{} ({} runs)", p.display(), state.runs.list.len())),
             None => ui.label("no database open"),
         };
-        if let Some(job) = &state.run_job {
+        if let Some(job) = &state.arena.job {
             let done = job.progress.episodes_done.load(Ordering::Relaxed);
             let steps = job.progress.steps.load(Ordering::Relaxed);
             let secs = job.started.elapsed().as_secs_f64().max(1e-3);
@@ -132,7 +132,7 @@ fn status_ui(ui: &mut Ui, state: &AppState) {
                 steps as f64 / secs
             ));
         }
-        if let Some(t) = state.train.as_ref().filter(|t| t.running()) {
+        if let Some(t) = state.training.view.as_ref().filter(|t| t.running()) {
             ui.separator();
             ui.label(match &t.last {
                 Some(r) => format!("training `{}`: update {}/{}", t.run_id, r.update, r.updates),
@@ -193,7 +193,7 @@ fn runs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
         .show(ui, |ui| {
             ui.heading("Runs");
             egui::ScrollArea::vertical().show(ui, |ui| {
-                for r in state.runs.iter().rev() {
+                for r in state.runs.list.iter().rev() {
                     let env = r.spec["env"]["name"]
                         .as_str()
                         .or_else(|| r.spec["env"]["path"].as_str())
@@ -211,7 +211,7 @@ fn runs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
                         file_name(agent)
                     );
                     if ui
-                        .selectable_label(state.selected_run.as_deref() == Some(&r.id), text)
+                        .selectable_label(state.runs.selected.as_deref() == Some(&r.id), text)
                         .clicked()
                     {
                         cmds.push(Command::SelectRun(r.id.clone()));
@@ -219,7 +219,7 @@ fn runs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
                 }
             });
         });
-    let Some(run) = &state.selected_run else {
+    let Some(run) = &state.runs.selected else {
         ui.label("Pick a run.");
         return;
     };
@@ -227,6 +227,7 @@ fn runs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
         ui.heading(format!("Episodes of run {}", short(run)));
         let is_train = state
             .runs
+            .list
             .iter()
             .any(|r| &r.id == run && r.spec["kind"] == "train");
         if is_train && ui.button("Show training curves").clicked() {
@@ -235,8 +236,8 @@ fn runs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
     });
     let row_h = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
     let arrow = |k: SortKey| {
-        if state.sort.0 == k {
-            if state.sort.1 { " v" } else { " ^" }
+        if state.runs.sort.0 == k {
+            if state.runs.sort.1 { " v" } else { " ^" }
         } else {
             ""
         }
@@ -258,13 +259,13 @@ fn runs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
     egui::ScrollArea::vertical().auto_shrink(false).show_rows(
         ui,
         row_h,
-        state.episodes.len(),
+        state.runs.episodes.len(),
         |ui, range| {
             egui::Grid::new("ludus_episodes")
                 .striped(true)
                 .num_columns(7)
                 .show(ui, |ui| {
-                    for e in &state.episodes[range] {
+                    for e in &state.runs.episodes[range] {
                         if ui.button(format!("Open episode {}", e.id)).clicked() {
                             cmds.push(Command::OpenEpisode(e.id));
                         }
@@ -291,7 +292,7 @@ fn runs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
 
 fn arena_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
     ui.heading("Start a run");
-    let a = &mut state.arena;
+    let a = &mut state.arena.form;
     labelled_text(ui, "Environment (.wasm)", &mut a.env, 420.0);
     labelled_text(ui, "Environment config", &mut a.env_config, 420.0);
     labelled_text(ui, "Agent (.wasm)", &mut a.agent, 420.0);
@@ -313,7 +314,7 @@ fn arena_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
         (d, _) => format!("records into {d}"),
     });
     ui.horizontal(|ui| {
-        if state.run_job.is_none() {
+        if state.arena.job.is_none() {
             if ui.button("Start run").clicked() {
                 cmds.push(Command::StartRun);
             }
@@ -321,7 +322,7 @@ fn arena_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
             if ui.button("Cancel run").clicked() {
                 cmds.push(Command::CancelRun);
             }
-            if let Some(job) = &state.run_job {
+            if let Some(job) = &state.arena.job {
                 let done = job.progress.episodes_done.load(Ordering::Relaxed);
                 let steps = job.progress.steps.load(Ordering::Relaxed);
                 ui.add(
@@ -334,7 +335,7 @@ fn arena_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
             }
         }
     });
-    if let Some(r) = &state.last_run {
+    if let Some(r) = &state.arena.last_run {
         ui.label(format!("last run: {r} (see the Runs tab)"));
     }
 }
@@ -342,7 +343,7 @@ fn arena_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
 fn workspace_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
     ui.heading("Plugins");
     ui.horizontal(|ui| {
-        labelled_text(ui, "Folder", &mut state.workspace, 360.0);
+        labelled_text(ui, "Folder", &mut state.workspace.folder, 360.0);
         if ui.button("Scan folder").clicked() {
             cmds.push(Command::ScanWorkspace);
         }
@@ -351,7 +352,7 @@ fn workspace_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
         egui::Grid::new("ludus_plugins")
             .striped(true)
             .show(ui, |ui| {
-                for p in &state.plugins {
+                for p in &state.workspace.plugins {
                     ui.label(p.path.display().to_string());
                     ui.label(&p.kind);
                     ui.label(&p.contract);
@@ -372,13 +373,13 @@ fn workspace_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
             });
         ui.separator();
         ui.heading("Plugin crates");
-        if state.crates.is_empty() {
+        if state.workspace.crates.is_empty() {
             ui.label("no plugin crate (a Cargo.toml depending on ludus-sdk) in this folder");
         }
         egui::Grid::new("ludus_crates")
             .striped(true)
             .show(ui, |ui| {
-                for c in &state.crates {
+                for c in &state.workspace.crates {
                     ui.label(format!("crate {}", c.name));
                     ui.label(&c.kind);
                     ui.label(&c.contract);
@@ -409,16 +410,17 @@ fn workspace_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
 }
 
 fn training_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
-    let running = state.train.as_ref().is_some_and(TrainView::running);
+    let running = state.training.view.as_ref().is_some_and(TrainView::running);
     ui.heading("Train a policy");
-    let f = &mut state.train_form;
+    let f = &mut state.training.form;
     labelled_text(ui, "Training config (.toml)", &mut f.config, 420.0);
     labelled_text(ui, "Training database", &mut f.db, 420.0);
     ui.horizontal(|ui| {
         ui.checkbox(&mut f.resume, "Resume from the last checkpoint");
         if running {
             let stopping = state
-                .train
+                .training
+                .view
                 .as_ref()
                 .and_then(|t| t.stop.as_ref())
                 .is_some_and(|s| s.load(Ordering::Relaxed));
@@ -432,7 +434,7 @@ fn training_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
             cmds.push(Command::StartTraining);
         }
     });
-    let Some(t) = &state.train else {
+    let Some(t) = &state.training.view else {
         ui.label("Start a run, or open a database and pick a training run in the Runs tab.");
         return;
     };

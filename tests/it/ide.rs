@@ -81,8 +81,8 @@ fn ui_opens_database_steps_breaks_edits_memory_and_forks() {
     h.get_by_label("Open database").click_accesskit();
     settle(&mut h);
     no_errors(&h);
-    assert_eq!(h.state().runs.len(), 1);
-    assert_eq!(h.state().episodes.len(), 2);
+    assert_eq!(h.state().runs.list.len(), 1);
+    assert_eq!(h.state().runs.episodes.len(), 2);
 
     // Open the first episode in the debugger.
     h.get_by_label(&format!("Open episode {episode}"))
@@ -323,7 +323,7 @@ fn layout_database_and_breakpoints_persist() {
     // The database is read off the UI thread.
     again.wait_for_workers();
     assert_eq!(again.db_path.as_deref(), Some(db.as_path()));
-    assert_eq!(again.runs.len(), 1);
+    assert_eq!(again.runs.list.len(), 1);
     assert!(!again.show_diff);
     again.apply(Cmd::OpenEpisode(episode));
     again.wait_for_workers();
@@ -599,7 +599,7 @@ fn rebuilt_plugin_is_noticed_and_the_episode_reruns_with_it() {
         "no change reported for {}",
         agent.display()
     );
-    assert_eq!(state.changed_plugins, vec![agent.clone()]);
+    assert_eq!(state.workspace.changed_plugins, vec![agent.clone()]);
     let mut h = harness(state);
     h.run();
     h.get_by_label("Re-run with the new build")
@@ -653,21 +653,21 @@ fn arena_tab_runs_shows_progress_and_cancels_keeping_recorded_episodes() {
         "Run database (empty: the open one)",
         &db.display().to_string(),
     );
-    h.state_mut().arena.episodes = 3;
-    h.state_mut().arena.jobs = 1;
+    h.state_mut().arena.form.episodes = 3;
+    h.state_mut().arena.form.jobs = 1;
     h.run();
     h.get_by_label("Start run").click_accesskit();
     h.step();
     no_errors(&h);
-    assert!(h.state().run_job.is_some(), "the run started");
+    assert!(h.state().arena.job.is_some(), "the run started");
     // Progress: the run reports steps while it goes.
-    let advanced = h
-        .state_mut()
-        .wait_until(std::time::Duration::from_secs(60), |s| {
-            s.run_job
-                .as_ref()
-                .is_some_and(|j| j.progress.steps.load(std::sync::atomic::Ordering::Relaxed) > 2000)
-        });
+    let advanced =
+        h.state_mut()
+            .wait_until(std::time::Duration::from_secs(60), |s| {
+                s.arena.job.as_ref().is_some_and(|j| {
+                    j.progress.steps.load(std::sync::atomic::Ordering::Relaxed) > 2000
+                })
+            });
     assert!(
         advanced,
         "the run made no progress: {:?}",
@@ -686,12 +686,12 @@ fn arena_tab_runs_shows_progress_and_cancels_keeping_recorded_episodes() {
     h.state_mut().wait_for_workers();
     h.run();
     no_errors(&h);
-    assert!(h.state().run_job.is_none(), "the run ended");
+    assert!(h.state().arena.job.is_none(), "the run ended");
     h.get_by_label_contains("cancelled: 3 episodes recorded, 3 of them interrupted");
     // Every episode is recorded; the one that ran keeps its frames, readable.
     assert_eq!(h.state().db_path.as_deref(), Some(db.as_path()));
     assert_eq!(h.state().tab, Tab::Runs);
-    let episodes = h.state().episodes.clone();
+    let episodes = h.state().runs.episodes.clone();
     assert_eq!(episodes.len(), 3);
     assert!(
         episodes.iter().all(|e| e.outcome == "interrupted"),
@@ -759,12 +759,19 @@ fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
     h.get_by_label("Start training").click_accesskit();
     h.step();
     no_errors(&h);
-    assert!(h.state().train.as_ref().is_some_and(|t| t.running()));
+    assert!(
+        h.state()
+            .training
+            .view
+            .as_ref()
+            .is_some_and(|t| t.running())
+    );
     // Curve points appear as updates come in.
     let grew = h
         .state_mut()
         .wait_until(std::time::Duration::from_secs(120), |s| {
-            s.train
+            s.training
+                .view
                 .as_ref()
                 .is_some_and(|t| t.points("policy_loss") >= 3)
                 || !s.errors().is_empty()
@@ -786,7 +793,12 @@ fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
     h.state_mut().wait_for_workers();
     h.run();
     no_errors(&h);
-    let t = h.state().train.as_ref().expect("the training view stays");
+    let t = h
+        .state()
+        .training
+        .view
+        .as_ref()
+        .expect("the training view stays");
     assert!(!t.running());
     assert!(t.status.starts_with("stopped after "), "{}", t.status);
     let last = t.last.as_ref().expect("updates were reported").update;
@@ -819,7 +831,7 @@ fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
             .is_file()
     );
     // Its sampled episodes, opened in the debugger.
-    let t = h.state().train.as_ref().unwrap();
+    let t = h.state().training.view.as_ref().unwrap();
     // The newest first, as the list shows them.
     let ep = t
         .episodes
@@ -847,7 +859,7 @@ fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
     settle(&mut h);
     no_errors(&h);
     assert_eq!(h.state().tab, Tab::Training);
-    let t = h.state().train.as_ref().unwrap();
+    let t = h.state().training.view.as_ref().unwrap();
     assert_eq!(t.points("policy_loss") as u64, last);
     assert!(t.status.contains("stopped"), "{}", t.status);
 }
@@ -916,6 +928,7 @@ fn diff_against_an_episode_of_another_database_jumps_to_the_first_divergence() {
     // Against another episode of the same database (another seed).
     let second = h
         .state()
+        .runs
         .episodes
         .iter()
         .find(|e| e.id != episode)
@@ -988,11 +1001,11 @@ fn workspace_lists_plugin_crates_and_wasm_files() {
     h.get_by_label("A grid my team made.");
     h.get_by_label("not built (bash scripts/build-plugins.sh)");
     assert!(h.query_all_by_label("crate tool").next().is_none());
-    let crates = h.state().crates.clone();
+    let crates = h.state().workspace.crates.clone();
     assert_eq!(crates.len(), 1, "{crates:?}");
     assert_eq!(crates[0].kind, "env");
     assert_eq!(crates[0].contract, "ludus:plugin@0.1.2");
-    let plugins = h.state().plugins.clone();
+    let plugins = h.state().workspace.plugins.clone();
     assert_eq!(plugins.len(), 2, "{plugins:?}");
     assert!(plugins.iter().all(|p| p.kind == "agent"), "{plugins:?}");
 
@@ -1008,7 +1021,7 @@ fn workspace_lists_plugin_crates_and_wasm_files() {
     h.get_by_label("Scan folder").click_accesskit();
     settle(&mut h);
     no_errors(&h);
-    let crates = h.state().crates.clone();
+    let crates = h.state().workspace.crates.clone();
     let cartpole = crates
         .iter()
         .find(|c| c.name == "cartpole")
@@ -1030,7 +1043,7 @@ fn workspace_lists_plugin_crates_and_wasm_files() {
         .click_accesskit();
     h.run();
     assert_eq!(
-        h.state().arena.env,
+        h.state().arena.form.env,
         plugin("cartpole").display().to_string()
     );
 }
@@ -1041,11 +1054,12 @@ fn closing_the_ide_stops_training_and_the_run_resumes_from_its_checkpoint() {
     let config = tiny_ppo_config(dir.path());
     let db = dir.path().join("train.db");
     let mut state = AppState::new();
-    state.train_form.config = config.display().to_string();
-    state.train_form.db = db.display().to_string();
+    state.training.form.config = config.display().to_string();
+    state.training.form.db = db.display().to_string();
     state.apply(Cmd::StartTraining);
     let two = |s: &AppState| {
-        s.train
+        s.training
+            .view
             .as_ref()
             .is_some_and(|t| t.points("policy_loss") >= 2)
     };
@@ -1053,7 +1067,15 @@ fn closing_the_ide_stops_training_and_the_run_resumes_from_its_checkpoint() {
     // What the window's close does.
     assert!(state.shutdown(std::time::Duration::from_secs(120)));
     assert!(state.errors().is_empty(), "{:?}", state.errors());
-    let stopped_at = state.train.as_ref().unwrap().last.as_ref().unwrap().update;
+    let stopped_at = state
+        .training
+        .view
+        .as_ref()
+        .unwrap()
+        .last
+        .as_ref()
+        .unwrap()
+        .update;
     let store = ludus_arena::Db::open(&db).unwrap();
     assert_eq!(store.runs().unwrap()[0].status, "stopped");
     drop(store);
@@ -1063,29 +1085,32 @@ fn closing_the_ide_stops_training_and_the_run_resumes_from_its_checkpoint() {
     state.wait_for_workers();
     let errors = state.errors().join("\n");
     assert!(errors.contains("resume"), "{errors}");
-    state.train_form.resume = true;
+    state.training.form.resume = true;
     state.apply(Cmd::StartTraining);
     // The curves so far arrive from the training thread before its first update.
     let history = |s: &AppState| {
-        s.train
+        s.training
+            .view
             .as_ref()
             .is_some_and(|t| t.points("policy_loss") as u64 >= stopped_at)
     };
     assert!(state.wait_until(std::time::Duration::from_secs(60), history));
-    let t = state.train.as_ref().unwrap();
+    let t = state.training.view.as_ref().unwrap();
     assert_eq!(
         t.points("policy_loss") as u64,
         stopped_at,
         "a resumed run shows the curves recorded so far"
     );
     let more = |s: &AppState| {
-        s.train
+        s.training
+            .view
             .as_ref()
             .and_then(|t| t.last.as_ref())
             .is_some_and(|r| r.update > stopped_at)
     };
     assert!(state.wait_until(std::time::Duration::from_secs(120), more));
-    let first_new = state.train.as_ref().unwrap().curves["policy_loss"][stopped_at as usize].x;
+    let first_new =
+        state.training.view.as_ref().unwrap().curves["policy_loss"][stopped_at as usize].x;
     assert_eq!(first_new as u64, stopped_at + 1);
     assert!(state.shutdown(std::time::Duration::from_secs(120)));
 }

@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// The Arena tab: the run form, the run in progress and the last run's id.
+#[derive(Default)]
+pub struct ArenaTab {
+    pub form: ArenaForm,
+    pub job: Option<RunJob>,
+    pub last_run: Option<String>,
+}
+
 /// The arena form: what `ludus run` would take.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArenaForm {
@@ -52,15 +60,15 @@ impl AppState {
         match cmd {
             Command::StartRun => self.start_run()?,
             Command::CancelRun => {
-                if let Some(job) = &self.run_job {
+                if let Some(job) = &self.arena.job {
                     job.progress.cancel.store(true, Ordering::Relaxed);
                 }
             }
             Command::UsePlugin(kind, path) => {
                 let slot = match kind.as_str() {
-                    "env" => &mut self.arena.env,
-                    "agent" => &mut self.arena.agent,
-                    "reward" => &mut self.arena.reward,
+                    "env" => &mut self.arena.form.env,
+                    "agent" => &mut self.arena.form.agent,
+                    "reward" => &mut self.arena.form.reward,
                     _ => {
                         return Err(format!(
                             "{}: not an env, agent or reward plugin",
@@ -80,7 +88,7 @@ impl AppState {
         match e {
             Event::RunProgress => {}
             Event::RunDone(r) => {
-                let cancelled = self.run_job.take().is_some_and(|j| j.cancelled());
+                let cancelled = self.arena.job.take().is_some_and(|j| j.cancelled());
                 match r {
                     Ok(report) => {
                         let s = report.summary();
@@ -101,7 +109,7 @@ impl AppState {
                             )
                         };
                         self.toast(text, false);
-                        self.last_run = Some(report.run_id.clone());
+                        self.arena.last_run = Some(report.run_id.clone());
                         if self.db_path.as_deref() != Some(report.db.as_path()) {
                             self.apply(Command::OpenDb(report.db.clone()));
                         } else {
@@ -118,10 +126,10 @@ impl AppState {
     }
 
     pub(super) fn start_run(&mut self) -> Result<(), String> {
-        if self.run_job.is_some() {
+        if self.arena.job.is_some() {
             return Err("a run is already in progress: cancel it or wait".into());
         }
-        let a = &self.arena;
+        let a = &self.arena.form;
         let db = match a.db.trim() {
             "" => self
                 .db_path
@@ -151,7 +159,7 @@ impl AppState {
             db,
         };
         let progress = Arc::new(Progress::default());
-        self.run_job = Some(RunJob {
+        self.arena.job = Some(RunJob {
             progress: progress.clone(),
             episodes: spec.episodes,
             started: Instant::now(),
@@ -186,7 +194,7 @@ impl AppState {
             let _ = tx.send(Event::RunDone(r));
         });
         if !started {
-            self.run_job = None;
+            self.arena.job = None;
         }
         Ok(())
     }

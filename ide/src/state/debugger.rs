@@ -485,14 +485,14 @@ impl AppState {
             ("reward", &mut overrides.reward),
         ] {
             if let Some(p) = run.spec[role]["path"].as_str().map(PathBuf::from)
-                && self.changed_plugins.contains(&p)
+                && self.workspace.changed_plugins.contains(&p)
             {
                 *slot = Some(p);
             }
         }
         let (db, id) = (d.db.clone(), d.episode.id);
         d.forking = true;
-        self.changed_plugins.clear();
+        self.workspace.changed_plugins.clear();
         self.spawn("ludus-ide-rerun", move |tx| {
             let r = ludus_debugger::fork::rerun(
                 &db,

@@ -34,10 +34,12 @@ mod runs;
 mod training;
 mod workspace;
 
-pub use arena::{ArenaForm, RunJob};
+pub use arena::{ArenaForm, ArenaTab, RunJob};
 pub use debugger::{DebugView, OtherDiff};
 pub use persist::Persisted;
-pub use training::{TRAIN_PLOTS, TrainForm, TrainView};
+pub use runs::RunsTab;
+pub use training::{TRAIN_PLOTS, TrainForm, TrainView, TrainingTab};
+pub use workspace::WorkspaceTab;
 
 /// Something the user asked for; the UI emits these, [`AppState::apply`]
 /// carries them out.
@@ -187,29 +189,20 @@ pub struct Toast {
 }
 
 pub struct AppState {
+    /// The open database (every tab reads it) and the path typed for it.
     pub db_path: Option<PathBuf>,
     pub db_input: String,
-    pub runs: Vec<RunRow>,
-    pub selected_run: Option<String>,
-    pub episodes: Vec<EpisodeRow>,
-    pub sort: (SortKey, bool),
+    pub runs: RunsTab,
+    pub arena: ArenaTab,
+    pub training: TrainingTab,
+    pub workspace: WorkspaceTab,
+    /// The Debugger tab: the episode open in it.
     pub debug: Option<DebugView>,
     pub toasts: Vec<Toast>,
     next_toast: u64,
     pub tab: Tab,
     pub show_memory: bool,
     pub show_diff: bool,
-    pub arena: ArenaForm,
-    pub run_job: Option<RunJob>,
-    pub last_run: Option<String>,
-    pub workspace: String,
-    pub plugins: Vec<PluginEntry>,
-    pub crates: Vec<CrateEntry>,
-    pub train_form: TrainForm,
-    pub train: Option<TrainView>,
-    /// Plugin files that changed on disk since the episode was opened.
-    pub changed_plugins: Vec<PathBuf>,
-    watcher: Option<notify::RecommendedWatcher>,
     /// Breakpoints and watches carried from episode to episode (and launch to launch).
     carried_breakpoints: Vec<(String, bool)>,
     carried_watches: Vec<String>,
@@ -238,26 +231,16 @@ impl AppState {
         AppState {
             db_path: None,
             db_input: String::new(),
-            runs: Vec::new(),
-            selected_run: None,
-            episodes: Vec::new(),
-            sort: (SortKey::Index, false),
+            runs: RunsTab::default(),
+            arena: ArenaTab::default(),
+            training: TrainingTab::default(),
+            workspace: WorkspaceTab::default(),
             debug: None,
             toasts: Vec::new(),
             next_toast: 1,
             tab: Tab::Runs,
             show_memory: true,
             show_diff: true,
-            arena: ArenaForm::default(),
-            run_job: None,
-            last_run: None,
-            workspace: ".".into(),
-            plugins: Vec::new(),
-            crates: Vec::new(),
-            train_form: TrainForm::default(),
-            train: None,
-            changed_plugins: Vec::new(),
-            watcher: None,
             carried_breakpoints: Vec::new(),
             carried_watches: Vec::new(),
             tx,
@@ -329,7 +312,7 @@ impl AppState {
     /// passes; true when one was.
     pub fn wait_for_plugin_change(&mut self, timeout: std::time::Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        while self.changed_plugins.is_empty() {
+        while self.workspace.changed_plugins.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(e) => self.on_event(e),
@@ -359,14 +342,14 @@ impl AppState {
     /// run keeps its last checkpoint and is recorded as stopped rather than
     /// cut off. True when nothing was left running.
     pub fn shutdown(&mut self, timeout: Duration) -> bool {
-        if let Some(job) = &self.run_job {
+        if let Some(job) = &self.arena.job {
             job.progress.cancel.store(true, Ordering::Relaxed);
         }
-        if let Some(stop) = self.train.as_ref().and_then(|t| t.stop.as_ref()) {
+        if let Some(stop) = self.training.view.as_ref().and_then(|t| t.stop.as_ref()) {
             stop.store(true, Ordering::Relaxed);
         }
         self.wait_until(timeout, |s| {
-            s.run_job.is_none() && !s.train.as_ref().is_some_and(TrainView::running)
+            s.arena.job.is_none() && !s.training.view.as_ref().is_some_and(TrainView::running)
         })
     }
 

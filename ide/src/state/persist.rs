@@ -45,9 +45,9 @@ impl AppState {
             tab: self.tab,
             show_memory: self.show_memory,
             show_diff: self.show_diff,
-            arena: Some(self.arena.clone()),
-            workspace: self.workspace.clone(),
-            train: Some(self.train_form.clone()),
+            arena: Some(self.arena.form.clone()),
+            workspace: self.workspace.folder.clone(),
+            train: Some(self.training.form.clone()),
         }
     }
 
@@ -59,13 +59,13 @@ impl AppState {
         self.show_memory = p.show_memory;
         self.show_diff = p.show_diff;
         if let Some(a) = p.arena {
-            self.arena = a;
+            self.arena.form = a;
         }
         if !p.workspace.is_empty() {
-            self.workspace = p.workspace;
+            self.workspace.folder = p.workspace;
         }
         if let Some(t) = p.train {
-            self.train_form = t;
+            self.training.form = t;
         }
         if let Some(db) = p.db {
             self.apply(Command::OpenDb(db));

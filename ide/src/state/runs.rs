@@ -2,23 +2,45 @@
 
 use super::*;
 
+/// What the Runs tab shows: the open database's runs and the selected
+/// run's episodes, sorted.
+#[derive(Debug)]
+pub struct RunsTab {
+    pub list: Vec<RunRow>,
+    pub selected: Option<String>,
+    pub episodes: Vec<EpisodeRow>,
+    /// The column and whether it is descending.
+    pub sort: (SortKey, bool),
+}
+
+impl Default for RunsTab {
+    fn default() -> Self {
+        RunsTab {
+            list: Vec::new(),
+            selected: None,
+            episodes: Vec::new(),
+            sort: (SortKey::Index, false),
+        }
+    }
+}
+
 impl AppState {
     /// Carries out this tab's commands.
     pub(super) fn apply_runs(&mut self, cmd: Command) -> Result<(), String> {
         match cmd {
             Command::OpenDb(path) => self.open_db(&path)?,
-            Command::Refresh => self.read_db(self.selected_run.clone()),
+            Command::Refresh => self.read_db(self.runs.selected.clone()),
             Command::SelectRun(run) => {
                 if self.db_path.is_none() {
                     return Err("no database is open".into());
                 }
-                self.episodes.clear();
-                self.selected_run = Some(run.clone());
+                self.runs.episodes.clear();
+                self.runs.selected = Some(run.clone());
                 self.read_db(Some(run));
             }
             Command::Sort(key) => {
-                self.sort = if self.sort.0 == key {
-                    (key, !self.sort.1)
+                self.runs.sort = if self.runs.sort.0 == key {
+                    (key, !self.runs.sort.1)
                 } else {
                     (key, key != SortKey::Index && key != SortKey::Outcome)
                 };
@@ -41,9 +63,9 @@ impl AppState {
         self.debug = None;
         self.db_path = Some(path.to_path_buf());
         self.db_input = path.display().to_string();
-        self.runs.clear();
-        self.episodes.clear();
-        self.selected_run = None;
+        self.runs.list.clear();
+        self.runs.episodes.clear();
+        self.runs.selected = None;
         self.tab = Tab::Runs;
         self.read_db(None);
         Ok(())
@@ -72,18 +94,18 @@ impl AppState {
         }
         match read {
             Ok(read) => {
-                self.runs = read.runs;
+                self.runs.list = read.runs;
                 if let Some((run, episodes)) = read.episodes
-                    && self.selected_run.as_ref().is_none_or(|s| *s == run)
+                    && self.runs.selected.as_ref().is_none_or(|s| *s == run)
                 {
-                    self.selected_run = Some(run);
-                    self.episodes = episodes;
+                    self.runs.selected = Some(run);
+                    self.runs.episodes = episodes;
                     self.sort_episodes();
                 }
             }
             Err(e) => {
                 // A file that never opened leaves no database open.
-                if self.runs.is_empty() {
+                if self.runs.list.is_empty() {
                     self.db_path = None;
                 }
                 self.toast(e, true);
@@ -92,8 +114,8 @@ impl AppState {
     }
 
     pub(super) fn sort_episodes(&mut self) {
-        let (key, desc) = self.sort;
-        self.episodes.sort_by(|a, b| {
+        let (key, desc) = self.runs.sort;
+        self.runs.episodes.sort_by(|a, b| {
             let o = match key {
                 SortKey::Index => a.index.cmp(&b.index).then(a.id.cmp(&b.id)),
                 SortKey::Outcome => a.outcome.cmp(&b.outcome),

@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// The Training tab: the form, and the run shown (live or recorded).
+#[derive(Default)]
+pub struct TrainingTab {
+    pub form: TrainForm,
+    pub view: Option<TrainView>,
+}
+
 /// The training form: what `ludus train` would take.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainForm {
@@ -91,14 +98,18 @@ impl AppState {
         match cmd {
             Command::StartTraining => self.start_training()?,
             Command::StopTraining => {
-                if let Some(stop) = self.train.as_ref().and_then(|t| t.stop.as_ref()) {
+                if let Some(stop) = self.training.view.as_ref().and_then(|t| t.stop.as_ref()) {
                     stop.store(true, Ordering::Relaxed);
                 }
             }
             Command::ShowTrainCurves(run) => self.show_train_curves(&run)?,
             Command::RefreshTrainEpisodes => {
                 // Off the UI thread: the trainer may be committing to it.
-                let t = self.train.as_ref().ok_or("no training run is shown")?;
+                let t = self
+                    .training
+                    .view
+                    .as_ref()
+                    .ok_or("no training run is shown")?;
                 let (db, run) = (t.db.clone(), t.run_id.clone());
                 self.spawn("ludus-ide-train-episodes", move |tx| {
                     let episodes = Db::open(&db)
@@ -108,7 +119,11 @@ impl AppState {
                 });
             }
             Command::OpenTrainEpisode(id) => {
-                let t = self.train.as_ref().ok_or("no training run is shown")?;
+                let t = self
+                    .training
+                    .view
+                    .as_ref()
+                    .ok_or("no training run is shown")?;
                 let (db, run) = (t.db.clone(), t.run_id.clone());
                 if self.db_path.as_deref() != Some(db.as_path()) {
                     self.open_db(&db)?;
@@ -125,7 +140,7 @@ impl AppState {
     pub(super) fn on_training_event(&mut self, e: Event) {
         match e {
             Event::TrainUpdate(r) => {
-                if let Some(t) = self.train.as_mut().filter(|t| t.running()) {
+                if let Some(t) = self.training.view.as_mut().filter(|t| t.running()) {
                     for (name, value) in &r.metrics {
                         t.push(r.update, name, *value);
                     }
@@ -145,7 +160,7 @@ impl AppState {
                 }
             }
             Event::TrainHistory { run, rows } => {
-                if let Some(t) = self.train.as_mut().filter(|t| t.run_id == run) {
+                if let Some(t) = self.training.view.as_mut().filter(|t| t.run_id == run) {
                     for r in rows {
                         t.push(r.update, &r.name, r.value);
                     }
@@ -157,14 +172,16 @@ impl AppState {
             }
             Event::TrainEpisodes { run, episodes } => match episodes {
                 Ok(e) => {
-                    if let Some(t) = self.train.as_mut().filter(|t| t.run_id == run) {
+                    if let Some(t) = self.training.view.as_mut().filter(|t| t.run_id == run) {
                         t.episodes = e;
                     }
                 }
                 Err(e) => self.toast(e, true),
             },
             Event::TrainDone(r) => {
-                let Some(t) = &mut self.train else { return };
+                let Some(t) = &mut self.training.view else {
+                    return;
+                };
                 let stopped = t.stop.take().is_some_and(|s| s.load(Ordering::Relaxed));
                 match r {
                     Ok(s) => {
@@ -207,10 +224,10 @@ impl AppState {
     }
 
     pub(super) fn start_training(&mut self) -> Result<(), String> {
-        if self.train.as_ref().is_some_and(TrainView::running) {
+        if self.training.view.as_ref().is_some_and(TrainView::running) {
             return Err("a training run is already in progress: stop it or wait".into());
         }
-        let f = &self.train_form;
+        let f = &self.training.form;
         let path = PathBuf::from(f.config.trim());
         if f.config.trim().is_empty() {
             return Err("pick a training config (.toml, like configs/ppo-cartpole.toml)".into());
@@ -231,7 +248,7 @@ impl AppState {
             resume: f.resume,
             stop: Some(stop),
         };
-        self.train = Some(view);
+        self.training.view = Some(view);
         let ctx = self.waker.clone();
         let started = self.spawn("ludus-ide-train", move |tx| {
             let mut report = |r: &UpdateReport| {
@@ -250,7 +267,7 @@ impl AppState {
             let r = ludus_trainer::train::train(&opts, &mut report).map_err(|e| e.to_string());
             let _ = tx.send(Event::TrainDone(r));
         });
-        if !started && let Some(t) = &mut self.train {
+        if !started && let Some(t) = &mut self.training.view {
             t.stop = None;
         }
         Ok(())
@@ -258,12 +275,13 @@ impl AppState {
 
     /// The recorded curves of a training run of the open database.
     pub(super) fn show_train_curves(&mut self, run: &str) -> Result<(), String> {
-        if self.train.as_ref().is_some_and(TrainView::running) {
+        if self.training.view.as_ref().is_some_and(TrainView::running) {
             return Err("a training run is in progress: stop it before showing another".into());
         }
         let path = self.db_path.clone().ok_or("no database is open")?;
         let row = self
             .runs
+            .list
             .iter()
             .find(|r| r.id == run)
             .ok_or_else(|| format!("run {run} is not in {}", path.display()))?;
@@ -292,7 +310,7 @@ impl AppState {
         status: String,
         (metrics, episodes): (Vec<MetricRow>, Vec<EpisodeRow>),
     ) -> Result<(), String> {
-        if self.train.as_ref().is_some_and(TrainView::running) {
+        if self.training.view.as_ref().is_some_and(TrainView::running) {
             return Err("a training run is in progress: stop it before showing another".into());
         }
         if metrics.is_empty() {
@@ -306,7 +324,7 @@ impl AppState {
         }
         view.status = format!("recorded run, {status}");
         view.episodes = episodes;
-        self.train = Some(view);
+        self.training.view = Some(view);
         self.tab = Tab::Training;
         Ok(())
     }

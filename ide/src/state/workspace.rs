@@ -3,13 +3,36 @@
 
 use super::*;
 
+/// The Workspace tab: the folder scanned, what it holds, and the plugin
+/// files of the open episode that changed on disk.
+pub struct WorkspaceTab {
+    pub folder: String,
+    pub plugins: Vec<PluginEntry>,
+    pub crates: Vec<CrateEntry>,
+    /// Plugin files that changed on disk since the episode was opened.
+    pub changed_plugins: Vec<PathBuf>,
+    watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Default for WorkspaceTab {
+    fn default() -> Self {
+        WorkspaceTab {
+            folder: ".".into(),
+            plugins: Vec::new(),
+            crates: Vec::new(),
+            changed_plugins: Vec::new(),
+            watcher: None,
+        }
+    }
+}
+
 impl AppState {
     /// Carries out this tab's commands.
     pub(super) fn apply_workspace(&mut self, cmd: Command) -> Result<(), String> {
         if cmd != Command::ScanWorkspace {
             return Ok(());
         }
-        let dir = PathBuf::from(self.workspace.trim());
+        let dir = PathBuf::from(self.workspace.folder.trim());
         if !dir.is_dir() {
             return Err(format!(
                 "workspace {}: not a folder; type the path of a folder holding plugins",
@@ -28,10 +51,10 @@ impl AppState {
     pub(super) fn on_workspace_event(&mut self, e: Event) {
         match e {
             Event::Workspace(p, c) => {
-                self.plugins = p;
-                self.crates = c;
+                self.workspace.plugins = p;
+                self.workspace.crates = c;
             }
-            Event::PluginChanged(path) if !self.changed_plugins.contains(&path) => {
+            Event::PluginChanged(path) if !self.workspace.changed_plugins.contains(&path) => {
                 self.toast(
                     format!(
                         "{} changed on disk: re-run the episode with the new build from the debugger",
@@ -39,7 +62,7 @@ impl AppState {
                     ),
                     false,
                 );
-                self.changed_plugins.push(path);
+                self.workspace.changed_plugins.push(path);
             }
             _ => {}
         }
@@ -78,7 +101,7 @@ impl AppState {
                         tracing::info!("cannot watch {}: {e}", p.display());
                     }
                 }
-                self.watcher = Some(w);
+                self.workspace.watcher = Some(w);
             }
             Err(e) => tracing::info!("no file watcher: {e}"),
         }
