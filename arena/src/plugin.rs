@@ -16,7 +16,7 @@ use crate::host::{PluginState, linker, new_store};
 use crate::memory::EpisodeMemory;
 use crate::model::{
     Action, AgentInfo, BatchResult, EnvInfo, EpisodeEnd, LogLine, MemoryWrite, Observation,
-    ResetResult, RewardInfo, Role, ScoreResult, StepContext, StepResult, Transition,
+    ResetResult, RewardInfo, Role, ScoreResult, StepContext, StepResult, Transition, Value,
 };
 
 /// The contract version this host implements.
@@ -610,11 +610,17 @@ impl Crash {
         let cause = if let Some(limit) = &state.over_limit {
             limit.clone()
         } else if let Some(bytes) = state.memory_refused {
-            format!(
-                "memory cap exceeded: its linear memories would take {} MiB in all, the cap is {} MiB (raise it with --limit {role}.memory-mb=N)",
+            let cap = format!(
+                "its linear memories would take {} MiB in all, the cap is {} MiB (raise it with --limit {role}.memory-mb=N)",
                 bytes >> 20,
                 limits.memory_bytes >> 20
-            )
+            );
+            // What ended the call: the plugin's own panic when it had one
+            // (it may have handled the refusal and failed later), else the cap.
+            match panic_message(&state.stderr_text()) {
+                Some(panic) => format!("{panic}; before it, memory cap exceeded: {cap}"),
+                None => format!("memory cap exceeded: {cap}"),
+            }
         } else {
             match error.downcast_ref::<Trap>() {
                 Some(Trap::OutOfFuel) => format!(
@@ -645,6 +651,20 @@ impl Crash {
         }
         Crash { message }
     }
+}
+
+/// The panic a Rust plugin printed to stderr, as one line: `panicked at
+/// FILE:LINE:COL: MESSAGE`.
+fn panic_message(stderr: &str) -> Option<String> {
+    let mut lines = stderr.lines();
+    while let Some(line) = lines.next() {
+        if let Some(at) = line.find("panicked at ") {
+            let place = line[at..].trim_end_matches(':');
+            let message = lines.next().unwrap_or_default().trim();
+            return Some(format!("{place}: {message}"));
+        }
+    }
+    None
 }
 
 /// The innermost frames of a wasm backtrace, demangled, with source lines when
@@ -732,11 +752,43 @@ impl EnvInstance {
     }
     pub fn reset(&mut self, seed: u64) -> Result<ResetResult, Crash> {
         let g = &self.guest;
-        self.sandbox.call("reset", |s| g.call_reset(s, seed))
+        let r = self.sandbox.call("reset", |s| g.call_reset(s, seed))?;
+        self.check(&r.observation, "reset")?;
+        Ok(r)
     }
     pub fn step(&mut self, action: &Action) -> Result<StepResult, Crash> {
         let g = &self.guest;
-        self.sandbox.call("step", |s| g.call_step(s, action))
+        let r = self.sandbox.call("step", |s| g.call_step(s, action))?;
+        self.check(&r.observation, "step")?;
+        Ok(r)
+    }
+
+    /// An observation is recorded and shown as the env declares it: an
+    /// image whose bytes do not match its size is the env's crash, named
+    /// here, not a viewer's problem later.
+    fn check(&self, observation: &Observation, call: &str) -> Result<(), Crash> {
+        for part in observation {
+            if let Value::Image(img) = &part.value {
+                let want = u64::from(img.width)
+                    .checked_mul(u64::from(img.height))
+                    .and_then(|n| n.checked_mul(u64::from(img.channels)));
+                if want != Some(img.pixels.len() as u64) {
+                    return Err(Crash {
+                        message: format!(
+                            "env plugin {} crashed in `{call}`: observation part `{}` is a {}x{}x{} image, which takes {} bytes, but holds {}",
+                            self.sandbox.plugin.name,
+                            part.name,
+                            img.width,
+                            img.height,
+                            img.channels,
+                            want.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
+                            img.pixels.len()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
     /// Whether the plugin offers the single-copy fast path, `env-vector`
     /// or `env-vector-packed` (it may still decline).

@@ -373,6 +373,14 @@ fn wall_clock_deadline_backstops_a_loop() {
 fn huge_allocation_hits_the_memory_cap() {
     let msg = crash_message(&hostile("alloc", &["--limit", "agent.memory-mb=64"]));
     assert!(msg.contains("memory cap exceeded"), "{msg}");
+    // The plugin handled the refusal and panicked: the panic is what ended
+    // the call, so it comes first.
+    let panic = msg.find("panicked at").expect("the panic is reported");
+    assert!(
+        panic < msg.find("memory cap exceeded").unwrap_or(0),
+        "{msg}"
+    );
+    assert!(msg.contains("out of memory after"), "{msg}");
 }
 
 #[test]

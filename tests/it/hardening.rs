@@ -280,3 +280,32 @@ fn an_endless_episode_stops_at_the_frame_limit() {
         "{error}"
     );
 }
+
+/// An env whose image part does not hold the bytes its size says crashes
+/// at that step, naming the part and both sizes; the frames before it stay.
+#[test]
+fn an_image_that_lies_about_its_size_is_the_envs_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("image.db");
+    let report = run_json(
+        &db,
+        "hostile_env",
+        "random_agent",
+        &[
+            "--env-config",
+            "mode=bad_image,at=2,max_steps=6",
+            "--episodes",
+            "1",
+        ],
+    );
+    let e = &report["episodes"][0];
+    assert_eq!(e["outcome"], "crashed", "{e}");
+    let error = e["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("`screen`")
+            && error.contains("8x8x1")
+            && error.contains("64 bytes, but holds 60"),
+        "{error}"
+    );
+    assert!(e["length"].as_u64().is_some_and(|n| n >= 2), "{e}");
+}

@@ -5,7 +5,9 @@
 //! - `mode`: `none` (default), `loop`, `panic`, `alloc`, `nan` (from
 //!   step `at` on, the reward and the observation are NaN), `sleep` (sleeps
 //!   30 s through WASI's clock) or `sleep_forever` (sleeps an hour at a
-//!   time, endlessly), `shout` (prints 1 MiB to stderr, then goes on).
+//!   time, endlessly), `shout` (prints 1 MiB to stderr, then goes on),
+//!   `bad_image` (from step `at` on, the observation also holds an 8x8 grey
+//!   image part `screen` with 60 bytes instead of 64).
 //! - `bounds`: `finite` (default) or `inf`: the observation box's bounds are
 //!   -inf and inf, as Gymnasium's unbounded `Box` declares them.
 //! - `at`: the step (from 0) whose `step` call misbehaves; default 3.
@@ -28,6 +30,7 @@ enum Mode {
     Sleep,
     SleepForever,
     Shout,
+    BadImage,
 }
 
 impl Mode {
@@ -41,9 +44,10 @@ impl Mode {
             "sleep" => Mode::Sleep,
             "sleep_forever" => Mode::SleepForever,
             "shout" => Mode::Shout,
+            "bad_image" => Mode::BadImage,
             other => {
                 return Err(format!(
-                    "hostile-env: unknown mode `{other}` (expected loop, panic, alloc, nan, sleep, sleep_forever, shout or none)"
+                    "hostile-env: unknown mode `{other}` (expected loop, panic, alloc, nan, sleep, sleep_forever, shout, bad_image or none)"
                 ));
             }
         })
@@ -126,7 +130,7 @@ impl Env for HostileEnv {
     fn step(&mut self, _action: &Action) -> StepResult {
         if self.step == self.at {
             match self.mode {
-                Mode::None | Mode::Nan => {}
+                Mode::None | Mode::Nan | Mode::BadImage => {}
                 Mode::Loop => spin(),
                 Mode::Panic => panic!("hostile env panics on purpose at step {}", self.at),
                 Mode::Alloc => hoard(),
@@ -142,12 +146,23 @@ impl Env for HostileEnv {
             }
         }
         let nan = self.mode == Mode::Nan && self.step >= self.at;
+        let bad_image = self.mode == Mode::BadImage && self.step >= self.at;
         self.step += 1;
+        let mut observation =
+            vector_observation("state", vec![if nan { f32::NAN } else { self.step as f32 }]);
+        if bad_image {
+            observation.push(Part {
+                name: "screen".into(),
+                value: Value::Image(Image {
+                    width: 8,
+                    height: 8,
+                    channels: 1,
+                    pixels: vec![0; 60],
+                }),
+            });
+        }
         StepResult {
-            observation: vector_observation(
-                "state",
-                vec![if nan { f32::NAN } else { self.step as f32 }],
-            ),
+            observation,
             reward: if nan { f32::NAN } else { 1.0 },
             terminated: self.step >= self.max_steps,
             truncated: false,
