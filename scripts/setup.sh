@@ -64,3 +64,6 @@ if [ ! -x "$js_tool" ] || [ plugins/sdk-js/package-lock.json -nt plugins/sdk-js/
     echo "installing componentize-js into plugins/sdk-js/node_modules (npm ci)"
     (cd plugins/sdk-js && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# Language models for LLM agents: llama.cpp's server, SmolLM2-135M and tiny
+# test models, into .venv and models/ (see scripts/setup-models.sh).
+bash scripts/setup-models.sh

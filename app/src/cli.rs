@@ -114,6 +114,16 @@ pub struct ForkArgs {
     /// `type:hello`, `key:Enter`, `noop`, ... or JSON.
     #[arg(long)]
     pub action: Option<String>,
+    /// Answer the fork frame's model call number CALL (from 0) with TEXT
+    /// instead of the model: "what if the model had said this". Repeatable.
+    #[arg(long = "model-response", value_name = "CALL=TEXT")]
+    pub model_responses: Vec<String>,
+    /// A model endpoint for the plugins' model calls:
+    /// `[NAME=]URL[,model=M][,api-key-env=VAR][,price-in=USD][,price-out=USD][,timeout-s=S]`
+    /// (an OpenAI-compatible server; NAME defaults to `default`; prices per
+    /// million tokens; the key is read from VAR and never recorded). Repeatable.
+    #[arg(long = "model", value_name = "[NAME=]URL[,OPTION=VALUE...]")]
+    pub models: Vec<String>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +145,16 @@ pub struct RerunArgs {
     /// A new build of the reward plugin.
     #[arg(long)]
     pub reward: Option<PathBuf>,
+    /// Serve every model call whose request equals a recorded one from the
+    /// recording; only changed requests go to a live endpoint.
+    #[arg(long)]
+    pub model_from_recording: bool,
+    /// A model endpoint for the plugins' model calls:
+    /// `[NAME=]URL[,model=M][,api-key-env=VAR][,price-in=USD][,price-out=USD][,timeout-s=S]`
+    /// (an OpenAI-compatible server; NAME defaults to `default`; prices per
+    /// million tokens; the key is read from VAR and never recorded). Repeatable.
+    #[arg(long = "model", value_name = "[NAME=]URL[,OPTION=VALUE...]")]
+    pub models: Vec<String>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -178,9 +198,17 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Override a plugin limit: `[env|agent|reward.]KEY=VALUE` with KEY one of
-    /// fuel (per call), memory-mb, timeout-ms (per call). Repeatable.
+    /// fuel (per call), memory-mb, timeout-ms (per call), memory-writes (per
+    /// call), frames, tokens and model-calls (per episode); or the run's
+    /// `run.cost-usd=X` (its whole spending on model calls). Repeatable.
     #[arg(long = "limit", value_name = "[PLUGIN.]KEY=VALUE")]
     pub limits: Vec<String>,
+    /// A model endpoint for the plugins' model calls:
+    /// `[NAME=]URL[,model=M][,api-key-env=VAR][,price-in=USD][,price-out=USD][,timeout-s=S]`
+    /// (an OpenAI-compatible server; NAME defaults to `default`; prices per
+    /// million tokens; the key is read from VAR and never recorded). Repeatable.
+    #[arg(long = "model", value_name = "[NAME=]URL[,OPTION=VALUE...]")]
+    pub models: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -618,8 +618,27 @@ pub fn fork(args: ForkArgs) -> Result<ExitCode> {
     if let Some(a) = &args.action {
         edits.action = Some(parse_action(a).map_err(UsageError)?);
     }
-    let r = ludus_debugger::fork::fork(&args.db, args.episode, args.frame, &edits, Some(&resolve))
-        .map_err(classify)?;
+    for r in &args.model_responses {
+        let Some((call, text)) = r.split_once('=') else {
+            return Err(UsageError(format!("--model-response `{r}`: expected CALL=TEXT")).into());
+        };
+        let call: usize = call.trim().parse().map_err(|_| {
+            UsageError(format!(
+                "--model-response `{r}`: CALL is the call's index in the frame (0, 1, ...)"
+            ))
+        })?;
+        edits.model_responses.push((call, text.to_string()));
+    }
+    let models = crate::run_cmd::model_setup(&args.models, &[])?;
+    let r = ludus_debugger::fork::fork_with_models(
+        &args.db,
+        args.episode,
+        args.frame,
+        &edits,
+        Some(&resolve),
+        models,
+    )
+    .map_err(classify)?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -642,16 +661,26 @@ pub fn rerun(args: RerunArgs) -> Result<ExitCode> {
         agent: args.agent.clone().filter(|_| native_agent.is_none()),
         reward: args.reward.clone(),
         native_agent,
+        models: crate::run_cmd::model_setup(&args.models, &[])?,
     };
     if overrides.env.is_none()
         && overrides.agent.is_none()
         && overrides.reward.is_none()
         && overrides.native_agent.is_none()
+        && args.models.is_empty()
     {
         return Err(UsageError(
-            "rerun needs a new build of at least one plugin: --env, --agent or --reward".into(),
+            "rerun needs a new build of at least one plugin (--env, --agent or --reward) or another model (--model)".into(),
         )
         .into());
+    }
+    let mut overrides = overrides;
+    if args.model_from_recording {
+        let db = ludus_arena::Db::open_read_only(&args.db)?;
+        let calls = db.model_calls(args.episode, 0..=u64::MAX)?;
+        overrides.models.library = Some(std::sync::Arc::new(ludus_arena::chat::CallLibrary::new(
+            calls.into_iter().map(|(_, c)| c),
+        )));
     }
     let r = ludus_debugger::fork::rerun(&args.db, args.episode, &overrides, Some(&resolve))
         .map_err(classify)?;

@@ -21,6 +21,16 @@ pub fn parse_limits(items: &[String]) -> Result<[Limits; 3], UsageError> {
             )));
         };
         let (targets, key): (Vec<usize>, &str) = match key.split_once('.') {
+            // The run's own limits: see `model_setup`.
+            Some(("run", "cost-usd")) => {
+                cost_cap(std::slice::from_ref(item))?;
+                continue;
+            }
+            Some(("run", k)) => {
+                return Err(UsageError(format!(
+                    "--limit `{item}`: unknown run limit `{k}` (known: run.cost-usd)"
+                )));
+            }
             Some(("env", k)) => (vec![0], k),
             Some(("agent", k)) => (vec![1], k),
             Some(("reward", k)) => (vec![2], k),
@@ -38,6 +48,35 @@ pub fn parse_limits(items: &[String]) -> Result<[Limits; 3], UsageError> {
         }
     }
     Ok(limits)
+}
+
+/// `--limit run.cost-usd=X`: the run's whole spending on model calls.
+pub fn cost_cap(items: &[String]) -> Result<Option<f64>, UsageError> {
+    let mut cap = None;
+    for item in items {
+        if let Some(v) = item.strip_prefix("run.cost-usd=") {
+            let x: f64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|x: &f64| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| {
+                    UsageError(format!(
+                        "--limit `{item}`: run.cost-usd needs a non-negative number of US dollars"
+                    ))
+                })?;
+            cap = Some(x);
+        }
+    }
+    Ok(cap)
+}
+
+/// The run's model access from `--model` values and `--limit run.cost-usd`.
+pub fn model_setup(
+    models: &[String],
+    limits: &[String],
+) -> Result<ludus_arena::chat::ModelSetup, UsageError> {
+    ludus_llm::setup(models, cost_cap(limits)?).map_err(|e| UsageError(e.to_string()))
 }
 
 /// The agent of `--agent`: a wasm plugin, or a trained policy given as
@@ -89,6 +128,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         seed: args.seed,
         jobs,
         db: args.db.clone(),
+        models: model_setup(&args.models, &args.limits)?,
     };
     let prepared = prepare(spec)?;
     for p in [
@@ -165,6 +205,19 @@ fn print_table(report: &RunReport) {
     ];
     for (k, v) in rows {
         println!("  {k:<14} {v:>12}");
+    }
+    if s.model_calls > 0 {
+        let rows = [
+            ("model calls", s.model_calls.to_string()),
+            ("tokens in", s.tokens_in.to_string()),
+            ("tokens out", s.tokens_out.to_string()),
+            ("cost (USD)", format!("{:.4}", s.cost_usd)),
+            ("model time", format!("{:.1} s", s.model_ms / 1e3)),
+            ("over budget", s.budget_refusals.to_string()),
+        ];
+        for (k, v) in rows {
+            println!("  {k:<14} {v:>12}");
+        }
     }
     for e in report.episodes.iter().filter(|e| e.error.is_some()).take(5) {
         let msg = e.error.as_deref().unwrap_or_default();

@@ -123,6 +123,13 @@ fn load(
             seed: case.seed,
             jobs,
             db: db.to_path_buf(),
+            models: {
+                let specs: Vec<String> = case.models.iter().map(|m| m.item.clone()).collect();
+                crate::run_cmd::model_setup(&specs, &items).map_err(|e| {
+                    let at = case.models.first().map_or(&case.at, |m| &m.at);
+                    usage(SuiteError::at(path, at, e.0))
+                })?
+            },
         };
         let ready = prepare(run_spec).map_err(|e| {
             let message = e.to_string();
@@ -197,6 +204,9 @@ fn run_cases(suite: &Suite, cases: &[(Case, Prepared)], quiet: bool) -> Result<V
                 success: e.success,
                 digest: e.digest.clone(),
                 error: e.error.clone(),
+                model_calls: e.model.model_calls,
+                tokens: e.model.tokens_in + e.model.tokens_out,
+                cost_usd: e.model.cost_usd,
             })
             .collect();
         episodes.sort_by_key(|e| e.index);

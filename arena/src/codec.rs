@@ -7,6 +7,7 @@
 
 use std::ops::Range;
 
+use crate::chat::ModelCall;
 use crate::model::{Action, Frame, Observation, Timing, Value};
 
 /// The version of the frame encoding: postcard of the contract's types in
@@ -32,12 +33,36 @@ pub fn same_bits<T: serde::Serialize + ?Sized>(a: &T, b: &T) -> bool {
     x == y
 }
 
-/// [`same_bits`] for frames, through the recorder's own encoder.
+/// [`same_bits`] for frames, through the recorder's own encoder, model
+/// calls included (as the digest sees them).
 pub fn same_frame(a: &Frame, b: &Frame) -> bool {
     let (mut x, mut y) = (Vec::new(), Vec::new());
     encode_frame(a, &mut x);
     encode_frame(b, &mut y);
     x == y
+        && a.model_calls.len() == b.model_calls.len()
+        && a.model_calls
+            .iter()
+            .zip(&b.model_calls)
+            .all(|(p, q)| p.same(q))
+}
+
+/// A model call as stored in its row: zstd of its postcard encoding (the
+/// frame's bytes do not hold its calls; their digest covers them, see
+/// [`crate::chat::ModelCall::digest_bytes`]).
+pub(crate) fn encode_call(call: &ModelCall) -> Vec<u8> {
+    let mut raw = Vec::new();
+    postcard_into(call, &mut raw);
+    zstd::bulk::compress(&raw, 3).unwrap_or_else(|_| {
+        let mut out = Vec::new();
+        raw_frame(&raw, &mut out);
+        out
+    })
+}
+
+/// Reads a model call [`encode_call`] wrote.
+pub(crate) fn decode_call(data: &[u8]) -> Result<ModelCall, String> {
+    postcard::from_bytes(&decompress(data)?).map_err(|e| e.to_string())
 }
 
 /// Appends `timing` postcard-encoded (three LEB128 integers).
@@ -224,6 +249,8 @@ pub struct FrameFields {
     pub info: bool,
     pub logs: bool,
     pub memory_writes: bool,
+    /// Model calls (kept beside the frames; the store attaches them).
+    pub model_calls: bool,
 }
 
 impl FrameFields {
@@ -232,6 +259,7 @@ impl FrameFields {
         info: true,
         logs: true,
         memory_writes: true,
+        model_calls: true,
     };
 }
 
@@ -479,6 +507,7 @@ mod skim {
                 note,
                 logs,
                 memory_writes,
+                model_calls: Vec::new(),
             })
         }
     }
@@ -585,6 +614,7 @@ mod tests {
                 info: bits & 2 != 0,
                 logs: bits & 4 != 0,
                 memory_writes: bits & 8 != 0,
+                model_calls: false,
             };
             let mut partial = Vec::new();
             decode_chunk_fields(&data, &timings, fields, &mut partial).unwrap();

@@ -24,6 +24,9 @@ pub struct EpisodeReport {
     pub digest: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The episode's model calls, tokens, cost and waiting time.
+    #[serde(flatten, default)]
+    pub model: crate::chat::ModelTotals,
 }
 
 /// Whether an env's info JSON says `"success": true`.

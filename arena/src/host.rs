@@ -5,6 +5,7 @@ use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::SinkOutputStream;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::chat::SharedModels;
 use crate::contract::ludus;
 use crate::memory::{EpisodeMemory, MemoryError};
 use crate::model::{LogLine, MemoryWrite, Role};
@@ -39,6 +40,13 @@ pub(crate) struct PluginState {
     pub writes: Vec<MemoryWrite>,
     /// The monotonic clock WASI serves, which a sleep advances at once.
     monotonic: VirtualClock,
+    /// The episode's model calls (agents and reward plugins).
+    pub models: Option<SharedModels>,
+    /// Wall-clock time spent waiting on models in this call, which the
+    /// call's deadline does not count (see [`new_store`]).
+    pub excused: std::time::Duration,
+    /// Whether the plugin called a model since this was last reset.
+    pub called_models: bool,
 }
 
 impl PluginState {
@@ -70,6 +78,9 @@ impl PluginState {
             memory,
             writes: Vec::new(),
             monotonic,
+            models: None,
+            excused: std::time::Duration::ZERO,
+            called_models: false,
         }
     }
 
@@ -215,6 +226,29 @@ impl ludus::plugin::memory::Host for PluginState {
 
 impl ludus::plugin::types::Host for PluginState {}
 
+impl ludus::plugin::model::Host for PluginState {
+    fn chat(
+        &mut self,
+        request: crate::chat::ChatRequest,
+    ) -> Result<crate::chat::ChatResponse, crate::chat::ModelError> {
+        let Some(models) = self.models.clone() else {
+            return Err(crate::chat::ModelError::UnknownEndpoint(
+                "this plugin cannot call models here (an environment, or a run without model access)".into(),
+            ));
+        };
+        self.called_models = true;
+        let started = std::time::Instant::now();
+        let answer = match models.lock() {
+            Ok(mut m) => m.chat(self.role, request),
+            Err(_) => Err(crate::chat::ModelError::Unavailable(
+                "the host's model access failed earlier in this episode".into(),
+            )),
+        };
+        self.excused += started.elapsed();
+        answer
+    }
+}
+
 /// The linker every plugin is pre-linked with: WASI p2 (served by the sandboxed
 /// context above) plus the ludus host interfaces.
 pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<PluginState>> {
@@ -245,12 +279,27 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Plugi
     linker.allow_shadowing(false);
     ludus::plugin::log::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     ludus::plugin::memory::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    ludus::plugin::model::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 
 pub(crate) fn new_store(engine: &wasmtime::Engine, state: PluginState) -> Store<PluginState> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| s as &mut dyn ResourceLimiter);
+    // The wall-clock deadline counts the plugin's own time: time spent
+    // waiting on a model (a host call, where epochs do not reach) is given
+    // back when the deadline comes, once.
+    store.epoch_deadline_callback(|mut cx| {
+        let s = cx.data_mut();
+        let excused = std::mem::take(&mut s.excused);
+        let ticks =
+            (excused.as_millis() as u64).div_ceil(crate::engine::EPOCH_TICK.as_millis() as u64);
+        if ticks > 0 {
+            Ok(wasmtime::UpdateDeadline::Continue(ticks))
+        } else {
+            Err(wasmtime::Trap::Interrupt.into())
+        }
+    });
     store
 }
 

@@ -5,6 +5,7 @@
 //! This crate alone links wasmtime and opens SQLite. Its public API speaks in
 //! the contract's own data types ([`model`]), never in wasmtime's or rusqlite's.
 
+pub mod chat;
 pub mod codec;
 mod contract;
 mod engine;

@@ -60,6 +60,11 @@ pub struct Frame {
     pub note: Option<String>,
     pub logs: Vec<LogLine>,
     pub memory_writes: Vec<MemoryWrite>,
+    /// The model calls made while playing the frame (by the agent, then
+    /// the reward plugin), in order. Recorded beside the frame's bytes
+    /// (their own table), not in them: see [`crate::codec`].
+    #[serde(skip_deserializing, default, skip_serializing_if = "Vec::is_empty")]
+    pub model_calls: Vec<crate::chat::ModelCall>,
 }
 
 /// Wall-clock time spent in each plugin call of a frame, in nanoseconds.

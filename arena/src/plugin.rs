@@ -20,7 +20,7 @@ use crate::model::{
 };
 
 /// The contract version this host implements.
-pub const CONTRACT_VERSION: &str = "0.1.2";
+pub const CONTRACT_VERSION: &str = "0.1.3";
 const CONTRACT_PACKAGE: &str = "ludus:plugin";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +73,17 @@ pub struct Limits {
     /// `max-steps` is 0 and which never terminates would run until killed).
     #[serde(default = "default_frames")]
     pub frames: u64,
+    /// Model tokens (prompt and completion) the plugin may use in one
+    /// episode; a call once they are spent is refused as over budget.
+    #[serde(default = "unlimited")]
+    pub tokens: u64,
+    /// Model calls the plugin may make in one episode.
+    #[serde(default = "unlimited")]
+    pub model_calls: u64,
+}
+
+fn unlimited() -> u64 {
+    u64::MAX
 }
 
 fn default_memory_writes() -> u64 {
@@ -87,17 +98,19 @@ impl Limits {
     /// Defaults: 1e9 fuel per call (about a second of compute), 512 MiB of
     /// linear memory in all (Python and JS plugins need tens of MiB), 10 s
     /// per call, 10,000 memory writes per call, 10,000,000 frames per
-    /// episode.
+    /// episode, no limit on model tokens and calls.
     pub const DEFAULT: Limits = Limits {
         fuel: 1_000_000_000,
         memory_bytes: 512 << 20,
         timeout_ms: 10_000,
         memory_writes: 10_000,
         frames: 10_000_000,
+        tokens: u64::MAX,
+        model_calls: u64::MAX,
     };
 
     /// Applies one `KEY=VALUE` override (`fuel`, `memory-mb`, `timeout-ms`,
-    /// `memory-writes`, `frames`).
+    /// `memory-writes`, `frames`, `tokens`, `model-calls`).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), LimitError> {
         let n: u64 = value
             .replace('_', "")
@@ -115,6 +128,8 @@ impl Limits {
             "timeout-ms" => self.timeout_ms = n,
             "memory-writes" => self.memory_writes = n,
             "frames" => self.frames = n,
+            "tokens" => self.tokens = n,
+            "model-calls" => self.model_calls = n,
             _ => return Err(LimitError::Unknown(key.to_string())),
         }
         Ok(())
@@ -128,7 +143,9 @@ pub enum LimitError {
     NotANumber { key: String, value: String },
     #[error("limit `{0}` must be greater than 0")]
     Zero(String),
-    #[error("unknown limit `{0}` (known: fuel, memory-mb, timeout-ms, memory-writes, frames)")]
+    #[error(
+        "unknown limit `{0}` (known: fuel, memory-mb, timeout-ms, memory-writes, frames, tokens, model-calls)"
+    )]
     Unknown(String),
 }
 
@@ -540,6 +557,7 @@ fn compatible(version: &str) -> bool {
 fn arm(store: &mut Store<PluginState>, limits: &Limits) {
     // Fuel is on for every store of this engine, so this cannot fail.
     let _ = store.set_fuel(limits.fuel);
+    store.data_mut().excused = std::time::Duration::ZERO;
     let ticks = limits
         .timeout_ms
         .div_ceil(EPOCH_TICK.as_millis() as u64)
@@ -907,6 +925,14 @@ impl AgentInstance {
     pub fn take_writes(&mut self) -> Vec<MemoryWrite> {
         std::mem::take(&mut self.sandbox.store.data_mut().writes)
     }
+    /// Gives the agent access to the episode's model calls.
+    pub fn set_models(&mut self, models: crate::chat::SharedModels) {
+        self.sandbox.store.data_mut().models = Some(models);
+    }
+    /// Whether the agent called a model since the last time this was asked.
+    pub fn take_called_models(&mut self) -> bool {
+        std::mem::take(&mut self.sandbox.store.data_mut().called_models)
+    }
     /// The agent's memory as it sees it now.
     pub fn memory(&self) -> Option<&EpisodeMemory> {
         self.sandbox.store.data().memory.as_ref()
@@ -931,6 +957,14 @@ impl RewardInstance {
     pub fn score(&mut self, transition: &Transition) -> Result<ScoreResult, Crash> {
         let g = &self.guest;
         self.sandbox.call("score", |s| g.call_score(s, transition))
+    }
+    /// Gives the reward plugin access to the episode's model calls (an LLM judge).
+    pub fn set_models(&mut self, models: crate::chat::SharedModels) {
+        self.sandbox.store.data_mut().models = Some(models);
+    }
+    /// Whether the plugin called a model since the last time this was asked.
+    pub fn take_called_models(&mut self) -> bool {
+        std::mem::take(&mut self.sandbox.store.data_mut().called_models)
     }
     pub fn take_logs(&mut self) -> Vec<LogLine> {
         self.sandbox.take_logs()

@@ -42,6 +42,9 @@ pub struct Overrides {
     /// (`checkpoint:PATH`); built by the resolver with the recorded config.
     /// Wins over `agent`.
     pub native_agent: Option<String>,
+    /// Model endpoints for the calls that are not served from the
+    /// recording (none: such calls are answered `unknown-endpoint`).
+    pub models: crate::chat::ModelSetup,
 }
 
 /// A plugin whose file no longer holds the bytes the recording was made with.
@@ -176,6 +179,7 @@ pub fn load(
         seed: run.seed,
         jobs: 1,
         db: db_path.to_path_buf(),
+        models: overrides.models.clone(),
     };
     let prepared = prepare(spec)?;
     let mut changed = Vec::new();

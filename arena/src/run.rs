@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::chat::{Budget, EpisodeModels, ModelCall, ModelSetup, SharedModels};
 use crate::episode::EpisodeTracker;
 pub use crate::episode::{EpisodeReport, info_says_success};
 use crate::memory::{EpisodeMemory, MemoryBase, MemoryError};
@@ -146,6 +147,8 @@ pub struct RunSpec {
     pub seed: u64,
     pub jobs: usize,
     pub db: PathBuf,
+    /// Model endpoints, the run's cost cap, recorded calls to serve.
+    pub models: ModelSetup,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +181,15 @@ pub struct Summary {
     pub mean_length: f64,
     pub crashed: usize,
     pub env_steps_per_sec: f64,
+    /// Model calls of all episodes, refused ones included.
+    pub model_calls: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_usd: f64,
+    /// Time spent waiting on live model endpoints, summed over episodes.
+    pub model_ms: f64,
+    /// Model calls refused by a budget.
+    pub budget_refusals: u64,
 }
 
 impl RunReport {
@@ -206,6 +218,12 @@ impl RunReport {
                 .filter(|e| e.outcome == Outcome::Crashed)
                 .count(),
             env_steps_per_sec: self.env_steps as f64 / self.wall.as_secs_f64().max(1e-9),
+            model_calls: self.episodes.iter().map(|e| e.model.model_calls).sum(),
+            tokens_in: self.episodes.iter().map(|e| e.model.tokens_in).sum(),
+            tokens_out: self.episodes.iter().map(|e| e.model.tokens_out).sum(),
+            cost_usd: self.episodes.iter().map(|e| e.model.cost_usd).sum(),
+            model_ms: self.episodes.iter().map(|e| e.model.model_ms).sum(),
+            budget_refusals: self.episodes.iter().map(|e| e.model.budget_refusals).sum(),
         }
     }
 }
@@ -342,7 +360,7 @@ impl Prepared {
                 "path": p.path, "hash": p.hash, "config": s.config, "limits": s.limits,
             })
         };
-        serde_json::json!({
+        let mut spec = serde_json::json!({
             "contract": crate::plugin::CONTRACT_VERSION,
             "env": plugin(&self.env, &self.spec.env),
             "agent": match (&self.agent, &self.spec.agent) {
@@ -358,7 +376,11 @@ impl Prepared {
                 _ => serde_json::Value::Null,
             },
             "env_info": self.env_info,
-        })
+        });
+        if let (Some(client), Some(obj)) = (&self.spec.models.client, spec.as_object_mut()) {
+            obj.insert("models".into(), client.describe());
+        }
+        spec
     }
 
     /// Runs every episode on `jobs` threads and records them.
@@ -472,6 +494,13 @@ pub struct Stepper {
     /// Frames the episode may run without the env ending it, and the env's
     /// name for the message.
     frame_cap: (u64, String),
+    /// The episode's model calls, shared with the agent and reward plugins.
+    models: SharedModels,
+    /// Whether model calls may go to a live endpoint, which needs the
+    /// observation for `observation-image` parts.
+    lend_observation: bool,
+    /// Whether recorded model calls wait to be served in this frame.
+    replaying: bool,
 }
 
 /// The agent an episode steps: a wasm instance or a native agent (with the
@@ -600,6 +629,15 @@ impl Stepper {
             message: format!("{role} rejected its config: {m}"),
         };
         let spec = &prepared.spec;
+        let budget = |l: Option<&crate::plugin::Limits>| Budget {
+            tokens: l.map_or(u64::MAX, |l| l.tokens),
+            calls: l.map_or(u64::MAX, |l| l.model_calls),
+        };
+        let models: SharedModels = Arc::new(std::sync::Mutex::new(EpisodeModels::new(
+            spec.models.clone(),
+            budget(spec.agent.plugin().map(|p| &p.limits)),
+            budget(spec.reward.as_ref().map(|p| &p.limits)),
+        )));
         let mut env = match prepared.env.env(derived_seed(seed, 0)) {
             Ok(e) => e,
             Err(c) => return Err(crashed(finish, c)),
@@ -615,6 +653,7 @@ impl Stepper {
                     Ok(a) => a,
                     Err(c) => return Err(crashed(finish, c)),
                 };
+                agent.set_models(models.clone());
                 match agent.init(&spec.agent.config()) {
                     Ok(Ok(_)) => {}
                     Ok(Err(m)) => return Err(crashed(finish, config_err("agent", m))),
@@ -640,6 +679,7 @@ impl Stepper {
                     Ok(r) => r,
                     Err(c) => return Err(crashed(finish, c)),
                 };
+                r.set_models(models.clone());
                 match r.init(&s.config) {
                     Ok(Ok(_)) => {}
                     Ok(Err(m)) => return Err(crashed(finish, config_err("reward", m))),
@@ -674,6 +714,9 @@ impl Stepper {
             pending_writes,
             finish,
             frame_cap: (spec.env.limits.frames, prepared.env.name.clone()),
+            models,
+            lend_observation: spec.models.client.is_some(),
+            replaying: false,
         })
     }
 
@@ -762,6 +805,9 @@ impl Stepper {
                 message: "the episode has no observation to act on".into(),
             });
         };
+        if self.lend_observation {
+            self.lend(observation.clone());
+        }
         let t0 = Stamp::now();
         let action = match self.agent.act(
             &observation,
@@ -800,6 +846,11 @@ impl Stepper {
                     truncated,
                     info: result.info,
                 };
+                if self.lend_observation
+                    && let Ok(mut m) = self.models.lock()
+                {
+                    m.set_observation(transition.next.clone());
+                }
                 let scored = match r.score(&transition) {
                     Ok(s) => s,
                     Err(c) => {
@@ -832,6 +883,7 @@ impl Stepper {
             self.pending_logs.extend(r.take_logs());
         }
         self.pending_writes.extend(self.agent.take_writes());
+        let model_calls = self.take_model_calls();
         self.tracker.record(flags, recorded, success, &info_text);
         let frame = Frame {
             step,
@@ -846,6 +898,7 @@ impl Stepper {
             note,
             logs: std::mem::take(&mut self.pending_logs),
             memory_writes: std::mem::take(&mut self.pending_writes),
+            model_calls,
         };
         let timing = Timing {
             act_ns: t0.ns_until(t1),
@@ -855,6 +908,69 @@ impl Stepper {
         self.observation = Some(next);
         self.last_reward = recorded;
         Ok((frame, timing))
+    }
+
+    /// Lends the observation the plugins see to the episode's model access.
+    fn lend(&mut self, observation: Observation) {
+        if let Ok(mut m) = self.models.lock() {
+            m.set_observation(observation);
+        }
+    }
+
+    /// The model calls made in the frame just played (none without a lock
+    /// when no plugin called a model).
+    fn take_model_calls(&mut self) -> Vec<ModelCall> {
+        let agent = match &mut self.agent {
+            StepAgent::Wasm(a) => a.take_called_models(),
+            StepAgent::Native { .. } => false,
+        };
+        let reward = self.reward.as_mut().is_some_and(|r| r.take_called_models());
+        if !(agent || reward || self.replaying || self.lend_observation) {
+            return Vec::new();
+        }
+        let Ok(mut m) = self.models.lock() else {
+            return Vec::new();
+        };
+        if self.lend_observation {
+            m.take_observation();
+        }
+        if agent || reward || std::mem::take(&mut self.replaying) {
+            m.take_calls()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Recorded model calls to serve, in order, while playing the next
+    /// frame: a replay. A plugin's call that asks for exactly what the
+    /// recorded one asked gets the recorded answer without any endpoint
+    /// being contacted; the first that differs goes to the live endpoint
+    /// (see [`Stepper::model_mismatch`]).
+    pub fn replay_model_calls(&mut self, calls: Vec<ModelCall>) {
+        if calls.is_empty() {
+            return;
+        }
+        self.replaying = true;
+        if let Ok(mut m) = self.models.lock() {
+            m.replay_frame(calls);
+        }
+    }
+
+    /// Answers for the next frame's model calls by their index in it,
+    /// instead of any endpoint: "what if the model had said this".
+    pub fn edit_model_responses(&mut self, edits: std::collections::HashMap<usize, String>) {
+        if edits.is_empty() {
+            return;
+        }
+        if let Ok(mut m) = self.models.lock() {
+            m.edit_frame(edits);
+        }
+    }
+
+    /// The first replayed model call whose request differed from the
+    /// recorded one: its index in its frame, and what differed.
+    pub fn model_mismatch(&mut self) -> Option<(usize, String)> {
+        self.models.lock().ok()?.mismatch.take()
     }
 
     /// Ends the episode: tells the agent how it went (when the env ended it)

@@ -127,6 +127,24 @@ CREATE TABLE IF NOT EXISTS run_agent_memory (
     value TEXT NOT NULL,
     PRIMARY KEY (run_id, path)
 ) WITHOUT ROWID;
+-- Model calls, by the frame they were made in: the frame's bytes do not
+-- hold them (the episode digest covers them). `data` is zstd(postcard) of
+-- the whole call; the other columns are for queries.
+CREATE TABLE IF NOT EXISTS model_calls (
+    episode_id INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    served TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (episode_id, step, idx)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agent_memory (path TEXT PRIMARY KEY, value TEXT NOT NULL, episode_id INTEGER);
 CREATE TABLE IF NOT EXISTS user_memory (path TEXT PRIMARY KEY, value TEXT NOT NULL);
 "#;
@@ -621,6 +639,66 @@ impl Db {
             decode_raw_fields(&data, &timings, fields, &mut out)
                 .map_err(|message| StoreError::Decode { episode, message })?;
         }
+        if fields.model_calls {
+            self.attach_model_calls(episode, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Fills in the model calls of `frames` (consecutive frames of `episode`).
+    fn attach_model_calls(
+        &self,
+        episode: i64,
+        frames: &mut [(Frame, Timing)],
+    ) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (frames.first(), frames.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (u64::from(first.0.step), u64::from(last.0.step));
+        for (step, call) in self.model_calls(episode, first..=last)? {
+            if let Some(f) = frames.get_mut(step.saturating_sub(first) as usize)
+                && u64::from(f.0.step) == step
+            {
+                f.0.model_calls.push(call);
+            }
+        }
+        Ok(())
+    }
+
+    /// The model calls of `episode`'s frames in `steps`, in order, with
+    /// their frame's step. None in a file recorded before model calls existed.
+    pub fn model_calls(
+        &self,
+        episode: i64,
+        steps: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<(u64, crate::chat::ModelCall)>, StoreError> {
+        let exists: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'model_calls'",
+            )?
+            .query_row([], |r| r.get(0))?;
+        if exists == 0 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT step, data FROM model_calls WHERE episode_id = ?1 AND step BETWEEN ?2 AND ?3 ORDER BY step, idx",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                episode,
+                *steps.start() as i64,
+                (*steps.end()).min(i64::MAX as u64) as i64
+            ],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (step, data) = row?;
+            let call = crate::codec::decode_call(&data)
+                .map_err(|message| StoreError::Decode { episode, message })?;
+            out.push((step, call));
+        }
         Ok(out)
     }
 
@@ -693,6 +771,7 @@ impl Db {
             decode_raw_fields(data, timings, FrameFields::ALL, &mut out)
                 .map_err(|message| StoreError::Decode { episode, message })
         })?;
+        self.attach_model_calls(episode, &mut out)?;
         Ok(out)
     }
 
@@ -1018,6 +1097,7 @@ pub(crate) mod tests {
                     value: None,
                 },
             ],
+            model_calls: Vec::new(),
         }
     }
 }

@@ -523,6 +523,7 @@ impl RecordedStepper<'_> {
                 note: None,
                 logs: Vec::new(),
                 memory_writes: Vec::new(),
+                model_calls: Vec::new(),
             };
             let timing = Timing {
                 step_ns,

@@ -71,6 +71,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         seed: 1,
         jobs: 1,
         db: db.clone(),
+        models: Default::default(),
     };
     eprintln!("recording one episode of {} frames...", args.frames);
     let t = Instant::now();

@@ -114,6 +114,14 @@ pub enum Change {
         a: Vec<MemoryWrite>,
         b: Vec<MemoryWrite>,
     },
+    /// A model call that differs (or is only in one frame): its index in
+    /// the frame, and unified diffs of its prompt and its answer as text.
+    ModelCall {
+        call: usize,
+        prompt_diff: String,
+        response_diff: String,
+        only_in: Option<char>,
+    },
     Memory {
         added: BTreeMap<String, String>,
         removed: BTreeMap<String, String>,
@@ -228,6 +236,31 @@ impl Change {
                         .join(", ")
                 };
                 format!("memory writes: [{}] -> [{}]", show(a), show(b))
+            }
+            Change::ModelCall {
+                call,
+                prompt_diff,
+                response_diff,
+                only_in,
+            } => {
+                if let Some(side) = only_in {
+                    return format!("model call {call}: only in {side}");
+                }
+                let first = |d: &str| {
+                    d.lines()
+                        .find(|l| {
+                            (l.starts_with('-') || l.starts_with('+'))
+                                && !l.starts_with("---")
+                                && !l.starts_with("+++")
+                        })
+                        .unwrap_or("")
+                        .to_string()
+                };
+                if !prompt_diff.is_empty() {
+                    format!("model call {call} prompt differs: {}", first(prompt_diff))
+                } else {
+                    format!("model call {call} answer differs: {}", first(response_diff))
+                }
             }
             Change::Memory {
                 added,
@@ -474,7 +507,74 @@ pub fn diff_frames(a: &Frame, b: &Frame) -> Vec<Change> {
             b: b.memory_writes.clone(),
         });
     }
+    out.extend(model_call_changes(&a.model_calls, &b.model_calls));
     out
+}
+
+/// The model calls of two frames, call by call: prompts and answers as
+/// text diffs.
+fn model_call_changes(
+    a: &[ludus_arena::chat::ModelCall],
+    b: &[ludus_arena::chat::ModelCall],
+) -> Vec<Change> {
+    let mut out = Vec::new();
+    for i in 0..a.len().max(b.len()) {
+        match (a.get(i), b.get(i)) {
+            (Some(x), Some(y)) if x.same(y) => {}
+            (Some(x), Some(y)) => out.push(Change::ModelCall {
+                call: i,
+                prompt_diff: text_diff(&prompt_text(x), &prompt_text(y)),
+                response_diff: text_diff(&answer_text(x), &answer_text(y)),
+                only_in: None,
+            }),
+            (x, _) => out.push(Change::ModelCall {
+                call: i,
+                prompt_diff: String::new(),
+                response_diff: String::new(),
+                only_in: Some(if x.is_some() { 'a' } else { 'b' }),
+            }),
+        }
+    }
+    out
+}
+
+/// A call's request as text: one `role: text` line per message, then the
+/// parameters when set.
+pub fn prompt_text(c: &ludus_arena::chat::ModelCall) -> String {
+    let mut s = String::new();
+    for m in &c.request.messages {
+        s.push_str(&format!(
+            "{}: {}\n",
+            m.role,
+            ludus_arena::chat::message_text(m)
+        ));
+    }
+    let r = &c.request;
+    if let Some(f) = &r.response_format {
+        s.push_str(&format!("[response format {f}]\n"));
+    }
+    for t in &r.tools {
+        s.push_str(&format!("[tool {}]\n", t.name));
+    }
+    s
+}
+
+/// A call's answer as text (or its error).
+pub fn answer_text(c: &ludus_arena::chat::ModelCall) -> String {
+    match &c.result {
+        Ok(r) => {
+            let mut s = r.content.clone();
+            for t in &r.tool_calls {
+                s.push_str(&format!("\n[tool call {} {}]", t.name, t.arguments));
+            }
+            s
+        }
+        Err(e) => format!(
+            "[{}: {}]",
+            ludus_arena::chat::error_kind(e),
+            ludus_arena::chat::error_message(e)
+        ),
+    }
 }
 
 /// Action, rewards, flags, info, success, note and logs.

@@ -155,6 +155,7 @@ impl Expr {
             logs: refs.has_variable("logs")
                 || refs.has_variable("log")
                 || (prev && source.contains("log")),
+            model: refs.has_variable("model") || (prev && source.contains("model")),
         };
         Ok(Expr {
             source: source.to_string(),

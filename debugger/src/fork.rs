@@ -39,11 +39,18 @@ pub struct Edits {
     /// The action the env gets at the fork frame instead of the agent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<Action>,
+    /// Answers for the fork frame's model calls, by the call's index in
+    /// the frame, instead of the model's: "what if the model had said this".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_responses: Vec<(usize, String)>,
 }
 
 impl Edits {
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.delete.is_empty() && self.action.is_none()
+        self.set.is_empty()
+            && self.delete.is_empty()
+            && self.action.is_none()
+            && self.model_responses.is_empty()
     }
 
     /// Checks every path before anything is played or written.
@@ -65,6 +72,7 @@ impl Edits {
                 .edit_memory(path, None)
                 .map_err(|e| DebugError::Invalid(format!("cannot delete {path}: {e}")))?;
         }
+        stepper.edit_model_responses(self.model_responses.iter().cloned().collect());
         Ok(())
     }
 }
@@ -190,6 +198,9 @@ fn replay_prefix(
                 f
             }
         };
+        // The frame's model calls are served from the recording: a
+        // replayed prefix contacts no model endpoint.
+        stepper.replay_model_calls(recorded.model_calls.clone());
         let played = step_with(stepper, &history, k).map_err(|e| Mismatch {
             frame: k,
             changes: Vec::new(),
@@ -206,11 +217,12 @@ fn replay_prefix(
                 changed_plugins: changed.to_vec(),
             });
         };
-        if !ludus_arena::codec::same_frame(&frame, &recorded) {
+        let model = stepper.model_mismatch();
+        if !ludus_arena::codec::same_frame(&frame, &recorded) || model.is_some() {
             return Err(Mismatch {
                 frame: k,
                 changes: diff_frames(&recorded, &frame),
-                crash: None,
+                crash: model.map(|(call, what)| format!("model call {call}: {what}")),
                 changed_plugins: changed.to_vec(),
             });
         }
@@ -277,8 +289,25 @@ pub fn fork(
     edits: &Edits,
     agents: Option<&AgentResolver>,
 ) -> Result<BranchReport, DebugError> {
+    fork_with_models(db, episode, frame, edits, agents, Default::default())
+}
+
+/// [`fork`], with model endpoints for the calls after the fork frame (the
+/// prefix's calls are served from the recording).
+pub fn fork_with_models(
+    db: &Path,
+    episode: i64,
+    frame: u64,
+    edits: &Edits,
+    agents: Option<&AgentResolver>,
+    models: ludus_arena::chat::ModelSetup,
+) -> Result<BranchReport, DebugError> {
     edits.validate()?;
-    let recorded = replay::load(db, episode, &Overrides::default(), agents)?;
+    let overrides = Overrides {
+        models,
+        ..Overrides::default()
+    };
+    let recorded = replay::load(db, episode, &overrides, agents)?;
     let parent = Recording::open(db, episode)?;
     let ended_normally = matches!(parent.episode.outcome.as_str(), "terminated" | "truncated");
     if frame > parent.len() || (frame == parent.len() && ended_normally) {

@@ -57,6 +57,7 @@ fn frame(step: u32, x: f32, action: u32, done: bool) -> Frame {
         } else {
             Vec::new()
         },
+        model_calls: Vec::new(),
     }
 }
 

@@ -362,6 +362,9 @@ pub(crate) fn frame_vars(
         v.push(("logs", list));
         v.push(("log", text));
     }
+    if uses.model {
+        v.push(("model", model_cel(&frame.model_calls)));
+    }
     if let Some(m) = memory {
         v.push(("memory", m));
         let changed: Vec<Value> = frame
@@ -372,6 +375,80 @@ pub(crate) fn frame_vars(
         v.push(("changed", changed.into()));
     }
     v
+}
+
+/// A frame's model calls as CEL: `model.calls` (each with `role`,
+/// `endpoint`, `request`, `response`, `error`, `tokens_in`, `tokens_out`,
+/// `latency_ms`, `cost`, `served`) and the frame's totals `model.count`,
+/// `model.tokens_in`, `model.tokens_out`, `model.cost`, `model.latency_ms`.
+pub(crate) fn model_cel(calls: &[ludus_arena::chat::ModelCall]) -> Value {
+    let mut list = Vec::with_capacity(calls.len());
+    let (mut tin, mut tout, mut cost, mut ms) = (0u64, 0u64, 0.0f64, 0.0f64);
+    for c in calls {
+        tin += c.tokens_in();
+        tout += c.tokens_out();
+        cost += c.cost_usd;
+        ms += c.latency_ms;
+        let j = model_call_json(c);
+        list.push(json_to_cel(&j));
+    }
+    let mut m: HashMap<String, Value> = HashMap::new();
+    m.insert("calls".into(), list.into());
+    m.insert("count".into(), Value::Int(calls.len() as i64));
+    m.insert("tokens_in".into(), Value::Int(tin as i64));
+    m.insert("tokens_out".into(), Value::Int(tout as i64));
+    m.insert("cost".into(), Value::Float(cost));
+    m.insert("latency_ms".into(), Value::Float(ms));
+    m.into()
+}
+
+/// A model call as JSON, for CEL, `ludus debug --json` and diffs: the
+/// request's messages as role and text, images summarised.
+pub fn model_call_json(c: &ludus_arena::chat::ModelCall) -> serde_json::Value {
+    use ludus_arena::chat::{error_kind, error_message, message_text};
+    use serde_json::json;
+    let r = &c.request;
+    let messages: Vec<serde_json::Value> = r
+        .messages
+        .iter()
+        .map(|m| json!({"role": m.role, "content": message_text(m)}))
+        .collect();
+    let request = json!({
+        "endpoint": r.endpoint,
+        "messages": messages,
+        "tools": r.tools.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+        "response_format": r.response_format,
+        "temperature": r.temperature,
+        "max_tokens": r.max_tokens,
+        "seed": r.seed,
+    });
+    let (response, error) = match &c.result {
+        Ok(a) => (
+            json!({
+                "content": a.content,
+                "tool_calls": a.tool_calls.iter().map(|t| json!({"id": t.id, "name": t.name, "arguments": t.arguments})).collect::<Vec<_>>(),
+                "finish_reason": a.finish_reason,
+                "model": a.model,
+            }),
+            serde_json::Value::Null,
+        ),
+        Err(e) => (
+            serde_json::Value::Null,
+            json!({"kind": error_kind(e), "message": error_message(e)}),
+        ),
+    };
+    json!({
+        "role": c.role.as_str(),
+        "endpoint": r.endpoint,
+        "request": request,
+        "response": response,
+        "error": error,
+        "tokens_in": c.tokens_in(),
+        "tokens_out": c.tokens_out(),
+        "latency_ms": c.latency_ms,
+        "cost": c.cost_usd,
+        "served": format!("{:?}", c.served).to_lowercase(),
+    })
 }
 
 /// `prev` at frame 0: the starting memory, and step -1.
@@ -409,7 +486,7 @@ pub fn frame_json(view: &FrameView) -> serde_json::Value {
         .collect();
     let info = serde_json::from_str::<serde_json::Value>(&f.info)
         .unwrap_or_else(|_| serde_json::Value::String(f.info.clone()));
-    json!({
+    let mut out = json!({
         "frame": view.index,
         "step": f.step,
         "observation": parts,
@@ -425,7 +502,11 @@ pub fn frame_json(view: &FrameView) -> serde_json::Value {
         "memory_writes": f.memory_writes,
         "memory": view.memory,
         "timing": view.timing,
-    })
+    });
+    if !f.model_calls.is_empty() {
+        out["model_calls"] = f.model_calls.iter().map(model_call_json).collect();
+    }
+    out
 }
 
 /// Parses an action written on a command line or in a UI: `discrete:1`,
@@ -549,6 +630,8 @@ pub(crate) struct Uses {
     pub prev: bool,
     pub observation: bool,
     pub logs: bool,
+    /// `model`: the frame's model calls and their totals.
+    pub model: bool,
 }
 
 impl Uses {
@@ -560,6 +643,7 @@ impl Uses {
             info: info.is_some_and(|i| self.plain & (1 << i) != 0),
             logs: self.logs,
             memory_writes: self.memory,
+            model_calls: self.model,
         }
     }
 
@@ -570,6 +654,7 @@ impl Uses {
             prev: self.prev || o.prev,
             observation: self.observation || o.observation,
             logs: self.logs || o.logs,
+            model: self.model || o.model,
         }
     }
 }

@@ -308,6 +308,15 @@ fn arena_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
             .labelled_by(l.id);
     });
     labelled_text(ui, "Run database (empty: the open one)", &mut a.db, 420.0);
+    ui.horizontal(|ui| {
+        let l = ui.label("Model endpoints (one per line: [NAME=]URL[,model=M][,api-key-env=VAR])");
+        ui.add(
+            egui::TextEdit::multiline(&mut a.models)
+                .desired_rows(2)
+                .desired_width(420.0),
+        )
+        .labelled_by(l.id);
+    });
     ui.label(match (a.db.trim(), &state.db_path) {
         ("", Some(p)) => format!("records into {}", p.display()),
         ("", None) => "records into ludus.db (no database open)".into(),
@@ -606,6 +615,7 @@ fn debugger_ui(
         .id_salt("ludus_frame_scroll")
         .show(ui, |ui| {
             frame_ui(ui, d);
+            model_calls_ui(ui, d, cmds);
             if show_memory {
                 ui.separator();
                 memory_ui(ui, d, cmds);
@@ -615,6 +625,118 @@ fn debugger_ui(
                 diff_ui(ui, d, cmds);
             }
         });
+}
+
+/// The frame's model calls as a conversation: each message by role, the
+/// answer (or the error), tokens, latency, cost and where the answer came
+/// from; an answer can be edited for a fork from this frame.
+fn model_calls_ui(ui: &mut Ui, d: &mut DebugView, cmds: &mut Vec<Command>) {
+    use ludus_arena::chat::{error_kind, error_message, message_text};
+    let Some(view) = &d.view else { return };
+    let calls = &view.frame.model_calls;
+    if calls.is_empty() {
+        return;
+    }
+    ui.separator();
+    let (tin, tout, cost, ms) = calls.iter().fold((0, 0, 0.0, 0.0), |a, c| {
+        (
+            a.0 + c.tokens_in(),
+            a.1 + c.tokens_out(),
+            a.2 + c.cost_usd,
+            a.3 + c.latency_ms,
+        )
+    });
+    ui.label(
+        RichText::new(format!(
+            "model calls: {} ({tin} tokens in, {tout} out, {ms:.0} ms, ${cost:.4})",
+            calls.len()
+        ))
+        .strong(),
+    );
+    let mut edit_cmd = None;
+    for (i, c) in calls.iter().enumerate() {
+        egui::CollapsingHeader::new(format!(
+            "call {i}: {} via `{}` ({:?}, {} + {} tokens, {:.0} ms)",
+            c.role.as_str(),
+            c.request.endpoint,
+            c.served,
+            c.tokens_in(),
+            c.tokens_out(),
+            c.latency_ms
+        ))
+        .id_salt(("ludus_model_call", i))
+        .default_open(true)
+        .show(ui, |ui| {
+            for m in &c.request.messages {
+                let colour = match m.role.as_str() {
+                    "system" => Color32::from_rgb(150, 150, 150),
+                    "user" => Color32::from_rgb(120, 170, 255),
+                    "assistant" => Color32::from_rgb(120, 220, 140),
+                    _ => Color32::from_rgb(230, 190, 100),
+                };
+                ui.horizontal_wrapped(|ui| {
+                    ui.label(RichText::new(format!("{}:", m.role)).color(colour).strong());
+                    ui.monospace(clipped(&message_text(m)));
+                });
+            }
+            match &c.result {
+                Ok(r) => {
+                    ui.horizontal_wrapped(|ui| {
+                        ui.label(
+                            RichText::new("answer:")
+                                .color(Color32::from_rgb(120, 220, 140))
+                                .strong(),
+                        );
+                        ui.monospace(clipped(&r.content));
+                    });
+                    for t in &r.tool_calls {
+                        ui.monospace(format!("tool call {} {}", t.name, clipped(&t.arguments)));
+                    }
+                    ui.label(format!("finish: {}, model: {}", r.finish_reason, r.model));
+                }
+                Err(e) => {
+                    ui.colored_label(
+                        Color32::from_rgb(255, 120, 120),
+                        format!("{}: {}", error_kind(e), error_message(e)),
+                    );
+                }
+            }
+            for a in &c.attempts {
+                ui.small(format!("retry: {a}"));
+            }
+            match &mut d.model_editing {
+                Some((n, text)) if *n == i => {
+                    let l = ui.label("Answer for the fork");
+                    ui.add(egui::TextEdit::multiline(text).desired_rows(3))
+                        .labelled_by(l.id);
+                    ui.horizontal(|ui| {
+                        if ui.button("Keep this answer").clicked() {
+                            edit_cmd = Some(Command::EditModelResponse(i, Some(text.clone())));
+                        }
+                        if ui.button("Cancel").clicked() {
+                            edit_cmd = Some(Command::EditModelResponse(i, None));
+                        }
+                    });
+                }
+                _ => {
+                    if let Some(t) = d.model_edits.get(&i) {
+                        ui.monospace(format!("fork answer: {}", clipped(t)));
+                    }
+                    if ui.button(format!("Edit answer {i} for a fork")).clicked() {
+                        let current = c
+                            .result
+                            .as_ref()
+                            .map(|r| r.content.clone())
+                            .unwrap_or_default();
+                        d.model_editing = Some((i, current));
+                    }
+                }
+            }
+        });
+    }
+    if let Some(c) = edit_cmd {
+        cmds.push(c);
+    }
 }
 
 fn timeline_ui(ui: &mut Ui, d: &DebugView, cmds: &mut Vec<Command>) {
@@ -1224,13 +1346,17 @@ fn fork_ui(ui: &mut Ui, d: &mut DebugView, can_rerun: bool, cmds: &mut Vec<Comma
             None => format!("delete {p}"),
         });
     }
+    for (i, t) in &d.model_edits {
+        ui.monospace(format!("model call {i} answers {}", clipped(t)));
+    }
     labelled_text(ui, "Replacement action", &mut d.action_input, 160.0);
     ui.horizontal(|ui| {
         let b = ui.add_enabled(!d.forking, egui::Button::new("Fork here"));
         if b.clicked() {
             cmds.push(Command::Fork);
         }
-        if (!d.edits.is_empty() || !d.action_input.is_empty()) && ui.button("Clear edits").clicked()
+        if (!d.edits.is_empty() || !d.action_input.is_empty() || !d.model_edits.is_empty())
+            && ui.button("Clear edits").clicked()
         {
             cmds.push(Command::ClearEdits);
         }

@@ -45,6 +45,11 @@ try:
     from wit_world.imports import memory as _memory_host
 except ImportError:
     _memory_host = None
+# Agents and reward plugins import the model interface (contract 0.1.3).
+try:
+    from wit_world.imports import model as _model_host
+except ImportError:
+    _model_host = None
 
 # The contract's types, under the names the Rust SDK uses.
 BoxSpace = _t.BoxSpace
@@ -287,6 +292,64 @@ class _Memory:
 
 
 memory = _Memory()
+
+
+# ---------------------------------------------------------------- models
+
+
+class ModelCallError(Exception):
+    """A model call without an answer. `kind` is one of `budget-exceeded`,
+    `unknown-endpoint`, `unavailable`, `bad-request`, `timeout`; the
+    message is the host's one-line explanation."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+_MODEL_ERROR_KINDS = {
+    "ModelError_BudgetExceeded": "budget-exceeded",
+    "ModelError_UnknownEndpoint": "unknown-endpoint",
+    "ModelError_Unavailable": "unavailable",
+    "ModelError_BadRequest": "bad-request",
+    "ModelError_Timeout": "timeout",
+}
+
+
+def message(role: str, text: str):
+    """A chat message of one text part."""
+    m = _model_host_or_raise()
+    return m.Message(role=role, content=[m.ContentPart_Text(value=text)], tool_calls=[], tool_call_id=None)
+
+
+def _model_host_or_raise():
+    if _model_host is None:
+        raise RuntimeError("model calls are for agents and reward plugins: this plugin is not built for those worlds")
+    return _model_host
+
+
+def chat(messages, endpoint: str = "default", temperature: Optional[float] = None,
+         top_p: Optional[float] = None, max_tokens: Optional[int] = None,
+         response_format: Optional[str] = None, stop: Sequence[str] = (),
+         seed: Optional[int] = None, logprobs: bool = False, tools=()):
+    """Sends a chat request through the host, as the Rust SDK's
+    `model::chat` does, and returns the response (`content`, `tool_calls`,
+    `finish_reason`, `prompt_tokens`, `completion_tokens`, `model`,
+    `tokens`). `messages` are `message(role, text)` values or
+    `(role, text)` pairs. Raises `ModelCallError` when there is no answer."""
+    m = _model_host_or_raise()
+    msgs = [message(x[0], x[1]) if isinstance(x, tuple) else x for x in messages]
+    request = m.ChatRequest(
+        endpoint=endpoint, messages=msgs, tools=list(tools), response_format=response_format,
+        temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=list(stop),
+        seed=seed, logprobs=logprobs,
+    )
+    try:
+        return m.chat(request)
+    except Err as e:
+        kind = _MODEL_ERROR_KINDS.get(type(e.value).__name__, "unavailable")
+        raise ModelCallError(kind, getattr(e.value, "value", str(e.value))) from None
 
 
 # ---------------------------------------------------------------- plugin bases

@@ -65,6 +65,11 @@ pub struct Expect {
     /// Crashed episodes allowed (default 0: no crashed episodes).
     pub crashed_max: u64,
     pub wall_time_max_s: Option<f64>,
+    /// Mean tokens (prompt and completion) per episode.
+    pub max_mean_tokens: Option<f64>,
+    /// The case's whole spending on model calls, in US dollars.
+    pub max_cost_usd: Option<f64>,
+    pub max_mean_model_calls: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -78,6 +83,8 @@ pub struct Case {
     pub seed: u64,
     /// Suite-wide limits first, then the case's own (later ones win).
     pub limits: Vec<LimitSetting>,
+    /// Model endpoints, in `ludus run --model` syntax.
+    pub models: Vec<LimitSetting>,
     pub expect: Expect,
 }
 
@@ -107,6 +114,9 @@ struct FileToml {
     resamples: Option<Spanned<u64>>,
     #[serde(default)]
     limits: BTreeMap<String, Spanned<toml::Value>>,
+    /// Model endpoints: `"[NAME=]URL,..."`, `{ url, name, model,
+    /// api_key_env, price_in, price_out, timeout_s }`, or a list of these.
+    model: Option<Spanned<toml::Value>>,
     #[serde(default)]
     expect: ExpectToml,
     #[serde(default)]
@@ -124,6 +134,9 @@ struct ExpectToml {
     p95_length_max: Option<f64>,
     crashed_max: Option<u64>,
     wall_time_max_s: Option<Spanned<f64>>,
+    max_mean_tokens: Option<f64>,
+    max_cost_usd: Option<f64>,
+    max_mean_model_calls: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +156,9 @@ struct CaseToml {
     seed: Option<u64>,
     #[serde(default)]
     limits: BTreeMap<String, Spanned<toml::Value>>,
+    /// Model endpoints: `"[NAME=]URL,..."`, `{ url, name, model,
+    /// api_key_env, price_in, price_out, timeout_s }`, or a list of these.
+    model: Option<Spanned<toml::Value>>,
     #[serde(default)]
     expect: ExpectToml,
 }
@@ -161,6 +177,9 @@ struct MatrixToml {
     seed: Option<u64>,
     #[serde(default)]
     limits: BTreeMap<String, Spanned<toml::Value>>,
+    /// Model endpoints: `"[NAME=]URL,..."`, `{ url, name, model,
+    /// api_key_env, price_in, price_out, timeout_s }`, or a list of these.
+    model: Option<Spanned<toml::Value>>,
     #[serde(default)]
     expect: ExpectToml,
 }
@@ -360,6 +379,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
     let default_episodes = episodes(&cx, raw.episodes.as_ref(), DEFAULT_EPISODES)?;
     let default_seed = raw.seed.unwrap_or(0);
     let suite_limits = limits(&cx, &raw.limits)?;
+    let suite_models = models(&cx, raw.model.as_ref())?;
     let suite_expect = &raw.expect;
 
     let mut cases = Vec::new();
@@ -379,6 +399,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
             episodes: episodes(&cx, c.episodes.as_ref(), default_episodes)?,
             seed: c.seed.unwrap_or(default_seed),
             limits: lims,
+            models: match &c.model {
+                Some(m) => models(&cx, Some(m))?,
+                None => suite_models.clone(),
+            },
             expect: expect(&cx, suite_expect, &c.expect)?,
         });
     }
@@ -399,6 +423,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
         let mut lims = suite_limits.clone();
         lims.extend(limits(&cx, &m.limits)?);
         let ex = expect(&cx, suite_expect, &m.expect)?;
+        let matrix_models = match &m.model {
+            Some(v) => models(&cx, Some(v))?,
+            None => suite_models.clone(),
+        };
         let eps = episodes(&cx, m.episodes.as_ref(), default_episodes)?;
         let env_configs: Vec<Option<&String>> = if m.env_configs.is_empty() {
             vec![None]
@@ -437,6 +465,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
                             episodes: eps,
                             seed: m.seed.unwrap_or(default_seed),
                             limits: lims.clone(),
+                            models: matrix_models.clone(),
                             expect: ex.clone(),
                         });
                     }
@@ -522,6 +551,77 @@ fn limits(
     Ok(out)
 }
 
+/// A `model` value as `--model` strings.
+fn models(cx: &Ctx, value: Option<&Spanned<toml::Value>>) -> Result<Vec<LimitSetting>, SuiteError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let at = cx.loc(value.span(), "model");
+    let bad = |m: String| cx.err(value.span(), "model", m);
+    let one = |v: &toml::Value| -> Result<String, SuiteError> {
+        match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Table(t) => {
+                let mut url = String::new();
+                let mut name = None;
+                let mut opts = Vec::new();
+                for (k, v) in t {
+                    let text = match v {
+                        toml::Value::String(s) => s.clone(),
+                        toml::Value::Integer(i) => i.to_string(),
+                        toml::Value::Float(f) => f.to_string(),
+                        other => {
+                            return Err(bad(format!(
+                                "model.{k}: expected text or a number, got {}",
+                                other.type_str()
+                            )));
+                        }
+                    };
+                    match k.as_str() {
+                        "url" => url = text,
+                        "name" => name = Some(text),
+                        "model" | "api_key_env" | "price_in" | "price_out" | "timeout_s" => {
+                            opts.push(format!("{}={text}", k.replace('_', "-")))
+                        }
+                        other => {
+                            return Err(bad(format!(
+                                "unknown model key `{other}` (url, name, model, api_key_env, price_in, price_out, timeout_s)"
+                            )));
+                        }
+                    }
+                }
+                if url.is_empty() {
+                    return Err(bad("a model table needs `url`".into()));
+                }
+                let mut spec = match name {
+                    Some(n) => format!("{n}={url}"),
+                    None => url,
+                };
+                for o in opts {
+                    spec.push(',');
+                    spec.push_str(&o);
+                }
+                Ok(spec)
+            }
+            other => Err(bad(format!(
+                "`model` is a URL, a table or a list of them, got {}",
+                other.type_str()
+            ))),
+        }
+    };
+    let specs = match value.get_ref() {
+        toml::Value::Array(items) => items.iter().map(one).collect::<Result<Vec<_>, _>>()?,
+        v => vec![one(v)?],
+    };
+    Ok(specs
+        .into_iter()
+        .map(|item| LimitSetting {
+            item,
+            at: at.clone(),
+        })
+        .collect())
+}
+
 fn expect(cx: &Ctx, suite: &ExpectToml, case: &ExpectToml) -> Result<Expect, SuiteError> {
     for e in [suite, case] {
         if let Some(s) = &e.success_rate_min
@@ -551,6 +651,9 @@ fn expect(cx: &Ctx, suite: &ExpectToml, case: &ExpectToml) -> Result<Expect, Sui
         p95_length_max: pick(|e| e.p95_length_max),
         crashed_max: case.crashed_max.or(suite.crashed_max).unwrap_or(0),
         wall_time_max_s: pick(|e| e.wall_time_max_s.as_ref().map(|s| *s.get_ref())),
+        max_mean_tokens: pick(|e| e.max_mean_tokens),
+        max_cost_usd: pick(|e| e.max_cost_usd),
+        max_mean_model_calls: pick(|e| e.max_mean_model_calls),
     })
 }
 

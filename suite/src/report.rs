@@ -49,6 +49,7 @@ impl Check {
             "crashed episodes" | "p95 length" => format!("{v:.0}"),
             "wall time" => format!("{v:.2}s"),
             "mean return" => format!("{v:.3}"),
+            "cost (USD)" => format!("${v:.4}"),
             _ => format!("{v:.1}"),
         }
     }
@@ -100,6 +101,15 @@ pub fn checks(expect: &Expect, s: &CaseStats) -> Vec<Check> {
     ));
     if let Some(v) = expect.wall_time_max_s {
         out.push(Check::max("wall time", v, s.wall_time_s));
+    }
+    if let Some(v) = expect.max_mean_tokens {
+        out.push(Check::max("mean tokens", v, s.mean_tokens));
+    }
+    if let Some(v) = expect.max_cost_usd {
+        out.push(Check::max("cost (USD)", v, s.cost_usd));
+    }
+    if let Some(v) = expect.max_mean_model_calls {
+        out.push(Check::max("mean model calls", v, s.mean_model_calls));
     }
     out
 }
@@ -578,6 +588,9 @@ mod tests {
                 success,
                 digest: format!("{tag}{i}"),
                 error: None,
+                model_calls: 0,
+                tokens: 0,
+                cost_usd: 0.0,
             })
             .collect()
     }

@@ -27,6 +27,13 @@ pub struct Episode {
     pub digest: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// Model calls, tokens (prompt and completion) and cost.
+    #[serde(default)]
+    pub model_calls: u64,
+    #[serde(default)]
+    pub tokens: u64,
+    #[serde(default)]
+    pub cost_usd: f64,
 }
 
 impl Episode {
@@ -50,6 +57,12 @@ pub struct CaseStats {
     pub crashed: u64,
     #[serde(with = "ludus_core::json_float")]
     pub wall_time_s: f64,
+    #[serde(default)]
+    pub mean_model_calls: f64,
+    #[serde(default)]
+    pub mean_tokens: f64,
+    #[serde(default)]
+    pub cost_usd: f64,
 }
 
 impl CaseStats {
@@ -68,6 +81,9 @@ impl CaseStats {
             p95_length: percentile_nearest_rank(&lengths, 0.95),
             crashed: episodes.iter().filter(|e| e.crashed()).count() as u64,
             wall_time_s,
+            mean_model_calls: episodes.iter().map(|e| e.model_calls).sum::<u64>() as f64 / nf,
+            mean_tokens: episodes.iter().map(|e| e.tokens).sum::<u64>() as f64 / nf,
+            cost_usd: episodes.iter().map(|e| e.cost_usd).sum(),
         }
     }
 }

@@ -16,6 +16,7 @@ fn root() -> PathBuf {
 const CRATES: &[(&str, &str)] = &[
     ("core", "ludus-core"),
     ("arena", "ludus-arena"),
+    ("llm", "ludus-llm"),
     ("debugger", "ludus-debugger"),
     ("suite", "ludus-suite"),
     ("trainer", "ludus-trainer"),
@@ -48,6 +49,7 @@ fn heavy_dependencies_stay_in_their_one_crate() {
         ("tch", "trainer"),
         ("eframe", "ide"),
         ("egui_plot", "ide"),
+        ("ureq", "llm"),
     ];
     let mut wrong = Vec::new();
     for (dir, _) in CRATES {

@@ -506,6 +506,7 @@ fn flaky_spec(db: &Path, env: &str, panic: bool) -> RunSpec {
         seed: 11,
         jobs: 3,
         db: db.to_path_buf(),
+        models: Default::default(),
     }
 }
 

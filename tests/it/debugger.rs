@@ -591,6 +591,7 @@ fn live_mode_pauses_at_breakpoints_and_continues_after_an_edit() {
         seed: 3,
         jobs: 1,
         db: db.clone(),
+        models: Default::default(),
     };
     let prepared = ludus_arena::run::prepare(spec).expect("prepare");
     let live = LiveEpisode::start(&prepared, 77, Default::default(), Some(&db)).expect("live");

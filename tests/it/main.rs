@@ -12,6 +12,7 @@ mod debugger;
 mod desktop;
 mod hardening;
 mod ide;
+mod llm;
 mod polyglot;
 mod recording_compat;
 mod suite;

@@ -759,6 +759,7 @@ fn a_training_episode_and_a_run_episode_with_the_same_actions_record_the_same_fr
             seed: 0,
             jobs: 1,
             db: dir.path().join("unused.db"),
+            models: Default::default(),
         };
         let prepared = ludus_arena::run::prepare(spec).expect("prepare");
         let Ok(mut stepper) = ludus_arena::Stepper::start(&prepared, e.seed, Default::default())

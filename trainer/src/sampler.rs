@@ -510,6 +510,7 @@ fn run(setup: SamplerSetup) -> Result<(), String> {
                             note: None,
                             logs: slot.env.take_logs(),
                             memory_writes: Vec::new(),
+                            model_calls: Vec::new(),
                         });
                         seg.step_ns.push(step_ns);
                     }

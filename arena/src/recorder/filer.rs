@@ -18,6 +18,13 @@ pub(super) struct Episode {
     pub(super) chunk: u32,
     pub(super) seq: u64,
     pub(super) agent_writes: Vec<MemoryWrite>,
+    /// The digest of the episode's model calls, when it made any: folded
+    /// into the episode's digest at its end, so an episode without calls
+    /// digests as it always did.
+    pub(super) calls_hasher: Option<blake3::Hasher>,
+    pub(super) model: ModelTotals,
+    /// The next model call's index within its step, and that step.
+    pub(super) call_at: (u64, u32),
 }
 
 impl Episode {
@@ -34,6 +41,9 @@ impl Episode {
             chunk: 0,
             seq: 0,
             agent_writes: Vec::new(),
+            calls_hasher: None,
+            model: ModelTotals::default(),
+            call_at: (0, 0),
         }
     }
 }
@@ -57,6 +67,12 @@ pub(super) enum Op {
         seq: u64,
         step: u64,
         write: MemoryWrite,
+    },
+    Call {
+        index: u64,
+        step: u64,
+        idx: u32,
+        call: Box<ModelCall>,
     },
     End {
         index: u64,
@@ -193,7 +209,9 @@ impl Filer {
     /// full chunks, and turns endings into digests and episode updates.
     pub(super) fn take_batch(&mut self, batch: &mut Batch) {
         let (mut data_at, mut timings_at, mut writes_at, mut stats_at) = (0, 0, 0, 0);
+        let mut calls_at = 0;
         let mut writes = std::mem::take(&mut batch.writes).into_iter();
+        let mut calls = std::mem::take(&mut batch.calls).into_iter();
         let ends = &batch.ends;
         for event in batch.events.drain(..) {
             match event {
@@ -210,11 +228,15 @@ impl Filer {
                     data_end,
                     timings_end,
                     writes_end,
+                    calls_end,
                 } => {
                     let data = &batch.data[data_at..data_end];
                     let timings = &batch.timings[timings_at..timings_end];
                     let these = writes.by_ref().take(writes_end - writes_at);
-                    (data_at, timings_at, writes_at) = (data_end, timings_end, writes_end);
+                    let these_calls: Vec<(u64, ModelCall)> =
+                        calls.by_ref().take(calls_end - calls_at).collect();
+                    (data_at, timings_at, writes_at, calls_at) =
+                        (data_end, timings_end, writes_end, calls_end);
                     if !self.episodes.contains_key(&index)
                         && let Some(ep) = self.reopen.as_mut().and_then(|r| r.remove(&index))
                     {
@@ -240,6 +262,27 @@ impl Filer {
                             write: w,
                         });
                         ep.seq += 1;
+                    }
+                    for (step, call) in these_calls {
+                        self.scratch.clear();
+                        crate::codec::varint(&mut self.scratch, step);
+                        call.digest_bytes(&mut self.scratch);
+                        ep.calls_hasher
+                            .get_or_insert_with(blake3::Hasher::new)
+                            .update(&self.scratch);
+                        ep.model.add(&call);
+                        let idx = if ep.call_at.0 == step {
+                            ep.call_at.1
+                        } else {
+                            0
+                        };
+                        ep.call_at = (step, idx + 1);
+                        self.ops.push(Op::Call {
+                            index,
+                            step,
+                            idx,
+                            call: Box::new(call),
+                        });
                     }
                     if ep.buf_frames >= CHUNK_FRAMES || ep.buf.len() >= CHUNK_BYTES {
                         let op = self.pack.seal(ep);
@@ -296,6 +339,10 @@ impl Filer {
         // The episode's ending is part of its digest too.
         self.scratch.clear();
         ending_digest_bytes(&ended, error.as_deref(), ends, &mut self.scratch);
+        if let Some(calls) = &ep.calls_hasher {
+            ep.hasher.update(b"model-calls");
+            ep.hasher.update(calls.finalize().as_bytes());
+        }
         ep.hasher.update(&self.scratch);
         let digest = ep.hasher.finalize().to_hex()[..32].to_string();
         if matches!(ended.outcome, Outcome::Terminated | Outcome::Truncated) {
@@ -314,6 +361,7 @@ impl Filer {
             success: ended.success,
             digest: digest.clone(),
             error: error.clone(),
+            model: ep.model,
         });
         let final_observation = ended.final_observation.as_ref().map(|r| {
             let pack = &mut self.pack;
@@ -379,6 +427,9 @@ impl Filer {
             let mut write = tx.prepare_cached(
                 "INSERT INTO memory_writes (episode_id, seq, step, path, value) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
+            let mut call_row = tx.prepare_cached(
+                "INSERT INTO model_calls (episode_id, step, idx, role, endpoint, outcome, tokens_in, tokens_out, cost_usd, latency_ms, served, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
             let mut end = tx.prepare_cached(
                 "UPDATE episodes SET outcome = ?2, return = ?3, length = ?4, success = ?5, digest = ?6, error = ?7, task = ?8, reset_info = ?9, final_observation = ?10 WHERE id = ?1",
             )?;
@@ -394,6 +445,7 @@ impl Filer {
                     Op::Open { index, .. }
                     | Op::Chunk { index, .. }
                     | Op::Write { index, .. }
+                    | Op::Call { index, .. }
                     | Op::End { index, .. }
                     | Op::Stats { index, .. } => Some(*index),
                 };
@@ -475,6 +527,24 @@ impl Filer {
                             step as i64,
                             w.path,
                             w.value
+                        ])?;
+                    }
+                    Op::Call {
+                        step, idx, call, ..
+                    } => {
+                        call_row.execute(params![
+                            episode,
+                            step as i64,
+                            idx,
+                            call.role.as_str(),
+                            call.request.endpoint,
+                            call.error_kind().unwrap_or("ok"),
+                            call.tokens_in() as i64,
+                            call.tokens_out() as i64,
+                            Real(call.cost_usd),
+                            Real(call.latency_ms),
+                            format!("{:?}", call.served).to_lowercase(),
+                            crate::codec::encode_call(&call)
                         ])?;
                     }
                     Op::End {

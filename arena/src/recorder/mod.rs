@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{OptionalExtension, params};
 
+use crate::chat::{ModelCall, ModelTotals};
 use crate::codec::{encode_frame, encode_observation, encode_timing, pack_into, postcard_into};
 use crate::episode::EpisodeReport;
 use crate::model::{Frame, MemoryWrite, Observation, Timing};

@@ -18,6 +18,8 @@ pub(crate) struct Batch {
     pub(super) timings: Vec<u8>,
     /// Memory writes with their step.
     pub(super) writes: Vec<(u64, MemoryWrite)>,
+    /// Model calls with their step.
+    pub(super) calls: Vec<(u64, ModelCall)>,
     /// The texts and final observations of the episodes that end in this
     /// batch, back to back (see [`Ended`]).
     pub(super) ends: Vec<u8>,
@@ -42,6 +44,7 @@ pub(super) enum Event {
         data_end: usize,
         timings_end: usize,
         writes_end: usize,
+        calls_end: usize,
     },
     End {
         index: u64,
@@ -128,6 +131,7 @@ impl Batch {
             data: Vec::with_capacity(like.data.capacity()),
             timings: Vec::with_capacity(like.timings.capacity()),
             writes: Vec::new(),
+            calls: Vec::new(),
             ends: Vec::with_capacity(like.ends.capacity()),
             frames: 0,
             stats: Vec::new(),
@@ -139,6 +143,7 @@ impl Batch {
         self.data.clear();
         self.timings.clear();
         self.writes.clear();
+        self.calls.clear();
         self.ends.clear();
         self.frames = 0;
         self.stats.clear();
@@ -267,8 +272,12 @@ impl FrameWriter {
         for w in &frame.memory_writes {
             b.writes.push((u64::from(frame.step), w.clone()));
         }
+        for c in &frame.model_calls {
+            b.calls.push((u64::from(frame.step), c.clone()));
+        }
         b.frames += 1;
-        let (data_end, timings_end, writes_end) = (b.data.len(), b.timings.len(), b.writes.len());
+        let (data_end, timings_end, writes_end, calls_end) =
+            (b.data.len(), b.timings.len(), b.writes.len(), b.calls.len());
         match b.events.last_mut() {
             Some(Event::Frames {
                 index: e,
@@ -276,9 +285,10 @@ impl FrameWriter {
                 data_end: d,
                 timings_end: t,
                 writes_end: w,
+                calls_end: c,
             }) if *e == index => {
                 *frames += 1;
-                (*d, *t, *w) = (data_end, timings_end, writes_end);
+                (*d, *t, *w, *c) = (data_end, timings_end, writes_end, calls_end);
             }
             _ => b.events.push(Event::Frames {
                 index,
@@ -286,6 +296,7 @@ impl FrameWriter {
                 data_end,
                 timings_end,
                 writes_end,
+                calls_end,
             }),
         }
         self.unclocked += 1;

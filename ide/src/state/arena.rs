@@ -23,6 +23,22 @@ pub struct ArenaForm {
     /// Where to record (empty: the open database, else `ludus.db`).
     #[serde(default)]
     pub db: String,
+    /// Model endpoints, one `--model` value per line
+    /// (`[NAME=]URL[,model=M][,api-key-env=VAR]...`).
+    #[serde(default)]
+    pub models: String,
+}
+
+impl ArenaForm {
+    /// The form's model endpoints, one per non-empty line.
+    pub fn model_lines(&self) -> Vec<String> {
+        self.models
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 impl Default for ArenaForm {
@@ -37,6 +53,7 @@ impl Default for ArenaForm {
             episodes: 10,
             jobs: 2,
             db: String::new(),
+            models: String::new(),
         }
     }
 }
@@ -157,6 +174,7 @@ impl AppState {
             seed: a.seed,
             jobs: a.jobs.max(1),
             db,
+            models: ludus_llm::setup(&a.model_lines(), None).map_err(|e| e.to_string())?,
         };
         let progress = Arc::new(Progress::default());
         self.arena.job = Some(RunJob {

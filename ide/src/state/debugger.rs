@@ -32,6 +32,10 @@ pub struct DebugView {
     pub edits: BTreeMap<String, Option<String>>,
     /// A replacement action for the fork frame (`discrete:1`, `click:3,4`, ...).
     pub action_input: String,
+    /// Answers staged for the fork frame's model calls, by call index.
+    pub model_edits: BTreeMap<usize, String>,
+    /// The model call whose answer is being edited, and its text.
+    pub model_editing: Option<(usize, String)>,
     /// What the last continue did.
     pub status: String,
     /// Rewards of every frame, for the timeline (computed off the UI thread).
@@ -150,15 +154,25 @@ impl AppState {
                         Vec::new()
                     },
                     action: None,
+                    model_responses: Vec::new(),
                 };
                 edits.validate().map_err(|e| e.to_string())?;
                 d.edits.insert(path, value);
                 d.editing = None;
             }
+            Command::EditModelResponse(call, text) => {
+                let d = self.debug.as_mut().ok_or("no episode is open")?;
+                match text {
+                    Some(t) => d.model_edits.insert(call, t),
+                    None => d.model_edits.remove(&call),
+                };
+                d.model_editing = None;
+            }
             Command::ClearEdits => {
                 if let Some(d) = &mut self.debug {
                     d.edits.clear();
                     d.action_input.clear();
+                    d.model_edits.clear();
                 }
             }
             Command::Fork => self.fork()?,
@@ -327,6 +341,8 @@ impl AppState {
             watch_error: None,
             edits: BTreeMap::new(),
             action_input: String::new(),
+            model_edits: BTreeMap::new(),
+            model_editing: None,
             status: String::new(),
             rewards: None,
             hits: BTreeMap::new(),
@@ -449,6 +465,7 @@ impl AppState {
         };
         let mut edits = Edits {
             action,
+            model_responses: d.model_edits.iter().map(|(k, v)| (*k, v.clone())).collect(),
             ..Edits::default()
         };
         for (p, v) in &d.edits {
@@ -459,14 +476,19 @@ impl AppState {
         }
         edits.validate().map_err(|e| e.to_string())?;
         let (db, id, frame) = (d.db.clone(), d.episode.id, d.session.cursor());
+        // Calls after the fork frame go to the arena form's endpoints.
+        let models =
+            ludus_llm::setup(&self.arena.form.model_lines(), None).map_err(|e| e.to_string())?;
+        let d = self.debug.as_mut().ok_or("no episode is open")?;
         d.forking = true;
         self.spawn("ludus-ide-fork", move |tx| {
-            let r = ludus_debugger::fork::fork(
+            let r = ludus_debugger::fork::fork_with_models(
                 &db,
                 id,
                 frame,
                 &edits,
                 Some(&ludus_trainer::agent::resolve),
+                models,
             )
             .map(Box::new)
             .map_err(|e| e.to_string());

@@ -58,6 +58,8 @@ pub enum Command {
     AddWatch,
     /// Stage a memory edit for the next fork (`None` deletes the path).
     EditMemory(String, Option<String>),
+    /// Stage an answer for model call N of the fork frame (`None` drops it).
+    EditModelResponse(usize, Option<String>),
     ClearEdits,
     Fork,
     DiffParent,
@@ -427,6 +429,7 @@ impl AppState {
             | Command::RemoveBreakpoint(_)
             | Command::AddWatch
             | Command::EditMemory(..)
+            | Command::EditModelResponse(..)
             | Command::ClearEdits
             | Command::Fork
             | Command::DiffParent

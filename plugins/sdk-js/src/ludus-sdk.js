@@ -17,7 +17,7 @@
 // host reports it as a load error naming the plugin); any other exception ends
 // the episode as `crashed` with the error and its stack in the message.
 
-import { log as hostLog } from 'ludus:plugin/log@0.1.2';
+import { log as hostLog } from 'ludus:plugin/log@0.1.3';
 
 /** Throw from a constructor to reject a config string. */
 export class ConfigError extends Error {}

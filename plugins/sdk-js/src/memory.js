@@ -2,7 +2,7 @@
 // import it): text values by path. `/episode/...` is cleared every episode,
 // `/agent/...` persists across episodes and runs, `/user/...` is read-only.
 
-import * as host from 'ludus:plugin/memory@0.1.2';
+import * as host from 'ludus:plugin/memory@0.1.3';
 
 /** The value at `path`, or undefined. */
 export function read(path) {

@@ -60,6 +60,9 @@ pub mod log;
 #[cfg(feature = "agent")]
 pub mod memory;
 
+#[cfg(any(feature = "agent", feature = "reward"))]
+pub mod model;
+
 #[cfg(feature = "env")]
 mod env;
 #[cfg(feature = "env")]

@@ -9,6 +9,8 @@
 //! run; what a run compiles goes back to it when the test ends. In-process
 //! APIs compile into the warm cache itself ([`warm_cache`] sets it once).
 
+pub mod models;
+
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

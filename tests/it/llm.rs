@@ -1,0 +1,458 @@
+//! LLM agents: model calls recorded in every frame, replayed from the
+//! recording on fork and re-run, budgeted, and failing cleanly. Against a
+//! real llama.cpp server with a real (tiny, random-weight) GGUF model, and
+//! against a plain HTTP server that misbehaves on purpose.
+
+use std::path::Path;
+
+use ludus_arena::chat::{ModelCall, ModelError, Served};
+
+use crate::support::models::{Behaviour, FakeServer, LlamaServer, completion};
+use crate::support::{ludus, ludus_with_env, plugin};
+
+const MAZE: &str = "size=7,doors=0,max_steps=8";
+
+/// `ludus run` of the LLM maze agent with `extra` arguments; its JSON.
+fn run_llm(db: &Path, episodes: u32, extra: &[&str]) -> serde_json::Value {
+    run_llm_in(MAZE, db, episodes, extra)
+}
+
+/// [`run_llm`] in a maze of this config.
+fn run_llm_in(maze: &str, db: &Path, episodes: u32, extra: &[&str]) -> serde_json::Value {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--env".into(),
+        plugin("maze").display().to_string(),
+        "--env-config".into(),
+        maze.into(),
+        "--agent".into(),
+        plugin("llm_maze_agent").display().to_string(),
+        "--agent-config".into(),
+        // The tiny random model cannot follow a JSON schema (llama.cpp
+        // refuses the grammar for its vocabulary): it answers free text.
+        "max-tokens=12,schema=off".into(),
+        "--episodes".into(),
+        episodes.to_string(),
+        "--jobs".into(),
+        "1".into(),
+        "--db".into(),
+        db.display().to_string(),
+        "--json".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    ludus(&args).json()
+}
+
+/// Every recorded model call of an episode, with its step.
+fn calls(db: &Path, episode: i64) -> Vec<(u64, ModelCall)> {
+    let db = ludus_arena::Db::open_read_only(db).expect("open db");
+    db.model_calls(episode, 0..=u64::MAX).expect("model calls")
+}
+
+fn episode_ids(report: &serde_json::Value) -> Vec<i64> {
+    report["episodes"]
+        .as_array()
+        .expect("episodes")
+        .iter()
+        .map(|e| e["id"].as_i64().expect("id"))
+        .collect()
+}
+
+#[test]
+fn an_llm_episode_records_its_calls_and_a_fork_replays_them_with_the_server_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("llm.db");
+    let mut server = LlamaServer::start("tiny.gguf", 1);
+    let url = server.url.clone();
+    let report = run_llm(&db, 2, &["--model", &url]);
+    let summary = &report["summary"];
+    let ep = &report["episodes"][0];
+    let length = ep["length"].as_u64().unwrap();
+    assert!(length >= 4, "{report}");
+    // One call per frame, answered live, with tokens counted.
+    assert_eq!(ep["model_calls"].as_u64(), Some(length), "{report}");
+    assert!(ep["tokens_in"].as_u64().unwrap() > 0, "{report}");
+    assert!(ep["tokens_out"].as_u64().unwrap() > 0, "{report}");
+    assert!(summary["model_calls"].as_u64().unwrap() >= length);
+    let id = ep["id"].as_i64().unwrap();
+    let recorded = calls(&db, id);
+    assert_eq!(recorded.len() as u64, length);
+    for (i, (step, c)) in recorded.iter().enumerate() {
+        assert_eq!(*step, i as u64);
+        assert_eq!(c.served, Served::Live);
+        assert_eq!(c.request.endpoint, "default");
+        let prompt = &c.request.messages[1];
+        assert!(
+            ludus_arena::chat::message_text(prompt).contains("Grid:"),
+            "{prompt:?}"
+        );
+        assert!(c.result.is_ok(), "{c:?}");
+        assert!(c.latency_ms > 0.0);
+    }
+    // The debugger sees them: a breakpoint on the frame's model calls.
+    let hits = ludus([
+        "debug",
+        &db.display().to_string(),
+        "--episode",
+        &id.to_string(),
+        "--break",
+        "model.count == 1 && model.calls[0].tokens_out > 0",
+        "--json",
+    ])
+    .json();
+    assert_eq!(
+        hits["hits"].as_array().map(Vec::len),
+        Some(length as usize),
+        "{hits}"
+    );
+
+    // With the server gone, a fork replays the prefix from the recording
+    // alone: had one request been sent, it would have failed and the
+    // replay would not match.
+    server.stop();
+    let k = length - 1;
+    let fork = ludus([
+        "fork",
+        &db.display().to_string(),
+        "--episode",
+        &id.to_string(),
+        "--frame",
+        &k.to_string(),
+        "--json",
+    ])
+    .json();
+    let branch = fork["branch"]["id"].as_i64().unwrap();
+    let replayed = calls(&db, branch);
+    for (step, c) in &replayed {
+        if *step < k {
+            assert_eq!(c.served, Served::Recording, "frame {step}: {c:?}");
+            let original = &recorded[*step as usize].1;
+            assert!(c.same(original), "frame {step}");
+        } else {
+            // After the fork frame there is no endpoint: the call is
+            // answered `unknown-endpoint`, and the agent falls back.
+            assert!(
+                matches!(c.result, Err(ModelError::UnknownEndpoint(_))),
+                "{c:?}"
+            );
+        }
+    }
+    assert_eq!(
+        fork["branch"]["live_calls"].as_u64(),
+        Some(0),
+        "no call went live: {fork}"
+    );
+    // The same episode, replayed as a whole with the recorded calls, is
+    // identical (rerun of the same build with --model-from-recording).
+    let rerun = ludus([
+        "rerun",
+        &db.display().to_string(),
+        "--episode",
+        &id.to_string(),
+        "--agent",
+        &plugin("llm_maze_agent").display().to_string(),
+        "--model-from-recording",
+        "--json",
+    ]);
+    rerun.ok();
+    let rerun = rerun.json();
+    assert_eq!(rerun["diff"]["identical"], true, "{rerun}");
+    assert_eq!(rerun["branch"]["live_calls"].as_u64(), Some(0));
+    assert_eq!(
+        rerun["branch"]["digest"], ep["digest"],
+        "the same calls give the same digest"
+    );
+}
+
+#[test]
+fn a_changed_prompt_is_a_divergence_at_its_frame_and_only_changed_calls_go_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("llm.db");
+    let server = LlamaServer::start("tiny.gguf", 1);
+    let report = run_llm(&db, 1, &["--model", &server.url]);
+    let id = episode_ids(&report)[0];
+    let length = report["episodes"][0]["length"].as_u64().unwrap();
+    assert!(length > 4, "{report}");
+    // The rebuilt agent adds a sentence to its prompt from step 3 on.
+    let v2 = plugin("llm_maze_agent_v2").display().to_string();
+    let rerun = ludus([
+        "rerun",
+        &db.display().to_string(),
+        "--episode",
+        &id.to_string(),
+        "--agent",
+        &v2,
+        "--model-from-recording",
+        "--model",
+        &server.url,
+        "--json",
+    ]);
+    let out: serde_json::Value = serde_json::from_str(&rerun.stdout()).expect("json");
+    let branch = out["branch"]["id"].as_i64().unwrap();
+    let replayed = calls(&db, branch);
+    for (step, c) in &replayed {
+        let expected = if *step < 3 {
+            Served::Recording
+        } else {
+            Served::Live
+        };
+        assert_eq!(c.served, expected, "frame {step}");
+    }
+    assert_eq!(
+        out["branch"]["live_calls"].as_u64(),
+        Some(replayed.len() as u64 - 3),
+        "{out}"
+    );
+    let div = &out["diff"]["first_divergence"];
+    assert_eq!(div["frame"].as_u64(), Some(3), "{out}");
+    let summaries: Vec<String> = div["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert!(
+        summaries
+            .iter()
+            .any(|c| c.contains("ModelCall") || c.contains("model_call")),
+        "{summaries:?}"
+    );
+    // A plain fork of the recording with the new build reports the
+    // divergence at frame 3, call 0, naming the prompt that changed.
+    assert!(rerun.stdout().contains("prompt_diff"), "{}", rerun.stdout());
+    assert!(rerun.stdout().contains("walls never move"));
+}
+
+#[test]
+fn budgets_stop_model_calls_at_exactly_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeServer::start(Behaviour::Answer(completion(r#"{"move":"right"}"#, 40, 5)));
+    let db = dir.path().join("calls.db");
+    let report = run_llm(
+        &db,
+        2,
+        &["--model", &server.url, "--limit", "agent.model-calls=3"],
+    );
+    for ep in report["episodes"].as_array().unwrap() {
+        let length = ep["length"].as_u64().unwrap();
+        assert_eq!(ep["model_calls"].as_u64(), Some(length), "{ep}");
+        assert_eq!(ep["budget_refusals"].as_u64(), Some(length - 3), "{ep}");
+        assert_eq!(ep["tokens_in"].as_u64(), Some(3 * 40), "{ep}");
+        let recorded = calls(&db, ep["id"].as_i64().unwrap());
+        for (step, c) in &recorded {
+            if *step < 3 {
+                assert!(c.result.is_ok());
+            } else {
+                let Err(ModelError::BudgetExceeded(m)) = &c.result else {
+                    panic!("frame {step}: {c:?}")
+                };
+                assert!(m.contains("--limit agent.model-calls"), "{m}");
+            }
+        }
+    }
+    assert_eq!(server.requests().len(), 6, "3 calls in each of 2 episodes");
+    // Tokens: each call uses 45; with 100 allowed the third call is the
+    // last (90 used before it), the fourth is refused (135 >= 100).
+    let db = dir.path().join("tokens.db");
+    let report = run_llm(
+        &db,
+        1,
+        &["--model", &server.url, "--limit", "agent.tokens=100"],
+    );
+    let ep = &report["episodes"][0];
+    assert_eq!(ep["tokens_in"].as_u64(), Some(3 * 40), "{ep}");
+    assert_eq!(ep["tokens_out"].as_u64(), Some(3 * 5), "{ep}");
+    // The run's cost: 45 tokens at $1e6 per million is $45 a call; the
+    // cap of $100 lets three calls through.
+    let db = dir.path().join("cost.db");
+    let priced = format!("{},price-in=1000000,price-out=1000000", server.url);
+    let report = run_llm(&db, 1, &["--model", &priced, "--limit", "run.cost-usd=100"]);
+    let s = &report["summary"];
+    assert_eq!(s["cost_usd"].as_f64(), Some(135.0), "{report}");
+    assert!(s["budget_refusals"].as_u64().unwrap() >= 1, "{report}");
+}
+
+#[test]
+fn a_failing_server_gives_the_plugin_an_error_and_the_episode_an_ending() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (Behaviour::Status(500), "unavailable", "HTTP 500"),
+        (
+            Behaviour::Status(400),
+            "bad-request",
+            "status 400 on purpose",
+        ),
+        (Behaviour::Garbage, "unavailable", "not a chat completion"),
+        (Behaviour::Hang, "timeout", "no answer within"),
+    ];
+    for (i, (behaviour, kind, says)) in cases.into_iter().enumerate() {
+        let server = FakeServer::start(behaviour);
+        let db = dir.path().join(format!("{i}.db"));
+        let url = format!("{},timeout-s=1", server.url);
+        let started = std::time::Instant::now();
+        let report = run_llm_in("size=7,doors=0,max_steps=2", &db, 1, &["--model", &url]);
+        let ep = &report["episodes"][0];
+        assert_eq!(ep["outcome"], "truncated", "{kind}: {report}");
+        let recorded = calls(&db, ep["id"].as_i64().unwrap());
+        assert_eq!(recorded.len(), 2, "{kind}");
+        let c = &recorded[0].1;
+        assert_eq!(c.error_kind(), Some(kind), "{c:?}");
+        let message = ludus_arena::chat::error_message(c.result.as_ref().unwrap_err());
+        assert!(message.contains(says), "{kind}: {message}");
+        if kind == "unavailable" && says == "HTTP 500" {
+            // Three attempts, the retries recorded.
+            assert_eq!(c.attempts.len(), 3, "{c:?}");
+            assert_eq!(server.requests().len(), 6);
+        }
+        if kind == "timeout" {
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "a hung server held the run"
+            );
+        }
+    }
+    // A server that is not there at all.
+    let db = dir.path().join("down.db");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let report = run_llm_in("size=7,doors=0,max_steps=1", &db, 1, &["--model", &url]);
+    let ep = &report["episodes"][0];
+    let c = &calls(&db, ep["id"].as_i64().unwrap())[0].1;
+    assert_eq!(c.error_kind(), Some("unavailable"), "{c:?}");
+}
+
+#[test]
+fn the_api_key_is_sent_and_never_recorded_or_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeServer::start(Behaviour::Answer(completion(r#"{"move":"down"}"#, 7, 2)));
+    let secret = "sk-test-5ecret-never-show-me";
+    let db = dir.path().join("key.db");
+    let args: Vec<String> = [
+        "run",
+        "--env",
+        &plugin("maze").display().to_string(),
+        "--env-config",
+        MAZE,
+        "--agent",
+        &plugin("llm_maze_agent").display().to_string(),
+        "--episodes",
+        "1",
+        "--db",
+        &db.display().to_string(),
+        "--model",
+        &format!("{},api-key-env=TEST_MODEL_KEY,model=m", server.url),
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run = ludus_with_env(&args, &[("TEST_MODEL_KEY", secret), ("RUST_LOG", "debug")]);
+    run.ok();
+    let seen = server.requests();
+    assert!(!seen.is_empty());
+    assert!(
+        seen[0]
+            .head
+            .to_lowercase()
+            .contains(&format!("authorization: bearer {secret}").to_lowercase()),
+        "{:?}",
+        seen[0].head
+    );
+    let body: serde_json::Value = serde_json::from_str(&seen[0].body).expect("a JSON body");
+    assert_eq!(body["model"], "m", "{body}");
+    assert!(
+        body["response_format"]["json_schema"]["schema"].is_object(),
+        "{body}"
+    );
+    assert!(!run.stdout().contains(secret));
+    assert!(!run.stderr().contains(secret));
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the key is in the database"
+        );
+    }
+    // A variable that is not set is a usage error naming it.
+    let mut bad = args.clone();
+    let at = bad.iter().position(|a| a.contains("api-key-env")).unwrap();
+    bad[at] = format!("{},api-key-env=TEST_MODEL_KEY_UNSET", server.url);
+    let err = ludus(&bad).fails_with(2);
+    assert!(err.contains("TEST_MODEL_KEY_UNSET is not set"), "{err}");
+}
+
+#[test]
+fn the_python_sdk_calls_models_as_the_rust_sdk_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = ludus([
+        "build",
+        &crate::support::root()
+            .join("plugins/examples/py-llm-maze-agent")
+            .display()
+            .to_string(),
+    ]);
+    built.ok();
+    let py_agent = built.stdout().trim().to_string();
+    let server = FakeServer::start(Behaviour::Answer(completion(r#"{"move":"down"}"#, 30, 4)));
+    let mut kinds = Vec::new();
+    for (name, agent) in [
+        ("rust", plugin("llm_maze_agent").display().to_string()),
+        ("python", py_agent),
+    ] {
+        let db = dir.path().join(format!("{name}.db"));
+        let report = ludus([
+            "run",
+            "--env",
+            &plugin("maze").display().to_string(),
+            "--env-config",
+            "size=7,doors=0,max_steps=4",
+            "--agent",
+            &agent,
+            "--episodes",
+            "1",
+            "--db",
+            &db.display().to_string(),
+            "--model",
+            &server.url,
+            "--limit",
+            "agent.model-calls=2",
+            "--json",
+        ])
+        .json();
+        let ep = &report["episodes"][0];
+        assert_eq!(ep["model_calls"].as_u64(), Some(4), "{name}: {report}");
+        assert_eq!(ep["budget_refusals"].as_u64(), Some(2), "{name}: {report}");
+        assert_eq!(ep["tokens_in"].as_u64(), Some(60), "{name}: {report}");
+        let recorded = calls(&db, ep["id"].as_i64().unwrap());
+        kinds.push(
+            recorded
+                .iter()
+                .map(|(_, c)| c.error_kind().unwrap_or("ok"))
+                .collect::<Vec<_>>(),
+        );
+        // The answer reached the agent: the move it asked for was made.
+        let frames = ludus_arena::Db::open_read_only(&db)
+            .unwrap()
+            .frames(ep["id"].as_i64().unwrap())
+            .unwrap();
+        assert_eq!(
+            frames[0].0.action,
+            ludus_arena::model::Action::Discrete(2),
+            "{name}"
+        );
+        if name == "python" {
+            // The Python agent saw the budget error as `budget-exceeded`.
+            let writes: Vec<String> = frames
+                .iter()
+                .flat_map(|(f, _)| f.memory_writes.iter().map(|w| w.path.clone()))
+                .collect();
+            assert!(
+                writes.contains(&"/episode/model-errors/budget-exceeded".to_string()),
+                "{writes:?}"
+            );
+        }
+    }
+    assert_eq!(kinds[0], kinds[1]);
+    assert_eq!(server.requests().len(), 4, "two live calls per agent");
+}
