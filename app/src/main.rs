@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         cli::Command::Bench(a) if a.target == cli::BenchTarget::Debugger => {
             ludus_bench::debugger::run(a)
         }
+        cli::Command::Bench(a) if a.target == cli::BenchTarget::Llm => ludus_bench::llm::run(a),
         cli::Command::Bench(a) => ludus_bench::cartpole_cmd::run(a),
         cli::Command::BenchEnv(a) => ludus_bench::env::run(a),
         cli::Command::Memory(a) => memory_cmd::run(a),

@@ -9,16 +9,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
-pub use crate::contract::ludus::plugin::model::{
-    ChatRequest, ChatResponse, ContentPart, Message, ModelError, Tool, ToolCall,
+pub use crate::model::{
+    ChatRequest, ChatResponse, ContentPart, GeneratedToken, Message, ModelCall, ModelError,
+    ModelTotals, Served, Tool, ToolCall, error_kind, error_message, message_text,
+    observation_image,
 };
-use crate::model::{Observation, Role, Value};
-
-/// A generated token: its id where the server gave one, its text and
-/// log-probability.
-pub type GeneratedToken = crate::contract::ludus::plugin::model::Token;
+use crate::model::{Observation, Role};
 
 /// Sends chat requests to live endpoints (e.g. OpenAI-compatible servers
 /// over HTTP). Implementations retry what is worth retrying themselves and
@@ -48,123 +44,6 @@ pub struct LiveAnswer {
     pub attempts: Vec<String>,
     /// Wall-clock time of the call, retries and waits included.
     pub latency_ms: f64,
-}
-
-/// Where a recorded call's answer came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Served {
-    /// A live endpoint.
-    Live,
-    /// A recording (a replayed prefix, or `--model-from-recording`): no
-    /// request was sent.
-    Recording,
-    /// The user's edit (`ludus fork --model-response`).
-    Edited,
-    /// Nobody: the host refused it (budget, unknown endpoint).
-    Refused,
-}
-
-/// One model call as recorded with its frame. The digest of an episode
-/// covers `role`, `request` and `result` (see [`ModelCall::digest_bytes`]);
-/// latency, cost, retries and where the answer came from vary between plays
-/// of the same episode and are kept beside it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelCall {
-    pub role: Role,
-    pub request: ChatRequest,
-    pub result: Result<ChatResponse, ModelError>,
-    pub latency_ms: f64,
-    pub cost_usd: f64,
-    pub attempts: Vec<String>,
-    pub served: Served,
-}
-
-impl ModelCall {
-    pub fn tokens_in(&self) -> u64 {
-        self.result
-            .as_ref()
-            .map_or(0, |r| u64::from(r.prompt_tokens))
-    }
-
-    pub fn tokens_out(&self) -> u64 {
-        self.result
-            .as_ref()
-            .map_or(0, |r| u64::from(r.completion_tokens))
-    }
-
-    /// What the episode digest hashes of this call: postcard of its role,
-    /// request and result.
-    pub fn digest_bytes(&self, out: &mut Vec<u8>) {
-        crate::codec::postcard_into(&(self.role, &self.request, &self.result), out);
-    }
-
-    /// Whether two calls are the same for the digest: same role, request
-    /// and result, bit for bit.
-    pub fn same(&self, other: &ModelCall) -> bool {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        self.digest_bytes(&mut a);
-        other.digest_bytes(&mut b);
-        a == b
-    }
-
-    /// A one-line name for the error, for reports (`budget-exceeded`, ...).
-    pub fn error_kind(&self) -> Option<&'static str> {
-        self.result.as_ref().err().map(error_kind)
-    }
-}
-
-/// The kebab-case name of a model error's case.
-pub fn error_kind(e: &ModelError) -> &'static str {
-    match e {
-        ModelError::BudgetExceeded(_) => "budget-exceeded",
-        ModelError::UnknownEndpoint(_) => "unknown-endpoint",
-        ModelError::Unavailable(_) => "unavailable",
-        ModelError::BadRequest(_) => "bad-request",
-        ModelError::Timeout(_) => "timeout",
-    }
-}
-
-/// The explanation a model error carries.
-pub fn error_message(e: &ModelError) -> &str {
-    match e {
-        ModelError::BudgetExceeded(m)
-        | ModelError::UnknownEndpoint(m)
-        | ModelError::Unavailable(m)
-        | ModelError::BadRequest(m)
-        | ModelError::Timeout(m) => m,
-    }
-}
-
-/// Totals of an episode's model calls, for reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ModelTotals {
-    /// Calls made (answered or not), refused ones included.
-    pub model_calls: u64,
-    pub tokens_in: u64,
-    pub tokens_out: u64,
-    pub cost_usd: f64,
-    /// Wall-clock time spent waiting on live endpoints.
-    pub model_ms: f64,
-    /// Calls refused by a budget.
-    pub budget_refusals: u64,
-    /// Calls whose answer came from a live endpoint.
-    pub live_calls: u64,
-}
-
-impl ModelTotals {
-    pub fn add(&mut self, call: &ModelCall) {
-        self.model_calls += 1;
-        self.tokens_in += call.tokens_in();
-        self.tokens_out += call.tokens_out();
-        self.cost_usd += call.cost_usd;
-        self.model_ms += call.latency_ms;
-        if matches!(call.result, Err(ModelError::BudgetExceeded(_))) {
-            self.budget_refusals += 1;
-        }
-        if call.served == Served::Live {
-            self.live_calls += 1;
-        }
-    }
 }
 
 /// A run's access to models: the client (none: every call is answered
@@ -454,22 +333,6 @@ fn request_difference(recorded: &ChatRequest, now: &ChatRequest) -> String {
     "the request's parameters differ (tools, response format or sampling)".into()
 }
 
-/// A message's text parts joined, images as `[image]`.
-pub fn message_text(m: &Message) -> String {
-    let mut s = String::new();
-    for p in &m.content {
-        match p {
-            ContentPart::Text(t) => s.push_str(t),
-            ContentPart::Image(i) => s.push_str(&format!("[image {}x{}]", i.width, i.height)),
-            ContentPart::ObservationImage(n) => s.push_str(&format!("[observation image {n}]")),
-        }
-    }
-    for c in &m.tool_calls {
-        s.push_str(&format!("[tool call {} {}]", c.name, c.arguments));
-    }
-    s
-}
-
 fn clip(s: &str, n: usize) -> String {
     if s.len() <= n {
         return s.to_string();
@@ -479,15 +342,4 @@ fn clip(s: &str, n: usize) -> String {
         cut -= 1;
     }
     format!("{}…", &s[..cut])
-}
-
-/// The image part named `name` of an observation.
-pub fn observation_image<'a>(
-    observation: &'a Observation,
-    name: &str,
-) -> Option<&'a crate::model::Image> {
-    observation.iter().find_map(|p| match &p.value {
-        Value::Image(i) if p.name == name => Some(i),
-        _ => None,
-    })
 }

@@ -7,8 +7,7 @@
 
 use std::ops::Range;
 
-use crate::chat::ModelCall;
-use crate::model::{Action, Frame, Observation, Timing, Value};
+use crate::model::{Action, Frame, ModelCall, Observation, Timing, Value};
 
 /// The version of the frame encoding: postcard of the contract's types in
 /// their WIT order. A change to it needs a new version and a reader for the
@@ -44,12 +43,27 @@ pub fn same_frame(a: &Frame, b: &Frame) -> bool {
         && a.model_calls
             .iter()
             .zip(&b.model_calls)
-            .all(|(p, q)| p.same(q))
+            .all(|(p, q)| same_call(p, q))
+}
+
+/// What the episode digest hashes of a model call: postcard of its role,
+/// request and result (its latency, cost and retries vary between plays).
+pub fn call_digest_bytes(call: &ModelCall, out: &mut Vec<u8>) {
+    postcard_into(&(call.role, &call.request, &call.result), out);
+}
+
+/// Whether two model calls are the same for the digest: same role, request
+/// and result, bit for bit.
+pub fn same_call(a: &ModelCall, b: &ModelCall) -> bool {
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    call_digest_bytes(a, &mut x);
+    call_digest_bytes(b, &mut y);
+    x == y
 }
 
 /// A model call as stored in its row: zstd of its postcard encoding (the
 /// frame's bytes do not hold its calls; their digest covers them, see
-/// [`crate::chat::ModelCall::digest_bytes`]).
+/// [`call_digest_bytes`]).
 pub(crate) fn encode_call(call: &ModelCall) -> Vec<u8> {
     let mut raw = Vec::new();
     postcard_into(call, &mut raw);

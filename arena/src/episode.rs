@@ -26,7 +26,7 @@ pub struct EpisodeReport {
     pub error: Option<String>,
     /// The episode's model calls, tokens, cost and waiting time.
     #[serde(flatten, default)]
-    pub model: crate::chat::ModelTotals,
+    pub model: crate::model::ModelTotals,
 }
 
 /// Whether an env's info JSON says `"success": true`.

@@ -30,6 +30,21 @@ pub struct BenchArgs {
     /// between two unrecorded halves); the overheads are their median.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    /// `llm`: the model endpoint (an OpenAI-compatible server, e.g.
+    /// `scripts/model-server.sh models/tiny.gguf --slots 32`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// `llm`: a second endpoint for the replay measurement (a real model,
+    /// slower per call; default: the `--model` one).
+    #[arg(long)]
+    pub replay_model: Option<String>,
+    /// `llm`: the agent's config (e.g. `schema=off` for a model that
+    /// cannot follow a JSON schema).
+    #[arg(long, default_value = "")]
+    pub agent_config: String,
+    /// `llm`: episodes per measurement of episodes/s and success rates.
+    #[arg(long, default_value_t = 32)]
+    pub episodes: u64,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -39,6 +54,9 @@ pub struct BenchArgs {
 pub enum BenchTarget {
     Arena,
     Debugger,
+    /// LLM agents: host overhead per model call, replay against live,
+    /// episodes/s by jobs, success rates against the random agent.
+    Llm,
 }
 
 #[derive(Args, Debug)]

@@ -12,6 +12,7 @@ pub mod debugger;
 pub mod env;
 pub mod ide_scrub;
 pub mod lang;
+pub mod llm;
 pub mod train;
 
 /// An error the user caused (bad argument, missing plugin): the binary exits 2.

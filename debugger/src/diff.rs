@@ -520,7 +520,7 @@ fn model_call_changes(
     let mut out = Vec::new();
     for i in 0..a.len().max(b.len()) {
         match (a.get(i), b.get(i)) {
-            (Some(x), Some(y)) if x.same(y) => {}
+            (Some(x), Some(y)) if ludus_arena::codec::same_call(x, y) => {}
             (Some(x), Some(y)) => out.push(Change::ModelCall {
                 call: i,
                 prompt_diff: text_diff(&prompt_text(x), &prompt_text(y)),

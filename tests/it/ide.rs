@@ -1004,7 +1004,7 @@ fn workspace_lists_plugin_crates_and_wasm_files() {
     let crates = h.state().workspace.crates.clone();
     assert_eq!(crates.len(), 1, "{crates:?}");
     assert_eq!(crates[0].kind, "env");
-    assert_eq!(crates[0].contract, "ludus:plugin@0.1.2");
+    assert_eq!(crates[0].contract, "ludus:plugin@0.1.3");
     let plugins = h.state().workspace.plugins.clone();
     assert_eq!(plugins.len(), 2, "{plugins:?}");
     assert!(plugins.iter().all(|p| p.kind == "agent"), "{plugins:?}");
@@ -1027,7 +1027,7 @@ fn workspace_lists_plugin_crates_and_wasm_files() {
         .find(|c| c.name == "cartpole")
         .expect("cartpole");
     assert_eq!(cartpole.kind, "env");
-    assert_eq!(cartpole.contract, "ludus:plugin@0.1.2");
+    assert_eq!(cartpole.contract, "ludus:plugin@0.1.3");
     assert!(cartpole.description.starts_with("CartPole"), "{cartpole:?}");
     assert_eq!(cartpole.wasm.as_deref(), Some(plugin("cartpole").as_path()));
     assert!(

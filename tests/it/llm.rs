@@ -127,7 +127,7 @@ fn an_llm_episode_records_its_calls_and_a_fork_replays_them_with_the_server_stop
         if *step < k {
             assert_eq!(c.served, Served::Recording, "frame {step}: {c:?}");
             let original = &recorded[*step as usize].1;
-            assert!(c.same(original), "frame {step}");
+            assert!(ludus_arena::codec::same_call(c, original), "frame {step}");
         } else {
             // After the fork frame there is no endpoint: the call is
             // answered `unknown-endpoint`, and the agent falls back.

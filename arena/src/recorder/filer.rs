@@ -266,7 +266,7 @@ impl Filer {
                     for (step, call) in these_calls {
                         self.scratch.clear();
                         crate::codec::varint(&mut self.scratch, step);
-                        call.digest_bytes(&mut self.scratch);
+                        crate::codec::call_digest_bytes(&call, &mut self.scratch);
                         ep.calls_hasher
                             .get_or_insert_with(blake3::Hasher::new)
                             .update(&self.scratch);
