@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-(cd plugins && { cargo test -p maze-kit -p desktop-kit && cargo test -p cartpole --lib; } 2>&1) | tee -a "$log"
+(cd plugins && { cargo test -p maze-kit -p desktop-kit && cargo test -p cartpole --lib && cargo test -p ludus-sdk --features env --lib; } 2>&1) | tee -a "$log"
 cargo test --workspace --no-fail-fast 2>&1 | tee -a "$log"
 passed=$(grep -o '[0-9]* passed' "$log" | awk '{s += $1} END {print s + 0}')
 failed=$(grep -o '[0-9]* failed' "$log" | awk '{s += $1} END {print s + 0}')

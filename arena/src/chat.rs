@@ -123,6 +123,8 @@ pub struct EpisodeModels {
     observation: Observation,
     /// The first replayed call that did not match, as (call index, what differed).
     pub(crate) mismatch: Option<(usize, String)>,
+    /// The tools the episode's environment offers.
+    pub(crate) env_tools: Vec<Tool>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -146,6 +148,7 @@ impl EpisodeModels {
             edits: HashMap::new(),
             observation: Vec::new(),
             mismatch: None,
+            env_tools: Vec::new(),
         }
     }
 

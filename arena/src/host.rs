@@ -247,6 +247,13 @@ impl ludus::plugin::model::Host for PluginState {
         self.excused += started.elapsed();
         answer
     }
+
+    fn env_tools(&mut self) -> Vec<crate::model::Tool> {
+        self.models
+            .as_ref()
+            .and_then(|m| m.lock().ok().map(|m| m.env_tools.clone()))
+            .unwrap_or_default()
+    }
 }
 
 /// The linker every plugin is pre-linked with: WASI p2 (served by the sandboxed

@@ -9,7 +9,7 @@ use wasmtime::component::{InstancePre, types::ComponentItem};
 use wasmtime::{Store, Trap, WasmBacktrace};
 
 use crate::contract::exports::ludus::plugin::{
-    agent_plugin, env_plugin, env_vector, env_vector_packed, reward_plugin,
+    agent_plugin, env_plugin, env_tools, env_vector, env_vector_packed, reward_plugin,
 };
 use crate::engine::{self, CompileSource, EPOCH_TICK};
 use crate::host::{PluginState, linker, new_store};
@@ -203,6 +203,7 @@ enum Indices {
         env_plugin::GuestIndices,
         Option<env_vector::GuestIndices>,
         Option<env_vector_packed::GuestIndices>,
+        Option<env_tools::GuestIndices>,
     ),
     Agent(agent_plugin::GuestIndices),
     Reward(reward_plugin::GuestIndices),
@@ -295,6 +296,7 @@ impl Plugin {
                 env_plugin::GuestIndices::new(&pre).map_err(link_err)?,
                 env_vector::GuestIndices::new(&pre).ok(),
                 env_vector_packed::GuestIndices::new(&pre).ok(),
+                env_tools::GuestIndices::new(&pre).ok(),
             ),
             PluginKind::Agent => {
                 Indices::Agent(agent_plugin::GuestIndices::new(&pre).map_err(link_err)?)
@@ -346,7 +348,7 @@ impl Plugin {
 
     /// A fresh environment instance.
     pub fn env(self: &Arc<Self>, seed: u64) -> Result<EnvInstance, Crash> {
-        let Indices::Env(ix, vector_ix, packed_ix) = &self.indices else {
+        let Indices::Env(ix, vector_ix, packed_ix, tools_ix) = &self.indices else {
             unreachable_kind(self, PluginKind::Env)
         };
         let (mut store, instance) = self.sandbox(seed, None)?;
@@ -361,6 +363,9 @@ impl Plugin {
         let packed = packed_ix
             .as_ref()
             .and_then(|ix| ix.load(&mut store, &instance).ok());
+        let tools = tools_ix
+            .as_ref()
+            .and_then(|ix| ix.load(&mut store, &instance).ok());
         Ok(EnvInstance {
             sandbox: Sandbox {
                 plugin: self.clone(),
@@ -369,6 +374,7 @@ impl Plugin {
             guest,
             vector,
             packed,
+            tools,
         })
     }
 
@@ -446,6 +452,27 @@ impl Plugin {
                     .map_err(rejected)?,
             ),
         })
+    }
+
+    /// The tools an env plugin offers after `init(config)` (`env-tools`,
+    /// contract 0.1.3): none for an env that does not export it.
+    pub fn tools(self: &Arc<Self>, config: &str) -> Result<Vec<crate::model::Tool>, LoadError> {
+        if !matches!(&self.indices, Indices::Env(_, _, _, Some(_))) {
+            return Ok(Vec::new());
+        }
+        let crashed = |c: Crash| LoadError::Crashed {
+            path: self.path.clone(),
+            message: c.message,
+        };
+        let mut env = self.env(0).map_err(crashed)?;
+        env.init(config)
+            .map_err(crashed)?
+            .map_err(|m| LoadError::Config {
+                path: self.path.clone(),
+                config: config.to_string(),
+                message: m.0,
+            })?;
+        env.tools().map_err(crashed)
     }
 
     /// [`Plugin::describe`], as JSON for printing.
@@ -750,6 +777,7 @@ pub struct EnvInstance {
     guest: env_plugin::Guest,
     vector: Option<env_vector::Guest>,
     packed: Option<env_vector_packed::Guest>,
+    tools: Option<env_tools::Guest>,
 }
 
 /// What `step-vector` returns: a step of a small vector environment.
@@ -885,6 +913,16 @@ impl EnvInstance {
     }
     pub fn take_logs(&mut self) -> Vec<LogLine> {
         self.sandbox.take_logs()
+    }
+
+    /// The tools the environment offers (`env-tools`, contract 0.1.3;
+    /// none for an environment that does not export it).
+    pub fn tools(&mut self) -> Result<Vec<crate::model::Tool>, Crash> {
+        let Some(t) = self.tools.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let t = t.clone();
+        self.sandbox.call("tools", |s| t.call_tools(s))
     }
 }
 

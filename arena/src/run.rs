@@ -245,6 +245,9 @@ pub struct Prepared {
     pub agent: PreparedAgent,
     pub reward: Option<Arc<Plugin>>,
     pub env_info: EnvInfo,
+    /// The tools the env offers (`env-tools`), asked once after `init`
+    /// with the run's config.
+    pub env_tools: Vec<crate::model::Tool>,
 }
 
 /// A run's agent, ready to instantiate.
@@ -330,12 +333,14 @@ pub fn prepare(spec: RunSpec) -> Result<Prepared, RunError> {
     if let (Some(r), Some(rs)) = (&reward, &spec.reward) {
         r.validate(&rs.config)?;
     }
+    let env_tools = env.tools(&spec.env.config)?;
     Ok(Prepared {
         spec,
         env,
         agent,
         reward,
         env_info,
+        env_tools,
     })
 }
 
@@ -647,6 +652,11 @@ impl Stepper {
             Ok(Err(m)) => return Err(crashed(finish, config_err("env", m))),
             Err(c) => return Err(crashed(finish, c)),
         };
+        if !prepared.env_tools.is_empty()
+            && let Ok(mut m) = models.lock()
+        {
+            m.env_tools = prepared.env_tools.clone();
+        }
         let mut agent = match &prepared.agent {
             PreparedAgent::Plugin(p) => {
                 let mut agent = match p.agent(derived_seed(seed, 1), EpisodeMemory::new(memory)) {

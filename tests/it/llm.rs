@@ -456,3 +456,210 @@ fn the_python_sdk_calls_models_as_the_rust_sdk_does() {
     assert_eq!(kinds[0], kinds[1]);
     assert_eq!(server.requests().len(), 4, "two live calls per agent");
 }
+
+#[test]
+fn an_agent_solves_a_tool_env_through_the_models_tool_calls() {
+    use crate::support::models::tool_call_completion;
+    // A scripted model: grep for the word the task names, then write the
+    // path grep found. It also checks the env's tools reached it.
+    let script = |body: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(body).expect("a JSON request");
+        let tools: Vec<&str> = v["tools"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(|t| t["function"]["name"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if tools != ["ls", "cat", "grep", "write"] {
+            return completion(&format!("no tools: {tools:?}"), 1, 1);
+        }
+        let messages = v["messages"].as_array().expect("messages");
+        let last = messages.last().expect("a message");
+        match last["role"].as_str() {
+            Some("user") => {
+                let task = last["content"].as_str().unwrap_or("");
+                let word = task.split('"').nth(1).unwrap_or("");
+                tool_call_completion("grep", &serde_json::json!({"pattern": word}))
+            }
+            Some("tool") => {
+                let result = last["content"].as_str().unwrap_or("");
+                let path = result.split(':').next().unwrap_or("");
+                tool_call_completion(
+                    "write",
+                    &serde_json::json!({"path": "/answer.txt", "content": path}),
+                )
+            }
+            _ => completion("?", 1, 1),
+        }
+    };
+    let server = FakeServer::start(Behaviour::Script(std::sync::Arc::new(script)));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tools.db");
+    let report = ludus([
+        "run",
+        "--env",
+        &plugin("tool_fs").display().to_string(),
+        "--agent",
+        &plugin("llm_tool_agent").display().to_string(),
+        "--episodes",
+        "3",
+        "--db",
+        &db.display().to_string(),
+        "--model",
+        &server.url,
+        "--json",
+    ])
+    .json();
+    for ep in report["episodes"].as_array().unwrap() {
+        assert_eq!(ep["success"], true, "{report}");
+        assert_eq!(ep["length"].as_u64(), Some(2), "grep, then write: {report}");
+        let frames = ludus_arena::Db::open_read_only(&db)
+            .unwrap()
+            .frames(ep["id"].as_i64().unwrap())
+            .unwrap();
+        // The tool result came back to the model as a `tool` message.
+        let second = &frames[1].0.model_calls[0].request.messages;
+        let tool_message = second.last().unwrap();
+        assert_eq!(tool_message.role, "tool");
+        assert_eq!(tool_message.tool_call_id.as_deref(), Some("call-grep"));
+        assert!(
+            ludus_arena::chat::message_text(tool_message).contains(".txt: "),
+            "{tool_message:?}"
+        );
+    }
+    assert_eq!(report["summary"]["success_rate"].as_f64(), Some(1.0));
+    // The random agent, whose text is no tool call, never succeeds.
+    let random = ludus([
+        "run",
+        "--env",
+        &plugin("tool_fs").display().to_string(),
+        "--agent",
+        &plugin("random_agent").display().to_string(),
+        "--episodes",
+        "3",
+        "--db",
+        &db.display().to_string(),
+        "--json",
+    ])
+    .json();
+    assert_eq!(random["summary"]["success_rate"].as_f64(), Some(0.0));
+}
+
+#[test]
+fn a_vlm_request_carries_the_screenshot_the_host_took_from_the_observation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeServer::start(Behaviour::Answer(completion(
+        r#"{"action":"click","element":1}"#,
+        20,
+        5,
+    )));
+    let run = |url: &str, config: &str, db: &str| {
+        ludus([
+            "run",
+            "--env",
+            &plugin("desktop").display().to_string(),
+            "--env-config",
+            "task=click-button,max_steps=2",
+            "--agent",
+            &plugin("llm_desktop_agent").display().to_string(),
+            "--agent-config",
+            config,
+            "--episodes",
+            "1",
+            "--db",
+            &dir.path().join(db).display().to_string(),
+            "--model",
+            url,
+            "--json",
+        ])
+        .json()
+    };
+    run(&server.url, "vision=1", "fake.db");
+    let seen = server.requests();
+    let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+    let parts = body["messages"][1]["content"]
+        .as_array()
+        .expect("content parts");
+    let url = parts
+        .iter()
+        .find_map(|p| p["image_url"]["url"].as_str())
+        .expect("an image part");
+    assert!(
+        url.starts_with("data:image/png;base64,iVBOR"),
+        "{}",
+        &url[..40]
+    );
+    // The recording stores the reference, not the pixels again.
+    let c = &calls(&dir.path().join("fake.db"), 1)[0].1;
+    assert!(c.request.messages[1].content.iter().any(
+        |p| matches!(p, ludus_arena::model::ContentPart::ObservationImage(n) if n == "screen")
+    ));
+    // A real llama.cpp server with an image projector takes the image: the
+    // prompt costs more tokens with it than without.
+    let server = LlamaServer::start_with("tiny.gguf", 1, Some("tiny-mmproj.gguf"));
+    let with = run(&server.url, "vision=1,schema=off,max-tokens=4", "vlm.db");
+    let without = run(&server.url, "vision=0,schema=off,max-tokens=4", "text.db");
+    let tokens = |r: &serde_json::Value| r["episodes"][0]["tokens_in"].as_u64().unwrap();
+    assert!(
+        tokens(&with) > tokens(&without),
+        "with the image {} tokens, without {}",
+        tokens(&with),
+        tokens(&without)
+    );
+}
+
+#[test]
+fn an_llm_judge_scores_the_final_state_through_its_own_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let judge = FakeServer::start(Behaviour::Answer(completion(
+        r#"{"success": true, "score": 0.75, "reason": "the answer file names the right path"}"#,
+        80,
+        20,
+    )));
+    let db = dir.path().join("judge.db");
+    let report = ludus([
+        "run",
+        "--env",
+        &plugin("maze").display().to_string(),
+        "--env-config",
+        "size=7,doors=0,max_steps=3",
+        "--agent",
+        &plugin("random_agent").display().to_string(),
+        "--reward",
+        &plugin("llm_judge").display().to_string(),
+        "--reward-config",
+        "task=reach G",
+        "--episodes",
+        "1",
+        "--db",
+        &db.display().to_string(),
+        "--model",
+        &format!("judge={}", judge.url),
+        "--json",
+    ])
+    .json();
+    let ep = &report["episodes"][0];
+    assert_eq!(ep["success"], true, "{report}");
+    assert_eq!(
+        ep["model_calls"].as_u64(),
+        Some(1),
+        "only the final step is judged"
+    );
+    let recorded = calls(&db, ep["id"].as_i64().unwrap());
+    assert_eq!(recorded.len(), 1);
+    let (step, c) = &recorded[0];
+    assert_eq!(*step, 2);
+    assert_eq!(c.role, ludus_arena::model::Role::Reward);
+    assert_eq!(c.request.endpoint, "judge");
+    let frames = ludus_arena::Db::open_read_only(&db)
+        .unwrap()
+        .frames(ep["id"].as_i64().unwrap())
+        .unwrap();
+    assert_eq!(frames[2].0.reward, 0.75);
+    assert_eq!(
+        frames[2].0.note.as_deref(),
+        Some("the answer file names the right path")
+    );
+}

@@ -40,6 +40,15 @@ pub trait Env: Sized + 'static {
     /// at once, each exactly as [`Env::step_flat`] would (say, in lock-step
     /// with SIMD). `batch-step` hands copies over in pairs. The default steps
     /// one, then the other.
+    /// The tools the environment offers a model-driven agent (contract
+    /// 0.1.3; none by default), asked once after `init`. An agent calls one
+    /// by acting with `type-text` holding the call as JSON: read it with
+    /// [`crate::tools::parse_tool_call`] in `step`, and answer in the next
+    /// observation.
+    fn tools(&self) -> Vec<crate::tools::Tool> {
+        Vec::new()
+    }
+
     fn step_flat_pair(
         a: &mut Self,
         b: &mut Self,
@@ -124,6 +133,10 @@ impl<E: Env> EnvState<E> {
         self.info = Some(info.clone());
         self.config = Some(config);
         Ok(info)
+    }
+
+    pub fn tools(&mut self) -> Vec<crate::tools::Tool> {
+        self.env.as_ref().map(|e| e.tools()).unwrap_or_default()
     }
 
     fn env(&mut self) -> &mut E {
@@ -379,6 +392,11 @@ macro_rules! export_env {
                 ) -> $crate::bindings::exports::ludus::plugin::env_vector_packed::PackedStep
                 {
                     __STATE.with_borrow_mut(|s| s.reset_packed(seed))
+                }
+            }
+            impl $crate::bindings::exports::ludus::plugin::env_tools::Guest for __LudusEnv {
+                fn tools() -> Vec<$crate::tools::Tool> {
+                    __STATE.with_borrow_mut(|s| s.tools())
                 }
             }
     $crate::bindings::__export_world!(__LudusEnv with_types_in $crate::bindings);

@@ -22,11 +22,11 @@ compile_error!(
 /// Generated bindings. Not part of the stable API: use the re-exports.
 #[doc(hidden)]
 pub mod bindings {
-    // `vector-env` is `env` plus the allocation-free single-copy step, which
-    // the SDK derives from `Env::step_flat`.
+    // `tool-env` is `env` plus the allocation-free single-copy step, which
+    // the SDK derives from `Env::step_flat`, and the tools it offers.
     #[cfg(feature = "env")]
     wit_bindgen::generate!({
-        world: "vector-env",
+        world: "tool-env",
         path: "../wit",
         default_bindings_module: "ludus_sdk::bindings",
         pub_export_macro: true,
@@ -62,6 +62,8 @@ pub mod memory;
 
 #[cfg(any(feature = "agent", feature = "reward"))]
 pub mod model;
+
+pub mod tools;
 
 #[cfg(feature = "env")]
 mod env;

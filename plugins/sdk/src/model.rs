@@ -8,14 +8,21 @@
 //! contacting any server. Errors are values to handle: over budget, no such
 //! endpoint, server unavailable (after retries), bad request, timeout.
 
+use crate::bindings::ludus::plugin::model as host;
 pub use crate::bindings::ludus::plugin::model::{
     ChatRequest, ChatResponse, ContentPart, Message, ModelError, Token, Tool, ToolCall,
 };
-use crate::bindings::ludus::plugin::model as host;
 
 /// Sends `request` and waits for the answer.
 pub fn chat(request: &ChatRequest) -> Result<ChatResponse, ModelError> {
     host::chat(request)
+}
+
+/// The tools the episode's environment offers (empty for most): give them
+/// to a model in [`ChatRequest::tools`], and act with the call it makes
+/// through [`crate::tools::tool_call_action`].
+pub fn env_tools() -> Vec<Tool> {
+    host::env_tools()
 }
 
 impl ChatRequest {

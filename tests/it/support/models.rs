@@ -33,9 +33,14 @@ impl LlamaServer {
     /// Starts the server on `model` (a file in `models/`) with one thread
     /// and `slots` parallel slots.
     pub fn start(model: &str, slots: u32) -> LlamaServer {
+        LlamaServer::start_with(model, slots, None)
+    }
+
+    /// [`LlamaServer::start`] with an image projector (`models/NAME`).
+    pub fn start_with(model: &str, slots: u32, mmproj: Option<&str>) -> LlamaServer {
         let python = root().join(".venv/bin/python");
-        let mut child = Command::new(&python)
-            .arg(root().join("scripts/model-server.py"))
+        let mut cmd = Command::new(&python);
+        cmd.arg(root().join("scripts/model-server.py"))
             .arg(model_file(model))
             .args([
                 "--port",
@@ -44,7 +49,11 @@ impl LlamaServer {
                 "1",
                 "--slots",
                 &slots.to_string(),
-            ])
+            ]);
+        if let Some(m) = mmproj {
+            cmd.arg("--mmproj").arg(model_file(m));
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -107,6 +116,9 @@ pub enum Behaviour {
     Garbage,
     /// Reads the request and never answers.
     Hang,
+    /// 200 with what the function makes of the request's body: a scripted
+    /// model, for tests of what flows between agents, envs and models.
+    Script(Arc<dyn Fn(&str) -> String + Send + Sync>),
 }
 
 /// A chat completion whose content is `content`, with these token counts.
@@ -116,6 +128,19 @@ pub fn completion(content: &str, prompt_tokens: u32, completion_tokens: u32) -> 
         "choices": [{"index": 0, "finish_reason": "stop",
                      "message": {"role": "assistant", "content": content}}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+    })
+    .to_string()
+}
+
+/// A chat completion that calls one tool.
+pub fn tool_call_completion(name: &str, arguments: &serde_json::Value) -> String {
+    serde_json::json!({
+        "model": "fake",
+        "choices": [{"index": 0, "finish_reason": "tool_calls",
+                     "message": {"role": "assistant", "content": null, "tool_calls": [
+                        {"id": format!("call-{name}"), "type": "function",
+                         "function": {"name": name, "arguments": arguments.to_string()}}]}}],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 10},
     })
     .to_string()
 }
@@ -196,6 +221,7 @@ fn serve(stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<Seen>>>) {
                 format!(r#"{{"error":{{"message":"status {s} on purpose"}}}}"#),
             ),
             Behaviour::Garbage => (200, "<html>this is not a chat completion".to_string()),
+            Behaviour::Script(f) => (200, f(&String::from_utf8_lossy(&body))),
             Behaviour::Hang => {
                 std::thread::sleep(Duration::from_secs(600));
                 return;

@@ -63,7 +63,11 @@ impl LlmMazeAgent {
         let user = format!(
             "Task: {}\n{hint}{remembered}Moves so far this episode: {}\nKeys held: {}\nGrid:\n{grid_text}\nWhich move brings @ closer to G?",
             self.task,
-            if recent.is_empty() { "none".into() } else { recent },
+            if recent.is_empty() {
+                "none".into()
+            } else {
+                recent
+            },
             if keys.is_empty() { "none" } else { keys },
         );
         vec![Message::system(system), Message::user(user)]
@@ -156,8 +160,12 @@ impl Agent for LlmMazeAgent {
             let bad = |what: &str| format!("config `{item}`: {what}");
             match k.trim() {
                 "endpoint" => a.endpoint = v.trim().to_string(),
-                "temperature" => a.temperature = v.trim().parse().map_err(|_| bad("not a number"))?,
-                "max-tokens" => a.max_tokens = v.trim().parse().map_err(|_| bad("not a whole number"))?,
+                "temperature" => {
+                    a.temperature = v.trim().parse().map_err(|_| bad("not a number"))?
+                }
+                "max-tokens" => {
+                    a.max_tokens = v.trim().parse().map_err(|_| bad("not a whole number"))?
+                }
                 "history" => a.history = v.trim().parse().map_err(|_| bad("not a whole number"))?,
                 "schema" => {
                     a.schema = match v.trim() {
@@ -166,13 +174,18 @@ impl Agent for LlmMazeAgent {
                         _ => return Err(bad("on or off")),
                     }
                 }
-                other => return Err(format!("unknown config key `{other}` (endpoint, temperature, max-tokens, history, schema)")),
+                other => {
+                    return Err(format!(
+                        "unknown config key `{other}` (endpoint, temperature, max-tokens, history, schema)"
+                    ));
+                }
             }
         }
         let info = AgentInfo {
             name: "llm-maze-agent".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Asks a language model for each maze move; remembers routes that worked.".into(),
+            description: "Asks a language model for each maze move; remembers routes that worked."
+                .into(),
         };
         Ok((a, info))
     }
