@@ -21,9 +21,11 @@ use crate::UsageError;
 pub const WIT: &str = include_str!("../../plugins/wit/ludus.wit");
 /// The Python SDK (one module).
 pub const PY_SDK: &str = include_str!("../../plugins/sdk-python/ludus_sdk.py");
-/// The JavaScript SDK: the core module and the agent's memory module.
+/// The JavaScript SDK: the core module, the agent's memory module, and the
+/// model module (agents and reward plugins).
 pub const JS_SDK: &str = include_str!("../../plugins/sdk-js/src/ludus-sdk.js");
 pub const JS_MEMORY: &str = include_str!("../../plugins/sdk-js/src/memory.js");
+pub const JS_MODEL: &str = include_str!("../../plugins/sdk-js/src/model.js");
 
 /// The componentize-py and componentize-js versions the SDKs are tested with.
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
@@ -400,6 +402,9 @@ fn build_js(dir: &Path) -> Result<PathBuf> {
     }
     if !sdk.join("memory.js").exists() {
         write_file(&sdk.join("memory.js"), JS_MEMORY)?;
+    }
+    if !sdk.join("model.js").exists() {
+        write_file(&sdk.join("model.js"), JS_MODEL)?;
     }
     let mut cmd = Command::new(&tool);
     cmd.current_dir(&stage)

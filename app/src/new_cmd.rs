@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use crate::UsageError;
-use crate::build_cmd::{JS_MEMORY, JS_SDK, WIT};
+use crate::build_cmd::{JS_MEMORY, JS_MODEL, JS_SDK, WIT};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Kind {
@@ -151,6 +151,7 @@ pub fn files(kind: Kind, lang: NewLang, name: &str) -> Vec<(PathBuf, String)> {
             // A copy of the SDK for editors; `ludus build` uses it as it is.
             out.push(("src/ludus/ludus-sdk.js".into(), JS_SDK.to_string()));
             out.push(("src/ludus/memory.js".into(), JS_MEMORY.to_string()));
+            out.push(("src/ludus/model.js".into(), JS_MODEL.to_string()));
             out.push((".gitignore".into(), "/build\n/node_modules\n".into()));
         }
     }

@@ -329,6 +329,23 @@ def _model_host_or_raise():
     return _model_host
 
 
+def env_tools():
+    """The tools the episode's environment offers (empty for most)."""
+    return _model_host_or_raise().env_tools()
+
+
+def tool_call_action(call) -> Action:
+    """The action that calls `call` (a tool call from a response):
+    `type-text` holding `{"tool_call": {...}}`, as the Rust SDK writes it."""
+    import json
+    try:
+        args = json.loads(call.arguments)
+    except ValueError:
+        args = call.arguments
+    text = json.dumps({"tool_call": {"id": call.id, "name": call.name, "arguments": args}})
+    return _t.Action_TypeText(value=text)
+
+
 def chat(messages, endpoint: str = "default", temperature: Optional[float] = None,
          top_p: Optional[float] = None, max_tokens: Optional[int] = None,
          response_format: Optional[str] = None, stop: Sequence[str] = (),

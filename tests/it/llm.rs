@@ -663,3 +663,127 @@ fn an_llm_judge_scores_the_final_state_through_its_own_endpoint() {
         Some("the answer file names the right path")
     );
 }
+
+#[test]
+fn suites_gate_on_tokens_cost_and_model_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeServer::start(Behaviour::Answer(completion(r#"{"move":"up"}"#, 90, 10)));
+    let plugins = crate::support::plugins().display().to_string();
+    // Each call: 100 tokens at $1 per million in and out: $0.0001.
+    let suite = |name: &str, expect: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"name = "{name}"
+plugins = "{plugins}"
+episodes = 2
+model = {{ url = "{url}", price_in = 1, price_out = 1 }}
+
+[[case]]
+name = "llm-maze"
+env = "maze.wasm"
+env_config = "size=7,doors=0,max_steps=5"
+agent = "llm_maze_agent.wasm"
+expect = {{ {expect} }}
+"#,
+                url = server.url
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let pass = suite(
+        "pass",
+        "max_mean_tokens = 500, max_cost_usd = 0.01, max_mean_model_calls = 5",
+    );
+    let db = dir.path().join("s.db").display().to_string();
+    let run = ludus([
+        "suite",
+        "run",
+        &pass.display().to_string(),
+        "--db",
+        &db,
+        "--json",
+    ]);
+    run.ok();
+    let fail = suite("fail", "max_mean_tokens = 400, max_cost_usd = 0.0005");
+    let out = ludus(["suite", "run", &fail.display().to_string(), "--db", &db]);
+    let text = out.stdout();
+    assert_eq!(out.code(), 1, "{text}");
+    assert!(text.contains("mean tokens 500.0 > 400.0 allowed"), "{text}");
+    assert!(
+        text.contains("cost (USD) $0.0010 > $0.0005 allowed"),
+        "{text}"
+    );
+    // A bad model value names its line.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("plugins = \"{plugins}\"\nmodel = 7\n[[case]]\nname = \"x\"\nenv = \"maze.wasm\"\nagent = \"random_agent.wasm\"\n"),
+    )
+    .unwrap();
+    let err = ludus(["suite", "run", &bad.display().to_string(), "--db", &db]).fails_with(2);
+    assert!(err.contains("model"), "{err}");
+}
+
+#[test]
+fn a_fork_with_another_model_answer_replays_the_prefix_and_plays_the_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeServer::start(Behaviour::Answer(completion(r#"{"move":"right"}"#, 30, 3)));
+    let db = dir.path().join("edit.db");
+    let report = run_llm(&db, 1, &["--model", &server.url]);
+    let id = episode_ids(&report)[0];
+    let before = server.requests().len();
+    let fork = ludus([
+        "fork",
+        &db.display().to_string(),
+        "--episode",
+        &id.to_string(),
+        "--frame",
+        "2",
+        "--model-response",
+        r#"0={"move":"down"}"#,
+        "--json",
+    ])
+    .json();
+    assert_eq!(
+        server.requests().len(),
+        before,
+        "no request for the prefix or the edit"
+    );
+    let branch = fork["branch"]["id"].as_i64().unwrap();
+    let c = calls(&db, branch);
+    assert_eq!(c[0].1.served, Served::Recording);
+    assert_eq!(c[2].1.served, Served::Edited);
+    assert_eq!(
+        c[2].1.result.as_ref().unwrap().content,
+        r#"{"move":"down"}"#
+    );
+    let frames = ludus_arena::Db::open_read_only(&db)
+        .unwrap()
+        .frames(branch)
+        .unwrap();
+    // The agent got the edited answer: it moved down, or said why not.
+    let f = &frames[2].0;
+    assert!(
+        f.action == ludus_arena::model::Action::Discrete(2)
+            || f.logs
+                .iter()
+                .any(|l| l.message.contains("chose down into a wall")),
+        "{:?} {:?}",
+        f.action,
+        f.logs
+    );
+    // The edit is part of the branch's history: the branch replays exactly.
+    let verify = ludus([
+        "fork",
+        &db.display().to_string(),
+        "--episode",
+        &branch.to_string(),
+        "--frame",
+        "3",
+        "--json",
+    ]);
+    verify.ok();
+}

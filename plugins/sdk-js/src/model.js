@@ -2,7 +2,7 @@
 // contract 0.1.3), with the same semantics as the Rust SDK's `model::chat`:
 // the host records every call with its frame, counts it against the
 // episode's budgets, and on a replay answers it from the recording.
-import { chat as hostChat } from 'ludus:plugin/model@0.1.3';
+import { chat as hostChat, envTools as hostEnvTools } from 'ludus:plugin/model@0.1.3';
 
 // A chat message of one text part.
 export function message(role, text) {
@@ -44,4 +44,23 @@ export function chat(messages, options = {}) {
     }
     throw e;
   }
+}
+
+// The tools the episode's environment offers (empty for most): pass them as
+// `options.tools`, and act with a call the model makes through
+// `toolCallAction(call)`.
+export function envTools() {
+  return hostEnvTools();
+}
+
+// The action that calls `call` (`{ id, name, arguments }`): `type-text`
+// holding `{"tool_call": {...}}`, as the Rust SDK writes it.
+export function toolCallAction(call) {
+  let args;
+  try {
+    args = JSON.parse(call.arguments);
+  } catch {
+    args = call.arguments;
+  }
+  return { tag: 'type-text', val: JSON.stringify({ tool_call: { id: call.id, name: call.name, arguments: args } }) };
 }
