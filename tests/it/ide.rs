@@ -1114,3 +1114,80 @@ fn closing_the_ide_stops_training_and_the_run_resumes_from_its_checkpoint() {
     assert_eq!(first_new as u64, stopped_at + 1);
     assert!(state.shutdown(std::time::Duration::from_secs(120)));
 }
+
+#[test]
+fn model_calls_show_as_a_conversation_and_an_edited_answer_forks() {
+    use crate::support::models::{Behaviour, FakeServer, completion};
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeServer::start(Behaviour::Answer(completion(r#"{"move":"right"}"#, 33, 4)));
+    let db = dir.path().join("llm.db");
+    let report = run_json(
+        &db,
+        "maze",
+        "llm_maze_agent",
+        &[
+            "--env-config",
+            "size=7,doors=0,max_steps=6",
+            "--episodes",
+            "1",
+            "--model",
+            &server.url,
+        ],
+    );
+    let episode = report["episodes"][0]["id"].as_i64().unwrap();
+    let mut h = harness(AppState::new());
+    h.run();
+    h.get_by_label("Database").focus();
+    h.run();
+    h.get_by_label("Database")
+        .type_text(&db.display().to_string());
+    h.run();
+    h.get_by_label("Open database").click_accesskit();
+    settle(&mut h);
+    h.get_by_label(&format!("Open episode {episode}"))
+        .click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    for _ in 0..2 {
+        h.key_press(Key::F10);
+        h.run();
+    }
+    assert_eq!(cursor(&h), 2);
+    // The frame's call as a conversation, with its totals.
+    h.get_by_label_contains("model calls: 1 (33 tokens in, 4 out, ");
+    h.get_by_label_contains("call 0: agent via `default`");
+    h.get_by_label_contains("Grid:");
+    h.get_by_label(r#"{"move":"right"}"#);
+    // Edit the answer, then fork from this frame.
+    h.get_by_label("Edit answer 0 for a fork").click_accesskit();
+    h.run();
+    h.get_by_label("Answer for the fork").focus();
+    h.run();
+    h.key_press_modifiers(Modifiers::COMMAND, Key::A);
+    h.run();
+    h.get_by_label("Answer for the fork")
+        .type_text(r#"{"move":"down"}"#);
+    h.run();
+    h.get_by_label("Keep this answer").click_accesskit();
+    h.run();
+    h.get_by_label(r#"model call 0 answers {"move":"down"}"#);
+    let requests = server.requests().len();
+    h.get_by_label("Fork here").click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    assert_eq!(
+        server.requests().len(),
+        requests,
+        "the prefix and the edit need no server"
+    );
+    let d = h.state().debug.as_ref().unwrap();
+    assert_eq!(d.branches.len(), 1);
+    let branch = d.branches[0].0.id;
+    let store = ludus_arena::Db::open_read_only(&db).unwrap();
+    let calls = store.model_calls(branch, 2..=2).unwrap();
+    assert_eq!(calls[0].1.served, ludus_arena::chat::Served::Edited);
+    assert_eq!(
+        calls[0].1.result.as_ref().unwrap().content,
+        r#"{"move":"down"}"#
+    );
+}
