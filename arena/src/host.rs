@@ -16,6 +16,10 @@ const STDERR_CAPACITY: usize = 64 * 1024;
 const MAX_LOG_LINES_PER_CALL: usize = 1000;
 /// Longest log line kept, in bytes.
 const MAX_LOG_LINE: usize = 4096;
+/// Model calls a plugin may make in one call into it: the time it waits on
+/// them does not count against its deadline, so this is what ends a
+/// plugin that calls a model in a loop.
+const MAX_MODEL_CALLS_PER_CALL: u32 = 256;
 
 /// Everything a plugin instance's `Store` holds.
 pub(crate) struct PluginState {
@@ -47,6 +51,9 @@ pub(crate) struct PluginState {
     pub excused: std::time::Duration,
     /// Whether the plugin called a model since this was last reset.
     pub called_models: bool,
+    /// Model calls in the current plugin call (their waiting time is
+    /// excused from its deadline, so their number is what bounds it).
+    pub calls_this_call: u32,
 }
 
 impl PluginState {
@@ -81,6 +88,7 @@ impl PluginState {
             models: None,
             excused: std::time::Duration::ZERO,
             called_models: false,
+            calls_this_call: 0,
         }
     }
 
@@ -237,6 +245,14 @@ impl ludus::plugin::model::Host for PluginState {
             ));
         };
         self.called_models = true;
+        self.calls_this_call += 1;
+        if self.calls_this_call > MAX_MODEL_CALLS_PER_CALL {
+            let message = format!(
+                "over the model call limit: more than {MAX_MODEL_CALLS_PER_CALL} model calls in one call (a loop around `chat`?)"
+            );
+            self.over_limit.get_or_insert_with(|| message.clone());
+            return Err(crate::chat::ModelError::BudgetExceeded(message));
+        }
         let started = std::time::Instant::now();
         let answer = match models.lock() {
             Ok(mut m) => m.chat(self.role, request),

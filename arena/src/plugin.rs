@@ -585,6 +585,7 @@ fn arm(store: &mut Store<PluginState>, limits: &Limits) {
     // Fuel is on for every store of this engine, so this cannot fail.
     let _ = store.set_fuel(limits.fuel);
     store.data_mut().excused = std::time::Duration::ZERO;
+    store.data_mut().calls_this_call = 0;
     let ticks = limits
         .timeout_ms
         .div_ceil(EPOCH_TICK.as_millis() as u64)

@@ -787,3 +787,34 @@ fn a_fork_with_another_model_answer_replays_the_prefix_and_plays_the_edit() {
     ]);
     verify.ok();
 }
+
+#[test]
+fn an_agent_calling_a_model_in_a_loop_crashes_its_episode_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeServer::start(Behaviour::Answer(completion("again", 5, 1)));
+    let report = crate::support::run_json(
+        &dir.path().join("loop.db"),
+        "cartpole",
+        "hostile_agent",
+        &[
+            "--agent-config",
+            "mode=chat-loop,at=1",
+            "--episodes",
+            "2",
+            "--model",
+            &server.url,
+        ],
+    );
+    for e in report["episodes"].as_array().unwrap() {
+        assert_eq!(e["outcome"], "crashed", "{e}");
+        assert!(
+            e["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("over the model call limit"),
+            "{e}"
+        );
+    }
+    // 256 calls went out per episode, then the host stopped the loop.
+    assert_eq!(server.requests().len(), 2 * 256);
+}

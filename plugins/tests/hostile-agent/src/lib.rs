@@ -35,6 +35,8 @@ enum Mode {
     Panic,
     File,
     Writes,
+    /// Calls a model in an endless loop.
+    ChatLoop,
 }
 
 impl Mode {
@@ -48,9 +50,10 @@ impl Mode {
             "panic" => Mode::Panic,
             "file" => Mode::File,
             "writes" => Mode::Writes,
+            "chat-loop" => Mode::ChatLoop,
             other => {
                 return Err(format!(
-                    "hostile-agent: unknown mode `{other}` (expected loop, alloc, recurse, stack, panic, file, writes or none)"
+                    "hostile-agent: unknown mode `{other}` (expected loop, alloc, recurse, stack, panic, file, writes, chat-loop or none)"
                 ));
             }
         })
@@ -121,6 +124,10 @@ impl Agent for HostileAgent {
                         let _ = memory::write(&format!("/episode/flood/{i}"), "x");
                     }
                 }
+                Mode::ChatLoop => loop {
+                    let request = model::ChatRequest::new(vec![model::Message::user("again")]);
+                    let _ = model::chat(&request);
+                },
             }
         }
         match self.discrete {
