@@ -1,27 +1,26 @@
 """Serves a GGUF model with llama.cpp's own server (the `xllamacpp` wheel) on
 a loopback port: OpenAI-compatible `/v1/chat/completions`, JSON-schema
-response formats, and images when a projector (`--mmproj`) is given.
+response formats, images when a projector (`--mmproj`) is given, and
+Prometheus counters on `/metrics`.
 
 usage: model-server.py MODEL.gguf [--port P] [--threads N] [--slots N]
                        [--ctx N] [--mmproj FILE]
-Port 0 (the default) picks a free one. Once the server answers `/health` it
-prints `listening on http://127.0.0.1:PORT` on stdout; it stops on SIGTERM
-or SIGINT. One thread by default: with the other core busy, more threads
-make llama.cpp slower, not faster."""
+Port 0 (the default) lets the server pick a free one. Once the server answers
+`/health` it prints one line, `listening on http://127.0.0.1:PORT`, on stdout;
+it stops on SIGTERM or SIGINT and exits 0. llama.cpp's own log goes to stderr.
+One thread by default: with the other core busy, more threads make llama.cpp
+slower, not faster. Temperature 0 is only reproducible with one slot (the
+default) and `"cache_prompt": false` in the request."""
 
 import argparse
 import os
 import signal
-import socket
 import sys
 import time
+import urllib.parse
 import urllib.request
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SETUP = "run scripts/setup-models.sh (or scripts/setup.sh) to install and make the models in models/"
 
 
 def healthy(port: int) -> bool:
@@ -33,51 +32,61 @@ def healthy(port: int) -> bool:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description="Serve a GGUF model with llama.cpp's server.")
-    ap.add_argument("model")
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--slots", type=int, default=1)
-    ap.add_argument("--ctx", type=int, default=4096)
-    ap.add_argument("--mmproj")
+    ap = argparse.ArgumentParser(description="Serve a GGUF model with llama.cpp's server on 127.0.0.1.")
+    ap.add_argument("model", help="the model, a GGUF file")
+    ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1; 0 (the default) picks a free one")
+    ap.add_argument("--mmproj", help="image projector (GGUF) for image_url parts")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    ap.add_argument("--slots", type=int, default=1, help="requests served at once (default 1)")
+    ap.add_argument("--ctx", type=int, default=4096, help="context tokens per slot (default 4096)")
     a = ap.parse_args()
-    for f in [a.model] + ([a.mmproj] if a.mmproj else []):
-        if not os.path.isfile(f):
-            print(f"error: model file {f} not found: run scripts/setup.sh (it installs and makes the models in models/)",
-                  file=sys.stderr)
+    for what, f in [("model", a.model), ("image projector", a.mmproj)]:
+        if f is not None and not os.path.isfile(f):
+            print(f"error: {what} file {f} not found: {SETUP}", file=sys.stderr)
             return 2
     try:
         import xllamacpp as xlc
     except ImportError:
-        print("error: xllamacpp is not installed in this Python: run scripts/setup.sh", file=sys.stderr)
+        print(f"error: xllamacpp is not installed in {sys.executable}: run scripts/setup.sh", file=sys.stderr)
         return 2
-    port = a.port or free_port()
-    p = xlc.CommonParams()
-    p.model.path = a.model
-    p.hostnames = ["127.0.0.1"]
-    p.port = port
-    # Each slot gets the whole context.
-    p.n_ctx = a.ctx * max(1, a.slots)
-    p.n_parallel = max(1, a.slots)
-    p.cpuparams.n_threads = a.threads
-    p.cpuparams_batch.n_threads = a.threads
-    p.use_jinja = True
-    if a.mmproj:
-        p.mmproj.path = a.mmproj
+
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
-    server = xlc.Server(p)
-    deadline = time.time() + 120
+
+    p = xlc.CommonParams()
+    p.model.path = a.model
+    if a.mmproj:
+        p.mmproj.path = a.mmproj
+    p.hostnames = ["127.0.0.1"]
+    p.port = a.port  # llama.cpp binds any free port for 0
+    slots = max(1, a.slots)
+    p.n_parallel = slots
+    p.n_ctx = max(256, a.ctx) * slots  # the context is shared out among the slots
+    p.cpuparams.n_threads = max(1, a.threads)
+    p.cpuparams_batch.n_threads = max(1, a.threads)
+    p.use_jinja = True
+    p.endpoint_metrics = True
+    try:
+        server = xlc.Server(p)  # loads the model and starts listening
+    except RuntimeError as e:
+        print(f"error: llama.cpp could not serve {a.model} on 127.0.0.1:{a.port} ({e}); "
+              "its log above says why", file=sys.stderr)
+        return 1
+    port = urllib.parse.urlsplit(server.listening_address).port or a.port
+    deadline = time.monotonic() + 120
     while not healthy(port):
-        if stop or time.time() > deadline:
-            print("error: the model server did not become healthy within 120 s", file=sys.stderr)
+        if stop:
+            del server
+            return 0
+        if time.monotonic() > deadline:
+            print(f"error: the model server on port {port} did not answer /health within 120 s", file=sys.stderr)
             return 1
-        time.sleep(0.05)
+        time.sleep(0.02)
     print(f"listening on http://127.0.0.1:{port}", flush=True)
     while not stop:
         time.sleep(0.1)
-    del server
+    del server  # stops the HTTP server and the generation loop
     return 0
 
 

@@ -34,10 +34,13 @@ pub struct BenchArgs {
     /// `scripts/model-server.sh models/tiny.gguf --slots 32`).
     #[arg(long)]
     pub model: Option<String>,
-    /// `llm`: a second endpoint for the replay measurement (a real model,
-    /// slower per call; default: the `--model` one).
+    /// `llm`: a real model's endpoint for the replay and success-rate
+    /// measurements (e.g. SmolLM2; default: the `--model` one).
     #[arg(long)]
-    pub replay_model: Option<String>,
+    pub real_model: Option<String>,
+    /// `llm`: episodes per agent in the success-rate measurement.
+    #[arg(long, default_value_t = 8)]
+    pub success_episodes: u64,
     /// `llm`: the agent's config (e.g. `schema=off` for a model that
     /// cannot follow a JSON schema).
     #[arg(long, default_value = "")]

@@ -7,7 +7,8 @@
 //! - Replay: a recorded 50-frame episode played again from its recording
 //!   (`ludus_debugger::fork::verify`, no endpoint at all) against its live run.
 //! - Episodes/s with 1, 8 and 32 jobs against the same server.
-//! - Success rates of the LLM agent and of the random agent on the same seeds.
+//! - Success rates of the LLM maze agent (on `--real-model`) and of the
+//!   random agent on the same seeds.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -203,18 +204,18 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     f.plain_ms_per_call = median(plains);
     f.overhead_share = f.overhead_ms_per_call / f.plain_ms_per_call;
 
-    // 2. Replay against live: one episode of 50 frames.
-    let replay_url = args.replay_model.clone().unwrap_or_else(|| url.clone());
+    // 2. Replay against live: one episode of 50 frames, on the real model.
+    let real_url = args.real_model.clone().unwrap_or_else(|| url.clone());
     let db = Db::new("replay");
     let t = Instant::now();
     let report = maze_run(
         &db.0,
         "llm_maze_agent.wasm",
-        config,
+        "",
         "size=15,doors=0,max_steps=50",
         1,
         1,
-        Some(&replay_url),
+        Some(&real_url),
     )?;
     f.live_s = t.elapsed().as_secs_f64();
     let id = report.episodes[0].id;
@@ -254,22 +255,23 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         f.episodes_per_s.push((jobs, eps, eps / base));
     }
 
-    // 4. Success rates on the same seeds.
-    let maze = "size=7,doors=0,max_steps=30";
+    // 4. Success rates on the same seeds, the LLM agent on the real model.
+    let maze = "size=7,doors=0,max_steps=20";
     let db = Db::new("success");
+    let n = args.success_episodes;
     let llm = maze_run(
         &db.0,
         "llm_maze_agent.wasm",
-        config,
+        "",
         maze,
-        args.episodes,
-        4,
-        Some(&url),
+        n,
+        1,
+        Some(&real_url),
     )?;
-    let random = maze_run(&db.0, "random_agent.wasm", "", maze, args.episodes, 4, None)?;
+    let random = maze_run(&db.0, "random_agent.wasm", "", maze, n, 1, None)?;
     f.llm_success_rate = llm.summary().success_rate;
     f.random_success_rate = random.summary().success_rate;
-    f.success_episodes = args.episodes;
+    f.success_episodes = n;
 
     if args.json {
         println!("{}", serde_json::to_string(&f)?);
