@@ -37,8 +37,13 @@ struct Figures {
     live_s: f64,
     replay_s: f64,
     replay_speedup: f64,
-    /// (jobs, episodes/s, ratio to jobs 1)
+    /// Against `--model`: (jobs, episodes/s, ratio to jobs 1).
     episodes_per_s: Vec<(usize, f64, f64)>,
+    /// Against a server that answers every call after 200 ms and does no
+    /// work: (jobs, episodes/s, ratio to jobs 1).
+    episodes_per_s_200ms: Vec<(usize, f64, f64)>,
+    desktop_llm_success_rate: f64,
+    desktop_random_success_rate: f64,
     llm_success_rate: f64,
     random_success_rate: f64,
     success_episodes: u64,
@@ -98,6 +103,62 @@ fn maze_run(
         models: ludus_llm::setup(&models, None).map_err(|e| UsageError(e.to_string()))?,
     };
     Ok(prepare(spec)?.run(&Progress::default())?)
+}
+
+/// A server that answers every chat request with the same move after
+/// `delay`, each connection on its own thread: a stand-in for a model
+/// server whose time is all waiting. Returns its URL.
+fn delayed_server(delay: Duration) -> Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let body = serde_json::json!({
+        "model": "delayed",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "{\"move\":\"right\"}"}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 6},
+    })
+    .to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let Ok(read) = stream.try_clone() else { return };
+                let mut r = BufReader::new(read);
+                let mut w = stream;
+                loop {
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        match r.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut req = vec![0; length];
+                    if r.read_exact(&mut req).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(delay);
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if w.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(url)
 }
 
 /// One POST over a fresh socket, read to the end of its body.
@@ -255,6 +316,30 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         f.episodes_per_s.push((jobs, eps, eps / base));
     }
 
+    // 3b. The same against a server whose 200 ms per call are all waiting.
+    let slow = delayed_server(Duration::from_millis(200))?;
+    let mut base = 0.0;
+    for jobs in [1usize, 8, 32, 64] {
+        let episodes = (2 * jobs as u64).max(8);
+        let db = Db::new("jobs200");
+        let t = Instant::now();
+        maze_run(
+            &db.0,
+            "llm_maze_agent.wasm",
+            "",
+            "size=9,doors=0,max_steps=4",
+            episodes,
+            jobs,
+            Some(&slow),
+        )?;
+        let eps = episodes as f64 / t.elapsed().as_secs_f64();
+        if jobs == 1 {
+            base = eps;
+        }
+        eprintln!("200 ms server, jobs {jobs}: {eps:.2} episodes/s");
+        f.episodes_per_s_200ms.push((jobs, eps, eps / base));
+    }
+
     // 4. Success rates on the same seeds, the LLM agent on the real model.
     let maze = "size=7,doors=0,max_steps=20";
     let db = Db::new("success");
@@ -272,6 +357,35 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     f.llm_success_rate = llm.summary().success_rate;
     f.random_success_rate = random.summary().success_rate;
     f.success_episodes = n;
+    let desktop = |agent: &str, model: Option<&str>| -> Result<f64> {
+        let plugins = PathBuf::from(PLUGINS);
+        let models: Vec<String> = model.into_iter().map(str::to_string).collect();
+        let spec = RunSpec {
+            env: PluginSpec {
+                path: plugins.join("desktop.wasm"),
+                config: "task=click-button,max_steps=5,element_actions=1".into(),
+                limits: Limits::DEFAULT,
+            },
+            agent: PluginSpec {
+                path: plugins.join(agent),
+                config: String::new(),
+                limits: Limits::DEFAULT,
+            }
+            .into(),
+            reward: None,
+            episodes: n,
+            seed: 1,
+            jobs: 1,
+            db: db.0.clone(),
+            models: ludus_llm::setup(&models, None).map_err(|e| UsageError(e.to_string()))?,
+        };
+        Ok(prepare(spec)?
+            .run(&Progress::default())?
+            .summary()
+            .success_rate)
+    };
+    f.desktop_llm_success_rate = desktop("llm_desktop_agent.wasm", Some(&real_url))?;
+    f.desktop_random_success_rate = desktop("random_agent.wasm", None)?;
 
     if args.json {
         println!("{}", serde_json::to_string(&f)?);
@@ -290,6 +404,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         for (jobs, eps, ratio) in &f.episodes_per_s {
             println!("jobs {jobs:<3}                  {eps:.2} episodes/s (x{ratio:.2})");
         }
+        for (jobs, eps, ratio) in &f.episodes_per_s_200ms {
+            println!("200 ms server, jobs {jobs:<3}   {eps:.2} episodes/s (x{ratio:.2})");
+        }
+        println!(
+            "desktop success rate      LLM {:.1}%, random {:.1}%",
+            f.desktop_llm_success_rate * 100.0,
+            f.desktop_random_success_rate * 100.0
+        );
         println!(
             "success rate              LLM {:.1}%, random {:.1}% ({} episodes each)",
             f.llm_success_rate * 100.0,
