@@ -47,7 +47,7 @@ const RUST_AGENT: &str = include_str!("../../plugins/templates/rust/agent.rs");
 const RUST_REWARD: &str = include_str!("../../plugins/templates/rust/reward.rs");
 const RUST_SDK_CARGO: &str = include_str!("../../plugins/templates/rust/sdk-Cargo.toml");
 /// The Rust SDK's sources, vendored into Rust projects.
-const RUST_SDK: [(&str, &str); 8] = [
+const RUST_SDK: [(&str, &str); 10] = [
     ("src/lib.rs", include_str!("../../plugins/sdk/src/lib.rs")),
     (
         "src/agent.rs",
@@ -64,6 +64,14 @@ const RUST_SDK: [(&str, &str); 8] = [
         include_str!("../../plugins/sdk/src/reward.rs"),
     ),
     ("src/util.rs", include_str!("../../plugins/sdk/src/util.rs")),
+    (
+        "src/model.rs",
+        include_str!("../../plugins/sdk/src/model.rs"),
+    ),
+    (
+        "src/tools.rs",
+        include_str!("../../plugins/sdk/src/tools.rs"),
+    ),
     ("README.md", include_str!("../../plugins/sdk/README.md")),
 ];
 const PY_PROJECT: &str = include_str!("../../plugins/templates/python/pyproject.toml");

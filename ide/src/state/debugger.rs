@@ -498,9 +498,16 @@ impl AppState {
     }
 
     pub(super) fn rerun(&mut self) -> Result<(), String> {
+        // Model calls whose request changed go to the arena form's endpoints;
+        // the others are served from the recording.
+        let models =
+            ludus_llm::setup(&self.arena.form.model_lines(), None).map_err(|e| e.to_string())?;
         let d = self.debug.as_mut().ok_or("no episode is open")?;
         let run = &d.run;
-        let mut overrides = ludus_arena::replay::Overrides::default();
+        let mut overrides = ludus_arena::replay::Overrides {
+            models,
+            ..Default::default()
+        };
         for (role, slot) in [
             ("env", &mut overrides.env),
             ("agent", &mut overrides.agent),
@@ -516,6 +523,17 @@ impl AppState {
         d.forking = true;
         self.workspace.changed_plugins.clear();
         self.spawn("ludus-ide-rerun", move |tx| {
+            // As `ludus rerun --model-from-recording`: only changed
+            // requests cost a model call.
+            let mut overrides = overrides;
+            if let Ok(calls) = ludus_arena::Db::open_read_only(&db)
+                .and_then(|store| store.model_calls(id, 0..=u64::MAX))
+                && !calls.is_empty()
+            {
+                overrides.models.library = Some(std::sync::Arc::new(
+                    ludus_arena::chat::CallLibrary::new(calls.into_iter().map(|(_, c)| c)),
+                ));
+            }
             let r = ludus_debugger::fork::rerun(
                 &db,
                 id,
