@@ -152,9 +152,12 @@ impl EpisodeModels {
         }
     }
 
-    /// Recorded calls to serve, in order, during the next frame.
+    /// Recorded calls to serve, in order, during the next frame; those the
+    /// frame already made (while the plugins started, for frame 0) are
+    /// skipped.
     pub(crate) fn replay_frame(&mut self, calls: Vec<ModelCall>) {
-        self.replay = calls.into();
+        let made = self.calls.len();
+        self.replay = calls.into_iter().skip(made).collect();
     }
 
     /// Answers for the next frame's calls, by index, instead of any endpoint.

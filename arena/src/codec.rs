@@ -67,9 +67,15 @@ pub fn same_call(a: &ModelCall, b: &ModelCall) -> bool {
 pub(crate) fn encode_call(call: &ModelCall) -> Vec<u8> {
     let mut raw = Vec::new();
     postcard_into(call, &mut raw);
-    zstd::bulk::compress(&raw, 3).unwrap_or_else(|_| {
+    zstd_or_raw(&raw, 3)
+}
+
+/// `raw` as one zstd frame: compressed at `level`, or stored raw should the
+/// compressor fail (either reads back with [`decompress`]).
+pub(crate) fn zstd_or_raw(raw: &[u8], level: i32) -> Vec<u8> {
+    zstd::bulk::compress(raw, level).unwrap_or_else(|_| {
         let mut out = Vec::new();
-        raw_frame(&raw, &mut out);
+        raw_frame(raw, &mut out);
         out
     })
 }
@@ -77,6 +83,60 @@ pub(crate) fn encode_call(call: &ModelCall) -> Vec<u8> {
 /// Reads a model call [`encode_call`] wrote.
 pub(crate) fn decode_call(data: &[u8]) -> Result<ModelCall, String> {
     postcard::from_bytes(&decompress(data)?).map_err(|e| e.to_string())
+}
+
+/// Takes the pixels of the images a call's request carries out of it, so
+/// that each image is stored once however many calls send it: each such
+/// part becomes `Image { channels: 0, pixels: KEY }` (no image has 0
+/// channels; KEY is [`image_key`]), and the images come back with their
+/// keys. Images that refer to the observation hold no pixels and stay.
+pub(crate) fn split_images(call: &mut ModelCall) -> Vec<([u8; 32], crate::model::Image)> {
+    let mut out = Vec::new();
+    for m in &mut call.request.messages {
+        for part in &mut m.content {
+            if let crate::model::ContentPart::Image(img) = part {
+                let key = image_key(img);
+                let stored = crate::model::Image {
+                    width: img.width,
+                    height: img.height,
+                    channels: 0,
+                    pixels: key.to_vec(),
+                };
+                out.push((key, std::mem::replace(img, stored)));
+            }
+        }
+    }
+    out
+}
+
+/// Puts back the images [`split_images`] took out, from `lookup` (by key).
+pub(crate) fn join_images(
+    call: &mut ModelCall,
+    mut lookup: impl FnMut(&[u8]) -> Result<Option<crate::model::Image>, String>,
+) -> Result<(), String> {
+    for m in &mut call.request.messages {
+        for part in &mut m.content {
+            if let crate::model::ContentPart::Image(img) = part
+                && img.channels == 0
+                && img.pixels.len() == 32
+            {
+                *img = lookup(&img.pixels)?.ok_or_else(|| {
+                    "a model call's image is missing from the recording".to_string()
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An image's key: blake3 of its size, channels and pixels.
+pub(crate) fn image_key(img: &crate::model::Image) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&img.width.to_le_bytes());
+    h.update(&img.height.to_le_bytes());
+    h.update(&img.channels.to_le_bytes());
+    h.update(&img.pixels);
+    *h.finalize().as_bytes()
 }
 
 /// Appends `timing` postcard-encoded (three LEB128 integers).

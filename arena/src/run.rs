@@ -625,6 +625,19 @@ impl Stepper {
         seed: u64,
         memory: MemoryBase,
     ) -> Result<Stepper, Box<EpisodeFinish>> {
+        Stepper::start_replaying(prepared, seed, memory, Vec::new())
+    }
+
+    /// [`Stepper::start`] for a replay: `first_calls` are frame 0's recorded
+    /// model calls, served to the calls the plugins make while starting
+    /// (`init`, `begin-episode`, which are recorded with frame 0) and then
+    /// to frame 0's own.
+    pub fn start_replaying(
+        prepared: &Prepared,
+        seed: u64,
+        memory: MemoryBase,
+        first_calls: Vec<ModelCall>,
+    ) -> Result<Stepper, Box<EpisodeFinish>> {
         let mut finish = empty_finish();
         let crashed = |mut finish: EpisodeFinish, c: Crash| {
             finish.error = Some(c.message);
@@ -643,6 +656,10 @@ impl Stepper {
             budget(spec.agent.plugin().map(|p| &p.limits)),
             budget(spec.reward.as_ref().map(|p| &p.limits)),
         )));
+        let replaying = !first_calls.is_empty();
+        if replaying && let Ok(mut m) = models.lock() {
+            m.replay_frame(first_calls);
+        }
         let mut env = match prepared.env.env(derived_seed(seed, 0)) {
             Ok(e) => e,
             Err(c) => return Err(crashed(finish, c)),
@@ -726,7 +743,7 @@ impl Stepper {
             frame_cap: (spec.env.limits.frames, prepared.env.name.clone()),
             models,
             lend_observation: spec.models.client.is_some(),
-            replaying: false,
+            replaying,
         })
     }
 

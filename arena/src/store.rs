@@ -145,6 +145,15 @@ CREATE TABLE IF NOT EXISTS model_calls (
     data BLOB NOT NULL,
     PRIMARY KEY (episode_id, step, idx)
 ) WITHOUT ROWID;
+-- The images model calls carried as pixels, once each, by blake3 of their
+-- size and pixels (a call's row keeps the key in place of the pixels).
+CREATE TABLE IF NOT EXISTS model_images (
+    key BLOB PRIMARY KEY,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    channels INTEGER NOT NULL,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agent_memory (path TEXT PRIMARY KEY, value TEXT NOT NULL, episode_id INTEGER);
 CREATE TABLE IF NOT EXISTS user_memory (path TEXT PRIMARY KEY, value TEXT NOT NULL);
 "#;
@@ -665,6 +674,27 @@ impl Db {
         Ok(())
     }
 
+    /// An image a model call carried, by its key.
+    fn model_image(&self, key: &[u8]) -> Result<Option<crate::model::Image>, String> {
+        let row: Option<(u32, u32, u32, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT width, height, channels, data FROM model_images WHERE key = ?1")
+            .and_then(|mut st| {
+                st.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()
+            })
+            .map_err(|e| e.to_string())?;
+        let Some((width, height, channels, data)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(crate::model::Image {
+            width,
+            height,
+            channels,
+            pixels: crate::codec::decompress(&data)?,
+        }))
+    }
+
     /// The model calls of `episode`'s frames in `steps`, in order, with
     /// their frame's step. None in a file recorded before model calls existed.
     pub fn model_calls(
@@ -695,7 +725,9 @@ impl Db {
         let mut out = Vec::new();
         for row in rows {
             let (step, data) = row?;
-            let call = crate::codec::decode_call(&data)
+            let mut call = crate::codec::decode_call(&data)
+                .map_err(|message| StoreError::Decode { episode, message })?;
+            crate::codec::join_images(&mut call, |key| self.model_image(key))
                 .map_err(|message| StoreError::Decode { episode, message })?;
             out.push((step, call));
         }

@@ -231,11 +231,18 @@ fn replay_prefix(
     Ok(())
 }
 
-fn start(recorded: &replay::Recorded) -> Result<Stepper, DebugError> {
-    Stepper::start(
+/// Starts the recorded episode again; with `replay`, the model calls the
+/// plugins make while starting are served from frame 0's recording.
+fn start(recorded: &replay::Recorded, replay: Option<&Recording>) -> Result<Stepper, DebugError> {
+    let first_calls = replay
+        .and_then(|r| r.block(0).ok())
+        .and_then(|(_, frames)| frames.first().map(|(f, _)| f.model_calls.clone()))
+        .unwrap_or_default();
+    Stepper::start_replaying(
         &recorded.prepared,
         recorded.episode.seed,
         recorded.base.clone(),
+        first_calls,
     )
     .map_err(|f| {
         DebugError::Invalid(format!(
@@ -317,7 +324,8 @@ pub fn fork_with_models(
             parent.len().saturating_sub(1)
         )));
     }
-    let mut stepper = start(&recorded)?;
+    // Forking at frame 0 replays nothing: its calls are new.
+    let mut stepper = start(&recorded, (frame > 0).then_some(&parent))?;
     let mut prefix = Vec::with_capacity(frame as usize);
     replay_prefix(&mut stepper, &parent, frame, &recorded.changed, &mut prefix)
         .map_err(|m| DebugError::Replay(Box::new(m)))?;
@@ -371,7 +379,7 @@ pub fn rerun(
 ) -> Result<BranchReport, DebugError> {
     let recorded = replay::load(db, episode, overrides, agents)?;
     let parent = Recording::open(db, episode)?;
-    let stepper = start(&recorded)?;
+    let stepper = start(&recorded, None)?;
     let mut replaced: BTreeMap<String, String> = [
         ("env", &overrides.env),
         ("agent", &overrides.agent),
@@ -422,7 +430,7 @@ pub fn verify(
 ) -> Result<Option<Mismatch>, DebugError> {
     let recorded = replay::load(db, episode, &Overrides::default(), agents)?;
     let parent = Recording::open(db, episode)?;
-    let mut stepper = start(&recorded)?;
+    let mut stepper = start(&recorded, Some(&parent))?;
     let mut sink = Vec::new();
     match replay_prefix(
         &mut stepper,

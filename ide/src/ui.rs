@@ -667,7 +667,7 @@ fn model_calls_ui(ui: &mut Ui, d: &mut DebugView, cmds: &mut Vec<Command>) {
         .id_salt(("ludus_model_call", i))
         .default_open(true)
         .show(ui, |ui| {
-            for m in &c.request.messages {
+            for (j, m) in c.request.messages.iter().enumerate() {
                 let colour = match m.role.as_str() {
                     "system" => Color32::from_rgb(150, 150, 150),
                     "user" => Color32::from_rgb(120, 170, 255),
@@ -678,6 +678,23 @@ fn model_calls_ui(ui: &mut Ui, d: &mut DebugView, cmds: &mut Vec<Command>) {
                     ui.label(RichText::new(format!("{}:", m.role)).color(colour).strong());
                     ui.monospace(clipped(&message_text(m)));
                 });
+                // Images inline: the observation's part the call refers to
+                // (shared with the frame's own view), or the pixels sent.
+                for (p, part) in m.content.iter().enumerate() {
+                    match part {
+                        ludus_arena::model::ContentPart::ObservationImage(name) => {
+                            if let Some(img) =
+                                ludus_arena::model::observation_image(&view.frame.observation, name)
+                            {
+                                thumbnail(ui, (view.index, name.clone()), img, 160.0);
+                            }
+                        }
+                        ludus_arena::model::ContentPart::Image(img) => {
+                            thumbnail(ui, (view.index, format!("model/{i}/{j}/{p}")), img, 160.0);
+                        }
+                        ludus_arena::model::ContentPart::Text(_) => {}
+                    }
+                }
             }
             match &c.result {
                 Ok(r) => {
@@ -898,29 +915,11 @@ fn frame_ui(ui: &mut Ui, d: &mut DebugView) {
                 }
             }
             Value::Image(img) => {
-                let key = (view.index, part.name.clone());
-                let cached = ui.data(|m| m.get_temp::<Textures>(Textures::id()));
-                let tex = match cached.and_then(|t| t.get(&key)) {
-                    Some(t) => t,
-                    None => {
-                        let max_side = ui.ctx().input(|i| i.max_texture_side);
-                        let ci = match image_of(img, max_side) {
-                            Ok(ci) => ci,
-                            Err(why) => {
-                                ui.label(format!("image `{}`: {why}", part.name));
-                                continue;
-                            }
-                        };
-                        let t = ui.ctx().load_texture(
-                            format!("frame/{}", part.name),
-                            ci,
-                            egui::TextureOptions::NEAREST,
-                        );
-                        ui.data_mut(|m| {
-                            m.get_temp_mut_or_default::<Textures>(Textures::id())
-                                .insert(key, t.clone())
-                        });
-                        t
+                let tex = match texture(ui, (view.index, part.name.clone()), img) {
+                    Ok(t) => t,
+                    Err(why) => {
+                        ui.label(format!("image `{}`: {why}", part.name));
+                        continue;
                     }
                 };
                 let w = img.width.max(1) as f32;
@@ -1449,6 +1448,45 @@ impl Textures {
             drop(self.0.remove(0));
         }
         self.0.push((key, texture));
+    }
+}
+
+/// The texture of an image shown for frame `key.0` under the name
+/// `key.1`, from the UI's cache or made now.
+fn texture(
+    ui: &Ui,
+    key: (u64, String),
+    img: &ludus_arena::model::Image,
+) -> Result<egui::TextureHandle, String> {
+    let cached = ui.data(|m| m.get_temp::<Textures>(Textures::id()));
+    if let Some(t) = cached.and_then(|t| t.get(&key)) {
+        return Ok(t);
+    }
+    let max_side = ui.ctx().input(|i| i.max_texture_side);
+    let ci = image_of(img, max_side)?;
+    let t = ui.ctx().load_texture(
+        format!("frame/{}", key.1),
+        ci,
+        egui::TextureOptions::NEAREST,
+    );
+    ui.data_mut(|m| {
+        m.get_temp_mut_or_default::<Textures>(Textures::id())
+            .insert(key, t.clone())
+    });
+    Ok(t)
+}
+
+/// An image drawn at most `side` points on its longer side.
+fn thumbnail(ui: &mut Ui, key: (u64, String), img: &ludus_arena::model::Image, side: f32) {
+    match texture(ui, key, img) {
+        Ok(t) => {
+            let (w, h) = (img.width.max(1) as f32, img.height.max(1) as f32);
+            let scale = (side / w).min(side / h);
+            ui.add(egui::Image::new(&t).fit_to_exact_size(vec2(w * scale, h * scale)));
+        }
+        Err(why) => {
+            ui.label(format!("image: {why}"));
+        }
     }
 }
 

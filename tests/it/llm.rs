@@ -383,7 +383,7 @@ fn the_api_key_is_sent_and_never_recorded_or_shown() {
 }
 
 #[test]
-fn the_python_sdk_calls_models_as_the_rust_sdk_does() {
+fn the_python_and_javascript_sdks_call_models_as_the_rust_sdk_does() {
     let dir = tempfile::tempdir().unwrap();
     let built = ludus([
         "build",
@@ -394,11 +394,21 @@ fn the_python_sdk_calls_models_as_the_rust_sdk_does() {
     ]);
     built.ok();
     let py_agent = built.stdout().trim().to_string();
+    let built = ludus([
+        "build",
+        &crate::support::root()
+            .join("plugins/examples/js-llm-maze-agent")
+            .display()
+            .to_string(),
+    ]);
+    built.ok();
+    let js_agent = built.stdout().trim().to_string();
     let server = FakeServer::start(Behaviour::Answer(completion(r#"{"move":"down"}"#, 30, 4)));
     let mut kinds = Vec::new();
     for (name, agent) in [
         ("rust", plugin("llm_maze_agent").display().to_string()),
         ("python", py_agent),
+        ("javascript", js_agent),
     ] {
         let db = dir.path().join(format!("{name}.db"));
         let report = ludus([
@@ -441,8 +451,8 @@ fn the_python_sdk_calls_models_as_the_rust_sdk_does() {
             ludus_arena::model::Action::Discrete(2),
             "{name}"
         );
-        if name == "python" {
-            // The Python agent saw the budget error as `budget-exceeded`.
+        if name != "rust" {
+            // The agent saw the budget error as `budget-exceeded`.
             let writes: Vec<String> = frames
                 .iter()
                 .flat_map(|(f, _)| f.memory_writes.iter().map(|w| w.path.clone()))
@@ -454,7 +464,8 @@ fn the_python_sdk_calls_models_as_the_rust_sdk_does() {
         }
     }
     assert_eq!(kinds[0], kinds[1]);
-    assert_eq!(server.requests().len(), 4, "two live calls per agent");
+    assert_eq!(kinds[0], kinds[2]);
+    assert_eq!(server.requests().len(), 6, "two live calls per agent");
 }
 
 #[test]
@@ -817,4 +828,59 @@ fn an_agent_calling_a_model_in_a_loop_crashes_its_episode_only() {
     }
     // 256 calls went out per episode, then the host stopped the loop.
     assert_eq!(server.requests().len(), 2 * 256);
+}
+
+#[test]
+fn calls_made_while_an_episode_begins_replay_from_the_recording_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeServer::start(Behaviour::Answer(completion(r#"{"move":"down"}"#, 25, 5)));
+    let db = dir.path().join("plan.db");
+    let report = ludus([
+        "run",
+        "--env",
+        &plugin("maze").display().to_string(),
+        "--env-config",
+        MAZE,
+        "--agent",
+        &plugin("llm_maze_agent").display().to_string(),
+        "--agent-config",
+        "plan=on",
+        "--episodes",
+        "1",
+        "--db",
+        &db.display().to_string(),
+        "--model",
+        &server.url,
+        "--json",
+    ])
+    .json();
+    let ep = &report["episodes"][0];
+    let id = ep["id"].as_i64().unwrap();
+    let length = ep["length"].as_u64().unwrap();
+    assert_eq!(
+        ep["model_calls"].as_u64(),
+        Some(length + 1),
+        "a plan, then one call a frame"
+    );
+    let recorded = calls(&db, id);
+    assert_eq!(recorded[0].0, 0);
+    assert_eq!(recorded[1].0, 0, "the plan is recorded with frame 0");
+    let plan_prompt = ludus_arena::chat::message_text(&recorded[0].1.request.messages[1]);
+    assert!(plan_prompt.contains("how will you search"), "{plan_prompt}");
+    let before = server.requests().len();
+    let fork = ludus([
+        "fork",
+        &db.display().to_string(),
+        "--episode",
+        &id.to_string(),
+        "--frame",
+        "3",
+        "--json",
+    ]);
+    fork.ok();
+    assert_eq!(
+        server.requests().len(),
+        before,
+        "the plan was served from the recording"
+    );
 }

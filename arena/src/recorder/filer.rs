@@ -427,6 +427,9 @@ impl Filer {
             let mut write = tx.prepare_cached(
                 "INSERT INTO memory_writes (episode_id, seq, step, path, value) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
+            let mut image_row = tx.prepare_cached(
+                "INSERT OR IGNORE INTO model_images (key, width, height, channels, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
             let mut call_row = tx.prepare_cached(
                 "INSERT INTO model_calls (episode_id, step, idx, role, endpoint, outcome, tokens_in, tokens_out, cost_usd, latency_ms, served, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
@@ -532,6 +535,19 @@ impl Filer {
                     Op::Call {
                         step, idx, call, ..
                     } => {
+                        // Each image a request carries as pixels is stored
+                        // once, whatever number of calls send it.
+                        let mut stored = *call;
+                        for (key, img) in crate::codec::split_images(&mut stored) {
+                            image_row.execute(params![
+                                &key[..],
+                                img.width,
+                                img.height,
+                                img.channels,
+                                crate::codec::zstd_or_raw(&img.pixels, 1)
+                            ])?;
+                        }
+                        let call = stored;
                         call_row.execute(params![
                             episode,
                             step as i64,

@@ -457,10 +457,109 @@ fn record(
 }
 
 #[cfg(test)]
+mod tests_support {
+    use super::*;
+
+    /// A normal ending of `length` frames.
+    pub(super) fn finish(length: u64) -> EpisodeFinish {
+        EpisodeFinish {
+            outcome: Outcome::Truncated,
+            return_: 0.0,
+            length,
+            success: false,
+            error: None,
+            task: String::new(),
+            reset_info: "{}".into(),
+            final_observation: None,
+            end_writes: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::filer::ending_digest_bytes;
     use super::writer::Ended;
     use super::*;
+
+    /// An image that model calls carry as pixels is stored once, and every
+    /// call reads back whole; the digest covers the pixels.
+    #[test]
+    fn images_in_model_calls_are_stored_once() {
+        use crate::model::{ChatRequest, ContentPart, Image, Message, ModelCall, Role, Served};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images.db");
+        let record = RunRecord {
+            id: "images".into(),
+            seed: 0,
+            episodes: 1,
+            jobs: 1,
+            spec: serde_json::json!({}),
+            agent_base: None,
+            fold_agent_memory: false,
+            branch: None,
+        };
+        let image = |fill: u8| Image {
+            width: 64,
+            height: 48,
+            channels: 3,
+            pixels: vec![fill; 64 * 48 * 3],
+        };
+        let call = |img: Image| ModelCall {
+            role: Role::Agent,
+            request: ChatRequest {
+                endpoint: "default".into(),
+                messages: vec![Message {
+                    role: "user".into(),
+                    content: vec![ContentPart::Text("look".into()), ContentPart::Image(img)],
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                }],
+                tools: Vec::new(),
+                response_format: None,
+                temperature: None,
+                top_p: None,
+                max_tokens: None,
+                stop: Vec::new(),
+                seed: None,
+                logprobs: false,
+            },
+            result: Err(crate::model::ModelError::Timeout("t".into())),
+            latency_ms: 1.0,
+            cost_usd: 0.0,
+            attempts: Vec::new(),
+            served: Served::Live,
+        };
+        let recorder = Recorder::start(&path, record, &[0]).unwrap();
+        let id = recorder.episode_ids[0];
+        let mut pushed = Vec::new();
+        {
+            let mut writer = recorder.writer();
+            writer.start(0, 0);
+            for step in 0..6u32 {
+                let mut frame = crate::store::tests::frame(step);
+                // The same image in five frames, another in one.
+                frame.model_calls = vec![call(image(if step == 3 { 9 } else { 7 }))];
+                writer.push(0, &frame, Timing::default());
+                pushed.push(frame.model_calls[0].clone());
+            }
+            writer.end(0, super::tests_support::finish(6));
+        }
+        recorder.finish().unwrap();
+        let db = Db::open(&path).unwrap();
+        let stored: i64 = db
+            .conn
+            .query_row("SELECT COUNT(*) FROM model_images", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 2, "two distinct images");
+        let back: Vec<ModelCall> = db
+            .model_calls(id, 0..=u64::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        assert_eq!(back, pushed);
+    }
 
     /// Short episodes share blocks, a long one's chunks stand alone, and
     /// every frame and timing reads back as it was pushed, whole or chunk by

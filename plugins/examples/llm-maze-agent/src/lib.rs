@@ -10,7 +10,9 @@
 //! Config: `key=value` pairs separated by commas: `endpoint` (default
 //! `default`), `temperature` (0), `max-tokens` (32), `history` (moves of
 //! this episode shown, 8), `schema` (`on`; `off` sends no response format,
-//! for servers or models that cannot follow one).
+//! for servers or models that cannot follow one), `plan` (`off`; `on` asks
+//! the model for a plan when the episode begins, and shows it in every
+//! prompt).
 
 use ludus_sdk::model::{ChatRequest, Message, chat};
 use ludus_sdk::*;
@@ -28,6 +30,8 @@ pub struct LlmMazeAgent {
     max_tokens: u32,
     history: usize,
     schema: bool,
+    plan: Option<String>,
+    planning: bool,
     task: String,
     layout: Option<String>,
     moves: Vec<u32>,
@@ -56,10 +60,13 @@ impl LlmMazeAgent {
             .collect();
         let system = "You move an agent @ through a grid maze. # is a wall, G is the goal. \
                       Answer with JSON: {\"move\": \"up\"|\"right\"|\"down\"|\"left\"}.";
-        let hint = match &self.hint {
+        let mut hint = match &self.hint {
             Some((from, h)) if self.step >= *from => format!("{h}\n"),
             _ => String::new(),
         };
+        if let Some(p) = &self.plan {
+            hint.push_str(&format!("Your plan: {p}\n"));
+        }
         let user = format!(
             "Task: {}\n{hint}{remembered}Moves so far this episode: {}\nKeys held: {}\nGrid:\n{grid_text}\nWhich move brings @ closer to G?",
             self.task,
@@ -147,6 +154,8 @@ impl Agent for LlmMazeAgent {
             max_tokens: 32,
             history: 8,
             schema: true,
+            plan: None,
+            planning: false,
             task: String::new(),
             layout: None,
             moves: Vec::new(),
@@ -167,6 +176,13 @@ impl Agent for LlmMazeAgent {
                     a.max_tokens = v.trim().parse().map_err(|_| bad("not a whole number"))?
                 }
                 "history" => a.history = v.trim().parse().map_err(|_| bad("not a whole number"))?,
+                "plan" => {
+                    a.planning = match v.trim() {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad("on or off")),
+                    }
+                }
                 "schema" => {
                     a.schema = match v.trim() {
                         "on" => true,
@@ -192,6 +208,22 @@ impl Agent for LlmMazeAgent {
 
     fn begin_episode(&mut self, _env: &EnvInfo, task: &str, _seed: u64) {
         self.task = task.to_string();
+        self.plan = None;
+        if self.planning {
+            let mut r = ChatRequest::new(vec![
+                Message::system("You plan how to solve grid mazes."),
+                Message::user(format!(
+                    "Task: {task}\nIn one sentence: how will you search for the goal?"
+                )),
+            ]);
+            r.endpoint = self.endpoint.clone();
+            r.temperature = Some(self.temperature);
+            r.max_tokens = Some(self.max_tokens);
+            match chat(&r) {
+                Ok(a) => self.plan = Some(a.content),
+                Err(e) => log::warn(&format!("no plan: {}", e.message())),
+            }
+        }
         self.layout = None;
         self.moves.clear();
         self.fallbacks = 0;
