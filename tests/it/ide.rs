@@ -1191,3 +1191,48 @@ fn model_calls_show_as_a_conversation_and_an_edited_answer_forks() {
         r#"{"move":"down"}"#
     );
 }
+
+#[test]
+fn a_vlm_call_draws_its_screenshot_inline() {
+    use crate::support::models::{Behaviour, FakeServer, completion};
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeServer::start(Behaviour::Answer(completion(
+        r#"{"action":"click","element":1}"#,
+        40,
+        6,
+    )));
+    let db = dir.path().join("vlm.db");
+    let report = run_json(
+        &db,
+        "desktop",
+        "llm_desktop_agent",
+        &[
+            "--env-config",
+            "task=click-button,max_steps=2",
+            "--agent-config",
+            "vision=1",
+            "--episodes",
+            "1",
+            "--model",
+            &server.url,
+        ],
+    );
+    let episode = report["episodes"][0]["id"].as_i64().unwrap();
+    let mut h = harness(AppState::new());
+    h.run();
+    h.get_by_label("Database").focus();
+    h.run();
+    h.get_by_label("Database")
+        .type_text(&db.display().to_string());
+    h.run();
+    h.get_by_label("Open database").click_accesskit();
+    settle(&mut h);
+    h.get_by_label(&format!("Open episode {episode}"))
+        .click_accesskit();
+    settle(&mut h);
+    no_errors(&h);
+    h.get_by_label_contains("call 0: agent via `default`");
+    h.get_by_label_contains("[observation image screen]");
+    // The frame's screenshot and the call's reference to it share one texture.
+    assert_eq!(ludus::ide::ui::textures_kept(&h.ctx), 1);
+}
