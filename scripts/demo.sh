@@ -17,7 +17,8 @@ for i in 1 2; do
         --reward $P/distance_reward.wasm --episodes 20 --seed 1 --db ludus.db
 done
 echo "== An LLM agent on the maze: SmolLM2-135M served by llama.cpp (every model call recorded in its frame)"
-scripts/model-server.sh models/smollm2-135m-instruct.gguf > .demo-model-server.out &
+# The server's own log goes to .demo-model-server.log.
+scripts/model-server.sh models/smollm2-135m-instruct.gguf > .demo-model-server.out 2> .demo-model-server.log &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -f .demo-model-server.out' EXIT
 for _ in $(seq 1 120); do
