@@ -84,10 +84,11 @@ impl CallLibrary {
 
     fn take(&self, role: Role, request: &ChatRequest) -> Option<ModelCall> {
         let mut map = self.calls.lock().ok()?;
-        let queue = map.get_mut(&request_key(role, request))?;
+        let key = request_key(role, request);
+        let queue = map.get_mut(&key)?;
         let call = queue.pop_front();
         if queue.is_empty() {
-            map.remove(&request_key(role, request));
+            map.remove(&key);
         }
         call
     }

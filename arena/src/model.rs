@@ -183,6 +183,17 @@ impl ModelTotals {
             self.live_calls += 1;
         }
     }
+
+    /// Adds another episode's totals (a run's).
+    pub fn merge(&mut self, other: &ModelTotals) {
+        self.model_calls += other.model_calls;
+        self.tokens_in += other.tokens_in;
+        self.tokens_out += other.tokens_out;
+        self.cost_usd += other.cost_usd;
+        self.model_ms += other.model_ms;
+        self.budget_refusals += other.budget_refusals;
+        self.live_calls += other.live_calls;
+    }
 }
 
 /// A message's text parts joined, images as `[image]`.

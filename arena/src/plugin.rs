@@ -431,13 +431,7 @@ impl Plugin {
             message: m.0,
         };
         Ok(match self.kind {
-            PluginKind::Env => Description::Env(
-                self.env(0)
-                    .map_err(crashed)?
-                    .init(config)
-                    .map_err(crashed)?
-                    .map_err(rejected)?,
-            ),
+            PluginKind::Env => Description::Env(self.describe_env(config)?.0),
             PluginKind::Agent => {
                 let mut a = self
                     .agent(0, EpisodeMemory::new(Default::default()))
@@ -454,25 +448,28 @@ impl Plugin {
         })
     }
 
-    /// The tools an env plugin offers after `init(config)` (`env-tools`,
-    /// contract 0.1.3): none for an env that does not export it.
-    pub fn tools(self: &Arc<Self>, config: &str) -> Result<Vec<crate::model::Tool>, LoadError> {
-        if !matches!(&self.indices, Indices::Env(_, _, _, Some(_))) {
-            return Ok(Vec::new());
-        }
+    /// An env plugin's self-description and the tools it offers
+    /// (`env-tools`, contract 0.1.3; none where it does not export it),
+    /// from one instance after `init(config)`.
+    pub fn describe_env(
+        self: &Arc<Self>,
+        config: &str,
+    ) -> Result<(EnvInfo, Vec<crate::model::Tool>), LoadError> {
         let crashed = |c: Crash| LoadError::Crashed {
             path: self.path.clone(),
             message: c.message,
         };
         let mut env = self.env(0).map_err(crashed)?;
-        env.init(config)
+        let info = env
+            .init(config)
             .map_err(crashed)?
             .map_err(|m| LoadError::Config {
                 path: self.path.clone(),
                 config: config.to_string(),
                 message: m.0,
             })?;
-        env.tools().map_err(crashed)
+        let tools = env.tools().map_err(crashed)?;
+        Ok((info, tools))
     }
 
     /// [`Plugin::describe`], as JSON for printing.

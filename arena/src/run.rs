@@ -197,6 +197,10 @@ impl RunReport {
         let n = self.episodes.len();
         let nf = n.max(1) as f64;
         let returns = self.episodes.iter().map(|e| e.return_);
+        let mut model = crate::model::ModelTotals::default();
+        for e in &self.episodes {
+            model.merge(&e.model);
+        }
         Summary {
             episodes: n,
             success_rate: self.episodes.iter().filter(|e| e.success).count() as f64 / nf,
@@ -218,12 +222,12 @@ impl RunReport {
                 .filter(|e| e.outcome == Outcome::Crashed)
                 .count(),
             env_steps_per_sec: self.env_steps as f64 / self.wall.as_secs_f64().max(1e-9),
-            model_calls: self.episodes.iter().map(|e| e.model.model_calls).sum(),
-            tokens_in: self.episodes.iter().map(|e| e.model.tokens_in).sum(),
-            tokens_out: self.episodes.iter().map(|e| e.model.tokens_out).sum(),
-            cost_usd: self.episodes.iter().map(|e| e.model.cost_usd).sum(),
-            model_ms: self.episodes.iter().map(|e| e.model.model_ms).sum(),
-            budget_refusals: self.episodes.iter().map(|e| e.model.budget_refusals).sum(),
+            model_calls: model.model_calls,
+            tokens_in: model.tokens_in,
+            tokens_out: model.tokens_out,
+            cost_usd: model.cost_usd,
+            model_ms: model.model_ms,
+            budget_refusals: model.budget_refusals,
         }
     }
 }
@@ -313,16 +317,7 @@ pub fn prepare(spec: RunSpec) -> Result<Prepared, RunError> {
         Some(r) => Some(Plugin::load(&r.path, PluginKind::Reward, r.limits)?),
         None => None,
     };
-    let env_info = match env.describe(&spec.env.config)? {
-        crate::plugin::Description::Env(info) => info,
-        other => {
-            return Err(RunError::Spec(format!(
-                "environment description: {} described itself as another kind of plugin: {}",
-                spec.env.path.display(),
-                other.to_json()
-            )));
-        }
-    };
+    let (env_info, env_tools) = env.describe_env(&spec.env.config)?;
     match (&agent, &spec.agent) {
         (PreparedAgent::Plugin(p), AgentSpec::Plugin(a)) => {
             p.validate(&a.config)?;
@@ -333,7 +328,6 @@ pub fn prepare(spec: RunSpec) -> Result<Prepared, RunError> {
     if let (Some(r), Some(rs)) = (&reward, &spec.reward) {
         r.validate(&rs.config)?;
     }
-    let env_tools = env.tools(&spec.env.config)?;
     Ok(Prepared {
         spec,
         env,

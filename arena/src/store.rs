@@ -302,6 +302,9 @@ pub struct StoredWrite {
 pub struct Db {
     pub(crate) conn: Connection,
     path: PathBuf,
+    /// Whether the file has the `model_calls` table (a read-only file
+    /// recorded before model calls existed has not).
+    has_model_calls: bool,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -414,6 +417,8 @@ impl Db {
         let db = Db {
             conn,
             path: path.to_path_buf(),
+            // `SCHEMA` made it if it was missing.
+            has_model_calls: true,
         };
         db.mark_interrupted()?;
         Ok(db)
@@ -476,6 +481,7 @@ impl Db {
             Some(Ok(_)) => Ok(Db {
                 conn,
                 path: path.to_path_buf(),
+                has_model_calls: tables.iter().any(|t| t == "model_calls"),
             }),
             _ => Err(StoreError::Corrupt {
                 path: path.to_path_buf(),
@@ -702,13 +708,7 @@ impl Db {
         episode: i64,
         steps: std::ops::RangeInclusive<u64>,
     ) -> Result<Vec<(u64, crate::chat::ModelCall)>, StoreError> {
-        let exists: i64 = self
-            .conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'model_calls'",
-            )?
-            .query_row([], |r| r.get(0))?;
-        if exists == 0 {
+        if !self.has_model_calls {
             return Ok(Vec::new());
         }
         let mut stmt = self.conn.prepare_cached(

@@ -1135,18 +1135,12 @@ fn model_calls_show_as_a_conversation_and_an_edited_answer_forks() {
         ],
     );
     let episode = report["episodes"][0]["id"].as_i64().unwrap();
-    let mut h = harness(AppState::new());
+    let mut state = AppState::new();
+    state.apply(Cmd::OpenDb(db.clone()));
+    state.apply(Cmd::OpenEpisode(episode));
+    state.wait_for_workers();
+    let mut h = harness(state);
     h.run();
-    h.get_by_label("Database").focus();
-    h.run();
-    h.get_by_label("Database")
-        .type_text(&db.display().to_string());
-    h.run();
-    h.get_by_label("Open database").click_accesskit();
-    settle(&mut h);
-    h.get_by_label(&format!("Open episode {episode}"))
-        .click_accesskit();
-    settle(&mut h);
     no_errors(&h);
     for _ in 0..2 {
         h.key_press(Key::F10);
@@ -1218,18 +1212,12 @@ fn a_vlm_call_draws_its_screenshot_inline() {
         ],
     );
     let episode = report["episodes"][0]["id"].as_i64().unwrap();
-    let mut h = harness(AppState::new());
+    let mut state = AppState::new();
+    state.apply(Cmd::OpenDb(db.clone()));
+    state.apply(Cmd::OpenEpisode(episode));
+    state.wait_for_workers();
+    let mut h = harness(state);
     h.run();
-    h.get_by_label("Database").focus();
-    h.run();
-    h.get_by_label("Database")
-        .type_text(&db.display().to_string());
-    h.run();
-    h.get_by_label("Open database").click_accesskit();
-    settle(&mut h);
-    h.get_by_label(&format!("Open episode {episode}"))
-        .click_accesskit();
-    settle(&mut h);
     no_errors(&h);
     h.get_by_label_contains("call 0: agent via `default`");
     h.get_by_label_contains("[observation image screen]");

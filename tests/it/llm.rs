@@ -8,7 +8,7 @@ use std::path::Path;
 use ludus_arena::chat::{ModelCall, ModelError, Served};
 
 use crate::support::models::{Behaviour, FakeServer, LlamaServer, completion};
-use crate::support::{ludus, ludus_with_env, plugin};
+use crate::support::{ludus, ludus_with_env, plugin, run_json};
 
 const MAZE: &str = "size=7,doors=0,max_steps=8";
 
@@ -19,28 +19,21 @@ fn run_llm(db: &Path, episodes: u32, extra: &[&str]) -> serde_json::Value {
 
 /// [`run_llm`] in a maze of this config.
 fn run_llm_in(maze: &str, db: &Path, episodes: u32, extra: &[&str]) -> serde_json::Value {
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--env".into(),
-        plugin("maze").display().to_string(),
-        "--env-config".into(),
-        maze.into(),
-        "--agent".into(),
-        plugin("llm_maze_agent").display().to_string(),
-        "--agent-config".into(),
+    let episodes = episodes.to_string();
+    let mut args = vec![
+        "--env-config",
+        maze,
         // The tiny random model cannot follow a JSON schema (llama.cpp
         // refuses the grammar for its vocabulary): it answers free text.
-        "max-tokens=12,schema=off".into(),
-        "--episodes".into(),
-        episodes.to_string(),
-        "--jobs".into(),
-        "1".into(),
-        "--db".into(),
-        db.display().to_string(),
-        "--json".into(),
+        "--agent-config",
+        "max-tokens=12,schema=off",
+        "--episodes",
+        &episodes,
+        "--jobs",
+        "1",
     ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    ludus(&args).json()
+    args.extend_from_slice(extra);
+    run_json(db, "maze", "llm_maze_agent", &args)
 }
 
 /// Every recorded model call of an episode, with its step.
@@ -508,21 +501,12 @@ fn an_agent_solves_a_tool_env_through_the_models_tool_calls() {
     let server = FakeServer::start(Behaviour::Script(std::sync::Arc::new(script)));
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tools.db");
-    let report = ludus([
-        "run",
-        "--env",
-        &plugin("tool_fs").display().to_string(),
-        "--agent",
-        &plugin("llm_tool_agent").display().to_string(),
-        "--episodes",
-        "3",
-        "--db",
-        &db.display().to_string(),
-        "--model",
-        &server.url,
-        "--json",
-    ])
-    .json();
+    let report = run_json(
+        &db,
+        "tool_fs",
+        "llm_tool_agent",
+        &["--episodes", "3", "--model", &server.url],
+    );
     for ep in report["episodes"].as_array().unwrap() {
         assert_eq!(ep["success"], true, "{report}");
         assert_eq!(ep["length"].as_u64(), Some(2), "grep, then write: {report}");
@@ -542,19 +526,7 @@ fn an_agent_solves_a_tool_env_through_the_models_tool_calls() {
     }
     assert_eq!(report["summary"]["success_rate"].as_f64(), Some(1.0));
     // The random agent, whose text is no tool call, never succeeds.
-    let random = ludus([
-        "run",
-        "--env",
-        &plugin("tool_fs").display().to_string(),
-        "--agent",
-        &plugin("random_agent").display().to_string(),
-        "--episodes",
-        "3",
-        "--db",
-        &db.display().to_string(),
-        "--json",
-    ])
-    .json();
+    let random = run_json(&db, "tool_fs", "random_agent", &["--episodes", "3"]);
     assert_eq!(random["summary"]["success_rate"].as_f64(), Some(0.0));
 }
 
@@ -567,25 +539,21 @@ fn a_vlm_request_carries_the_screenshot_the_host_took_from_the_observation() {
         5,
     )));
     let run = |url: &str, config: &str, db: &str| {
-        ludus([
-            "run",
-            "--env",
-            &plugin("desktop").display().to_string(),
-            "--env-config",
-            "task=click-button,max_steps=2",
-            "--agent",
-            &plugin("llm_desktop_agent").display().to_string(),
-            "--agent-config",
-            config,
-            "--episodes",
-            "1",
-            "--db",
-            &dir.path().join(db).display().to_string(),
-            "--model",
-            url,
-            "--json",
-        ])
-        .json()
+        run_json(
+            &dir.path().join(db),
+            "desktop",
+            "llm_desktop_agent",
+            &[
+                "--env-config",
+                "task=click-button,max_steps=2",
+                "--agent-config",
+                config,
+                "--episodes",
+                "1",
+                "--model",
+                url,
+            ],
+        )
     };
     run(&server.url, "vision=1", "fake.db");
     let seen = server.requests();
@@ -630,27 +598,23 @@ fn an_llm_judge_scores_the_final_state_through_its_own_endpoint() {
         20,
     )));
     let db = dir.path().join("judge.db");
-    let report = ludus([
-        "run",
-        "--env",
-        &plugin("maze").display().to_string(),
-        "--env-config",
-        "size=7,doors=0,max_steps=3",
-        "--agent",
-        &plugin("random_agent").display().to_string(),
-        "--reward",
-        &plugin("llm_judge").display().to_string(),
-        "--reward-config",
-        "task=reach G",
-        "--episodes",
-        "1",
-        "--db",
-        &db.display().to_string(),
-        "--model",
-        &format!("judge={}", judge.url),
-        "--json",
-    ])
-    .json();
+    let report = run_json(
+        &db,
+        "maze",
+        "random_agent",
+        &[
+            "--env-config",
+            "size=7,doors=0,max_steps=3",
+            "--reward",
+            &plugin("llm_judge").display().to_string(),
+            "--reward-config",
+            "task=reach G",
+            "--episodes",
+            "1",
+            "--model",
+            &format!("judge={}", judge.url),
+        ],
+    );
     let ep = &report["episodes"][0];
     assert_eq!(ep["success"], true, "{report}");
     assert_eq!(
@@ -803,7 +767,7 @@ fn a_fork_with_another_model_answer_replays_the_prefix_and_plays_the_edit() {
 fn an_agent_calling_a_model_in_a_loop_crashes_its_episode_only() {
     let dir = tempfile::tempdir().unwrap();
     let server = FakeServer::start(Behaviour::Answer(completion("again", 5, 1)));
-    let report = crate::support::run_json(
+    let report = run_json(
         &dir.path().join("loop.db"),
         "cartpole",
         "hostile_agent",
@@ -835,25 +799,21 @@ fn calls_made_while_an_episode_begins_replay_from_the_recording_too() {
     let dir = tempfile::tempdir().unwrap();
     let server = FakeServer::start(Behaviour::Answer(completion(r#"{"move":"down"}"#, 25, 5)));
     let db = dir.path().join("plan.db");
-    let report = ludus([
-        "run",
-        "--env",
-        &plugin("maze").display().to_string(),
-        "--env-config",
-        MAZE,
-        "--agent",
-        &plugin("llm_maze_agent").display().to_string(),
-        "--agent-config",
-        "plan=on",
-        "--episodes",
-        "1",
-        "--db",
-        &db.display().to_string(),
-        "--model",
-        &server.url,
-        "--json",
-    ])
-    .json();
+    let report = run_json(
+        &db,
+        "maze",
+        "llm_maze_agent",
+        &[
+            "--env-config",
+            MAZE,
+            "--agent-config",
+            "plan=on",
+            "--episodes",
+            "1",
+            "--model",
+            &server.url,
+        ],
+    );
     let ep = &report["episodes"][0];
     let id = ep["id"].as_i64().unwrap();
     let length = ep["length"].as_u64().unwrap();

@@ -457,11 +457,13 @@ fn record(
 }
 
 #[cfg(test)]
-mod tests_support {
+mod tests {
+    use super::filer::ending_digest_bytes;
+    use super::writer::Ended;
     use super::*;
 
     /// A normal ending of `length` frames.
-    pub(super) fn finish(length: u64) -> EpisodeFinish {
+    fn finish(length: u64) -> EpisodeFinish {
         EpisodeFinish {
             outcome: Outcome::Truncated,
             return_: 0.0,
@@ -474,13 +476,6 @@ mod tests_support {
             end_writes: Vec::new(),
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::filer::ending_digest_bytes;
-    use super::writer::Ended;
-    use super::*;
 
     /// An image that model calls carry as pixels is stored once, and every
     /// call reads back whole; the digest covers the pixels.
@@ -543,7 +538,7 @@ mod tests {
                 writer.push(0, &frame, Timing::default());
                 pushed.push(frame.model_calls[0].clone());
             }
-            writer.end(0, super::tests_support::finish(6));
+            writer.end(0, finish(6));
         }
         recorder.finish().unwrap();
         let db = Db::open(&path).unwrap();
@@ -603,15 +598,9 @@ mod tests {
                 writer.end(
                     i as u64,
                     EpisodeFinish {
-                        outcome: Outcome::Truncated,
                         return_: 1.0,
-                        length: u64::from(length),
                         success: true,
-                        error: None,
-                        task: String::new(),
-                        reset_info: "{}".into(),
-                        final_observation: None,
-                        end_writes: Vec::new(),
+                        ..finish(u64::from(length))
                     },
                 );
                 pushed.push(frames);
