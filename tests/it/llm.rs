@@ -844,3 +844,85 @@ fn calls_made_while_an_episode_begins_replay_from_the_recording_too() {
         "the plan was served from the recording"
     );
 }
+
+/// The first move of a shortest path from `@` to `G` in a maze grid.
+fn shortest_first_move(grid: &str) -> Option<&'static str> {
+    let rows: Vec<&[u8]> = grid
+        .lines()
+        .map(str::as_bytes)
+        .filter(|r| !r.is_empty())
+        .collect();
+    let find = |c: u8| {
+        rows.iter()
+            .enumerate()
+            .find_map(|(y, r)| r.iter().position(|&x| x == c).map(|x| (x, y)))
+    };
+    let (start, goal) = (find(b'@')?, find(b'G')?);
+    let moves = [
+        ("up", 0i32, -1i32),
+        ("right", 1, 0),
+        ("down", 0, 1),
+        ("left", -1, 0),
+    ];
+    // Breadth-first from the goal: then any neighbour of `@` one step
+    // nearer is a first move.
+    let mut dist = std::collections::HashMap::from([(goal, 0u32)]);
+    let mut queue = std::collections::VecDeque::from([goal]);
+    while let Some((x, y)) = queue.pop_front() {
+        for (_, dx, dy) in moves {
+            let (nx, ny) = ((x as i32 + dx) as usize, (y as i32 + dy) as usize);
+            let open = rows
+                .get(ny)
+                .and_then(|r| r.get(nx))
+                .is_some_and(|&c| c != b'#');
+            if open && !dist.contains_key(&(nx, ny)) {
+                dist.insert((nx, ny), dist[&(x, y)] + 1);
+                queue.push_back((nx, ny));
+            }
+        }
+    }
+    let here = *dist.get(&start)?;
+    moves.iter().find_map(|(name, dx, dy)| {
+        let n = (
+            (start.0 as i32 + dx) as usize,
+            (start.1 as i32 + dy) as usize,
+        );
+        (dist.get(&n) == Some(&(here - 1))).then_some(*name)
+    })
+}
+
+#[test]
+fn the_maze_agent_remembers_what_worked_and_starts_the_next_run_with_it() {
+    // A scripted model that reads the grid in the prompt and answers a
+    // shortest path's next move; it also keeps the prompts it saw.
+    let script = |body: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(body).expect("a JSON request");
+        let prompt = v["messages"][1]["content"].as_str().unwrap_or("");
+        let grid = prompt.split("Grid:\n").nth(1).unwrap_or("");
+        let grid = grid.split("\n\n").next().unwrap_or("");
+        let m = shortest_first_move(grid).unwrap_or("up");
+        completion(&format!(r#"{{"move":"{m}"}}"#), 10, 2)
+    };
+    let server = FakeServer::start(Behaviour::Script(std::sync::Arc::new(script)));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("remember.db");
+    let maze = "size=7,doors=0,max_steps=40";
+    let first = run_llm_in(maze, &db, 1, &["--model", &server.url]);
+    assert_eq!(first["episodes"][0]["success"], true, "{first}");
+    let listing = ludus(["memory", "list", &db.display().to_string(), "/agent"]);
+    listing.ok();
+    assert!(
+        listing.stdout().contains("/agent/llm-maze/"),
+        "{}",
+        listing.stdout()
+    );
+    let before = server.requests().len();
+    let second = run_llm_in(maze, &db, 1, &["--model", &server.url]);
+    assert_eq!(second["episodes"][0]["success"], true, "{second}");
+    let prompts = server.requests();
+    let first_prompt = &prompts[before].body;
+    assert!(
+        first_prompt.contains("Your memory of this maze: it was solved with the moves"),
+        "{first_prompt}"
+    );
+}
