@@ -33,9 +33,17 @@ if [ -z "$dir" ]; then
         echo "error: python3 not found: install Python 3.10+ so that setup can pip-install torch==$TORCH_VERSION" >&2
         exit 1
     fi
+    # The install needs its 4.6 GB plus room to unpack; say so before pip
+    # fails halfway with "No space left on device".
+    free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+    if [ -n "$free_kb" ] && [ "$free_kb" -lt $((7 * 1024 * 1024)) ]; then
+        echo "error: torch==$TORCH_VERSION needs about 7 GB free to install, and $(pwd) has $((free_kb / 1024)) MB: free some disk and run scripts/setup.sh again" >&2
+        exit 1
+    fi
     [ -x .venv/bin/python ] || python3 -m venv .venv
     echo "installing torch==$TORCH_VERSION into .venv (about 4.6 GB, once)"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
+    # No cache: a cached copy of the wheels would double what the install takes.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir "torch==$TORCH_VERSION"
     dir=$(find_torch .venv/bin/python) || {
         echo "error: torch==$TORCH_VERSION did not install into .venv: remove .venv and run scripts/setup.sh again" >&2
         exit 1
