@@ -199,7 +199,8 @@ pub struct RunArgs {
     pub json: bool,
     /// Override a plugin limit: `[env|agent|reward.]KEY=VALUE` with KEY one of
     /// fuel (per call), memory-mb, timeout-ms (per call), memory-writes (per
-    /// call), frames, tokens and model-calls (per episode); or the run's
+    /// call), transfer-mb (data a call hands the host), episode-memory-writes,
+    /// frames, tokens and model-calls (per episode); or the run's
     /// `run.cost-usd=X` (its whole spending on model calls). Repeatable.
     #[arg(long = "limit", value_name = "[PLUGIN.]KEY=VALUE")]
     pub limits: Vec<String>,

@@ -337,19 +337,43 @@ impl FrameFields {
     };
 }
 
-/// Decompresses one zstd frame, sized from its header when it says its size.
+/// The most bytes one stored blob may decompress to. A damaged or hostile
+/// file could otherwise hold a few bytes that expand without end.
+const MAX_DECOMPRESSED: u64 = 1 << 30;
+
+/// Decompresses one zstd frame, sized from its header when it says its size,
+/// and never to more than [`MAX_DECOMPRESSED`] bytes.
 pub(crate) fn decompress(data: &[u8]) -> Result<Vec<u8>, String> {
+    decompress_at_most(data, MAX_DECOMPRESSED)
+}
+
+fn decompress_at_most(data: &[u8], max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let too_big = || format!("it decompresses to more than {} MiB", max >> 20);
     match zstd::zstd_safe::get_frame_content_size(data) {
-        Ok(Some(size)) if size <= 1 << 30 => {
-            zstd::bulk::decompress(data, size as usize).map_err(|e| e.to_string())
+        Ok(Some(size)) if size > max => Err(too_big()),
+        Ok(Some(size)) => zstd::bulk::decompress(data, size as usize).map_err(|e| e.to_string()),
+        _ => {
+            let decoder =
+                zstd::stream::read::Decoder::with_buffer(data).map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            decoder
+                .take(max + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| e.to_string())?;
+            if out.len() as u64 > max {
+                return Err(too_big());
+            }
+            Ok(out)
         }
-        _ => zstd::decode_all(data).map_err(|e| e.to_string()),
     }
 }
 
-/// Appends the frames of one compressed chunk to `out`, decoding only `fields`.
-#[cfg(test)]
-pub(crate) fn decode_chunk_fields(
+/// Appends the frames of one stored chunk (its compressed frames and
+/// timings, as the `frame_chunks` table holds them) to `out`, decoding only
+/// `fields`. Bytes from a file are untrusted: any input gives frames or an
+/// error, within bounded memory.
+pub fn decode_chunk_fields(
     data: &[u8],
     timings: &[u8],
     fields: FrameFields,
@@ -591,6 +615,35 @@ mod skim {
 mod tests {
     use super::*;
     use crate::store::tests::frame;
+
+    /// A blob that says nothing of its size, or lies about it, cannot
+    /// expand past the bound: a few KiB of zstd that would unpack to 8 MiB
+    /// are refused under a 1 MiB bound, streamed or sized.
+    #[test]
+    fn decompression_is_bounded() {
+        use std::io::Write;
+        let zeros = vec![0u8; 8 << 20];
+        // Streamed without a pledged size: no content size in the header.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("encoder");
+        enc.write_all(&zeros).expect("write");
+        let streamed = enc.finish().expect("finish");
+        assert!(streamed.len() < 64 << 10, "{}", streamed.len());
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&streamed)
+                .ok()
+                .flatten(),
+            None
+        );
+        let sized = zstd::bulk::compress(&zeros, 3).expect("compress");
+        for blob in [&streamed, &sized] {
+            let err = decompress_at_most(blob, 1 << 20).unwrap_err();
+            assert!(err.contains("more than 1 MiB"), "{err}");
+            assert_eq!(
+                decompress_at_most(blob, 8 << 20).expect("fits").len(),
+                8 << 20
+            );
+        }
+    }
 
     #[test]
     fn every_packing_is_a_zstd_frame_of_the_same_bytes() {

@@ -34,6 +34,10 @@ pub(crate) struct PluginState {
     memory_total: usize,
     /// Memory writes and deletes allowed in one call.
     writes_cap: usize,
+    /// Memory writes and deletes allowed in the episode (an agent instance
+    /// lives one episode), and those made so far.
+    episode_writes_cap: u64,
+    episode_writes: u64,
     /// A limit the plugin went over inside a call, and which: the call
     /// then ends as a crash naming it.
     pub over_limit: Option<String>,
@@ -79,6 +83,8 @@ impl PluginState {
             memory_refused: None,
             memory_total: 0,
             writes_cap: usize::MAX,
+            episode_writes_cap: u64::MAX,
+            episode_writes: 0,
             over_limit: None,
             logs: Vec::new(),
             dropped_logs: 0,
@@ -92,22 +98,31 @@ impl PluginState {
         }
     }
 
-    /// With at most `cap` memory writes and deletes per call.
-    pub fn with_write_cap(mut self, cap: u64) -> Self {
-        self.writes_cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    /// With at most `per_call` memory writes and deletes in one call and
+    /// `per_episode` in the instance's episode.
+    pub fn with_write_caps(mut self, per_call: u64, per_episode: u64) -> Self {
+        self.writes_cap = usize::try_from(per_call).unwrap_or(usize::MAX);
+        self.episode_writes_cap = per_episode;
         self
     }
 
-    /// Counts one memory write or delete of this call; over the cap, the
-    /// call ends as a crash naming the limit.
+    /// Counts one memory write or delete; over either cap, the call ends as
+    /// a crash naming the limit.
     fn count_write(&mut self) -> Result<(), String> {
-        if self.writes.len() < self.writes_cap {
+        let message = if self.writes.len() >= self.writes_cap {
+            format!(
+                "over the memory write limit: more than {} writes and deletes in one call (raise it with --limit agent.memory-writes=N)",
+                self.writes_cap
+            )
+        } else if self.episode_writes >= self.episode_writes_cap {
+            format!(
+                "over the memory write limit: more than {} writes and deletes in one episode (raise it with --limit agent.episode-memory-writes=N)",
+                self.episode_writes_cap
+            )
+        } else {
+            self.episode_writes += 1;
             return Ok(());
-        }
-        let message = format!(
-            "over the memory write limit: more than {} writes and deletes in one call (raise it with --limit agent.memory-writes=N)",
-            self.writes_cap
-        );
+        };
         self.over_limit.get_or_insert_with(|| message.clone());
         Err(message)
     }

@@ -80,6 +80,14 @@ pub struct Limits {
     /// Model calls the plugin may make in one episode.
     #[serde(default = "unlimited")]
     pub model_calls: u64,
+    /// Execution-memory writes and deletes an agent may make in one
+    /// episode, all its calls together.
+    #[serde(default = "default_episode_memory_writes")]
+    pub episode_memory_writes: u64,
+    /// Bytes one call may hand the host: its result (an observation, an
+    /// action) or the arguments of one call it makes into the host.
+    #[serde(default = "default_transfer_bytes")]
+    pub transfer_bytes: u64,
 }
 
 fn unlimited() -> u64 {
@@ -94,11 +102,20 @@ fn default_frames() -> u64 {
     Limits::DEFAULT.frames
 }
 
+fn default_episode_memory_writes() -> u64 {
+    Limits::DEFAULT.episode_memory_writes
+}
+
+fn default_transfer_bytes() -> u64 {
+    Limits::DEFAULT.transfer_bytes
+}
+
 impl Limits {
     /// Defaults: 1e9 fuel per call (about a second of compute), 512 MiB of
     /// linear memory in all (Python and JS plugins need tens of MiB), 10 s
-    /// per call, 10,000 memory writes per call, 10,000,000 frames per
-    /// episode, no limit on model tokens and calls.
+    /// per call, 10,000 memory writes per call and 1,000,000 per episode,
+    /// 10,000,000 frames per episode, 128 MiB handed to the host per call
+    /// (what wasmtime allows by default), no limit on model tokens and calls.
     pub const DEFAULT: Limits = Limits {
         fuel: 1_000_000_000,
         memory_bytes: 512 << 20,
@@ -107,10 +124,13 @@ impl Limits {
         frames: 10_000_000,
         tokens: u64::MAX,
         model_calls: u64::MAX,
+        episode_memory_writes: 1_000_000,
+        transfer_bytes: 128 << 20,
     };
 
     /// Applies one `KEY=VALUE` override (`fuel`, `memory-mb`, `timeout-ms`,
-    /// `memory-writes`, `frames`, `tokens`, `model-calls`).
+    /// `memory-writes`, `episode-memory-writes`, `frames`, `transfer-mb`,
+    /// `tokens`, `model-calls`).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), LimitError> {
         let n: u64 = value
             .replace('_', "")
@@ -128,6 +148,8 @@ impl Limits {
             "timeout-ms" => self.timeout_ms = n,
             "memory-writes" => self.memory_writes = n,
             "frames" => self.frames = n,
+            "episode-memory-writes" => self.episode_memory_writes = n,
+            "transfer-mb" => self.transfer_bytes = n.saturating_mul(1 << 20),
             "tokens" => self.tokens = n,
             "model-calls" => self.model_calls = n,
             _ => return Err(LimitError::Unknown(key.to_string())),
@@ -144,7 +166,7 @@ pub enum LimitError {
     #[error("limit `{0}` must be greater than 0")]
     Zero(String),
     #[error(
-        "unknown limit `{0}` (known: fuel, memory-mb, timeout-ms, memory-writes, frames, tokens, model-calls)"
+        "unknown limit `{0}` (known: fuel, memory-mb, timeout-ms, memory-writes, episode-memory-writes, frames, transfer-mb, tokens, model-calls)"
     )]
     Unknown(String),
 }
@@ -332,7 +354,7 @@ impl Plugin {
             self.limits.memory_bytes as usize,
             memory,
         )
-        .with_write_cap(self.limits.memory_writes);
+        .with_write_caps(self.limits.memory_writes, self.limits.episode_memory_writes);
         let mut store = new_store(engine::engine(), state);
         arm(&mut store, &self.limits);
         let instance = self
@@ -583,11 +605,37 @@ fn arm(store: &mut Store<PluginState>, limits: &Limits) {
     let _ = store.set_fuel(limits.fuel);
     store.data_mut().excused = std::time::Duration::ZERO;
     store.data_mut().calls_this_call = 0;
+    // What wasmtime lets a call hand the host. Twice the limit, so that an
+    // observation between one and two limits still arrives and is reported
+    // part by part (`EnvInstance::check`); beyond that the copy stops.
+    store.set_hostcall_fuel(
+        usize::try_from(limits.transfer_bytes.saturating_mul(2)).unwrap_or(usize::MAX),
+    );
     let ticks = limits
         .timeout_ms
         .div_ceil(EPOCH_TICK.as_millis() as u64)
         .max(1);
     store.set_epoch_deadline(ticks);
+}
+
+/// The bytes an observation part's value holds, as the host receives it.
+fn part_bytes(value: &Value) -> u64 {
+    let n = match value {
+        Value::Discrete(_) => 4,
+        Value::Vector(v) => v.len() * 4,
+        Value::Image(img) => img.pixels.len() + 12,
+        Value::Text(t) => t.len(),
+        Value::Tree(elements) => elements
+            .iter()
+            .map(|e| e.role.len() + e.name.len() + e.value.len() + 40)
+            .sum(),
+    };
+    n as u64
+}
+
+/// A byte count as MiB with one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
 }
 
 /// The fast path's action: up to 8 values, padded with zeros.
@@ -666,6 +714,11 @@ impl Crash {
             }
         } else {
             match error.downcast_ref::<Trap>() {
+                None if is_transfer_overflow(&error) => format!(
+                    "it handed the host more than {} MiB in one call, over the transfer limit of {} MiB (make the data smaller, or raise it with --limit {role}.transfer-mb=N)",
+                    limits.transfer_bytes.saturating_mul(2) >> 20,
+                    limits.transfer_bytes >> 20
+                ),
                 Some(Trap::OutOfFuel) => format!(
                     "compute budget exhausted: {} fuel in one call (raise it with --limit {role}.fuel=N)",
                     limits.fuel
@@ -694,6 +747,15 @@ impl Crash {
         }
         Crash { message }
     }
+}
+
+/// Whether wasmtime stopped copying a call's data into the host: its
+/// "hostcall fuel" (bytes per call, see [`arm`]) ran out. The error type is
+/// private to wasmtime, so this reads its message.
+fn is_transfer_overflow(error: &wasmtime::Error) -> bool {
+    error
+        .chain()
+        .any(|e| e.to_string().contains("fuel allocated for hostcalls"))
 }
 
 /// The panic a Rust plugin printed to stderr, as one line: `panicked at
@@ -811,6 +873,30 @@ impl EnvInstance {
     /// image whose bytes do not match its size is the env's crash, named
     /// here, not a viewer's problem later.
     fn check(&self, observation: &Observation, call: &str) -> Result<(), Crash> {
+        let limit = self.sandbox.plugin.limits.transfer_bytes;
+        let sizes: Vec<(&str, u64)> = observation
+            .iter()
+            .map(|p| (p.name.as_str(), part_bytes(&p.value)))
+            .collect();
+        let total: u64 = sizes.iter().map(|(_, n)| n).sum();
+        if total > limit {
+            let mut largest = sizes;
+            largest.sort_by(|a, b| b.1.cmp(&a.1));
+            let parts: Vec<String> = largest
+                .iter()
+                .take(3)
+                .map(|(name, n)| format!("`{name}` {}", mib(*n)))
+                .collect();
+            return Err(Crash {
+                message: format!(
+                    "env plugin {} crashed in `{call}`: its observation takes {} (largest parts: {}), over the transfer limit of {} (make it smaller, or raise it with --limit env.transfer-mb=N)",
+                    self.sandbox.plugin.name,
+                    mib(total),
+                    parts.join(", "),
+                    mib(limit)
+                ),
+            });
+        }
         for part in observation {
             if let Value::Image(img) = &part.value {
                 let want = u64::from(img.width)

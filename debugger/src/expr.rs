@@ -8,7 +8,8 @@
 
 use std::fmt;
 
-use cel::{Context, Program, Value};
+pub use cel::Context;
+use cel::{Program, Value};
 
 pub(crate) use crate::view::Uses;
 
@@ -72,7 +73,7 @@ fn operators(source: &str, limit: usize) -> (usize, Option<usize>) {
                 }
             }
             None if c == '"' || c == '\'' => quote = Some(c),
-            None if "+-*/%<>=!&|?:.[(,".contains(c) => {
+            None if "+-*/%<>=!&|?:.[({,".contains(c) => {
                 n += 1;
                 if n > limit {
                     return (n, Some(i));
@@ -220,6 +221,25 @@ mod tests {
         let path = format!("memory[\"{}\"] == 'a+b'", "/x".repeat(400));
         assert!(Expr::compile(&path).is_ok());
         assert_eq!(operators(r#""a+b" + 'c\'+d'"#, 10).0, 1);
+    }
+
+    /// Whatever opens a nesting, repeated up to the size bound, is refused
+    /// or fails to parse, on a 2 MiB stack, without overflowing it.
+    #[test]
+    fn deep_nesting_cannot_overflow_the_stack() {
+        for opener in ["{", "(", "[", "!", "-", "{1:", "[1,", "a.", "f("] {
+            let text = opener.repeat(MAX_EXPR_BYTES / opener.len());
+            let ok = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || {
+                    if let Ok(e) = Expr::compile(&text) {
+                        let _ = e.eval(&Context::default());
+                    }
+                })
+                .expect("thread")
+                .join();
+            assert!(ok.is_ok(), "`{opener}` x many overflowed the stack");
+        }
     }
 
     #[test]

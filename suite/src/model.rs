@@ -438,6 +438,28 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
         } else {
             rewards.iter().map(Some).collect()
         };
+        let expands = [
+            agents.len(),
+            envs.len(),
+            env_configs.len(),
+            reward_slots.len(),
+        ]
+        .into_iter()
+        .try_fold(1usize, usize::checked_mul)
+        .and_then(|n| n.checked_add(cases.len()));
+        if expands.is_none_or(|n| n > MAX_CASES) {
+            return Err(cx.err(
+                m.name.span(),
+                "matrix",
+                format!(
+                    "the suite would have more than {MAX_CASES} cases ({} agents x {} envs x {} env configs x {} rewards in this matrix); split it into several suites",
+                    agents.len(),
+                    envs.len(),
+                    env_configs.len(),
+                    reward_slots.len()
+                ),
+            ));
+        }
         for a in &agents {
             for e in &envs {
                 for ec in &env_configs {
@@ -509,6 +531,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Suite, SuiteError> {
 
 /// The most episodes a case may ask for (as `ludus run` allows in one run).
 pub const MAX_EPISODES: u64 = 1_000_000;
+/// The most cases a suite may expand to, its matrices included.
+pub const MAX_CASES: usize = 10_000;
 /// The most bootstrap resamples: the bootstrap keeps one mean per resample.
 pub const MAX_RESAMPLES: u64 = 1_000_000;
 
@@ -806,6 +830,38 @@ seed = 5
             Ok(_) => panic!("parsed"),
             Err(e) => e.to_string(),
         }
+    }
+
+    /// A matrix is checked before it expands: a few kilobytes of axes
+    /// cannot ask for a billion cases.
+    #[test]
+    fn a_matrix_that_expands_too_far_is_refused_before_expanding() {
+        let axis = |n: usize| {
+            let items: Vec<String> = (0..n).map(|i| format!("\"p{i}.wasm\"")).collect();
+            format!("[{}]", items.join(", "))
+        };
+        let configs: Vec<String> = (0..1000).map(|i| format!("\"c={i}\"")).collect();
+        let text = format!(
+            "[[matrix]]\nname = \"big\"\nagents = {}\nenvs = {}\nenv_configs = [{}]\n",
+            axis(1000),
+            axis(1000),
+            configs.join(", ")
+        );
+        let err = parse_err(&text);
+        assert!(
+            err.contains("more than 10000 cases") && err.contains("1000 agents x 1000 envs"),
+            "{err}"
+        );
+        assert!(
+            parse_ok(&format!(
+                "[[matrix]]\nname = \"ok\"\nagents = {}\nenvs = {}\n",
+                axis(100),
+                axis(100)
+            ))
+            .cases
+            .len()
+                == 10_000
+        );
     }
 
     #[test]

@@ -184,6 +184,97 @@ fn a_memory_write_flood_crashes_its_episode_only() {
     assert!(size < 8 << 20, "the database grew to {size} bytes");
 }
 
+/// Writes under the per-call limit still add up: the episode's total is
+/// bounded too, and the episode that goes over it ends as `crashed`.
+#[test]
+fn memory_writes_are_bounded_per_episode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("trickle.db");
+    let report = run_json(
+        &db,
+        "hostile_env",
+        "hostile_agent",
+        &[
+            "--env-config",
+            "max_steps=50",
+            "--agent-config",
+            "mode=trickle,at=2",
+            "--limit",
+            "agent.episode-memory-writes=20000",
+            "--episodes",
+            "2",
+        ],
+    );
+    for e in report["episodes"].as_array().expect("episodes") {
+        assert_eq!(e["outcome"], "crashed", "{e}");
+        let error = e["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("in one episode")
+                && error.contains("--limit agent.episode-memory-writes"),
+            "{error}"
+        );
+        // Four acts of 5,000 writes fit; the fifth goes over.
+        assert_eq!(e["length"], 6, "{e}");
+    }
+}
+
+/// An observation bigger than a call may hand the host is the env's crash,
+/// naming the part and its size when it arrived, and the limit either way.
+#[test]
+fn an_oversized_observation_names_its_part_and_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("huge.db");
+    let crash = |mb: &str| {
+        let report = run_json(
+            &db,
+            "hostile_env",
+            "random_agent",
+            &[
+                "--env-config",
+                &format!("mode=huge,at=1,mb={mb}"),
+                "--limit",
+                "env.transfer-mb=16",
+                "--episodes",
+                "1",
+            ],
+        );
+        let e = &report["episodes"][0];
+        assert_eq!(e["outcome"], "crashed", "{e}");
+        assert_eq!(e["length"], 1, "{e}");
+        e["error"].as_str().unwrap_or_default().to_string()
+    };
+    let error = crash("20");
+    assert!(
+        error.contains("`dump` 20.0 MiB")
+            && error.contains("transfer limit of 16.0 MiB")
+            && error.contains("--limit env.transfer-mb=N"),
+        "{error}"
+    );
+    let error = crash("40");
+    assert!(
+        error.contains("crashed in `step`")
+            && error.contains("more than 32 MiB in one call")
+            && error.contains("--limit env.transfer-mb=N")
+            && !error.contains("fuel"),
+        "{error}"
+    );
+    // Raised, the same observation is recorded.
+    let report = run_json(
+        &db,
+        "hostile_env",
+        "random_agent",
+        &[
+            "--env-config",
+            "mode=huge,at=1,mb=20,max_steps=3",
+            "--limit",
+            "env.transfer-mb=64",
+            "--episodes",
+            "1",
+        ],
+    );
+    assert_eq!(report["episodes"][0]["outcome"], "terminated", "{report}");
+}
+
 /// Absurd counts from the command line are refused at once (exit 2), not
 /// allocated.
 #[test]
@@ -308,4 +399,80 @@ fn an_image_that_lies_about_its_size_is_the_envs_crash() {
         "{error}"
     );
     assert!(e["length"].as_u64().is_some_and(|n| n >= 2), "{e}");
+}
+
+/// Every input kept under `fuzz/regressions/TARGET/` goes through what that
+/// fuzz target calls, the way the target calls it: each gives a value or an
+/// error, and none panics, overflows a stack or runs away with memory.
+#[test]
+fn fuzz_regressions_replay() {
+    use ludus_arena::codec::{FrameFields, decode_chunk_fields};
+    use ludus_debugger::expr::{Context, Expr};
+    let root = root().join("fuzz/regressions");
+    let mut replayed = 0;
+    for dir in std::fs::read_dir(&root).expect("fuzz/regressions") {
+        let dir = dir.expect("entry").path();
+        let target = dir
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        for file in std::fs::read_dir(&dir).expect("target folder") {
+            let file = file.expect("entry").path();
+            let data = std::fs::read(&file).expect("input");
+            let text = std::str::from_utf8(&data).ok();
+            match target.as_str() {
+                "frame_chunk" => {
+                    let Some((&mode, rest)) = data.split_first() else {
+                        continue;
+                    };
+                    let blob = if mode & 1 == 0 {
+                        rest.to_vec()
+                    } else {
+                        zstd::bulk::compress(rest, 1).expect("compress")
+                    };
+                    let fields = if mode & 2 == 0 {
+                        FrameFields::ALL
+                    } else {
+                        FrameFields {
+                            observation: false,
+                            info: mode & 4 != 0,
+                            logs: false,
+                            memory_writes: mode & 8 != 0,
+                            model_calls: false,
+                        }
+                    };
+                    let _ = decode_chunk_fields(&blob, &[], fields, &mut Vec::new());
+                }
+                "suite_file" => {
+                    if let Some(t) = text {
+                        let _ = ludus_suite::model::parse(t, std::path::Path::new("fuzz.toml"));
+                    }
+                }
+                "train_config" => {
+                    if let Some(t) = text {
+                        let _ = ludus_trainer::config::Config::parse(t);
+                    }
+                }
+                "cel" => {
+                    if let Some(Ok(expr)) = text.map(Expr::compile) {
+                        let mut context = Context::default();
+                        context.add_variable_from_value("step", 3i64);
+                        context.add_variable_from_value("reward", 0.5f64);
+                        context.add_variable_from_value("action", "left");
+                        let _ = expr.eval(&context);
+                    }
+                }
+                "model_response" => {
+                    if let Some(t) = text {
+                        let _ = ludus_llm::parse_response(t);
+                        let _ = ludus_llm::Endpoint::parse(t);
+                    }
+                }
+                other => panic!("fuzz/regressions/{other}: no such fuzz target"),
+            }
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0, "no inputs under {}", root.display());
 }

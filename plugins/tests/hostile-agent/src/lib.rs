@@ -20,6 +20,8 @@
 //!   connects to `127.0.0.1:1`, logs each outcome, then goes on acting normally.
 //! - `writes`: writes a million execution-memory paths in one `act`, ignoring
 //!   every error, then goes on acting normally.
+//! - `trickle`: from step `at` on, writes 5,000 new execution-memory paths in
+//!   every `act` (under the per-call limit), ignoring every error.
 
 use std::hint::black_box;
 
@@ -35,6 +37,7 @@ enum Mode {
     Panic,
     File,
     Writes,
+    Trickle,
     /// Calls a model in an endless loop.
     ChatLoop,
 }
@@ -50,10 +53,11 @@ impl Mode {
             "panic" => Mode::Panic,
             "file" => Mode::File,
             "writes" => Mode::Writes,
+            "trickle" => Mode::Trickle,
             "chat-loop" => Mode::ChatLoop,
             other => {
                 return Err(format!(
-                    "hostile-agent: unknown mode `{other}` (expected loop, alloc, recurse, stack, panic, file, writes, chat-loop or none)"
+                    "hostile-agent: unknown mode `{other}` (expected loop, alloc, recurse, stack, panic, file, writes, trickle, chat-loop or none)"
                 ));
             }
         })
@@ -104,9 +108,14 @@ impl Agent for HostileAgent {
     }
 
     fn act(&mut self, _observation: &Observation, context: &StepContext) -> Action {
+        if self.mode == Mode::Trickle && context.step >= self.at {
+            for i in 0..5_000u32 {
+                let _ = memory::write(&format!("/episode/trickle/{}/{i}", context.step), "x");
+            }
+        }
         if context.step == self.at {
             match self.mode {
-                Mode::None => {}
+                Mode::None | Mode::Trickle => {}
                 Mode::Loop => spin(),
                 Mode::Alloc => hoard(),
                 Mode::Recurse => {

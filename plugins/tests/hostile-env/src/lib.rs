@@ -7,11 +7,13 @@
 //!   30 s through WASI's clock) or `sleep_forever` (sleeps an hour at a
 //!   time, endlessly), `shout` (prints 1 MiB to stderr, then goes on),
 //!   `bad_image` (from step `at` on, the observation also holds an 8x8 grey
-//!   image part `screen` with 60 bytes instead of 64).
+//!   image part `screen` with 60 bytes instead of 64), `huge` (at step `at`
+//!   the observation also holds a text part `dump` of `mb` MiB).
 //! - `bounds`: `finite` (default) or `inf`: the observation box's bounds are
 //!   -inf and inf, as Gymnasium's unbounded `Box` declares them.
 //! - `at`: the step (from 0) whose `step` call misbehaves; default 3.
 //! - `max_steps`: episode length; default 20.
+//! - `mb`: the size of `huge`'s text part in MiB; default 200.
 //!
 //! Otherwise trivial: observation one vector part `state` = [step], discrete(2)
 //! actions, reward 1 per step, terminated when the step count reaches `max_steps`.
@@ -31,6 +33,7 @@ enum Mode {
     SleepForever,
     Shout,
     BadImage,
+    Huge,
 }
 
 impl Mode {
@@ -45,9 +48,10 @@ impl Mode {
             "sleep_forever" => Mode::SleepForever,
             "shout" => Mode::Shout,
             "bad_image" => Mode::BadImage,
+            "huge" => Mode::Huge,
             other => {
                 return Err(format!(
-                    "hostile-env: unknown mode `{other}` (expected loop, panic, alloc, nan, sleep, sleep_forever, shout, bad_image or none)"
+                    "hostile-env: unknown mode `{other}` (expected loop, panic, alloc, nan, sleep, sleep_forever, shout, bad_image, huge or none)"
                 ));
             }
         })
@@ -58,6 +62,7 @@ pub struct HostileEnv {
     mode: Mode,
     at: u32,
     max_steps: u32,
+    mb: usize,
     step: u32,
 }
 
@@ -67,15 +72,17 @@ impl Env for HostileEnv {
         let mut at = 3;
         let mut max_steps = 20;
         let mut unbounded = false;
+        let mut mb = 200;
         for (key, value) in parse_config(config)? {
             match key.as_str() {
                 "mode" => mode = Mode::parse(&value)?,
                 "at" => at = parse_value(&key, &value)?,
                 "max_steps" => max_steps = parse_value(&key, &value)?,
                 "bounds" => unbounded = value == "inf",
+                "mb" => mb = parse_value(&key, &value)?,
                 other => {
                     return Err(format!(
-                        "hostile-env: unknown config key `{other}` (expected mode, at, max_steps, bounds)"
+                        "hostile-env: unknown config key `{other}` (expected mode, at, max_steps, bounds, mb)"
                     ));
                 }
             }
@@ -112,6 +119,7 @@ impl Env for HostileEnv {
                 mode,
                 at,
                 max_steps,
+                mb,
                 step: 0,
             },
             info,
@@ -130,7 +138,7 @@ impl Env for HostileEnv {
     fn step(&mut self, _action: &Action) -> StepResult {
         if self.step == self.at {
             match self.mode {
-                Mode::None | Mode::Nan | Mode::BadImage => {}
+                Mode::None | Mode::Nan | Mode::BadImage | Mode::Huge => {}
                 Mode::Loop => spin(),
                 Mode::Panic => panic!("hostile env panics on purpose at step {}", self.at),
                 Mode::Alloc => hoard(),
@@ -147,6 +155,7 @@ impl Env for HostileEnv {
         }
         let nan = self.mode == Mode::Nan && self.step >= self.at;
         let bad_image = self.mode == Mode::BadImage && self.step >= self.at;
+        let huge = self.mode == Mode::Huge && self.step == self.at;
         self.step += 1;
         let mut observation =
             vector_observation("state", vec![if nan { f32::NAN } else { self.step as f32 }]);
@@ -159,6 +168,12 @@ impl Env for HostileEnv {
                     channels: 1,
                     pixels: vec![0; 60],
                 }),
+            });
+        }
+        if huge {
+            observation.push(Part {
+                name: "dump".into(),
+                value: Value::Text("x".repeat(self.mb << 20)),
             });
         }
         StepResult {
