@@ -32,7 +32,10 @@ ln -sfn "$smol" models/smollm2-135m-instruct.gguf
 made=()
 [ -f models/tiny.gguf ] || { $py scripts/make-tiny-model.py llm models/tiny.gguf --embd 64 >/dev/null; made+=(tiny.gguf); }
 [ -f models/tiny-mmproj.gguf ] || { $py scripts/make-tiny-model.py mmproj models/tiny-mmproj.gguf --embd 64 >/dev/null; made+=(tiny-mmproj.gguf); }
+# SmolLM2 dequantized to F32, so that llama.cpp computes as the built-in
+# backend does (the tests compare them token for token).
+[ -f models/smollm2-135m-f32.gguf ] || { $py scripts/dequantize-gguf.py models/smollm2-135m-instruct.gguf models/smollm2-135m-f32.gguf; made+=(smollm2-135m-f32.gguf); }
 [ -f models/smollm2-mmproj.gguf ] || { $py scripts/make-tiny-model.py mmproj models/smollm2-mmproj.gguf --embd 576 >/dev/null; made+=(smollm2-mmproj.gguf); }
 if ((${#made[@]})); then
-    echo "made models/${made[*]} (random weights, for tests)"
+    echo "made models/${made[*]} (for tests)"
 fi

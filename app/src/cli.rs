@@ -121,7 +121,9 @@ pub struct ForkArgs {
     /// A model endpoint for the plugins' model calls:
     /// `[NAME=]URL[,model=M][,api-key-env=VAR][,price-in=USD][,price-out=USD][,timeout-s=S]`
     /// (an OpenAI-compatible server; NAME defaults to `default`; prices per
-    /// million tokens; the key is read from VAR and never recorded). Repeatable.
+    /// million tokens; the key is read from VAR and never recorded), or
+    /// `[NAME=]policy:PATH` to answer in this process from a GGUF file or a
+    /// Hugging Face folder (the built-in backend). Repeatable.
     #[arg(long = "model", value_name = "[NAME=]URL[,OPTION=VALUE...]")]
     pub models: Vec<String>,
     /// Print one JSON object on stdout.
@@ -152,7 +154,9 @@ pub struct RerunArgs {
     /// A model endpoint for the plugins' model calls:
     /// `[NAME=]URL[,model=M][,api-key-env=VAR][,price-in=USD][,price-out=USD][,timeout-s=S]`
     /// (an OpenAI-compatible server; NAME defaults to `default`; prices per
-    /// million tokens; the key is read from VAR and never recorded). Repeatable.
+    /// million tokens; the key is read from VAR and never recorded), or
+    /// `[NAME=]policy:PATH` to answer in this process from a GGUF file or a
+    /// Hugging Face folder (the built-in backend). Repeatable.
     #[arg(long = "model", value_name = "[NAME=]URL[,OPTION=VALUE...]")]
     pub models: Vec<String>,
     /// Print one JSON object on stdout.
@@ -207,7 +211,9 @@ pub struct RunArgs {
     /// A model endpoint for the plugins' model calls:
     /// `[NAME=]URL[,model=M][,api-key-env=VAR][,price-in=USD][,price-out=USD][,timeout-s=S]`
     /// (an OpenAI-compatible server; NAME defaults to `default`; prices per
-    /// million tokens; the key is read from VAR and never recorded). Repeatable.
+    /// million tokens; the key is read from VAR and never recorded), or
+    /// `[NAME=]policy:PATH` to answer in this process from a GGUF file or a
+    /// Hugging Face folder (the built-in backend). Repeatable.
     #[arg(long = "model", value_name = "[NAME=]URL[,OPTION=VALUE...]")]
     pub models: Vec<String>,
 }

@@ -76,7 +76,7 @@ pub fn model_setup(
     models: &[String],
     limits: &[String],
 ) -> Result<ludus_arena::chat::ModelSetup, UsageError> {
-    ludus_llm::setup(models, cost_cap(limits)?).map_err(|e| UsageError(e.to_string()))
+    ludus_trainer::llm::setup(models, cost_cap(limits)?).map_err(UsageError)
 }
 
 /// The agent of `--agent`: a wasm plugin, or a trained policy given as

@@ -76,6 +76,16 @@ fn progress_line(r: &UpdateReport) -> String {
         f("env_utilisation"),
         f("policy_lag"),
     );
+    // Training a language model: how often it succeeds and what it generates.
+    if r.metric("success_rate").is_some() {
+        line.push_str(&format!(
+            "  success {}  tokens/episode {}  gen_tokens/s {}",
+            f("success_rate"),
+            f("tokens_per_episode"),
+            r.metric("generation_tokens_per_s")
+                .map_or("-".into(), |v| format!("{v:.0}"))
+        ));
+    }
     if let Some(p) = &r.checkpoint {
         line.push_str(&format!(
             "\ncheckpoint update {}: {}",

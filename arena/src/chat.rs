@@ -23,8 +23,11 @@ pub trait ModelClient: Send + Sync + std::fmt::Debug {
     /// Whether the run has an endpoint of this name.
     fn has_endpoint(&self, name: &str) -> bool;
     /// Sends `request` to its endpoint. Images the request refers to in the
-    /// observation are given as pixels in `images`, by part name.
-    fn chat(&self, request: &ChatRequest, images: &Observation) -> LiveAnswer;
+    /// observation are given as pixels in `images`, by part name. `seed`
+    /// is the call's own, from the episode's seed and the call's index in
+    /// the episode: a client that samples itself samples from it, so that
+    /// an episode's answers repeat with its seed.
+    fn chat(&self, request: &ChatRequest, images: &Observation, seed: u64) -> LiveAnswer;
     /// The endpoint's prices in US dollars per million prompt and
     /// completion tokens (0 when not given).
     fn prices(&self, endpoint: &str) -> (f64, f64);
@@ -32,6 +35,52 @@ pub trait ModelClient: Send + Sync + std::fmt::Debug {
     /// a key.
     fn describe(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+}
+
+/// Several clients as one: a call goes to the first that has its endpoint.
+#[derive(Debug)]
+pub struct Clients(pub Vec<Arc<dyn ModelClient>>);
+
+impl Clients {
+    fn of(&self, endpoint: &str) -> Option<&Arc<dyn ModelClient>> {
+        self.0.iter().find(|c| c.has_endpoint(endpoint))
+    }
+}
+
+impl ModelClient for Clients {
+    fn has_endpoint(&self, name: &str) -> bool {
+        self.of(name).is_some()
+    }
+
+    fn chat(&self, request: &ChatRequest, images: &Observation, seed: u64) -> LiveAnswer {
+        match self.of(&request.endpoint) {
+            Some(c) => c.chat(request, images, seed),
+            None => LiveAnswer {
+                result: Err(ModelError::UnknownEndpoint(format!(
+                    "no model endpoint `{}` in this run",
+                    request.endpoint
+                ))),
+                attempts: Vec::new(),
+                latency_ms: 0.0,
+            },
+        }
+    }
+
+    fn prices(&self, endpoint: &str) -> (f64, f64) {
+        self.of(endpoint).map_or((0.0, 0.0), |c| c.prices(endpoint))
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        let mut all = Vec::new();
+        for c in &self.0 {
+            match c.describe() {
+                serde_json::Value::Array(items) => all.extend(items),
+                serde_json::Value::Null => {}
+                other => all.push(other),
+            }
+        }
+        serde_json::Value::Array(all)
     }
 }
 
@@ -59,6 +108,9 @@ pub struct ModelSetup {
     pub library: Option<Arc<CallLibrary>>,
     /// What the run has spent so far, shared by its episodes.
     pub spent: Arc<Mutex<f64>>,
+    /// Mixed into every call's seed: episodes with the same seed and
+    /// different salts sample different answers (training's groups).
+    pub salt: u64,
 }
 
 /// Recorded calls by request: a request equal to a recorded one (same
@@ -126,6 +178,11 @@ pub struct EpisodeModels {
     pub(crate) mismatch: Option<(usize, String)>,
     /// The tools the episode's environment offers.
     pub(crate) env_tools: Vec<Tool>,
+    /// The episode's seed, and the calls made in the episode so far
+    /// (served from anywhere): a call's seed comes from both, so that a
+    /// fork's live calls get the seeds the original's had.
+    seed: u64,
+    made: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -137,7 +194,12 @@ struct Used {
 pub type SharedModels = Arc<Mutex<EpisodeModels>>;
 
 impl EpisodeModels {
-    pub(crate) fn new(setup: ModelSetup, agent: Budget, reward: Budget) -> EpisodeModels {
+    pub(crate) fn new(
+        setup: ModelSetup,
+        agent: Budget,
+        reward: Budget,
+        seed: u64,
+    ) -> EpisodeModels {
         EpisodeModels {
             setup,
             budgets: [
@@ -150,6 +212,8 @@ impl EpisodeModels {
             observation: Vec::new(),
             mismatch: None,
             env_tools: Vec::new(),
+            seed,
+            made: 0,
         }
     }
 
@@ -198,6 +262,7 @@ impl EpisodeModels {
     ) -> Result<ChatResponse, ModelError> {
         let index = self.calls.len();
         let call = self.answer(role, request, index);
+        self.made += 1;
         let result = call.result.clone();
         if let Ok(r) = &call.result
             && let Some((_, _, used)) = self.budgets.iter_mut().find(|(r0, ..)| *r0 == role)
@@ -264,7 +329,8 @@ impl EpisodeModels {
             ));
             return call(request, Err(e), Served::Refused);
         }
-        let answer = client.chat(&request, &self.observation);
+        let seed = ludus_core::derived_seed(self.seed ^ self.setup.salt, 1000 + self.made);
+        let answer = client.chat(&request, &self.observation, seed);
         let (price_in, price_out) = client.prices(&request.endpoint);
         let cost = answer.result.as_ref().map_or(0.0, |r| {
             (f64::from(r.prompt_tokens) * price_in + f64::from(r.completion_tokens) * price_out)

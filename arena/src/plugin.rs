@@ -881,7 +881,7 @@ impl EnvInstance {
         let total: u64 = sizes.iter().map(|(_, n)| n).sum();
         if total > limit {
             let mut largest = sizes;
-            largest.sort_by(|a, b| b.1.cmp(&a.1));
+            largest.sort_by_key(|p| std::cmp::Reverse(p.1));
             let parts: Vec<String> = largest
                 .iter()
                 .take(3)

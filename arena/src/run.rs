@@ -649,6 +649,7 @@ impl Stepper {
             spec.models.clone(),
             budget(spec.agent.plugin().map(|p| &p.limits)),
             budget(spec.reward.as_ref().map(|p| &p.limits)),
+            derived_seed(seed, 4),
         )));
         let replaying = !first_calls.is_empty();
         if replaying && let Ok(mut m) = models.lock() {

@@ -100,7 +100,7 @@ fn maze_run(
         seed: 1,
         jobs,
         db: db.to_path_buf(),
-        models: ludus_llm::setup(&models, None).map_err(|e| UsageError(e.to_string()))?,
+        models: ludus_trainer::llm::setup(&models, None).map_err(UsageError)?,
     };
     Ok(prepare(spec)?.run(&Progress::default())?)
 }
@@ -377,7 +377,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             seed: 1,
             jobs: 1,
             db: db.0.clone(),
-            models: ludus_llm::setup(&models, None).map_err(|e| UsageError(e.to_string()))?,
+            models: ludus_trainer::llm::setup(&models, None).map_err(UsageError)?,
         };
         Ok(prepare(spec)?
             .run(&Progress::default())?

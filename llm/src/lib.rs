@@ -306,7 +306,7 @@ impl ModelClient for HttpModels {
         self.endpoint(name).is_some()
     }
 
-    fn chat(&self, request: &ChatRequest, images: &Observation) -> LiveAnswer {
+    fn chat(&self, request: &ChatRequest, images: &Observation, _seed: u64) -> LiveAnswer {
         let started = Instant::now();
         let done = |result, attempts| LiveAnswer {
             result,

@@ -13,6 +13,7 @@ mod desktop;
 mod hardening;
 mod ide;
 mod llm;
+mod policy;
 mod polyglot;
 mod recording_compat;
 mod suite;

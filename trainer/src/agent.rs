@@ -200,6 +200,7 @@ impl NativeAgentFactory for CheckpointAgent {
             hidden: self.spec.hidden.clone(),
             conv: self.spec.image.as_ref().map(|im| im.conv.clone()),
             downsample: self.spec.image.as_ref().map(|im| im.downsample),
+            ..Default::default()
         };
         let wanted = Spec::from_config(env, &shape).map_err(|m| {
             format!(

@@ -151,11 +151,28 @@ fn default_truncation() -> f64 {
     1.0
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
+    /// `net` (default: an MLP or CNN chosen from the env's spaces, acting
+    /// on observations) or `llm` (a language model that an agent plugin
+    /// calls; see `model` and `agent`).
+    #[serde(default)]
+    pub kind: PolicyKind,
     /// Hidden layer widths of the MLP (actor and critic each).
+    #[serde(default)]
     pub hidden: Vec<usize>,
+    /// `kind = "llm"`: the model to train, a GGUF file or a Hugging Face
+    /// folder, relative to the config file.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// `kind = "llm"`: the agent plugin that drives the episodes and calls
+    /// the model (endpoint `default`), relative to the config file.
+    #[serde(default)]
+    pub agent: Option<PathBuf>,
+    /// Config string passed to the agent's `init`.
+    #[serde(default)]
+    pub agent_config: String,
     /// CNN for image observations: `[channels, stride]` per 3x3 conv layer
     /// (default `[[16, 1], [32, 1]]`).
     #[serde(default)]
@@ -163,6 +180,14 @@ pub struct PolicyConfig {
     /// The image is average-pooled by this factor before the CNN (default 4).
     #[serde(default)]
     pub downsample: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    #[default]
+    Net,
+    Llm,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +260,14 @@ impl Config {
         if config.env.plugin.is_relative() {
             config.env.plugin = base.join(&config.env.plugin);
         }
+        for p in [&mut config.policy.model, &mut config.policy.agent]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         Ok(config)
     }
 
@@ -305,7 +338,20 @@ impl Config {
                     .into(),
             );
         }
-        if self.policy.hidden.is_empty() || self.policy.hidden.contains(&0) {
+        if self.policy.kind == PolicyKind::Llm {
+            if self.policy.model.is_none() || self.policy.agent.is_none() {
+                return Err(
+                    "`policy.kind = \"llm\"` needs `policy.model` (a GGUF file or a Hugging Face folder) and `policy.agent` (the agent plugin that calls it)"
+                        .into(),
+                );
+            }
+            if self.algorithm.advantage != AdvantageKind::Group {
+                return Err(
+                    "`policy.kind = \"llm\"` trains with group-relative advantages: set `algorithm.advantage = \"group\"`"
+                        .into(),
+                );
+            }
+        } else if self.policy.hidden.is_empty() || self.policy.hidden.contains(&0) {
             return Err("`policy.hidden` must list at least one layer width > 0".into());
         }
         if let Some(conv) = &self.policy.conv

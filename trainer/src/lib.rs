@@ -12,6 +12,8 @@ pub mod agent;
 pub mod checkpoint;
 pub mod config;
 pub mod learner;
+pub mod llm;
+pub mod options;
 pub mod policy;
 pub mod rng;
 pub mod sampler;

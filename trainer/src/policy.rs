@@ -196,6 +196,7 @@ impl Spec {
                 hidden: hidden.to_vec(),
                 conv: None,
                 downsample: None,
+                ..Default::default()
             },
         )
     }
@@ -988,6 +989,7 @@ mod tests {
             hidden: vec![16],
             conv: Some(vec![[8, 1], [8, 2]]),
             downsample: Some(4),
+            ..Default::default()
         };
         let spec = Spec::from_config(&desktop_like(true, true), &config).unwrap();
         let image = spec.image.clone().unwrap();

@@ -174,7 +174,7 @@ impl AppState {
             seed: a.seed,
             jobs: a.jobs.max(1),
             db,
-            models: ludus_llm::setup(&a.model_lines(), None).map_err(|e| e.to_string())?,
+            models: ludus_trainer::llm::setup(&a.model_lines(), None)?,
         };
         let progress = Arc::new(Progress::default());
         self.arena.job = Some(RunJob {

@@ -477,8 +477,7 @@ impl AppState {
         edits.validate().map_err(|e| e.to_string())?;
         let (db, id, frame) = (d.db.clone(), d.episode.id, d.session.cursor());
         // Calls after the fork frame go to the arena form's endpoints.
-        let models =
-            ludus_llm::setup(&self.arena.form.model_lines(), None).map_err(|e| e.to_string())?;
+        let models = ludus_trainer::llm::setup(&self.arena.form.model_lines(), None)?;
         let d = self.debug.as_mut().ok_or("no episode is open")?;
         d.forking = true;
         self.spawn("ludus-ide-fork", move |tx| {
@@ -500,8 +499,7 @@ impl AppState {
     pub(super) fn rerun(&mut self) -> Result<(), String> {
         // Model calls whose request changed go to the arena form's endpoints;
         // the others are served from the recording.
-        let models =
-            ludus_llm::setup(&self.arena.form.model_lines(), None).map_err(|e| e.to_string())?;
+        let models = ludus_trainer::llm::setup(&self.arena.form.model_lines(), None)?;
         let d = self.debug.as_mut().ok_or("no episode is open")?;
         let run = &d.run;
         let mut overrides = ludus_arena::replay::Overrides {

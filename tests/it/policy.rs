@@ -1,0 +1,311 @@
+//! The built-in model backend (`--model policy:PATH`): SmolLM2-135M-Instruct
+//! read from its GGUF file into the libtorch decoder, against llama.cpp's
+//! server on the same weights.
+
+use std::path::Path;
+
+use ludus_arena::chat::{ChatRequest, ContentPart, Message, ModelClient};
+
+use crate::support::models::{LlamaServer, model_file};
+use crate::support::{ludus, plugin, run_json};
+
+fn request(system: Option<&str>, user: &str) -> ChatRequest {
+    let message = |role: &str, text: &str| Message {
+        role: role.into(),
+        content: vec![ContentPart::Text(text.into())],
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+    };
+    let mut messages: Vec<Message> = system.map(|s| message("system", s)).into_iter().collect();
+    messages.push(message("user", user));
+    ChatRequest {
+        endpoint: "default".into(),
+        messages,
+        tools: Vec::new(),
+        response_format: None,
+        temperature: Some(0.0),
+        top_p: None,
+        max_tokens: Some(20),
+        stop: Vec::new(),
+        seed: None,
+        logprobs: true,
+    }
+}
+
+fn client(model: &str) -> std::sync::Arc<dyn ModelClient> {
+    ludus_trainer::llm::setup(&[model.to_string()], None)
+        .expect("model setup")
+        .client
+        .expect("a client")
+}
+
+/// Greedy decoding gives llama.cpp's tokens, with log-probabilities within
+/// 0.01 nats, and the same prompt length (so the chat template and the
+/// tokenizer agree with llama.cpp's too). The server reads SmolLM2
+/// dequantized to F32 (`scripts/dequantize-gguf.py`): on the Q4_1 file
+/// llama.cpp also quantizes the activations, which moves log-probabilities
+/// by up to about 0.15 nats and flips near ties; the backend dequantizes
+/// the same Q4_1 file, so the weights are the same numbers.
+#[test]
+fn the_built_in_backend_decodes_as_llama_cpp_does() {
+    let server = LlamaServer::start("smollm2-135m-f32.gguf", 1);
+    let remote = client(&server.url);
+    let local = client(&format!(
+        "policy:{}",
+        model_file("smollm2-135m-instruct.gguf").display()
+    ));
+    let requests = [
+        request(None, "What is 2+2?"),
+        request(None, "Name three colours."),
+        request(Some("You answer in one word."), "What animal says moo?"),
+        request(
+            Some("You move through a maze. Answer with up, down, left or right."),
+            "Grid:\n#####\n#A..#\n###G#\nWhere do you move?",
+        ),
+    ];
+    for r in &requests {
+        let theirs = remote
+            .chat(r, &Vec::new(), 0)
+            .result
+            .expect("llama.cpp answers");
+        let ours = local
+            .chat(r, &Vec::new(), 0)
+            .result
+            .expect("the backend answers");
+        assert_eq!(ours.prompt_tokens, theirs.prompt_tokens, "prompt of {r:?}");
+        let ids = |t: &[ludus_arena::chat::GeneratedToken]| -> Vec<Option<u32>> {
+            t.iter().map(|t| t.id).collect()
+        };
+        assert!(!theirs.tokens.is_empty(), "{theirs:?}");
+        assert_eq!(
+            ids(&ours.tokens),
+            ids(&theirs.tokens),
+            "{ours:?}\n{theirs:?}"
+        );
+        assert_eq!(ours.content, theirs.content);
+        for (a, b) in ours.tokens.iter().zip(&theirs.tokens) {
+            assert!(
+                (a.logprob - b.logprob).abs() < 0.01,
+                "token {:?}: {} here, {} in llama.cpp",
+                a.text,
+                a.logprob,
+                b.logprob
+            );
+        }
+    }
+}
+
+/// `ludus run` with `--model policy:PATH` plays the LLM maze agent as it
+/// plays with the server on the same weights, answer for answer; and
+/// sampling at a temperature draws from the episode's seed and the call's
+/// index, so the digests do not depend on `--jobs`.
+#[test]
+fn an_llm_agent_runs_on_the_built_in_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = format!(
+        "policy:{}",
+        model_file("smollm2-135m-instruct.gguf").display()
+    );
+    let maze = |db: &Path, model: &str, agent: &str, episodes: &str, jobs: &str| {
+        run_json(
+            db,
+            "maze",
+            "llm_maze_agent",
+            &[
+                "--env-config",
+                "size=7,doors=0,max_steps=4",
+                "--agent-config",
+                agent,
+                "--episodes",
+                episodes,
+                "--jobs",
+                jobs,
+                "--model",
+                model,
+            ],
+        )
+    };
+    let answers = |db: &Path, report: &serde_json::Value| -> Vec<String> {
+        let store = ludus_arena::Db::open_read_only(db).expect("db");
+        let mut out = Vec::new();
+        for e in report["episodes"].as_array().expect("episodes") {
+            let id = e["id"].as_i64().expect("id");
+            for (_, c) in store.model_calls(id, 0..=u64::MAX).expect("calls") {
+                out.push(match c.result {
+                    Ok(r) => r.content,
+                    Err(e) => format!("error: {e:?}"),
+                });
+            }
+        }
+        out
+    };
+    let greedy = "max-tokens=8,schema=off";
+    let (a, b) = (dir.path().join("local.db"), dir.path().join("server.db"));
+    let local = maze(&a, &policy, greedy, "1", "1");
+    assert_eq!(local["episodes"][0]["model_calls"], 4, "{local}");
+    assert_eq!(local["episodes"][0]["live_calls"], 4, "{local}");
+    let server = LlamaServer::start("smollm2-135m-f32.gguf", 1);
+    let remote = maze(&b, &server.url, greedy, "1", "1");
+    let (ours, theirs) = (answers(&a, &local), answers(&b, &remote));
+    assert_eq!(ours.len(), 4);
+    assert_eq!(ours, theirs);
+    // Sampled: the same digests with one job or two.
+    let hot = "max-tokens=6,schema=off,temperature=1.2";
+    let (c, d) = (dir.path().join("one.db"), dir.path().join("two.db"));
+    let one = maze(&c, &policy, hot, "2", "1");
+    let two = maze(&d, &policy, hot, "2", "2");
+    let digests = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        let mut v: Vec<(u64, serde_json::Value)> = r["episodes"]
+            .as_array()
+            .expect("episodes")
+            .iter()
+            .map(|e| (e["index"].as_u64().unwrap_or(0), e["digest"].clone()))
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v.into_iter().map(|x| x.1).collect()
+    };
+    assert_eq!(digests(&one), digests(&two));
+    // The two episodes sampled differently (their seeds differ).
+    let sampled = answers(&c, &one);
+    assert!(sampled.iter().any(|s| !ours.contains(s)), "{sampled:?}");
+}
+
+/// GRPO trains a tiny random model through a real wasm agent: the
+/// `word-echo` env shows one of four words, `llm-text-agent` asks the model
+/// (one token, sampled) and answers with it. A random model is right about a
+/// quarter of the time; trained, nine times in ten. The trained model is
+/// saved as a folder that `--model policy:DIR` runs.
+#[test]
+fn grpo_trains_the_model_an_llm_agent_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny");
+    ludus_trainer::llm::tiny::write(
+        &model,
+        &ludus_trainer::llm::tiny::TinySpec {
+            words: ["up", "down", "left", "right"].map(String::from).to_vec(),
+            dim: 32,
+            layers: 2,
+            heads: 2,
+            seed: 3,
+        },
+    )
+    .expect("tiny model");
+    let config = dir.path().join("echo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+name = "echo"
+seed = 11
+[env]
+plugin = "{env}"
+[sampling]
+mode = "sync"
+samplers = 1
+envs_per_sampler = 32
+rollout_steps = 1
+batch_steps = 1
+max_policy_lag = 0
+[algorithm]
+advantage = "group"
+policy_loss = "grpo"
+gamma = 1.0
+group_size = 8
+value_loss = false
+epochs = 1
+minibatches = 1
+[policy]
+kind = "llm"
+model = "{model}"
+agent = "{agent}"
+agent_config = "max-tokens=1,temperature=1"
+[optimizer]
+kind = "adam"
+lr = 0.01
+schedule = "constant"
+max_grad_norm = 1.0
+[stop]
+updates = 80
+mean_return = 0.95
+window = 64
+"#,
+            env = plugin("word_echo").display(),
+            model = model.display(),
+            agent = plugin("llm_text_agent").display(),
+        ),
+    )
+    .expect("config");
+    let db = dir.path().join("train.db");
+    let out = ludus([
+        "train",
+        &config.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    let summary = out.json();
+    let curve: Vec<f64> = out
+        .stderr()
+        .lines()
+        .filter_map(|l| {
+            l.split("success ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(!curve.is_empty(), "{}", out.stderr());
+    assert!(curve[0] < 0.6, "a random model already succeeds: {curve:?}");
+    assert_eq!(summary["reached_target"], true, "{summary}\n{curve:?}");
+    // Every sampled episode is recorded with its calls' tokens, their
+    // log-probabilities and the policy version; those of the first update
+    // (version 0, sampled at lag 0) are what the initial model gives them.
+    let store = ludus_arena::Db::open_read_only(&db).expect("train db");
+    let episodes = store.episodes("echo").expect("episodes");
+    assert!(episodes.len() >= 32, "{}", episodes.len());
+    let initial = ludus_trainer::llm::PolicyModel::open(&model, tch::Device::Cpu).expect("model");
+    let mut checked = 0;
+    for e in episodes.iter().filter(|e| e.index < 32) {
+        for (_, call) in store.model_calls(e.id, 0..=u64::MAX).expect("calls") {
+            let answer = call.result.expect("answered");
+            assert_eq!(answer.model, "tiny@v0");
+            let prompt = initial.text.prompt(&call.request).expect("prompt");
+            let prompt = initial.text.encode(&prompt).expect("tokens");
+            let ids: Vec<u32> = answer.tokens.iter().map(|t| t.id.expect("id")).collect();
+            assert!(!ids.is_empty());
+            let again: Vec<f32> = tch::no_grad(|| {
+                Vec::try_from(&initial.llama.logprobs_of(&prompt, &ids)).expect("values")
+            });
+            for (t, lp) in answer.tokens.iter().zip(again) {
+                assert!(
+                    (t.logprob - lp).abs() < 1e-4,
+                    "{} recorded, {lp} recomputed",
+                    t.logprob
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 32);
+    // The trained model answers greedily through the built-in backend.
+    let trained = summary["checkpoint"].as_str().expect("checkpoint");
+    let run = run_json(
+        &dir.path().join("after.db"),
+        "word_echo",
+        "llm_text_agent",
+        &[
+            "--agent-config",
+            "max-tokens=1,temperature=0",
+            "--model",
+            &format!("policy:{trained}"),
+            "--episodes",
+            "40",
+        ],
+    );
+    let rate = run["summary"]["success_rate"].as_f64().expect("rate");
+    assert!(rate >= 0.9, "{run}");
+}
