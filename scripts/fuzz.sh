@@ -14,6 +14,9 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(frame_chunk suite_file train_config cel model_response)
 bash scripts/setup-torch.sh >/dev/null
 export LIBTORCH="$PWD/.venv/libtorch"
+# The targets link libtorch through the trainer (the train config target
+# parses configs there), and cargo fuzz's binaries carry no run path to it.
+export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "installing cargo-fuzz (once)"
     cargo install cargo-fuzz --locked

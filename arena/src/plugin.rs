@@ -113,7 +113,7 @@ fn default_transfer_bytes() -> u64 {
 impl Limits {
     /// Defaults: 1e9 fuel per call (about a second of compute), 512 MiB of
     /// linear memory in all (Python and JS plugins need tens of MiB), 10 s
-    /// per call, 10,000 memory writes per call and 1,000,000 per episode,
+    /// per call, 10,000 memory writes per call and 100,000 per episode,
     /// 10,000,000 frames per episode, 128 MiB handed to the host per call
     /// (what wasmtime allows by default), no limit on model tokens and calls.
     pub const DEFAULT: Limits = Limits {
@@ -124,7 +124,7 @@ impl Limits {
         frames: 10_000_000,
         tokens: u64::MAX,
         model_calls: u64::MAX,
-        episode_memory_writes: 1_000_000,
+        episode_memory_writes: 100_000,
         transfer_bytes: 128 << 20,
     };
 

@@ -170,15 +170,55 @@ fn an_llm_agent_runs_on_the_built_in_backend() {
     assert!(sampled.iter().any(|s| !ours.contains(s)), "{sampled:?}");
 }
 
-/// GRPO trains a tiny random model through a real wasm agent: the
-/// `word-echo` env shows one of four words, `llm-text-agent` asks the model
-/// (one token, sampled) and answers with it. A random model is right about a
-/// quarter of the time; trained, nine times in ten. The trained model is
-/// saved as a folder that `--model policy:DIR` runs.
-#[test]
-fn grpo_trains_the_model_an_llm_agent_calls() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let model = dir.path().join("tiny");
+/// A tiny word-level model in `dir/tiny` and a GRPO config for
+/// `word-echo` through `llm-text-agent`; `ludus train` on `device`. Returns
+/// (model folder, train db, summary, success rate per update).
+fn train_word_echo(
+    dir: &Path,
+    device: &str,
+    kl_coef: f64,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    serde_json::Value,
+    Vec<f64>,
+) {
+    let (model, config) = word_echo_config(dir, kl_coef, "updates = 150\nmean_return = 0.9");
+    let db = dir.join("train.db");
+    let out = ludus([
+        "train",
+        &config.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+        "--device",
+        device,
+        "--json",
+    ]);
+    let summary = out.json();
+    let curve: Vec<f64> = out
+        .stderr()
+        .lines()
+        .filter_map(|l| {
+            l.split("success ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(!curve.is_empty(), "{}", out.stderr());
+    (model, db, summary, curve)
+}
+
+/// The tiny model in `dir/tiny` and the config `dir/echo.toml`, with
+/// `stop` lines in its `[stop]` table and a checkpoint every 4 updates.
+fn word_echo_config(
+    dir: &Path,
+    kl_coef: f64,
+    stop: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let model = dir.join("tiny");
     ludus_trainer::llm::tiny::write(
         &model,
         &ludus_trainer::llm::tiny::TinySpec {
@@ -190,7 +230,7 @@ fn grpo_trains_the_model_an_llm_agent_calls() {
         },
     )
     .expect("tiny model");
-    let config = dir.path().join("echo.toml");
+    let config = dir.join("echo.toml");
     std::fs::write(
         &config,
         format!(
@@ -212,6 +252,7 @@ policy_loss = "grpo"
 gamma = 1.0
 group_size = 8
 value_loss = false
+kl_coef = {kl_coef}
 epochs = 1
 minibatches = 1
 [policy]
@@ -221,13 +262,14 @@ agent = "{agent}"
 agent_config = "max-tokens=1,temperature=1"
 [optimizer]
 kind = "adam"
-lr = 0.01
+lr = 0.003
 schedule = "constant"
 max_grad_norm = 1.0
 [stop]
-updates = 80
-mean_return = 0.95
+{stop}
 window = 64
+[checkpoint]
+every = 4
 "#,
             env = plugin("word_echo").display(),
             model = model.display(),
@@ -235,30 +277,18 @@ window = 64
         ),
     )
     .expect("config");
-    let db = dir.path().join("train.db");
-    let out = ludus([
-        "train",
-        &config.display().to_string(),
-        "--db",
-        &db.display().to_string(),
-        "--device",
-        "cpu",
-        "--json",
-    ]);
-    let summary = out.json();
-    let curve: Vec<f64> = out
-        .stderr()
-        .lines()
-        .filter_map(|l| {
-            l.split("success ")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
-    assert!(!curve.is_empty(), "{}", out.stderr());
+    (model, config)
+}
+
+/// GRPO trains a tiny random model through a real wasm agent: the
+/// `word-echo` env shows one of four words, `llm-text-agent` asks the model
+/// (one token, sampled) and answers with it. A random model is right about a
+/// quarter of the time; trained, nine times in ten. The trained model is
+/// saved as a folder that `--model policy:DIR` runs.
+#[test]
+fn grpo_trains_the_model_an_llm_agent_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, db, summary, curve) = train_word_echo(dir.path(), "cpu", 0.0);
     assert!(curve[0] < 0.6, "a random model already succeeds: {curve:?}");
     assert_eq!(summary["reached_target"], true, "{summary}\n{curve:?}");
     // Every sampled episode is recorded with its calls' tokens, their
@@ -308,4 +338,102 @@ window = 64
     );
     let rate = run["summary"]["success_rate"].as_f64().expect("rate");
     assert!(rate >= 0.9, "{run}");
+}
+
+/// With a (small) KL penalty against the frozen initial model, the model
+/// still learns.
+#[test]
+fn a_kl_penalty_to_the_initial_model_still_lets_it_learn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, _, summary, curve) = train_word_echo(dir.path(), "cpu", 0.01);
+    assert_eq!(summary["reached_target"], true, "{summary}\n{curve:?}");
+}
+
+/// The same training on CUDA, wherever there is a GPU.
+#[test]
+fn grpo_trains_on_cuda_where_there_is_one() {
+    if !ludus_trainer::cuda_available() {
+        eprintln!("SKIPPED grpo_trains_on_cuda_where_there_is_one: no CUDA device on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, _, summary, curve) = train_word_echo(dir.path(), "cuda", 0.0);
+    assert!(
+        summary["device"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase()
+            .starts_with("cuda"),
+        "{summary}"
+    );
+    assert_eq!(summary["reached_target"], true, "{summary}\n{curve:?}");
+}
+
+/// An LLM run killed (SIGKILL) after a checkpoint and resumed records the
+/// metrics and episodes an uninterrupted run records.
+#[test]
+fn an_llm_run_resumes_exactly_after_a_kill() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, config) = word_echo_config(dir.path(), 0.0, "updates = 12");
+    let cfg = config.display().to_string();
+    let train = |db: &Path, extra: &[&str]| {
+        let db = db.display().to_string();
+        let mut args = vec!["train", cfg.as_str(), "--db", db.as_str()];
+        args.extend_from_slice(&["--device", "cpu", "--json"]);
+        args.extend_from_slice(extra);
+        ludus(&args).json()
+    };
+    let a = dir.path().join("a.db");
+    train(&a, &[]);
+    let b = dir.path().join("b.db");
+    let mut child = crate::support::command()
+        .args([
+            "train",
+            &cfg,
+            "--db",
+            &b.display().to_string(),
+            "--device",
+            "cpu",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ludus train");
+    let stdout = child.stdout.take().expect("stdout");
+    let seen = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("checkpoint update 4:"));
+    assert!(seen, "no checkpoint at update 4 announced");
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let out = train(&b, &["--resume"]);
+    assert_eq!(out["updates"], 12, "{out}");
+    let metrics = |db: &Path| {
+        let mut m: Vec<(u64, String, String)> = ludus_arena::Db::open_read_only(db)
+            .expect("db")
+            .train_metrics("echo")
+            .expect("metrics")
+            .into_iter()
+            .filter(|m| m.name != "generation_tokens_per_s")
+            .map(|m| (m.update, m.name, format!("{:.6}", m.value)))
+            .collect();
+        m.sort();
+        m
+    };
+    let (ma, mb) = (metrics(&a), metrics(&b));
+    assert!(ma.iter().any(|m| m.0 > 8), "{ma:?}");
+    assert_eq!(ma, mb);
+    let episodes = |db: &Path| -> Vec<(u64, u64, Option<String>)> {
+        ludus_arena::Db::open_read_only(db)
+            .expect("db")
+            .episodes("echo")
+            .expect("episodes")
+            .into_iter()
+            .map(|e| (e.index, e.seed, e.digest))
+            .collect()
+    };
+    assert_eq!(episodes(&a), episodes(&b));
 }

@@ -123,7 +123,8 @@ pub struct AlgorithmConfig {
     pub value_coef: f64,
     #[serde(default)]
     pub entropy_coef: f64,
-    /// Weight of the KL penalty to the policy the batch started from.
+    /// Weight of the KL penalty to the policy the batch started from (for
+    /// `policy.kind = "llm"`: to the frozen model as it was loaded).
     #[serde(default)]
     pub kl_coef: f64,
     /// Passes over each batch.

@@ -255,9 +255,11 @@ fn pick(logp: &[f32], s: Sampling, rng: &mut SplitMix64) -> u32 {
     if p.is_empty() {
         return argmax();
     }
-    p.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let total: f64 = p.iter().map(|x| x.1).sum();
     if s.top_p < 1.0 {
+        // Only a nucleus needs the order (sorting the vocabulary for every
+        // token is most of the sampling's cost).
+        p.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let total: f64 = p.iter().map(|x| x.1).sum();
         let mut mass = 0.0;
         let keep = p
             .iter()

@@ -7,6 +7,7 @@
 //! on generated tokens, averaged per episode, then over episodes.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -16,12 +17,13 @@ use ludus_arena::memory::MemoryBase;
 use ludus_arena::model::Observation;
 use ludus_arena::recorder::Recorder;
 use ludus_arena::run::{AgentSpec, PluginSpec, RunSpec, Stepper, prepare};
-use ludus_arena::train_store::StepStat;
+use ludus_arena::train_store::{ResumePoint, StepStat};
 use ludus_core::episode_seed;
 use tch::{Kind, Tensor};
 
 use super::backend::PolicyModel;
 use crate::advantage::group_relative;
+use crate::checkpoint::CheckpointError;
 use crate::learner::{Adam, learning_rate};
 use crate::options::{
     TrainError, TrainOptions, TrainSummary, UpdateReport, checkpoint_dir, device,
@@ -115,10 +117,36 @@ pub fn train(
         .agent
         .clone()
         .ok_or_else(|| bad("no policy.agent".into()))?;
-    let mut model = PolicyModel::open(&model_path, device).map_err(|e| bad(e.to_string()))?;
+    let ck_dir = checkpoint_dir(config, &opts.db);
+    let latest = ck_dir.join("llm-latest");
+    let resumed = if opts.resume {
+        Some(State::load(&latest, &config.name)?)
+    } else {
+        None
+    };
+    let weights = if resumed.is_some() {
+        &latest
+    } else {
+        &model_path
+    };
+    let mut model = PolicyModel::open(weights, device).map_err(|e| bad(e.to_string()))?;
+    // Answers name the model as configured, resumed or not.
+    if let Some(stem) = model_path.file_stem() {
+        model.name = stem.to_string_lossy().into_owned();
+    }
+    // The frozen reference a KL penalty holds the policy to: the model as
+    // it was loaded.
+    let reference = if config.algorithm.kl_coef > 0.0 {
+        Some(PolicyModel::open(&model_path, device).map_err(|e| bad(e.to_string()))?)
+    } else {
+        None
+    };
     model.llama.set_trainable(true);
     let mut params = model.llama.params();
     let mut adam = Adam::new(&params);
+    if let Some(st) = &resumed {
+        st.restore(&latest, &mut adam)?;
+    }
     let model = Arc::new(Mutex::new(model));
     let sampler = Arc::new(Sampler {
         model: model.clone(),
@@ -132,7 +160,18 @@ pub fn train(
         "env": { "path": config.env.plugin },
         "policy": { "kind": "llm", "model": model_path, "agent": config.policy.agent },
     });
-    let recorder = Recorder::start_training(&opts.db, &config.name, config.seed, &spec_json, None)?;
+    let resume_point = resumed.as_ref().map(|st| ResumePoint {
+        update: st.update,
+        next_episode: st.episodes,
+        open: Vec::new(),
+    });
+    let recorder = Recorder::start_training(
+        &opts.db,
+        &config.name,
+        config.seed,
+        &spec_json,
+        resume_point.as_ref(),
+    )?;
     let mut writer = recorder.writer();
     let limits = Limits::DEFAULT;
     let mut prepared = prepare(RunSpec {
@@ -169,6 +208,13 @@ pub fn train(
     let (mut episodes, mut env_steps, mut task) = (0u64, 0u64, 0u64);
     let mut reached = false;
     let mut update = 0;
+    if let Some(st) = &resumed {
+        (episodes, env_steps, task, update) = (st.episodes, st.env_steps, st.task, st.update);
+        recent.extend(&st.recent);
+        sampler
+            .version
+            .store(update, std::sync::atomic::Ordering::Relaxed);
+    }
     while update < config.stop.updates {
         update += 1;
         let mut batch: Vec<(f32, Vec<Sampled>)> = Vec::new();
@@ -237,7 +283,7 @@ pub fn train(
         }
         let lr = learning_rate(config, update);
         let clip = config.algorithm.clip;
-        let (mut loss_sum, mut kl_sum, mut grad_norm) = (0f64, 0f64, 0f64);
+        let (mut loss_sum, mut kl_sum, mut grad_norm, mut kl_ref) = (0f64, 0f64, 0f64, 0f64);
         let epochs = config.algorithm.epochs.max(1);
         let signal = batch
             .iter()
@@ -247,6 +293,7 @@ pub fn train(
             for _ in 0..epochs {
                 let mut terms = Vec::new();
                 let mut kls = Vec::new();
+                let mut ref_kls: Vec<Tensor> = Vec::new();
                 for (advantage, calls) in &batch {
                     let mut new_lp = Vec::new();
                     let mut old_lp = Vec::new();
@@ -263,7 +310,23 @@ pub fn train(
                     let a = f64::from(*advantage);
                     let surrogate =
                         (&ratio * a).min_other(&(ratio.clamp(1.0 - clip, 1.0 + clip) * a));
-                    terms.push(-surrogate.mean(Kind::Float));
+                    let mut term = -surrogate.mean(Kind::Float);
+                    if let Some(r) = &reference {
+                        // The k3 estimator of KL(policy || reference), per token.
+                        let ref_lp = tch::no_grad(|| {
+                            let parts: Vec<Tensor> = calls
+                                .iter()
+                                .filter(|c| !c.generated.is_empty())
+                                .map(|c| r.llama.logprobs_of(&c.prompt, &c.generated))
+                                .collect();
+                            Tensor::cat(&parts, 0)
+                        });
+                        let d = ref_lp - &new_lp;
+                        let k3 = (d.exp() - &d - 1.0).mean(Kind::Float);
+                        ref_kls.push(k3.detach());
+                        term = term + k3 * config.algorithm.kl_coef;
+                    }
+                    terms.push(term);
                     kls.push((old_lp - new_lp.detach()).mean(Kind::Float));
                 }
                 if terms.is_empty() {
@@ -273,6 +336,11 @@ pub fn train(
                 loss.backward();
                 loss_sum = loss.double_value(&[]);
                 kl_sum = Tensor::stack(&kls, 0).mean(Kind::Float).double_value(&[]);
+                if !ref_kls.is_empty() {
+                    kl_ref = Tensor::stack(&ref_kls, 0)
+                        .mean(Kind::Float)
+                        .double_value(&[]);
+                }
                 grad_norm = adam.step(&mut params, lr, config.optimizer.max_grad_norm);
             }
         }
@@ -289,6 +357,7 @@ pub fn train(
             ("return".to_string(), returns_sum / n),
             ("policy_loss".to_string(), loss_sum),
             ("approx_kl".to_string(), kl_sum),
+            ("kl_reference".to_string(), kl_ref),
             ("grad_norm".to_string(), grad_norm),
             (
                 "tokens_per_episode".to_string(),
@@ -311,6 +380,26 @@ pub fn train(
             .version
             .store(update, std::sync::atomic::Ordering::Relaxed);
         writer.metrics(update, metrics.clone());
+        let every = config.checkpoint.every;
+        let checkpoint = if every > 0 && update.is_multiple_of(every) {
+            // What is recorded up to here is committed before the checkpoint
+            // that a resume starts from.
+            writer.sync();
+            let st = State {
+                run: config.name.clone(),
+                update,
+                episodes,
+                env_steps,
+                task,
+                recent: recent.iter().copied().collect(),
+                adam_step: adam.step,
+            };
+            let m = model.lock().map_err(|_| bad("model poisoned".into()))?;
+            st.save(&m, &adam, &latest)?;
+            Some(latest.clone())
+        } else {
+            None
+        };
         on_update(&UpdateReport {
             update,
             updates: config.stop.updates,
@@ -318,7 +407,7 @@ pub fn train(
             episodes,
             mean_return,
             metrics,
-            checkpoint: None,
+            checkpoint,
         });
         if let (Some(target), Some(m)) = (config.stop.mean_return, mean_return)
             && m >= target
@@ -329,16 +418,25 @@ pub fn train(
     }
     drop(writer);
     recorder.finish_training("finished")?;
-    let ck = checkpoint_dir(config, &opts.db).join("llm-latest");
-    model
-        .lock()
-        .map_err(|_| bad("model poisoned".into()))?
-        .save(&ck)
-        .map_err(bad)?;
+    let st = State {
+        run: config.name.clone(),
+        update,
+        episodes,
+        env_steps,
+        task,
+        recent: recent.iter().copied().collect(),
+        adam_step: adam.step,
+    };
+    st.save(
+        &*model.lock().map_err(|_| bad("model poisoned".into()))?,
+        &adam,
+        &latest,
+    )?;
+    let ck = latest;
     Ok(TrainSummary {
         run_id: config.name.clone(),
         db: opts.db.clone(),
-        device: format!("{device:?}"),
+        device: format!("{device:?}").to_lowercase(),
         updates: update,
         env_steps,
         episodes,
@@ -350,4 +448,106 @@ pub fn train(
         env_busy_seconds: 0.0,
         checkpoint: ck,
     })
+}
+
+/// Where an LLM run stands at a checkpoint, beside the model's folder
+/// (`trainer-state.json`, and the optimizer's moments in
+/// `trainer-state.safetensors`): enough to go on exactly in sync mode.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct State {
+    run: String,
+    update: u64,
+    episodes: u64,
+    env_steps: u64,
+    /// Task seeds drawn so far.
+    task: u64,
+    recent: Vec<f64>,
+    adam_step: i64,
+}
+
+impl State {
+    /// Writes the model, its tokenizer and this state to `dir`, replacing
+    /// the previous checkpoint only once the new one is whole.
+    fn save(&self, model: &PolicyModel, adam: &Adam, dir: &Path) -> Result<(), TrainError> {
+        let fail = |m: String| {
+            TrainError::Checkpoint(CheckpointError {
+                path: dir.to_path_buf(),
+                message: m,
+            })
+        };
+        let tmp = dir.with_extension("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        model.save(&tmp).map_err(fail)?;
+        let moments: Vec<(String, Tensor)> = adam
+            .m
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("m.{i}"), t.to_device(tch::Device::Cpu)))
+            .chain(
+                adam.v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (format!("v.{i}"), t.to_device(tch::Device::Cpu))),
+            )
+            .collect();
+        Tensor::write_safetensors(&moments, tmp.join("trainer-state.safetensors"))
+            .map_err(|e| fail(e.to_string()))?;
+        let json = serde_json::to_string(self).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(tmp.join("trainer-state.json"), json).map_err(|e| fail(e.to_string()))?;
+        let old = dir.with_extension("old");
+        let _ = std::fs::remove_dir_all(&old);
+        if dir.exists() {
+            std::fs::rename(dir, &old).map_err(|e| fail(e.to_string()))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| fail(e.to_string()))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    fn load(dir: &Path, run: &str) -> Result<State, TrainError> {
+        let fail = |m: String| {
+            TrainError::Checkpoint(CheckpointError {
+                path: dir.to_path_buf(),
+                message: m,
+            })
+        };
+        let text = std::fs::read_to_string(dir.join("trainer-state.json")).map_err(|e| {
+            fail(format!(
+                "no trainer state to resume from ({e}); train without --resume"
+            ))
+        })?;
+        let st: State = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        if st.run != run {
+            return Err(fail(format!(
+                "it belongs to run `{}`; resume with the config that wrote it",
+                st.run
+            )));
+        }
+        Ok(st)
+    }
+
+    /// The optimizer's moments, into `adam`.
+    fn restore(&self, dir: &Path, adam: &mut Adam) -> Result<(), TrainError> {
+        let read =
+            Tensor::read_safetensors(dir.join("trainer-state.safetensors")).map_err(|e| {
+                TrainError::Checkpoint(CheckpointError {
+                    path: dir.to_path_buf(),
+                    message: e.to_string(),
+                })
+            })?;
+        let mut named: std::collections::HashMap<String, Tensor> = read.into_iter().collect();
+        let mut values = |prefix: &str, n: usize| -> Vec<Vec<f32>> {
+            (0..n)
+                .map(|i| {
+                    named
+                        .remove(&format!("{prefix}.{i}"))
+                        .and_then(|t| Vec::<f32>::try_from(&t.flatten(0, -1)).ok())
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        let (m, v) = (values("m", adam.m.len()), values("v", adam.v.len()));
+        adam.load(&m, &v, self.adam_step);
+        Ok(())
+    }
 }
