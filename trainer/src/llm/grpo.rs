@@ -310,7 +310,8 @@ pub fn train(
                     let a = f64::from(*advantage);
                     let surrogate =
                         (&ratio * a).min_other(&(ratio.clamp(1.0 - clip, 1.0 + clip) * a));
-                    let mut term = -surrogate.mean(Kind::Float);
+                    let term = -surrogate.mean(Kind::Float);
+                    let mut penalty = None;
                     if let Some(r) = &reference {
                         // The k3 estimator of KL(policy || reference), per token.
                         let ref_lp = tch::no_grad(|| {
@@ -324,9 +325,12 @@ pub fn train(
                         let d = ref_lp - &new_lp;
                         let k3 = (d.exp() - &d - 1.0).mean(Kind::Float);
                         ref_kls.push(k3.detach());
-                        term = term + k3 * config.algorithm.kl_coef;
+                        penalty = Some(k3 * config.algorithm.kl_coef);
                     }
-                    terms.push(term);
+                    terms.push(match penalty {
+                        Some(p) => &term + p,
+                        None => term,
+                    });
                     kls.push((old_lp - new_lp.detach()).mean(Kind::Float));
                 }
                 if terms.is_empty() {
