@@ -437,3 +437,82 @@ fn an_llm_run_resumes_exactly_after_a_kill() {
     };
     assert_eq!(episodes(&a), episodes(&b));
 }
+
+/// A GGUF model trains too (its weights are views of the dequantized
+/// buffers): one update of SmolLM2-135M through the text agent, saved as a
+/// folder that `--model policy:DIR` answers from.
+#[test]
+fn a_gguf_model_trains_and_its_checkpoint_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("smol.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+name = "smol"
+seed = 1
+[env]
+plugin = "{env}"
+config = "words=apple|river"
+[sampling]
+mode = "sync"
+samplers = 1
+envs_per_sampler = 4
+rollout_steps = 1
+batch_steps = 1
+max_policy_lag = 0
+[algorithm]
+advantage = "group"
+policy_loss = "grpo"
+gamma = 1.0
+group_size = 4
+value_loss = false
+epochs = 1
+minibatches = 1
+[policy]
+kind = "llm"
+model = "{model}"
+agent = "{agent}"
+agent_config = "max-tokens=2,temperature=1"
+[optimizer]
+kind = "adam"
+lr = 0.00001
+schedule = "constant"
+[stop]
+updates = 1
+"#,
+            env = plugin("word_echo").display(),
+            model = model_file("smollm2-135m-instruct.gguf").display(),
+            agent = plugin("llm_text_agent").display(),
+        ),
+    )
+    .expect("config");
+    let db = dir.path().join("smol.db");
+    let summary = ludus([
+        "train",
+        &config.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+        "--device",
+        "cpu",
+        "--json",
+    ])
+    .json();
+    assert_eq!(summary["episodes"], 4, "{summary}");
+    let trained = summary["checkpoint"].as_str().expect("checkpoint");
+    let run = run_json(
+        &dir.path().join("after.db"),
+        "word_echo",
+        "llm_text_agent",
+        &[
+            "--agent-config",
+            "max-tokens=2,temperature=0",
+            "--model",
+            &format!("policy:{trained}"),
+            "--episodes",
+            "1",
+        ],
+    );
+    assert_eq!(run["episodes"][0]["live_calls"], 1, "{run}");
+    assert_eq!(run["episodes"][0]["outcome"], "terminated", "{run}");
+}

@@ -308,8 +308,10 @@ impl Llama {
 
     /// Makes the weights trainable (their gradients are kept) or not.
     pub fn set_trainable(&mut self, on: bool) {
+        // Loaded weights carry no history (GGUF ones are views of their
+        // dequantized buffers, which cannot be detached in place).
         for mut t in self.params() {
-            let _ = t.detach_().requires_grad_(on);
+            let _ = t.requires_grad_(on);
         }
     }
 

@@ -1,7 +1,8 @@
 //! A one-step text task, small enough for a tiny model to learn by trial
 //! and error: the observation's text part `prompt` is a word drawn from the
-//! seed; the agent answers with text; reward 1 and success when the answer
-//! (trimmed) is that word, else 0. The episode ends after the answer.
+//! seed; the agent answers with text; reward 1 and success when the
+//! answer's first word, in lower case and without the punctuation around
+//! it, is that word, else 0. The episode ends after the answer.
 //!
 //! Config (`key=value`, comma separated): `words` (`|`-separated, default
 //! `up|down|left|right`).
@@ -74,7 +75,7 @@ impl Env for WordEcho {
     }
 
     fn step(&mut self, action: &Action) -> StepResult {
-        let right = matches!(action, Action::TypeText(t) if t.trim() == self.word);
+        let right = matches!(action, Action::TypeText(t) if first_word(t) == self.word.to_lowercase());
         StepResult {
             observation: vec![Part {
                 name: "prompt".into(),
@@ -86,6 +87,16 @@ impl Env for WordEcho {
             info: success_info(right),
         }
     }
+}
+
+/// The first whitespace-separated word, lower-cased, without the
+/// punctuation around it.
+fn first_word(text: &str) -> String {
+    text.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase()
 }
 
 export_env!(WordEcho);
