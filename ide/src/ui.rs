@@ -709,6 +709,11 @@ fn model_calls_ui(ui: &mut Ui, d: &mut DebugView, cmds: &mut Vec<Command>) {
                     for t in &r.tool_calls {
                         ui.monospace(format!("tool call {} {}", t.name, clipped(&t.arguments)));
                     }
+                    tokens_ui(
+                        ui,
+                        &r.tokens,
+                        d.advantages.get(&u64::from(view.frame.step)).copied(),
+                    );
                     ui.label(format!("finish: {}, model: {}", r.finish_reason, r.model));
                 }
                 Err(e) => {
@@ -754,6 +759,70 @@ fn model_calls_ui(ui: &mut Ui, d: &mut DebugView, cmds: &mut Vec<Command>) {
     if let Some(c) = edit_cmd {
         cmds.push(c);
     }
+}
+
+/// The most tokens of one answer drawn (the rest are counted).
+const MAX_TOKENS_SHOWN: usize = 512;
+
+/// An answer's generated tokens, each on a background that says how it
+/// fared: in a sampled training episode, the step's advantage (green
+/// reinforced, red discouraged, stronger further from 0); elsewhere the
+/// token's probability (green likely, red unlikely). Hovering a token shows
+/// its id and log-probability.
+fn tokens_ui(ui: &mut Ui, tokens: &[ludus_arena::chat::GeneratedToken], advantage: Option<f32>) {
+    if tokens.is_empty() {
+        return;
+    }
+    let legend = match advantage {
+        Some(a) if a.is_finite() => format!("tokens, coloured by the step's advantage {a:+.2}:"),
+        _ => "tokens, coloured by probability:".to_string(),
+    };
+    ui.small(legend);
+    let shade = |good: f32| {
+        // good in [-1, 1]: red through grey to green.
+        let g = good.clamp(-1.0, 1.0);
+        let (r, gr) = if g >= 0.0 {
+            (60.0, 60.0 + 120.0 * g)
+        } else {
+            (60.0 - 120.0 * g, 60.0)
+        };
+        Color32::from_rgb(r as u8, gr as u8, 60)
+    };
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.x = 1.0;
+        for t in tokens.iter().take(MAX_TOKENS_SHOWN) {
+            let good = match advantage {
+                Some(a) if a.is_finite() => a / 2.0,
+                _ => 2.0 * t.logprob.exp() - 1.0,
+            };
+            let text: String = t
+                .text
+                .chars()
+                .take(32)
+                .map(|c| match c {
+                    ' ' => '\u{00b7}',
+                    '\n' => '\u{21b5}',
+                    c if c.is_control() => '\u{fffd}',
+                    c => c,
+                })
+                .collect();
+            let id = t.id.map_or("-".into(), |i| i.to_string());
+            ui.label(
+                RichText::new(text)
+                    .monospace()
+                    .background_color(shade(good))
+                    .color(Color32::WHITE),
+            )
+            .on_hover_text(format!(
+                "token {id}, log p {:.3} (p {:.3})",
+                t.logprob,
+                t.logprob.exp()
+            ));
+        }
+        if tokens.len() > MAX_TOKENS_SHOWN {
+            ui.small(format!("... {} more", tokens.len() - MAX_TOKENS_SHOWN));
+        }
+    });
 }
 
 fn timeline_ui(ui: &mut Ui, d: &DebugView, cmds: &mut Vec<Command>) {

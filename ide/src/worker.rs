@@ -388,6 +388,9 @@ pub struct OpenedEpisode {
     pub session: Session,
     /// Its branches and theirs, each under its parent.
     pub branches: Vec<(EpisodeRow, usize)>,
+    /// A sampled training episode's advantage at each step it was trained
+    /// with (empty for other episodes).
+    pub advantages: BTreeMap<u64, f32>,
 }
 
 /// Opens episode `id` of `db`: its row, its ancestors, a debugger session
@@ -408,12 +411,22 @@ pub fn open_episode(db: &Path, id: i64) -> Result<OpenedEpisode, String> {
     }
     let session = Session::open(db, id).map_err(|e| e.to_string())?;
     let branches = branches_of(&d, id)?;
+    let advantages = d
+        .train_steps(id)
+        .map(|steps| {
+            steps
+                .into_iter()
+                .filter_map(|s| Some((s.step, s.stat.advantage?)))
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(OpenedEpisode {
         episode,
         run,
         ancestors,
         session,
         branches,
+        advantages,
     })
 }
 

@@ -1224,3 +1224,45 @@ fn a_vlm_call_draws_its_screenshot_inline() {
     // The frame's screenshot and the call's reference to it share one texture.
     assert_eq!(ludus::ide::ui::textures_kept(&h.ctx), 1);
 }
+
+/// A sampled training episode of an LLM policy shows each answer's tokens,
+/// coloured by the advantage its step was trained with.
+#[test]
+fn an_llm_training_episode_shows_its_tokens_by_advantage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = crate::policy::word_echo_config(dir.path(), 0.0, "updates = 2");
+    let db = dir.path().join("train.db");
+    ludus([
+        "train",
+        &config.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+        "--device",
+        "cpu",
+        "--json",
+    ])
+    .json();
+    let store = ludus_arena::Db::open_read_only(&db).unwrap();
+    let episode = store.episodes("echo").unwrap()[0].id;
+    let advantage = store.train_steps(episode).unwrap()[0]
+        .stat
+        .advantage
+        .expect("an advantage");
+    let answer = store.model_calls(episode, 0..=0).unwrap()[0]
+        .1
+        .result
+        .clone()
+        .expect("an answer");
+    let mut state = AppState::new();
+    state.apply(Cmd::OpenDb(db.clone()));
+    state.apply(Cmd::OpenEpisode(episode));
+    state.wait_for_workers();
+    let mut h = harness(state);
+    h.run();
+    no_errors(&h);
+    h.get_by_label_contains(&format!(
+        "tokens, coloured by the step's advantage {advantage:+.2}"
+    ));
+    // The legend is drawn only above an answer's tokens.
+    assert!(!answer.tokens.is_empty());
+}

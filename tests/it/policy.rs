@@ -213,7 +213,7 @@ fn train_word_echo(
 
 /// The tiny model in `dir/tiny` and the config `dir/echo.toml`, with
 /// `stop` lines in its `[stop]` table and a checkpoint every 4 updates.
-fn word_echo_config(
+pub(crate) fn word_echo_config(
     dir: &Path,
     kl_coef: f64,
     stop: &str,

@@ -40,6 +40,9 @@ pub struct DebugView {
     pub status: String,
     /// Rewards of every frame, for the timeline (computed off the UI thread).
     pub rewards: Option<Vec<f32>>,
+    /// A sampled training episode's advantage at each step (the model
+    /// calls' tokens are coloured by it).
+    pub advantages: BTreeMap<u64, f32>,
     /// Frames where each breakpoint holds (by expression), for the timeline.
     pub hits: BTreeMap<String, Vec<u64>>,
     /// The chain of parents, oldest first.
@@ -324,6 +327,7 @@ impl AppState {
             ancestors,
             session,
             branches,
+            advantages,
         } = opened;
         let id = episode.id;
         self.carry_breakpoints();
@@ -345,6 +349,7 @@ impl AppState {
             model_editing: None,
             status: String::new(),
             rewards: None,
+            advantages,
             hits: BTreeMap::new(),
             ancestors,
             branches,
