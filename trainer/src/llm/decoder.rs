@@ -147,14 +147,15 @@ impl Llama {
         } else {
             None
         };
-        Ok(Llama {
+        Llama {
             config,
             embed,
             layers,
             norm: tensor(g, "output_norm.weight", device)?,
             head,
             device,
-        })
+        }
+        .checked()
     }
 
     /// A model with random weights (normal, standard deviation 0.02; norms
@@ -259,14 +260,15 @@ impl Llama {
         }
         let norm = take("model.norm.weight")?;
         let head = take("lm_head.weight").ok();
-        Ok(Llama {
+        Llama {
             config,
             embed,
             layers,
             norm,
             head,
             device,
-        })
+        }
+        .checked()
     }
 
     /// Every weight, in a fixed order, sharing storage with the model (an
@@ -437,6 +439,53 @@ impl Llama {
     }
 }
 
+impl Llama {
+    /// Every weight has the shape the configuration implies: a file whose
+    /// tensors disagree with its own config is refused here, not met as a
+    /// libtorch error in the middle of a call.
+    fn checked(self) -> Result<Llama, LoadError> {
+        let c = &self.config;
+        let kv = c.kv_heads * c.head_dim();
+        let want = |name: &str, t: &Tensor, shape: &[i64]| -> Result<(), LoadError> {
+            if t.size() == shape {
+                Ok(())
+            } else {
+                Err(LoadError::Bad(format!(
+                    "tensor {name} is {:?}, the model's config needs {shape:?}",
+                    t.size()
+                )))
+            }
+        };
+        want("token embeddings", &self.embed, &[c.vocab, c.dim])?;
+        want("output norm", &self.norm, &[c.dim])?;
+        if let Some(h) = &self.head {
+            want("output", h, &[c.vocab, c.dim])?;
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            let n = |w: &str| format!("{w} of layer {i}");
+            want(&n("attention norm"), &l.attn_norm, &[c.dim])?;
+            want(&n("query"), &l.wq, &[c.dim, c.dim])?;
+            want(&n("key"), &l.wk, &[kv, c.dim])?;
+            want(&n("value"), &l.wv, &[kv, c.dim])?;
+            want(&n("attention output"), &l.wo, &[c.dim, c.dim])?;
+            for (w, b, len) in [
+                ("query bias", &l.bq, c.dim),
+                ("key bias", &l.bk, kv),
+                ("value bias", &l.bv, kv),
+            ] {
+                if let Some(b) = b {
+                    want(&n(w), b, &[len])?;
+                }
+            }
+            want(&n("feed-forward norm"), &l.ffn_norm, &[c.dim])?;
+            want(&n("gate"), &l.gate, &[c.ffn, c.dim])?;
+            want(&n("up"), &l.up, &[c.ffn, c.dim])?;
+            want(&n("down"), &l.down, &[c.dim, c.ffn])?;
+        }
+        Ok(self)
+    }
+}
+
 fn check(c: &LlamaConfig) -> Result<(), LoadError> {
     let ok = c.heads > 0
         && c.kv_heads > 0
@@ -499,5 +548,44 @@ fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor, rope: Rope) -> Tensor {
             let rb = &b * &cos + &a * &sin;
             Tensor::cat(&[ra, rb], -1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder whose tensors disagree with its config is refused at load.
+    #[test]
+    fn weights_that_disagree_with_the_config_are_refused() {
+        let config = LlamaConfig {
+            vocab: 12,
+            dim: 8,
+            layers: 1,
+            heads: 2,
+            kv_heads: 1,
+            ffn: 16,
+            eps: 1e-5,
+            rope_theta: 10_000.0,
+            rope: Rope::Halves,
+            context: 32,
+        };
+        let dir = std::env::temp_dir().join(format!("ludus-llama-shapes-{}", std::process::id()));
+        let model = Llama::random(config.clone(), 1, Device::Cpu).expect("random");
+        model.save(&dir).expect("save");
+        assert!(Llama::from_folder(&dir, Device::Cpu).is_ok());
+        // The same weights under a config that says 16 wide.
+        let text = std::fs::read_to_string(dir.join("config.json")).expect("config");
+        let text = text.replace("\"hidden_size\":8", "\"hidden_size\":16");
+        std::fs::write(dir.join("config.json"), text).expect("write");
+        let err = Llama::from_folder(&dir, Device::Cpu)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("token embeddings") && err.contains("[12, 16]"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
