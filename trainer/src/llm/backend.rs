@@ -120,6 +120,11 @@ impl PolicyModel {
                     finish = "stop";
                     break;
                 }
+                if stop.is_empty() {
+                    logits = self.last_logits(&[i64::from(id)], &mut cache);
+                    continue;
+                }
+                // Stop strings are looked for in the text so far.
                 text = self.text.decode(&ids);
                 if let Some(at) = stop
                     .iter()
@@ -132,6 +137,11 @@ impl PolicyModel {
                     break;
                 }
                 logits = self.last_logits(&[i64::from(id)], &mut cache);
+            }
+            if stop.is_empty() {
+                // The text once, at the end, without the end-of-turn token.
+                let end = ids.len() - usize::from(finish == "stop");
+                text = self.text.decode(&ids[..end]);
             }
             Generated {
                 prompt_ids: prompt_ids.to_vec(),
