@@ -51,7 +51,11 @@ fn main() -> ExitCode {
         cli::Command::Bench(a) if a.target == cli::BenchTarget::Debugger => {
             ludus_bench::debugger::run(a)
         }
-        cli::Command::Bench(a) if a.target == cli::BenchTarget::Llm => ludus_bench::llm::run(a),
+        cli::Command::Bench(a)
+            if matches!(a.target, cli::BenchTarget::Llm | cli::BenchTarget::Backend) =>
+        {
+            ludus_bench::llm::run(a)
+        }
         cli::Command::Bench(a) => ludus_bench::cartpole_cmd::run(a),
         cli::Command::BenchEnv(a) => ludus_bench::env::run(a),
         cli::Command::Memory(a) => memory_cmd::run(a),

@@ -95,6 +95,15 @@ pub struct LiveAnswer {
     pub latency_ms: f64,
 }
 
+/// The seed a live model call samples from: the `index`-th call (from 0)
+/// of the episode played from `episode_seed` with `salt`.
+pub fn call_seed(episode_seed: u64, salt: u64, index: u64) -> u64 {
+    ludus_core::derived_seed(
+        ludus_core::derived_seed(episode_seed, 4) ^ salt,
+        1000 + index,
+    )
+}
+
 /// A run's access to models: the client (none: every call is answered
 /// `unknown-endpoint` unless a recording serves it), the run's spending
 /// and its cap, and recorded calls to serve again by request
@@ -329,7 +338,7 @@ impl EpisodeModels {
             ));
             return call(request, Err(e), Served::Refused);
         }
-        let seed = ludus_core::derived_seed(self.seed ^ self.setup.salt, 1000 + self.made);
+        let seed = call_seed(self.seed, self.setup.salt, self.made);
         let answer = client.chat(&request, &self.observation, seed);
         let (price_in, price_out) = client.prices(&request.endpoint);
         let cost = answer.result.as_ref().map_or(0.0, |r| {

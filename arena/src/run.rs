@@ -243,6 +243,7 @@ pub struct Progress {
 
 /// The loaded plugins of a run. Everything that can be wrong with the inputs
 /// is found here, before anything is written.
+#[derive(Clone)]
 pub struct Prepared {
     pub spec: RunSpec,
     pub env: Arc<Plugin>,
@@ -649,7 +650,7 @@ impl Stepper {
             spec.models.clone(),
             budget(spec.agent.plugin().map(|p| &p.limits)),
             budget(spec.reward.as_ref().map(|p| &p.limits)),
-            derived_seed(seed, 4),
+            seed,
         )));
         let replaying = !first_calls.is_empty();
         if replaying && let Ok(mut m) = models.lock() {

@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// cannot follow a JSON schema).
     #[arg(long, default_value = "")]
     pub agent_config: String,
+    /// `backend`: the agent's config for the LLM maze agent.
+    #[arg(long, default_value = "max-tokens=32,schema=off,temperature=0.7")]
+    pub backend_agent_config: String,
     /// `llm`: episodes per measurement of episodes/s and success rates.
     #[arg(long, default_value_t = 32)]
     pub episodes: u64,
@@ -60,6 +63,10 @@ pub enum BenchTarget {
     /// LLM agents: host overhead per model call, replay against live,
     /// episodes/s by jobs, success rates against the random agent.
     Llm,
+    /// The built-in model backend (`--model policy:PATH`): generated
+    /// tokens/s with 1, 8 and 32 concurrent episodes, calls one at a time
+    /// against batched (and against `--real-model` when given).
+    Backend,
 }
 
 #[derive(Args, Debug)]

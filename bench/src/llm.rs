@@ -219,6 +219,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let config = args.agent_config.as_str();
     let mut f = Figures::default();
 
+    if args.target == crate::cli::BenchTarget::Backend {
+        return backend(&args, &url);
+    }
     // 1. Overhead per call.
     let (mut overheads, mut plains) = (Vec::new(), Vec::new());
     for round in 0..args.rounds.max(1) {
@@ -418,6 +421,71 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             f.random_success_rate * 100.0,
             f.success_episodes
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ludus bench backend --model policy:PATH [--real-model URL]`: generated
+/// tokens per second of wall time, with 1, 8 and 32 episodes of the LLM
+/// maze agent at once (as many jobs), the model answering one call at a
+/// time (`batch=1`) and batched (`batch=N`); with `--real-model`, the same
+/// episodes against that server.
+fn backend(args: &BenchArgs, model: &str) -> Result<ExitCode> {
+    let Some(path) = model.strip_prefix("policy:") else {
+        return Err(UsageError("bench backend needs --model policy:PATH".into()).into());
+    };
+    let path = path.split(',').next().unwrap_or(path);
+    let config = args.backend_agent_config.as_str();
+    let tokens_per_s = |url: &str, n: usize| -> Result<(f64, u64)> {
+        let db = Db::new("backend");
+        let t = Instant::now();
+        let report = maze_run(
+            &db.0,
+            "llm_maze_agent.wasm",
+            config,
+            "size=7,doors=0,max_steps=4",
+            n as u64,
+            n,
+            Some(url),
+        )?;
+        let tokens: u64 = report.episodes.iter().map(|e| e.model.tokens_out).sum();
+        Ok((tokens as f64 / t.elapsed().as_secs_f64(), tokens))
+    };
+    let mut rows = Vec::new();
+    for n in [1usize, 8, 32] {
+        let (one, t1) = tokens_per_s(&format!("policy:{path},batch=1"), n)?;
+        eprintln!("{n} episodes, batch 1: {one:.1} tokens/s ({t1} tokens)");
+        let (batched, tb) = tokens_per_s(&format!("policy:{path},batch={n}"), n)?;
+        eprintln!("{n} episodes, batch {n}: {batched:.1} tokens/s ({tb} tokens)");
+        let server = match &args.real_model {
+            Some(url) => {
+                let (s, ts) = tokens_per_s(url, n)?;
+                eprintln!("{n} episodes, {url}: {s:.1} tokens/s ({ts} tokens)");
+                Some(s)
+            }
+            None => None,
+        };
+        rows.push(serde_json::json!({
+            "episodes": n, "one_at_a_time": one, "batched": batched,
+            "ratio": batched / one, "server": server,
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::Value::from(rows));
+    } else {
+        for r in &rows {
+            println!(
+                "{:>2} episodes   one at a time {:>7.1} tokens/s   batched {:>7.1} tokens/s (x{:.2}){}",
+                r["episodes"],
+                r["one_at_a_time"].as_f64().unwrap_or(0.0),
+                r["batched"].as_f64().unwrap_or(0.0),
+                r["ratio"].as_f64().unwrap_or(0.0),
+                r["server"]
+                    .as_f64()
+                    .map(|s| format!("   server {s:.1} tokens/s"))
+                    .unwrap_or_default()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -174,6 +174,19 @@ pub struct PolicyConfig {
     /// Config string passed to the agent's `init`.
     #[serde(default)]
     pub agent_config: String,
+    /// `kind = "llm"`: sequences the model decodes together (default: the
+    /// episodes of an update, at most 32). The sampled tokens depend on it,
+    /// never on timing.
+    #[serde(default)]
+    pub batch: Option<usize>,
+    /// `kind = "llm"`: episodes per backward pass; their gradients add up
+    /// over the update's episodes before one optimizer step (gradient
+    /// accumulation; default: all of them in one pass).
+    #[serde(default)]
+    pub micro_batch: Option<usize>,
+    /// `kind = "llm"`: train LoRA adapters instead of every weight.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
     /// CNN for image observations: `[channels, stride]` per 3x3 conv layer
     /// (default `[[16, 1], [32, 1]]`).
     #[serde(default)]
@@ -181,6 +194,28 @@ pub struct PolicyConfig {
     /// The image is average-pooled by this factor before the CNN (default 4).
     #[serde(default)]
     pub downsample: Option<usize>,
+}
+
+/// `policy.lora`: low-rank adapters on the chosen weights of every layer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraConfig {
+    pub rank: usize,
+    /// The adapters' output is scaled by `alpha / rank` (default: twice the
+    /// rank).
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    /// Which weights get one: `q_proj`, `k_proj`, `v_proj`, `o_proj`,
+    /// `gate_proj`, `up_proj`, `down_proj` (default: the four attention
+    /// ones).
+    #[serde(default = "default_lora_targets")]
+    pub targets: Vec<String>,
+}
+
+fn default_lora_targets() -> Vec<String> {
+    ["q_proj", "k_proj", "v_proj", "o_proj"]
+        .map(String::from)
+        .to_vec()
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,11 +381,21 @@ impl Config {
                         .into(),
                 );
             }
-            if self.algorithm.advantage != AdvantageKind::Group {
+            if self.algorithm.advantage == AdvantageKind::Gae || self.algorithm.value_loss {
                 return Err(
-                    "`policy.kind = \"llm\"` trains with group-relative advantages: set `algorithm.advantage = \"group\"`"
+                    "`policy.kind = \"llm\"` has no value head yet: set `algorithm.advantage` to \"group\" (GRPO) or \"monte-carlo\" (REINFORCE), and `algorithm.value_loss = false`"
                         .into(),
                 );
+            }
+            if let Some(l) = &self.policy.lora
+                && (l.rank == 0 || l.targets.is_empty())
+            {
+                return Err(
+                    "`policy.lora` needs `rank` of at least 1 and at least one target".into(),
+                );
+            }
+            if self.policy.micro_batch == Some(0) || self.policy.batch == Some(0) {
+                return Err("`policy.micro_batch` and `policy.batch` must be at least 1".into());
             }
         } else if self.policy.hidden.is_empty() || self.policy.hidden.contains(&0) {
             return Err("`policy.hidden` must list at least one layer width > 0".into());

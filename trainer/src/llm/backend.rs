@@ -2,20 +2,15 @@
 //! plugins' model calls in this process, with no server, from a GGUF file
 //! or a Hugging Face folder.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use ludus_arena::chat::{
-    ChatRequest, ChatResponse, ContentPart, GeneratedToken, LiveAnswer, ModelClient, ModelError,
-};
-use ludus_arena::model::Observation;
+use ludus_arena::chat::{ChatRequest, ChatResponse, ContentPart, GeneratedToken, ModelError};
 use ludus_core::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
 use super::decoder::{KvCache, Llama, LoadError};
 use super::gguf::Gguf;
+use super::schema::Schema;
 use super::text::ModelText;
 
 /// Completion tokens when a request gives no `max-tokens`.
@@ -26,6 +21,37 @@ pub struct PolicyModel {
     pub name: String,
     pub llama: Llama,
     pub text: ModelText,
+    /// Rows of every decoding step (see [`Llama::decode_step`]): up to this
+    /// many sequences generate together, and a sequence's tokens do not
+    /// depend on which others share its steps.
+    pub batch: usize,
+}
+
+/// Sequences decoded together when `policy:PATH` gives no `batch=`.
+pub const DEFAULT_BATCH: usize = 8;
+
+/// Sequences decoded together at most.
+pub const MAX_BATCH: usize = 256;
+
+/// One sequence being generated.
+pub(super) struct Seq {
+    prompt_ids: Vec<u32>,
+    sampling: Sampling,
+    stop: Vec<String>,
+    cache: KvCache,
+    rng: SplitMix64,
+    /// The next token's logits, `[vocab]`.
+    logits: Tensor,
+    /// Tokens it may generate.
+    limit: u32,
+    ids: Vec<u32>,
+    logprobs: Vec<f32>,
+    /// The text so far, kept while stop strings are looked for or a
+    /// schema constrains it.
+    text: String,
+    /// The request's response format, which every token must keep to.
+    schema: Option<Schema>,
+    pub(super) finish: Option<&'static str>,
 }
 
 /// Why a `policy:` model could not be opened.
@@ -72,7 +98,12 @@ impl PolicyModel {
         if path.is_dir() {
             let llama = Llama::from_folder(path, device).map_err(|e| fail(e.to_string()))?;
             let text = ModelText::from_folder(path).map_err(|e| fail(e.to_string()))?;
-            return Ok(PolicyModel { name, llama, text });
+            return Ok(PolicyModel {
+                name,
+                llama,
+                text,
+                batch: DEFAULT_BATCH,
+            });
         }
         let bytes = std::fs::read(path).map_err(|e| {
             fail(match e.kind() {
@@ -92,77 +123,187 @@ impl PolicyModel {
                 llama.config.vocab
             )));
         }
-        Ok(PolicyModel { name, llama, text })
+        Ok(PolicyModel {
+            name,
+            llama,
+            text,
+            batch: DEFAULT_BATCH,
+        })
     }
 
     /// Generates from `prompt_ids` until an end-of-turn token, a stop
-    /// string or `max_tokens`.
-    pub fn generate(&self, prompt_ids: &[u32], sampling: Sampling, stop: &[String]) -> Generated {
+    /// string or `max_tokens`, keeping to `schema` when there is one (the
+    /// batched path, with one sequence).
+    pub fn generate(
+        &self,
+        prompt_ids: &[u32],
+        sampling: Sampling,
+        stop: &[String],
+        schema: Option<Schema>,
+    ) -> Generated {
+        let mut seqs = vec![self.start(prompt_ids.to_vec(), sampling, stop.to_vec(), schema)];
+        loop {
+            self.advance(&mut seqs);
+            if let Some(done) = seqs.pop_if(|s| s.finish.is_some()) {
+                return self.finished(done);
+            }
+        }
+    }
+
+    /// A sequence ready to generate: its prompt read into a fresh cache.
+    pub(super) fn start(
+        &self,
+        prompt_ids: Vec<u32>,
+        sampling: Sampling,
+        stop: Vec<String>,
+        schema: Option<Schema>,
+    ) -> Seq {
         tch::no_grad(|| {
             let mut cache = KvCache::default();
-            let mut rng = SplitMix64::new(sampling.seed);
             let input: Vec<i64> = prompt_ids.iter().map(|i| i64::from(*i)).collect();
-            let mut logits = self.last_logits(&input, &mut cache);
-            let (mut ids, mut logprobs) = (Vec::new(), Vec::new());
-            let mut finish = "length";
-            let mut text = String::new();
+            let input = Tensor::from_slice(&input)
+                .view([1, -1])
+                .to_device(self.llama.device);
+            let logits = self
+                .llama
+                .forward(&input, &mut cache)
+                .select(1, -1)
+                .squeeze_dim(0);
             let room = (self.llama.config.context - prompt_ids.len() as i64).max(0) as u32;
-            for _ in 0..sampling.max_tokens.min(room) {
-                let logp = logits.log_softmax(-1, Kind::Float);
-                let logp: Vec<f32> =
-                    Vec::try_from(&logp.to_device(Device::Cpu)).unwrap_or_default();
-                let id = pick(&logp, sampling, &mut rng);
-                // An end-of-turn token is generated like any other (training
-                // credits the choice to stop), but is not part of the text.
-                ids.push(id);
-                logprobs.push(logp.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY));
-                if self.text.stop_ids.contains(&id) {
-                    finish = "stop";
-                    break;
-                }
-                if stop.is_empty() {
-                    logits = self.last_logits(&[i64::from(id)], &mut cache);
-                    continue;
-                }
-                // Stop strings are looked for in the text so far.
-                text = self.text.decode(&ids);
-                if let Some(at) = stop
-                    .iter()
-                    .filter(|s| !s.is_empty())
-                    .filter_map(|s| text.find(s.as_str()))
-                    .min()
-                {
-                    text.truncate(at);
-                    finish = "stop";
-                    break;
-                }
-                logits = self.last_logits(&[i64::from(id)], &mut cache);
-            }
-            if stop.is_empty() {
-                // The text once, at the end, without the end-of-turn token.
-                let end = ids.len() - usize::from(finish == "stop");
-                text = self.text.decode(&ids[..end]);
-            }
-            Generated {
-                prompt_ids: prompt_ids.to_vec(),
-                ids,
-                logprobs,
-                finish,
-                text,
+            Seq {
+                limit: sampling.max_tokens.min(room),
+                rng: SplitMix64::new(sampling.seed),
+                prompt_ids,
+                sampling,
+                stop,
+                cache,
+                logits,
+                ids: Vec::new(),
+                logprobs: Vec::new(),
+                text: String::new(),
+                schema,
+                finish: if sampling.max_tokens.min(room) == 0 {
+                    Some("length")
+                } else {
+                    None
+                },
             }
         })
     }
 
-    /// The logits after `tokens`, which extend the cache.
-    fn last_logits(&self, tokens: &[i64], cache: &mut KvCache) -> Tensor {
-        let input = Tensor::from_slice(tokens)
-            .view([1, -1])
-            .to_device(self.llama.device);
-        let logits = self.llama.forward(&input, cache);
-        logits.select(1, -1).squeeze_dim(0)
+    /// One token for each unfinished sequence: picked from its logits, then
+    /// (unless it ended the sequence) read by one decoding step shared by
+    /// all of them.
+    pub(super) fn advance(&self, seqs: &mut [Seq]) {
+        tch::no_grad(|| {
+            let mut going = Vec::new();
+            for (i, s) in seqs.iter_mut().enumerate() {
+                if s.finish.is_some() {
+                    continue;
+                }
+                let logp = s.logits.log_softmax(-1, Kind::Float);
+                let logp: Vec<f32> =
+                    Vec::try_from(&logp.to_device(Device::Cpu)).unwrap_or_default();
+                let id = match &s.schema {
+                    None => pick(&logp, s.sampling, &mut s.rng),
+                    Some(schema) => {
+                        let pieces = self.text.pieces();
+                        let stops = &self.text.stop_ids;
+                        let text = &s.text;
+                        let allowed = |id: u32| {
+                            if stops.contains(&id) {
+                                return schema.accepts(text);
+                            }
+                            pieces.get(id as usize).is_some_and(|p| {
+                                !p.is_empty()
+                                    && !p.contains('\u{FFFD}')
+                                    && schema.admits_prefix(&format!("{text}{p}"))
+                            })
+                        };
+                        // No token fits (the vocabulary cannot write what
+                        // the schema needs): the turn ends.
+                        pick_allowed(&logp, s.sampling, &mut s.rng, &allowed)
+                            .or_else(|| stops.first().copied())
+                            .unwrap_or_else(|| pick(&logp, s.sampling, &mut s.rng))
+                    }
+                };
+                // An end-of-turn token is generated like any other (training
+                // credits the choice to stop), but is not part of the text.
+                s.ids.push(id);
+                s.logprobs
+                    .push(logp.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY));
+                if self.text.stop_ids.contains(&id) {
+                    s.finish = Some("stop");
+                    continue;
+                }
+                if s.schema.is_some() {
+                    s.text.push_str(
+                        self.text
+                            .pieces()
+                            .get(id as usize)
+                            .map_or("", String::as_str),
+                    );
+                }
+                if !s.stop.is_empty() {
+                    // Stop strings are looked for in the text so far.
+                    s.text = self.text.decode(&s.ids);
+                    if let Some(at) = s
+                        .stop
+                        .iter()
+                        .filter(|x| !x.is_empty())
+                        .filter_map(|x| s.text.find(x.as_str()))
+                        .min()
+                    {
+                        s.text.truncate(at);
+                        s.finish = Some("stop");
+                        continue;
+                    }
+                }
+                if s.ids.len() as u32 >= s.limit {
+                    s.finish = Some("length");
+                    continue;
+                }
+                going.push(i);
+            }
+            if going.is_empty() {
+                return;
+            }
+            let tokens: Vec<i64> = going
+                .iter()
+                .map(|i| i64::from(seqs[*i].ids.last().copied().unwrap_or(0)))
+                .collect();
+            let mut caches: Vec<KvCache> = going
+                .iter()
+                .map(|i| std::mem::take(&mut seqs[*i].cache))
+                .collect();
+            let logits = self.llama.decode_step(&tokens, &mut caches, self.batch);
+            for (row, (i, cache)) in going.iter().zip(caches).enumerate() {
+                seqs[*i].cache = cache;
+                seqs[*i].logits = logits.get(row as i64);
+            }
+        })
     }
 
-    /// Answers a chat request.
+    /// What a finished sequence generated.
+    pub(super) fn finished(&self, s: Seq) -> Generated {
+        let finish = s.finish.unwrap_or("length");
+        let text = if s.stop.is_empty() {
+            // The text once, at the end, without the end-of-turn token.
+            let end = s.ids.len() - usize::from(finish == "stop");
+            self.text.decode(&s.ids[..end])
+        } else {
+            s.text
+        };
+        Generated {
+            prompt_ids: s.prompt_ids,
+            ids: s.ids,
+            logprobs: s.logprobs,
+            finish,
+            text,
+        }
+    }
+
+    /// Answers a chat request (the batched path, with one sequence).
     pub fn chat(&self, request: &ChatRequest, seed: u64) -> Result<ChatResponse, ModelError> {
         self.answer(request, seed).map(|(r, _)| r)
     }
@@ -173,6 +314,17 @@ impl PolicyModel {
         request: &ChatRequest,
         seed: u64,
     ) -> Result<(ChatResponse, Generated), ModelError> {
+        let (prompt_ids, sampling, schema) = self.prepare(request, seed)?;
+        let g = self.generate(&prompt_ids, sampling, &request.stop, schema);
+        Ok((self.respond(request, &g), g))
+    }
+
+    /// A request's prompt tokens and sampling, or why it cannot be answered.
+    pub(super) fn prepare(
+        &self,
+        request: &ChatRequest,
+        seed: u64,
+    ) -> Result<(Vec<u32>, Sampling, Option<Schema>), ModelError> {
         if request
             .messages
             .iter()
@@ -206,7 +358,17 @@ impl PolicyModel {
             max_tokens: request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
             seed: request.seed.unwrap_or(seed),
         };
-        let g = self.generate(&prompt_ids, sampling, &request.stop);
+        let schema = match &request.response_format {
+            None => None,
+            Some(text) => {
+                Some(Schema::parse(text).map_err(|e| ModelError::BadRequest(e.to_string()))?)
+            }
+        };
+        Ok((prompt_ids, sampling, schema))
+    }
+
+    /// The answer to `request` from what was generated.
+    pub(super) fn respond(&self, request: &ChatRequest, g: &Generated) -> ChatResponse {
         let tokens = if request.logprobs {
             g.ids
                 .iter()
@@ -220,7 +382,7 @@ impl PolicyModel {
         } else {
             Vec::new()
         };
-        let response = ChatResponse {
+        ChatResponse {
             content: g.text.clone(),
             tool_calls: Vec::new(),
             finish_reason: g.finish.into(),
@@ -228,8 +390,7 @@ impl PolicyModel {
             completion_tokens: g.ids.len() as u32,
             model: self.name.clone(),
             tokens,
-        };
-        Ok((response, g))
+        }
     }
 
     /// Writes the model as a Hugging Face folder (weights, config,
@@ -243,17 +404,78 @@ impl PolicyModel {
 /// The next token: the most likely at temperature 0, else drawn from the
 /// tempered distribution cut to its top-p mass.
 fn pick(logp: &[f32], s: Sampling, rng: &mut SplitMix64) -> u32 {
-    let argmax = || {
-        logp.iter()
-            .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |best, (i, v)| {
-                if *v > best.1 { (i, *v) } else { best }
-            })
-            .0 as u32
-    };
     if s.temperature <= 0.0 {
-        return argmax();
+        return argmax(logp, |_| true).unwrap_or(0);
     }
+    let p = weights(logp, s);
+    if p.is_empty() {
+        return argmax(logp, |_| true).unwrap_or(0);
+    }
+    let total: f64 = p.iter().map(|x| x.1).sum();
+    draw(&p, total, rng)
+}
+
+/// The next token among those `allowed` says yes to, chosen as [`pick`]
+/// would from the distribution without the others (`None`: no token is
+/// allowed). Candidates are tried most likely first (greedy) or as drawn
+/// (sampled, a refused one taken out before the next draw), and after a
+/// few refusals every token is asked.
+fn pick_allowed(
+    logp: &[f32],
+    s: Sampling,
+    rng: &mut SplitMix64,
+    allowed: &dyn Fn(u32) -> bool,
+) -> Option<u32> {
+    const TRIES: usize = 16;
+    let mut refused = std::collections::HashSet::new();
+    if s.temperature <= 0.0 {
+        for _ in 0..TRIES {
+            let id = argmax(logp, |i| !refused.contains(&i))?;
+            if allowed(id) {
+                return Some(id);
+            }
+            refused.insert(id);
+        }
+        return argmax(logp, |i| !refused.contains(&i) && allowed(i));
+    }
+    let mut p = weights(logp, s);
+    let mut total: f64 = p.iter().map(|x| x.1).sum();
+    for _ in 0..TRIES {
+        if total <= 0.0 {
+            break;
+        }
+        let id = draw(&p, total, rng);
+        if allowed(id) {
+            return Some(id);
+        }
+        if let Some(x) = p.iter_mut().find(|x| x.0 as u32 == id) {
+            total -= x.1;
+            x.1 = 0.0;
+        }
+    }
+    p.retain(|x| x.1 > 0.0 && allowed(x.0 as u32));
+    if p.is_empty() {
+        // Nothing in the nucleus: the most likely allowed token.
+        return argmax(logp, allowed);
+    }
+    let total: f64 = p.iter().map(|x| x.1).sum();
+    Some(draw(&p, total, rng))
+}
+
+/// The most likely token that `ok` keeps.
+fn argmax(logp: &[f32], ok: impl Fn(u32) -> bool) -> Option<u32> {
+    logp.iter()
+        .enumerate()
+        .filter(|(i, _)| ok(*i as u32))
+        .fold(None, |best: Option<(usize, f32)>, (i, v)| match best {
+            Some((_, b)) if *v <= b => best,
+            _ => Some((i, *v)),
+        })
+        .map(|(i, _)| i as u32)
+}
+
+/// Each token's weight at the temperature, cut to the top-p nucleus.
+fn weights(logp: &[f32], s: Sampling) -> Vec<(usize, f64)> {
     let t = f64::from(s.temperature);
     let max = logp.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let mut p: Vec<(usize, f64)> = logp
@@ -262,10 +484,7 @@ fn pick(logp: &[f32], s: Sampling, rng: &mut SplitMix64) -> u32 {
         .map(|(i, v)| (i, ((f64::from(*v) - max) / t).exp()))
         .filter(|(_, w)| *w > 0.0)
         .collect();
-    if p.is_empty() {
-        return argmax();
-    }
-    if s.top_p < 1.0 {
+    if s.top_p < 1.0 && !p.is_empty() {
         // Only a nucleus needs the order (sorting the vocabulary for every
         // token is most of the sampling's cost).
         p.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -280,83 +499,17 @@ fn pick(logp: &[f32], s: Sampling, rng: &mut SplitMix64) -> u32 {
             .map_or(p.len(), |i| i + 1);
         p.truncate(keep.max(1));
     }
-    let total: f64 = p.iter().map(|x| x.1).sum();
+    p
+}
+
+/// A token drawn from weights that sum to `total`.
+fn draw(p: &[(usize, f64)], total: f64, rng: &mut SplitMix64) -> u32 {
     let mut r = rng.next_f64() * total;
-    for (i, w) in &p {
+    for (i, w) in p {
         if r < *w {
             return *i as u32;
         }
         r -= w;
     }
-    p[p.len() - 1].0 as u32
-}
-
-/// The run's `policy:` endpoints, as a [`ModelClient`]. One model answers
-/// one call at a time.
-pub struct PolicyModels {
-    models: HashMap<String, Arc<Mutex<PolicyModel>>>,
-    described: serde_json::Value,
-}
-
-impl std::fmt::Debug for PolicyModels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyModels")
-            .field("endpoints", &self.described)
-            .finish()
-    }
-}
-
-impl PolicyModels {
-    /// Opens `(name, path)` pairs on `device`.
-    pub fn open(
-        endpoints: &[(String, PathBuf)],
-        device: Device,
-    ) -> Result<PolicyModels, OpenError> {
-        let mut models = HashMap::new();
-        let mut described = Vec::new();
-        for (name, path) in endpoints {
-            let m = PolicyModel::open(path, device)?;
-            described.push(serde_json::json!({"name": name, "url": format!("policy:{}", path.display()), "model": m.name}));
-            models.insert(name.clone(), Arc::new(Mutex::new(m)));
-        }
-        Ok(PolicyModels {
-            models,
-            described: described.into(),
-        })
-    }
-}
-
-impl ModelClient for PolicyModels {
-    fn has_endpoint(&self, name: &str) -> bool {
-        self.models.contains_key(name)
-    }
-
-    fn chat(&self, request: &ChatRequest, _images: &Observation, seed: u64) -> LiveAnswer {
-        let started = Instant::now();
-        let result = match self.models.get(&request.endpoint) {
-            None => Err(ModelError::UnknownEndpoint(format!(
-                "no model endpoint `{}`",
-                request.endpoint
-            ))),
-            Some(m) => match m.lock() {
-                Ok(m) => m.chat(request, seed),
-                Err(_) => Err(ModelError::Unavailable(
-                    "the model failed in an earlier call".into(),
-                )),
-            },
-        };
-        LiveAnswer {
-            result,
-            attempts: Vec::new(),
-            latency_ms: started.elapsed().as_secs_f64() * 1e3,
-        }
-    }
-
-    fn prices(&self, _endpoint: &str) -> (f64, f64) {
-        (0.0, 0.0)
-    }
-
-    fn describe(&self) -> serde_json::Value {
-        self.described.clone()
-    }
+    p.iter().rev().find(|x| x.1 > 0.0).map_or(0, |x| x.0 as u32)
 }

@@ -51,6 +51,74 @@ struct Layer {
     gate: Tensor,
     up: Tensor,
     down: Tensor,
+    /// Adapters, by [`LORA_TARGETS`] index.
+    lora: [Option<Lora>; 7],
+}
+
+/// The weights a LoRA adapter can sit on, by their Hugging Face names.
+pub const LORA_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+const Q: usize = 0;
+const K: usize = 1;
+const V: usize = 2;
+const O: usize = 3;
+const GATE: usize = 4;
+const UP: usize = 5;
+const DOWN: usize = 6;
+
+/// A low-rank adapter on a weight `W` (`[out, in]`): the layer computes
+/// `x W^T + scale (x A^T) B^T`, with `A` `[rank, in]` and `B` `[out, rank]`
+/// (zero at first, so an added adapter changes nothing until trained).
+pub struct Lora {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+}
+
+impl Layer {
+    /// Target `t`'s weight and bias.
+    fn weight(&self, t: usize) -> (&Tensor, Option<&Tensor>) {
+        match t {
+            Q => (&self.wq, self.bq.as_ref()),
+            K => (&self.wk, self.bk.as_ref()),
+            V => (&self.wv, self.bv.as_ref()),
+            O => (&self.wo, None),
+            GATE => (&self.gate, None),
+            UP => (&self.up, None),
+            _ => (&self.down, None),
+        }
+    }
+
+    /// `x` through target `t`, with its adapter when it has one.
+    fn proj(&self, t: usize, x: &Tensor) -> Tensor {
+        let (w, b) = self.weight(t);
+        let y = x.linear(w, b);
+        match &self.lora[t] {
+            Some(l) => {
+                y + x
+                    .linear(&l.a, None::<&Tensor>)
+                    .linear(&l.b, None::<&Tensor>)
+                    * l.scale
+            }
+            None => y,
+        }
+    }
+
+    /// Target `t`'s weight with its adapter merged in.
+    fn merged(&self, t: usize) -> Tensor {
+        let (w, _) = self.weight(t);
+        match &self.lora[t] {
+            Some(l) => tch::no_grad(|| w + l.b.matmul(&l.a) * l.scale),
+            None => w.shallow_clone(),
+        }
+    }
 }
 
 /// The model's weights, on one device.
@@ -72,6 +140,19 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// Appends a layer's new keys and values; returns all of them.
+    fn extend(&mut self, layer: usize, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
+        if let Some((pk, pv)) = self.kv.get(layer) {
+            let k = Tensor::cat(&[pk, &k], 2);
+            let v = Tensor::cat(&[pv, &v], 2);
+            self.kv[layer] = (k.shallow_clone(), v.shallow_clone());
+            (k, v)
+        } else {
+            self.kv.push((k.shallow_clone(), v.shallow_clone()));
+            (k, v)
+        }
+    }
+
     pub fn len(&self) -> i64 {
         self.kv.first().map_or(0, |(k, _)| k.size()[2])
     }
@@ -140,6 +221,7 @@ impl Llama {
                 gate: t("ffn_gate.weight")?,
                 up: t("ffn_up.weight")?,
                 down: t("ffn_down.weight")?,
+                lora: Default::default(),
             });
         }
         let head = if g.tensors.contains_key("output.weight") {
@@ -181,6 +263,7 @@ impl Llama {
                 gate: w(c.ffn, c.dim),
                 up: w(c.ffn, c.dim),
                 down: w(c.dim, c.ffn),
+                lora: Default::default(),
             })
             .collect();
         Ok(Llama {
@@ -256,6 +339,7 @@ impl Llama {
                 gate: take(&format!("{p}.mlp.gate_proj.weight"))?,
                 up: take(&format!("{p}.mlp.up_proj.weight"))?,
                 down: take(&format!("{p}.mlp.down_proj.weight"))?,
+                lora: Default::default(),
             });
         }
         let norm = take("model.norm.weight")?;
@@ -279,33 +363,140 @@ impl Llama {
 
     /// Every weight under its Hugging Face name.
     pub fn named(&self) -> Vec<(String, Tensor)> {
+        self.named_as(false)
+    }
+
+    /// Every weight under its Hugging Face name, adapters merged in when
+    /// `merge`.
+    fn named_as(&self, merge: bool) -> Vec<(String, Tensor)> {
         let mut out = vec![(
             "model.embed_tokens.weight".to_string(),
             self.embed.shallow_clone(),
         )];
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
-            let mut put = |n: &str, t: &Tensor| out.push((format!("{p}.{n}"), t.shallow_clone()));
-            put("input_layernorm.weight", &l.attn_norm);
-            put("self_attn.q_proj.weight", &l.wq);
-            put("self_attn.k_proj.weight", &l.wk);
-            put("self_attn.v_proj.weight", &l.wv);
-            put("self_attn.o_proj.weight", &l.wo);
+            let w = |t: usize| {
+                if merge {
+                    l.merged(t)
+                } else {
+                    l.weight(t).0.shallow_clone()
+                }
+            };
+            let mut put = |n: &str, t: Tensor| out.push((format!("{p}.{n}"), t));
+            put("input_layernorm.weight", l.attn_norm.shallow_clone());
+            put("self_attn.q_proj.weight", w(Q));
+            put("self_attn.k_proj.weight", w(K));
+            put("self_attn.v_proj.weight", w(V));
+            put("self_attn.o_proj.weight", w(O));
             for (n, b) in [("q", &l.bq), ("k", &l.bk), ("v", &l.bv)] {
                 if let Some(b) = b {
-                    put(&format!("self_attn.{n}_proj.bias"), b);
+                    put(&format!("self_attn.{n}_proj.bias"), b.shallow_clone());
                 }
             }
-            put("post_attention_layernorm.weight", &l.ffn_norm);
-            put("mlp.gate_proj.weight", &l.gate);
-            put("mlp.up_proj.weight", &l.up);
-            put("mlp.down_proj.weight", &l.down);
+            put(
+                "post_attention_layernorm.weight",
+                l.ffn_norm.shallow_clone(),
+            );
+            put("mlp.gate_proj.weight", w(GATE));
+            put("mlp.up_proj.weight", w(UP));
+            put("mlp.down_proj.weight", w(DOWN));
         }
         out.push(("model.norm.weight".into(), self.norm.shallow_clone()));
         if let Some(h) = &self.head {
             out.push(("lm_head.weight".into(), h.shallow_clone()));
         }
         out
+    }
+
+    /// Adds a LoRA adapter of `rank` to each of `targets` (names from
+    /// [`LORA_TARGETS`]) in every layer, scaled by `alpha / rank`: `A`
+    /// random from `seed`, `B` zero. The adapters are trainable; the
+    /// weights are left as they are.
+    pub fn add_lora(
+        &mut self,
+        rank: i64,
+        alpha: f64,
+        targets: &[String],
+        seed: u64,
+    ) -> Result<(), LoadError> {
+        let mut chosen = Vec::new();
+        for t in targets {
+            match LORA_TARGETS.iter().position(|n| n == t) {
+                Some(i) => chosen.push(i),
+                None => {
+                    return Err(LoadError::Bad(format!(
+                        "unknown LoRA target `{t}` (the targets are {})",
+                        LORA_TARGETS.join(", ")
+                    )));
+                }
+            }
+        }
+        if chosen.is_empty() || rank < 1 {
+            return Err(LoadError::Bad(
+                "LoRA needs a rank of at least 1 and at least one target".into(),
+            ));
+        }
+        tch::manual_seed(seed as i64);
+        let device = self.device;
+        for layer in &mut self.layers {
+            for &t in &chosen {
+                let size = layer.weight(t).0.size();
+                let (out, inp) = (size[0], size[1]);
+                let a = (Tensor::randn([rank, inp], (Kind::Float, device)) / (inp as f64).sqrt())
+                    .set_requires_grad(true);
+                let b = Tensor::zeros([out, rank], (Kind::Float, device)).set_requires_grad(true);
+                layer.lora[t] = Some(Lora {
+                    a,
+                    b,
+                    scale: alpha / rank as f64,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The adapters' tensors under PEFT's names, in a fixed order (empty
+    /// without adapters); they share storage with the model.
+    pub fn lora_named(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            for (t, lora) in l.lora.iter().enumerate() {
+                if let Some(lora) = lora {
+                    let block = if t <= O { "self_attn" } else { "mlp" };
+                    let p = format!(
+                        "base_model.model.model.layers.{i}.{block}.{}",
+                        LORA_TARGETS[t]
+                    );
+                    out.push((format!("{p}.lora_A.weight"), lora.a.shallow_clone()));
+                    out.push((format!("{p}.lora_B.weight"), lora.b.shallow_clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads the adapters' values from `path` (as [`Llama::save`] writes
+    /// them) into the adapters [`Llama::add_lora`] made.
+    pub fn load_lora(&mut self, path: &Path) -> Result<(), LoadError> {
+        let bad = |m: String| LoadError::Bad(format!("{}: {m}", path.display()));
+        let read: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+            .map_err(|e| bad(e.to_string()))?
+            .into_iter()
+            .collect();
+        for (name, mut t) in self.lora_named() {
+            let v = read
+                .get(&name)
+                .ok_or_else(|| bad(format!("no tensor `{name}`")))?;
+            if v.size() != t.size() {
+                return Err(bad(format!(
+                    "`{name}` is {:?}, not {:?}",
+                    v.size(),
+                    t.size()
+                )));
+            }
+            tch::no_grad(|| t.copy_(v));
+        }
+        Ok(())
     }
 
     /// Makes the weights trainable (their gradients are kept) or not.
@@ -341,13 +532,40 @@ impl Llama {
         });
         std::fs::write(dir.join("config.json"), config.to_string())
             .map_err(|e| bad(e.to_string()))?;
-        let named: Vec<(String, Tensor)> = self
-            .named()
-            .into_iter()
-            .map(|(n, t)| (n, t.detach().to_device(Device::Cpu)))
-            .collect();
-        Tensor::write_safetensors(&named, dir.join("model.safetensors"))
-            .map_err(|e| bad(e.to_string()))
+        let cpu = |v: Vec<(String, Tensor)>| -> Vec<(String, Tensor)> {
+            v.into_iter()
+                .map(|(n, t)| (n, t.detach().to_device(Device::Cpu)))
+                .collect()
+        };
+        Tensor::write_safetensors(&cpu(self.named_as(true)), dir.join("model.safetensors"))
+            .map_err(|e| bad(e.to_string()))?;
+        // Adapters are also kept on their own (a resumed run goes on
+        // training them over the unmerged weights).
+        let adapters = self.lora_named();
+        let first = self
+            .layers
+            .first()
+            .and_then(|l| l.lora.iter().flatten().next());
+        if let Some(l) = first {
+            let rank = l.a.size()[0];
+            let targets: Vec<&str> = self.layers[0]
+                .lora
+                .iter()
+                .zip(LORA_TARGETS)
+                .filter_map(|(l, n)| l.as_ref().map(|_| n))
+                .collect();
+            let config = serde_json::json!({
+                "peft_type": "LORA",
+                "r": rank,
+                "lora_alpha": l.scale * rank as f64,
+                "target_modules": targets,
+            });
+            std::fs::write(dir.join("adapter_config.json"), config.to_string())
+                .map_err(|e| bad(e.to_string()))?;
+            Tensor::write_safetensors(&cpu(adapters), dir.join("adapter_model.safetensors"))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// The log-probability of each of `generated` after `prompt` and the
@@ -382,61 +600,129 @@ impl Llama {
         let past = cache.len();
         let hd = c.head_dim();
         let (cos, sin) = rope_tables(c, past, t, self.device);
+        let (cos, sin) = (cos.unsqueeze(0).unsqueeze(2), sin.unsqueeze(0).unsqueeze(2));
         let mut x = self
             .embed
             .index_select(0, &tokens.flatten(0, -1))
             .view([b, t, c.dim]);
         // Query t (at position past + t) sees keys up to that position.
         let mask = Tensor::ones([t, past + t], (Kind::Bool, self.device)).triu(past + 1);
-        let scale = 1.0 / (hd as f64).sqrt();
-        let fresh = cache.kv.is_empty();
         for (i, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, c.eps);
-            let q = h
-                .linear(&layer.wq, layer.bq.as_ref())
-                .view([b, t, c.heads, hd]);
-            let k = h
-                .linear(&layer.wk, layer.bk.as_ref())
-                .view([b, t, c.kv_heads, hd]);
-            let v = h
-                .linear(&layer.wv, layer.bv.as_ref())
-                .view([b, t, c.kv_heads, hd]);
+            let q = layer.proj(Q, &h).view([b, t, c.heads, hd]);
+            let k = layer.proj(K, &h).view([b, t, c.kv_heads, hd]);
+            let v = layer.proj(V, &h).view([b, t, c.kv_heads, hd]);
             let q = rotate(&q, &cos, &sin, c.rope).transpose(1, 2);
             let k = rotate(&k, &cos, &sin, c.rope).transpose(1, 2);
             let v = v.transpose(1, 2);
-            let (k, v) = if fresh {
-                cache.kv.push((k.shallow_clone(), v.shallow_clone()));
-                (k, v)
-            } else {
-                let (pk, pv) = &cache.kv[i];
-                let k = Tensor::cat(&[pk, &k], 2);
-                let v = Tensor::cat(&[pv, &v], 2);
-                cache.kv[i] = (k.shallow_clone(), v.shallow_clone());
-                (k, v)
-            };
-            let groups = c.heads / c.kv_heads;
-            let (k, v) = if groups > 1 {
-                (
-                    k.repeat_interleave_self_int(groups, 1, None::<i64>),
-                    v.repeat_interleave_self_int(groups, 1, None::<i64>),
-                )
-            } else {
-                (k, v)
-            };
-            let scores = q.matmul(&k.transpose(-2, -1)) * scale;
-            let scores = scores.masked_fill(&mask, f64::NEG_INFINITY);
-            let attn = scores.softmax(-1, Kind::Float).matmul(&v);
-            let attn = attn.transpose(1, 2).contiguous().view([b, t, c.dim]);
+            let (k, v) = cache.extend(i, k, v);
+            let attn = attend(c, &q, &k, &v, Some(&mask));
             // Out of place: autograd keeps `x` for the norm's backward pass.
-            x = &x + attn.linear(&layer.wo, None::<&Tensor>);
+            x = &x + layer.proj(O, &attn);
             let h = rms_norm(&x, &layer.ffn_norm, c.eps);
-            let ff = h.linear(&layer.gate, None::<&Tensor>).silu()
-                * h.linear(&layer.up, None::<&Tensor>);
-            x = &x + ff.linear(&layer.down, None::<&Tensor>);
+            let ff = layer.proj(GATE, &h).silu() * layer.proj(UP, &h);
+            x = &x + layer.proj(DOWN, &ff);
         }
         let x = rms_norm(&x, &self.norm, c.eps);
         x.linear(self.head.as_ref().unwrap_or(&self.embed), None::<&Tensor>)
     }
+
+    /// One decoding step for several sequences at once: `tokens[i]`
+    /// follows the positions in `caches[i]`, which it extends. Returns the
+    /// next-token logits, `[tokens, vocab]`.
+    ///
+    /// The matrix products always run `width` rows (unused rows are
+    /// padding) and attention runs per sequence, so a sequence's logits are
+    /// the same bits whichever sequences share the step and in which row:
+    /// a BLAS's result for a row depends on how many rows the product has.
+    pub fn decode_step(&self, tokens: &[i64], caches: &mut [KvCache], width: usize) -> Tensor {
+        let c = &self.config;
+        let n = tokens.len().min(caches.len());
+        let w = width.max(n).max(1) as i64;
+        let hd = c.head_dim();
+        let mut padded = tokens[..n].to_vec();
+        padded.resize(w as usize, 0);
+        let input = Tensor::from_slice(&padded).to_device(self.device);
+        let mut x = self.embed.index_select(0, &input).view([w, 1, c.dim]);
+        // Each sequence's angles, `[width, 1, 1, head_dim / 2]` (idle rows
+        // at position 0): elementwise products are the same bits in any
+        // shape, so the rotation runs for all rows at once.
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for i in 0..w as usize {
+            let (cs, sn) = rope_tables(c, caches.get(i).map_or(0, |k| k.len()), 1, self.device);
+            cos.push(cs);
+            sin.push(sn);
+        }
+        let shape = [w, 1, 1, hd / 2];
+        let (cos, sin) = (
+            Tensor::cat(&cos, 0).view(shape),
+            Tensor::cat(&sin, 0).view(shape),
+        );
+        let idle = (w as usize > n)
+            .then(|| Tensor::zeros([w - n as i64, 1, c.dim], (Kind::Float, self.device)));
+        let scale = 1.0 / (hd as f64).sqrt();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm(&x, &layer.attn_norm, c.eps);
+            let q = layer.proj(Q, &h).view([w, 1, c.heads, hd]);
+            let k = layer.proj(K, &h).view([w, 1, c.kv_heads, hd]);
+            let v = layer.proj(V, &h).view([w, 1, c.kv_heads, hd]);
+            let q = rotate(&q, &cos, &sin, c.rope).transpose(1, 2);
+            let k = rotate(&k, &cos, &sin, c.rope).transpose(1, 2);
+            let v = v.transpose(1, 2);
+            let mut rows = Vec::with_capacity(w as usize);
+            for (i, cache) in caches[..n].iter_mut().enumerate() {
+                let row = |t: &Tensor| t.narrow(0, i as i64, 1);
+                let (ki, vi) = cache.extend(l, row(&k), row(&v));
+                let a = Tensor::scaled_dot_product_attention(
+                    &row(&q),
+                    &ki,
+                    &vi,
+                    None::<Tensor>,
+                    0.0,
+                    false,
+                    scale,
+                    c.kv_heads != c.heads,
+                );
+                rows.push(a.transpose(1, 2).reshape([1, 1, c.dim]));
+            }
+            if let Some(idle) = &idle {
+                rows.push(idle.shallow_clone());
+            }
+            let attn = Tensor::cat(&rows, 0);
+            x = &x + layer.proj(O, &attn);
+            let h = rms_norm(&x, &layer.ffn_norm, c.eps);
+            let ff = layer.proj(GATE, &h).silu() * layer.proj(UP, &h);
+            x = &x + layer.proj(DOWN, &ff);
+        }
+        let x = rms_norm(&x, &self.norm, c.eps);
+        x.linear(self.head.as_ref().unwrap_or(&self.embed), None::<&Tensor>)
+            .narrow(0, 0, n as i64)
+            .squeeze_dim(1)
+    }
+}
+
+/// Attention of queries `q` (`[batch, heads, tokens, head_dim]`) over keys
+/// and values (`[batch, kv_heads, positions, head_dim]`), heads shared in
+/// groups; `[batch, tokens, dim]`.
+fn attend(c: &LlamaConfig, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    let groups = c.heads / c.kv_heads;
+    let (k, v) = if groups > 1 {
+        (
+            k.repeat_interleave_self_int(groups, 1, None::<i64>),
+            v.repeat_interleave_self_int(groups, 1, None::<i64>),
+        )
+    } else {
+        (k.shallow_clone(), v.shallow_clone())
+    };
+    let scale = 1.0 / (c.head_dim() as f64).sqrt();
+    let scores = q.matmul(&k.transpose(-2, -1)) * scale;
+    let scores = match mask {
+        Some(m) => scores.masked_fill(m, f64::NEG_INFINITY),
+        None => scores,
+    };
+    let attn = scores.softmax(-1, Kind::Float).matmul(&v);
+    let (b, t) = (q.size()[0], q.size()[2]);
+    attn.transpose(1, 2).contiguous().view([b, t, c.dim])
 }
 
 impl Llama {
@@ -529,23 +815,23 @@ fn rope_tables(c: &LlamaConfig, past: i64, t: i64, device: Device) -> (Tensor, T
     (angles.cos(), angles.sin())
 }
 
-/// Rotates `x` (`[batch, tokens, heads, head_dim]`) by the angles.
+/// Rotates `x` (`[batch, tokens, heads, head_dim]`) by the angles (`cos`
+/// and `sin` broadcast to `[batch, tokens, 1, head_dim / 2]`).
 fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor, rope: Rope) -> Tensor {
     let size = x.size();
-    let (cos, sin) = (cos.unsqueeze(0).unsqueeze(2), sin.unsqueeze(0).unsqueeze(2));
     match rope {
         Rope::Adjacent => {
             let pairs = x.view([size[0], size[1], size[2], size[3] / 2, 2]);
             let (a, b) = (pairs.select(-1, 0), pairs.select(-1, 1));
-            let ra = &a * &cos - &b * &sin;
-            let rb = &a * &sin + &b * &cos;
+            let ra = &a * cos - &b * sin;
+            let rb = &a * sin + &b * cos;
             Tensor::stack(&[ra, rb], -1).view(size.as_slice())
         }
         Rope::Halves => {
             let half = size[3] / 2;
             let (a, b) = (x.narrow(-1, 0, half), x.narrow(-1, half, half));
-            let ra = &a * &cos - &b * &sin;
-            let rb = &b * &cos + &a * &sin;
+            let ra = &a * cos - &b * sin;
+            let rb = &b * cos + &a * sin;
             Tensor::cat(&[ra, rb], -1)
         }
     }
@@ -587,5 +873,49 @@ mod tests {
             "{err}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Adapters start at zero (the model is unchanged), are what training
+    /// moves, and move the model: a few Adam steps on one answer's
+    /// log-probability raise it, with every weight left as it was.
+    #[test]
+    fn lora_adapters_train_and_leave_the_weights_alone() {
+        let config = LlamaConfig {
+            vocab: 12,
+            dim: 16,
+            layers: 2,
+            heads: 2,
+            kv_heads: 1,
+            ffn: 32,
+            eps: 1e-5,
+            rope_theta: 10_000.0,
+            rope: Rope::Halves,
+            context: 32,
+        };
+        let mut model = Llama::random(config, 1, Device::Cpu).expect("random");
+        // Logits of a random model with small embeddings are all near zero,
+        // and only the output norm (which adapters leave alone) could widen
+        // them: widen them from the start.
+        model.norm = model.norm.ones_like() * 30.0;
+        let (prompt, answer) = ([1u32, 2, 3], [7u32]);
+        let before = tch::no_grad(|| model.logprobs_of(&prompt, &answer).double_value(&[0]));
+        let weights: Vec<Tensor> = model.params().iter().map(Tensor::copy).collect();
+        let targets: Vec<String> = LORA_TARGETS.iter().map(|s| s.to_string()).collect();
+        model.add_lora(2, 4.0, &targets, 5).expect("lora");
+        let same = tch::no_grad(|| model.logprobs_of(&prompt, &answer).double_value(&[0]));
+        assert_eq!(before, same);
+        let mut params: Vec<Tensor> = model.lora_named().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(params.len(), 2 * 7 * 2);
+        let mut adam = crate::learner::Adam::new(&params);
+        for _ in 0..30 {
+            let loss = -model.logprobs_of(&prompt, &answer).sum(Kind::Float);
+            loss.backward();
+            adam.step(&mut params, 0.01, 1.0);
+        }
+        let after = tch::no_grad(|| model.logprobs_of(&prompt, &answer).double_value(&[0]));
+        assert!(after > before + 0.5, "{before} -> {after}");
+        for (w, now) in weights.iter().zip(model.params()) {
+            assert!(w.equal(&now));
+        }
     }
 }

@@ -6,24 +6,26 @@
 //! trains on exactly the sampled tokens; the loss is PPO's clipped surrogate
 //! on generated tokens, averaged per episode, then over episodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ludus_arena::Limits;
-use ludus_arena::chat::{ChatRequest, LiveAnswer, ModelClient, ModelError, ModelSetup};
+use ludus_arena::chat::{ChatRequest, LiveAnswer, ModelClient, ModelSetup, call_seed};
 use ludus_arena::memory::MemoryBase;
-use ludus_arena::model::Observation;
-use ludus_arena::recorder::Recorder;
-use ludus_arena::run::{AgentSpec, PluginSpec, RunSpec, Stepper, prepare};
+use ludus_arena::model::{Frame, Observation, Timing as StepTiming};
+use ludus_arena::recorder::{EpisodeFinish, Recorder};
+use ludus_arena::run::{AgentSpec, PluginSpec, Prepared, RunSpec, Stepper, prepare};
 use ludus_arena::train_store::{ResumePoint, StepStat};
 use ludus_core::episode_seed;
 use tch::{Kind, Tensor};
 
 use super::backend::PolicyModel;
-use crate::advantage::group_relative;
+use super::engine::Engine;
+use crate::advantage::{group_relative, normalize};
 use crate::checkpoint::CheckpointError;
+use crate::config::{AdvantageKind, Config, PolicyLossKind};
 use crate::learner::{Adam, learning_rate};
 use crate::options::{
     TrainError, TrainOptions, TrainSummary, UpdateReport, checkpoint_dir, device,
@@ -37,10 +39,11 @@ struct Sampled {
     logprobs: Vec<f32>,
 }
 
-/// The model, answering the episodes' calls and keeping what they sampled.
+/// The model, answering the episodes' calls (batched) and keeping what
+/// they sampled, by the call's seed.
 struct Sampler {
-    model: Arc<Mutex<PolicyModel>>,
-    calls: Mutex<Vec<Sampled>>,
+    engine: Engine,
+    calls: Mutex<HashMap<u64, Sampled>>,
     generated_tokens: Mutex<(u64, f64)>,
     /// The policy version (updates made), recorded with each answer as
     /// `MODEL@vN`.
@@ -64,23 +67,21 @@ impl ModelClient for Sampler {
         // The recorded answer carries the tokens and their log-probabilities
         // whether or not the agent asked for them: training reads them.
         asked.logprobs = true;
-        let result = match self.model.lock() {
-            Ok(m) => m.answer(&asked, seed).map(|(mut response, g)| {
-                let v = self.version.load(std::sync::atomic::Ordering::Relaxed);
-                response.model = format!("{}@v{v}", response.model);
-                if let Ok(mut calls) = self.calls.lock() {
-                    calls.push(Sampled {
+        let result = self.engine.answer(&asked, seed).map(|(mut response, g)| {
+            let v = self.version.load(std::sync::atomic::Ordering::Relaxed);
+            response.model = format!("{}@v{v}", response.model);
+            if let Ok(mut calls) = self.calls.lock() {
+                calls.insert(
+                    seed,
+                    Sampled {
                         prompt: g.prompt_ids,
                         generated: g.ids,
                         logprobs: g.logprobs,
-                    });
-                }
-                response
-            }),
-            Err(_) => Err(ModelError::Unavailable(
-                "the model failed in an earlier call".into(),
-            )),
-        };
+                    },
+                );
+            }
+            response
+        });
         let seconds = started.elapsed().as_secs_f64();
         if let (Ok(r), Ok(mut t)) = (&result, self.generated_tokens.lock()) {
             t.0 += u64::from(r.completion_tokens);
@@ -96,6 +97,53 @@ impl ModelClient for Sampler {
     fn prices(&self, _endpoint: &str) -> (f64, f64) {
         (0.0, 0.0)
     }
+}
+
+impl Sampler {
+    /// The calls of the episode played from `seed` with `salt`, in the order
+    /// they were made (`made` at most).
+    fn take_calls(&self, seed: u64, salt: u64, made: usize) -> Vec<Sampled> {
+        let Ok(mut calls) = self.calls.lock() else {
+            return Vec::new();
+        };
+        (0..made as u64)
+            .filter_map(|i| calls.remove(&call_seed(seed, salt, i)))
+            .collect()
+    }
+}
+
+/// Each episode's advantage: group-relative (GRPO), or its return
+/// (REINFORCE's Monte Carlo estimate), normalised over the update's
+/// episodes when `algorithm.normalize_advantages`.
+fn advantages(config: &Config, returns: &[f64], group: usize) -> Vec<f32> {
+    match config.algorithm.advantage {
+        AdvantageKind::Group => returns.chunks(group).flat_map(group_relative).collect(),
+        _ => {
+            let mut a: Vec<f32> = returns.iter().map(|r| *r as f32).collect();
+            if config.algorithm.normalize_advantages {
+                normalize(&mut a);
+            }
+            a
+        }
+    }
+}
+
+/// One episode played: its frames and how it ended.
+type Played = (Vec<(Frame, StepTiming)>, EpisodeFinish);
+
+/// Plays one episode through the agent plugin.
+fn play(prepared: &Prepared, seed: u64, memory: MemoryBase) -> Played {
+    let mut frames = Vec::new();
+    let finish = match Stepper::start(prepared, seed, memory) {
+        Ok(mut stepper) => {
+            while let Some(frame) = stepper.step(None) {
+                frames.push(frame);
+            }
+            stepper.finish()
+        }
+        Err(finish) => *finish,
+    };
+    (frames, finish)
 }
 
 /// Trains the model `policy.model` through the agent `policy.agent`.
@@ -124,7 +172,10 @@ pub fn train(
     } else {
         None
     };
-    let weights = if resumed.is_some() {
+    let lora = config.policy.lora.as_ref();
+    // With adapters, a resumed run reads the weights as they were loaded and
+    // the adapters from the checkpoint; without, the trained weights.
+    let weights = if resumed.is_some() && lora.is_none() {
         &latest
     } else {
         &model_path
@@ -141,16 +192,40 @@ pub fn train(
     } else {
         None
     };
-    model.llama.set_trainable(true);
-    let mut params = model.llama.params();
+    let mut params = match lora {
+        Some(l) => {
+            let alpha = l.alpha.unwrap_or(2.0 * l.rank as f64);
+            let llama = &mut model.llama;
+            llama
+                .add_lora(l.rank as i64, alpha, &l.targets, config.seed)
+                .map_err(|e| bad(format!("policy.lora: {e}")))?;
+            if resumed.is_some() {
+                llama
+                    .load_lora(&latest.join("adapter_model.safetensors"))
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            llama.lora_named().into_iter().map(|(_, t)| t).collect()
+        }
+        None => {
+            model.llama.set_trainable(true);
+            model.llama.params()
+        }
+    };
     let mut adam = Adam::new(&params);
     if let Some(st) = &resumed {
         st.restore(&latest, &mut adam)?;
     }
+    let group = config.algorithm.group_size.max(1);
+    let per_update = (config.sampling.samplers * config.sampling.envs_per_sampler).max(group);
+    model.batch = config
+        .policy
+        .batch
+        .unwrap_or(per_update.min(32))
+        .clamp(1, super::backend::MAX_BATCH);
     let model = Arc::new(Mutex::new(model));
     let sampler = Arc::new(Sampler {
-        model: model.clone(),
-        calls: Mutex::new(Vec::new()),
+        engine: Engine::start(model.clone()),
+        calls: Mutex::new(HashMap::new()),
         generated_tokens: Mutex::new((0, 0.0)),
         version: std::sync::atomic::AtomicU64::new(0),
     });
@@ -174,7 +249,7 @@ pub fn train(
     )?;
     let mut writer = recorder.writer();
     let limits = Limits::DEFAULT;
-    let mut prepared = prepare(RunSpec {
+    let prepared = prepare(RunSpec {
         env: PluginSpec {
             path: config.env.plugin.clone(),
             config: config.env.config.clone(),
@@ -196,8 +271,6 @@ pub fn train(
         },
     })
     .map_err(|e| bad(e.to_string()))?;
-    let group = config.algorithm.group_size.max(1);
-    let per_update = (config.sampling.samplers * config.sampling.envs_per_sampler).max(group);
     let groups = per_update / group;
     let memory = MemoryBase {
         agent: Arc::new(BTreeMap::new()),
@@ -219,67 +292,71 @@ pub fn train(
         update += 1;
         let mut batch: Vec<(f32, Vec<Sampled>)> = Vec::new();
         let (mut successes, mut returns_sum) = (0u64, 0f64);
+        // Every episode of the update plays at once, so their model calls
+        // share decoding steps; they are counted and recorded in order.
+        let mut plays = Vec::new();
         for _ in 0..groups {
             let seed = episode_seed(config.seed, task);
             task += 1;
-            let mut played = Vec::new();
             for member in 0..group {
-                prepared.spec.models.salt = member as u64 + 1;
-                let mut frames = Vec::new();
-                let finish = match Stepper::start(&prepared, seed, memory.clone()) {
-                    Ok(mut stepper) => {
-                        while let Some(frame) = stepper.step(None) {
-                            frames.push(frame);
-                        }
-                        stepper.finish()
-                    }
-                    Err(finish) => *finish,
-                };
-                env_steps += finish.length;
-                successes += u64::from(finish.success);
-                returns_sum += finish.return_;
-                recent.push_back(finish.return_);
-                while recent.len() > window {
-                    recent.pop_front();
-                }
-                let calls = std::mem::take(
-                    &mut *sampler
-                        .calls
-                        .lock()
-                        .map_err(|_| bad("sampler poisoned".into()))?,
-                );
-                played.push((episodes, frames, finish, calls));
-                episodes += 1;
+                plays.push((seed, member as u64 + 1));
             }
-            let returns: Vec<f64> = played.iter().map(|p| p.2.return_).collect();
-            for ((idx, frames, finish, calls), a) in
-                played.into_iter().zip(group_relative(&returns))
-            {
-                // Recorded like any sampled episode: frames (with each call's
-                // tokens, log-probabilities and policy version), then a row
-                // per step with the advantage it was trained with.
-                writer.start(idx, seed);
-                let mut stats = Vec::new();
-                for (frame, timing) in &frames {
-                    writer.push(idx, frame, *timing);
-                    let log_prob = frame
-                        .model_calls
-                        .iter()
-                        .filter_map(|c| c.result.as_ref().ok())
-                        .flat_map(|r| r.tokens.iter().map(|t| t.logprob))
-                        .sum();
-                    stats.push(StepStat {
-                        version: update - 1,
-                        log_prob,
-                        value: 0.0,
-                        advantage: Some(a),
-                        lag: 0,
-                    });
-                }
-                writer.step_stats(idx, 0, &stats);
-                writer.end(idx, finish);
-                batch.push((a, calls));
+        }
+        let outcomes: Vec<Option<Played>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = plays
+                .iter()
+                .map(|&(seed, salt)| {
+                    let mut p = prepared.clone();
+                    p.spec.models.salt = salt;
+                    let memory = memory.clone();
+                    scope.spawn(move || play(&p, seed, memory))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().ok()).collect()
+        });
+        let mut played = Vec::new();
+        for (&(seed, salt), outcome) in plays.iter().zip(outcomes) {
+            let (frames, finish) =
+                outcome.ok_or_else(|| bad("an episode's thread panicked".into()))?;
+            env_steps += finish.length;
+            successes += u64::from(finish.success);
+            returns_sum += finish.return_;
+            recent.push_back(finish.return_);
+            while recent.len() > window {
+                recent.pop_front();
             }
+            let made = frames.iter().map(|(f, _)| f.model_calls.len()).sum();
+            let calls = sampler.take_calls(seed, salt, made);
+            played.push((episodes, seed, frames, finish, calls));
+            episodes += 1;
+        }
+        let returns: Vec<f64> = played.iter().map(|p| p.3.return_).collect();
+        let advantages = advantages(config, &returns, group);
+        for ((idx, seed, frames, finish, calls), a) in played.into_iter().zip(advantages) {
+            // Recorded like any sampled episode: frames (with each call's
+            // tokens, log-probabilities and policy version), then a row per
+            // step with the advantage it was trained with.
+            writer.start(idx, seed);
+            let mut stats = Vec::new();
+            for (frame, timing) in &frames {
+                writer.push(idx, frame, *timing);
+                let log_prob = frame
+                    .model_calls
+                    .iter()
+                    .filter_map(|c| c.result.as_ref().ok())
+                    .flat_map(|r| r.tokens.iter().map(|t| t.logprob))
+                    .sum();
+                stats.push(StepStat {
+                    version: update - 1,
+                    log_prob,
+                    value: 0.0,
+                    advantage: Some(a),
+                    lag: 0,
+                });
+            }
+            writer.step_stats(idx, 0, &stats);
+            writer.end(idx, finish);
+            batch.push((a, calls));
         }
         let lr = learning_rate(config, update);
         let clip = config.algorithm.clip;
@@ -290,61 +367,84 @@ pub fn train(
             .any(|(a, c)| *a != 0.0 && c.iter().any(|s| !s.generated.is_empty()));
         if signal {
             let m = model.lock().map_err(|_| bad("model poisoned".into()))?;
+            let loss_kind = config.algorithm.policy_loss;
+            // Episodes with tokens, and all their tokens: the divisors that
+            // make the micro-batches' losses add up to the batch's.
+            let trained: Vec<&(f32, Vec<Sampled>)> = batch
+                .iter()
+                .filter(|(_, c)| c.iter().any(|s| !s.generated.is_empty()))
+                .collect();
+            let n_episodes = trained.len() as f64;
+            let n_tokens = trained
+                .iter()
+                .flat_map(|(_, c)| c.iter().map(|s| s.generated.len()))
+                .sum::<usize>() as f64;
+            let micro = config.policy.micro_batch.unwrap_or(trained.len()).max(1);
             for _ in 0..epochs {
-                let mut terms = Vec::new();
-                let mut kls = Vec::new();
-                let mut ref_kls: Vec<Tensor> = Vec::new();
-                for (advantage, calls) in &batch {
-                    let mut new_lp = Vec::new();
-                    let mut old_lp = Vec::new();
-                    for c in calls.iter().filter(|c| !c.generated.is_empty()) {
-                        new_lp.push(m.llama.logprobs_of(&c.prompt, &c.generated));
-                        old_lp.extend_from_slice(&c.logprobs);
-                    }
-                    if new_lp.is_empty() {
-                        continue;
-                    }
-                    let new_lp = Tensor::cat(&new_lp, 0);
-                    let old_lp = Tensor::from_slice(&old_lp).to_device(device);
-                    let ratio = (&new_lp - &old_lp).exp();
-                    let a = f64::from(*advantage);
-                    let surrogate =
-                        (&ratio * a).min_other(&(ratio.clamp(1.0 - clip, 1.0 + clip) * a));
-                    let term = -surrogate.mean(Kind::Float);
-                    let mut penalty = None;
-                    if let Some(r) = &reference {
-                        // The k3 estimator of KL(policy || reference), per token.
-                        let ref_lp = tch::no_grad(|| {
-                            let parts: Vec<Tensor> = calls
-                                .iter()
-                                .filter(|c| !c.generated.is_empty())
-                                .map(|c| r.llama.logprobs_of(&c.prompt, &c.generated))
-                                .collect();
-                            Tensor::cat(&parts, 0)
+                let (mut loss_total, mut kl_total, mut ref_total) = (0f64, 0f64, 0f64);
+                for chunk in trained.chunks(micro) {
+                    let mut terms = Vec::new();
+                    for (advantage, calls) in chunk {
+                        let mut new_lp = Vec::new();
+                        let mut old_lp = Vec::new();
+                        for c in calls.iter().filter(|c| !c.generated.is_empty()) {
+                            new_lp.push(m.llama.logprobs_of(&c.prompt, &c.generated));
+                            old_lp.extend_from_slice(&c.logprobs);
+                        }
+                        let new_lp = Tensor::cat(&new_lp, 0);
+                        let old_lp = Tensor::from_slice(&old_lp).to_device(device);
+                        let a = f64::from(*advantage);
+                        let term = match loss_kind {
+                            // The answer's log-probability times the advantage.
+                            PolicyLossKind::Reinforce => {
+                                -(new_lp.sum(Kind::Float) * a) / n_episodes
+                            }
+                            PolicyLossKind::Ppo | PolicyLossKind::Grpo => {
+                                let ratio = (&new_lp - &old_lp).exp();
+                                let surrogate = (&ratio * a)
+                                    .min_other(&(ratio.clamp(1.0 - clip, 1.0 + clip) * a));
+                                if loss_kind == PolicyLossKind::Ppo {
+                                    // Averaged over all the batch's tokens.
+                                    -surrogate.sum(Kind::Float) / n_tokens
+                                } else {
+                                    // Per episode, then over episodes.
+                                    -surrogate.mean(Kind::Float) / n_episodes
+                                }
+                            }
+                        };
+                        let mut penalty = None;
+                        if let Some(r) = &reference {
+                            // The k3 estimator of KL(policy || reference), per token.
+                            let ref_lp = tch::no_grad(|| {
+                                let parts: Vec<Tensor> = calls
+                                    .iter()
+                                    .filter(|c| !c.generated.is_empty())
+                                    .map(|c| r.llama.logprobs_of(&c.prompt, &c.generated))
+                                    .collect();
+                                Tensor::cat(&parts, 0)
+                            });
+                            let d = ref_lp - &new_lp;
+                            let k3 = (d.exp() - &d - 1.0).mean(Kind::Float);
+                            ref_total += k3.double_value(&[]) / n_episodes;
+                            penalty = Some(k3 * (config.algorithm.kl_coef / n_episodes));
+                        }
+                        kl_total += (old_lp - new_lp.detach())
+                            .mean(Kind::Float)
+                            .double_value(&[])
+                            / n_episodes;
+                        terms.push(match penalty {
+                            Some(p) => &term + p,
+                            None => term,
                         });
-                        let d = ref_lp - &new_lp;
-                        let k3 = (d.exp() - &d - 1.0).mean(Kind::Float);
-                        ref_kls.push(k3.detach());
-                        penalty = Some(k3 * config.algorithm.kl_coef);
                     }
-                    terms.push(match penalty {
-                        Some(p) => &term + p,
-                        None => term,
-                    });
-                    kls.push((old_lp - new_lp.detach()).mean(Kind::Float));
+                    // Gradients add up over the micro-batches.
+                    let loss = Tensor::stack(&terms, 0).sum(Kind::Float);
+                    loss.backward();
+                    loss_total += loss.double_value(&[]);
                 }
-                if terms.is_empty() {
-                    break;
-                }
-                let loss = Tensor::stack(&terms, 0).mean(Kind::Float);
-                loss.backward();
-                loss_sum = loss.double_value(&[]);
-                kl_sum = Tensor::stack(&kls, 0).mean(Kind::Float).double_value(&[]);
-                if !ref_kls.is_empty() {
-                    kl_ref = Tensor::stack(&ref_kls, 0)
-                        .mean(Kind::Float)
-                        .double_value(&[]);
-                }
+                loss_sum = loss_total;
+                kl_sum = kl_total;
+                kl_ref = ref_total;
                 grad_norm = adam.step(&mut params, lr, config.optimizer.max_grad_norm);
             }
         }

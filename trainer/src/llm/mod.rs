@@ -5,26 +5,55 @@
 
 pub mod backend;
 pub mod decoder;
+pub mod engine;
 pub mod gguf;
 pub mod grpo;
+pub mod schema;
 pub mod text;
 pub mod tiny;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use backend::{PolicyModel, PolicyModels};
+pub use backend::PolicyModel;
+pub use engine::{PolicyModels, PolicySpec};
 use ludus_arena::chat::{Clients, ModelClient, ModelSetup};
 
-/// `[NAME=]policy:PATH` as (name, path); `None` for any other `--model`
+/// `[NAME=]policy:PATH[,batch=N]`, read; `None` for any other `--model`
 /// value.
-pub fn policy_spec(value: &str) -> Option<(String, PathBuf)> {
+pub fn policy_spec(value: &str) -> Option<Result<PolicySpec, String>> {
     let (name, rest) = match value.split_once('=') {
         Some((n, r)) if !n.contains(':') && !n.contains('/') => (n.trim(), r.trim()),
         _ => ("default", value.trim()),
     };
-    let path = rest.strip_prefix("policy:")?;
-    Some((name.to_string(), PathBuf::from(path)))
+    let rest = rest.strip_prefix("policy:")?;
+    let mut parts = rest.split(',');
+    let path = PathBuf::from(parts.next().unwrap_or_default().trim());
+    let mut spec = PolicySpec {
+        name: name.to_string(),
+        path,
+        batch: backend::DEFAULT_BATCH,
+    };
+    for part in parts {
+        let (key, v) = part.split_once('=').unwrap_or((part, ""));
+        match key.trim() {
+            "batch" => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=backend::MAX_BATCH).contains(&n) => spec.batch = n,
+                _ => {
+                    return Some(Err(format!(
+                        "--model {value}: batch must be a whole number from 1 to {}",
+                        backend::MAX_BATCH
+                    )));
+                }
+            },
+            other => {
+                return Some(Err(format!(
+                    "--model {value}: unknown option `{other}` for a policy: model (it takes batch=N)"
+                )));
+            }
+        }
+    }
+    Some(Ok(spec))
 }
 
 /// A run's model access from its `--model` values: `policy:` endpoints are
@@ -37,9 +66,12 @@ pub fn setup(models: &[String], cost_cap_usd: Option<f64>) -> Result<ModelSetup,
     if policies.is_empty() {
         return Ok(setup);
     }
-    let specs: Vec<(String, PathBuf)> = policies.iter().filter_map(|m| policy_spec(m)).collect();
-    for (i, (name, _)) in specs.iter().enumerate() {
-        let twice = specs[..i].iter().any(|(n, _)| n == name)
+    let specs: Vec<PolicySpec> = policies
+        .iter()
+        .filter_map(|m| policy_spec(m))
+        .collect::<Result<_, _>>()?;
+    for (i, PolicySpec { name, .. }) in specs.iter().enumerate() {
+        let twice = specs[..i].iter().any(|s| &s.name == name)
             || setup.client.as_ref().is_some_and(|c| c.has_endpoint(name));
         if twice {
             return Err(format!("--model: endpoint `{name}` is given twice"));
@@ -60,15 +92,30 @@ mod tests {
 
     #[test]
     fn policy_specs_are_told_from_urls() {
+        let spec = |name: &str, path: &str, batch| {
+            Some(Ok(PolicySpec {
+                name: name.into(),
+                path: PathBuf::from(path),
+                batch,
+            }))
+        };
         assert_eq!(
             policy_spec("policy:models/x.gguf"),
-            Some(("default".into(), PathBuf::from("models/x.gguf")))
+            spec("default", "models/x.gguf", backend::DEFAULT_BATCH)
         );
         assert_eq!(
-            policy_spec("judge=policy:/m/dir"),
-            Some(("judge".into(), PathBuf::from("/m/dir")))
+            policy_spec("judge=policy:/m/dir,batch=32"),
+            spec("judge", "/m/dir", 32)
         );
         assert_eq!(policy_spec("http://127.0.0.1:8080"), None);
         assert_eq!(policy_spec("judge=http://h:1,model=m"), None);
+        for bad in [
+            "policy:m.gguf,batch=0",
+            "policy:m.gguf,batch=x",
+            "policy:m.gguf,slots=2",
+        ] {
+            let err = policy_spec(bad).expect("a policy").expect_err("refused");
+            assert!(err.starts_with(&format!("--model {bad}: ")), "{err}");
+        }
     }
 }

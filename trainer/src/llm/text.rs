@@ -41,6 +41,8 @@ pub struct ModelText {
     /// Whether the template expects the BOS token to be added by the
     /// tokenizer rather than written by itself.
     pub add_bos: Option<u32>,
+    /// Each token's text on its own, made when first needed.
+    pieces: std::sync::OnceLock<Vec<String>>,
 }
 
 impl ModelText {
@@ -158,6 +160,7 @@ impl ModelText {
             eos: name(eos_id),
             template,
             add_bos,
+            pieces: std::sync::OnceLock::new(),
         })
     }
 
@@ -212,6 +215,7 @@ impl ModelText {
             eos,
             template,
             add_bos,
+            pieces: std::sync::OnceLock::new(),
         })
     }
 
@@ -245,6 +249,16 @@ impl ModelText {
 
     pub fn decode(&self, ids: &[u32]) -> String {
         self.tokenizer.decode(ids, false).unwrap_or_default()
+    }
+
+    /// Every token's text on its own (`pieces()[id]`), as constrained
+    /// decoding tries them.
+    pub fn pieces(&self) -> &[String] {
+        self.pieces.get_or_init(|| {
+            (0..self.tokenizer.get_vocab_size(true) as u32)
+                .map(|id| self.decode(&[id]))
+                .collect()
+        })
     }
 
     /// The prompt of a chat request as the model's template writes it,
