@@ -731,11 +731,7 @@ fn lora_adapters_learn_and_leave_the_weights_alone() {
             .expect("weights")
             .into_iter()
             .map(|(n, t)| {
-                let t = if n == "model.norm.weight" {
-                    t * 4.0
-                } else {
-                    t
-                };
+                let t = if n == "model.norm.weight" { t * 4.0 } else { t };
                 (n, t)
             })
             .collect();
@@ -800,4 +796,38 @@ fn lora_adapters_learn_and_leave_the_weights_alone() {
     );
     let rate = run["summary"]["success_rate"].as_f64().expect("rate");
     assert!(rate >= 0.7, "{run}");
+}
+
+/// Tools reach a model whose chat template knows none (SmolLM2's): they
+/// are described in the system message with the `<tool_call>` format the
+/// backend reads back (the reading itself is unit-tested in `llm::text`).
+#[test]
+fn tools_are_described_to_a_model_whose_template_has_none() {
+    let local = client(&format!(
+        "policy:{}",
+        model_file("smollm2-135m-instruct.gguf").display()
+    ));
+    let model = ludus_trainer::llm::PolicyModel::open(
+        &model_file("smollm2-135m-instruct.gguf"),
+        tch::Device::Cpu,
+    )
+    .expect("model");
+    assert!(!model.text.template.contains("tools"));
+    let mut r = request(Some("You manage files."), "Read the file notes.txt.");
+    r.max_tokens = Some(4);
+    let plain = local.chat(&r, &Vec::new(), 0).result.expect("answered");
+    r.tools = vec![ludus_arena::chat::Tool {
+        name: "read_file".into(),
+        description: "Reads a file and returns its text.".into(),
+        parameters:
+            r#"{"type":"object","properties":{"path":{"type":"string"}},"required":["path"]}"#
+                .into(),
+    }];
+    let with_tools = local.chat(&r, &Vec::new(), 0).result.expect("answered");
+    assert!(
+        with_tools.prompt_tokens > plain.prompt_tokens + 40,
+        "{} tokens with the tool, {} without",
+        with_tools.prompt_tokens,
+        plain.prompt_tokens
+    );
 }

@@ -382,10 +382,15 @@ impl PolicyModel {
         } else {
             Vec::new()
         };
+        let (content, tool_calls) = super::text::tool_calls(&g.text, &request.tools);
         ChatResponse {
-            content: g.text.clone(),
-            tool_calls: Vec::new(),
-            finish_reason: g.finish.into(),
+            content,
+            finish_reason: if tool_calls.is_empty() {
+                g.finish.into()
+            } else {
+                "tool_calls".into()
+            },
+            tool_calls,
             prompt_tokens: g.prompt_ids.len() as u32,
             completion_tokens: g.ids.len() as u32,
             model: self.name.clone(),

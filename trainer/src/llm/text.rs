@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use ludus_arena::chat::{ChatRequest, ContentPart, Message};
+use ludus_arena::chat::{ChatRequest, ContentPart, Message, Tool, ToolCall};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -278,7 +278,24 @@ impl ModelText {
         );
         let bad = |e: minijinja::Error| TextError::Template(e.to_string());
         env.add_template("chat", &self.template).map_err(bad)?;
-        let messages: Vec<serde_json::Value> = request.messages.iter().map(message_json).collect();
+        let own_tools = self.template.contains("tools");
+        let mut messages: Vec<serde_json::Value> = request
+            .messages
+            .iter()
+            .map(|m| message_json(m, own_tools))
+            .collect();
+        if !request.tools.is_empty() && !own_tools {
+            // A template that knows no tools: they are described in the
+            // system message, with the format `tool_calls` reads.
+            let text = tools_prompt(&request.tools);
+            match messages.first_mut() {
+                Some(first) if first["role"] == "system" => {
+                    let content = first["content"].as_str().unwrap_or_default();
+                    first["content"] = format!("{content}\n\n{text}").into();
+                }
+                _ => messages.insert(0, serde_json::json!({"role": "system", "content": text})),
+            }
+        }
         let tools: Vec<serde_json::Value> = request
             .tools
             .iter()
@@ -305,7 +322,79 @@ impl ModelText {
 
 /// A message as chat templates read it: `role`, `content` text, and an
 /// assistant's `tool_calls` or a tool's `tool_call_id`.
-fn message_json(m: &Message) -> serde_json::Value {
+/// What a model whose template knows no tools is told about them.
+fn tools_prompt(tools: &[Tool]) -> String {
+    let mut text = String::from(
+        "You may call these functions. To call one, answer with \
+         <tool_call>{\"name\": NAME, \"arguments\": {ARGUMENTS}}</tool_call>.\nFunctions:",
+    );
+    for t in tools {
+        let params = serde_json::from_str::<serde_json::Value>(&t.parameters).unwrap_or_default();
+        let line =
+            serde_json::json!({"name": t.name, "description": t.description, "parameters": params});
+        text.push('\n');
+        text.push_str(&line.to_string());
+    }
+    text
+}
+
+/// The tool calls in a model's answer, in the model's own format:
+/// `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks (the
+/// Hermes and Qwen format, and what [`tools_prompt`] asks for), or an answer
+/// that is one such JSON object (Llama 3's; `parameters` is read as
+/// `arguments`). Only the request's tools count. Returns the text left
+/// outside the calls and the calls, numbered `call_0`, `call_1`, ...
+pub fn tool_calls(text: &str, tools: &[Tool]) -> (String, Vec<ToolCall>) {
+    let call = |json: &str, calls: &mut Vec<ToolCall>| -> bool {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(json.trim()) else {
+            return false;
+        };
+        let Some(name) = v["name"]
+            .as_str()
+            .filter(|n| tools.iter().any(|t| t.name == *n))
+        else {
+            return false;
+        };
+        let args = match v.get("arguments").or_else(|| v.get("parameters")) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(a) => a.to_string(),
+            None => "{}".into(),
+        };
+        calls.push(ToolCall {
+            id: format!("call_{}", calls.len()),
+            name: name.to_string(),
+            arguments: args,
+        });
+        true
+    };
+    let mut calls = Vec::new();
+    if tools.is_empty() {
+        return (text.to_string(), calls);
+    }
+    let (mut rest, mut left) = (text, String::new());
+    while let Some(open) = rest.find("<tool_call>") {
+        let body = &rest[open + "<tool_call>".len()..];
+        let (json, after) = match body.find("</tool_call>") {
+            Some(close) => (&body[..close], &body[close + "</tool_call>".len()..]),
+            // An answer cut off after its last call's JSON.
+            None => (body, ""),
+        };
+        if call(json, &mut calls) {
+            left.push_str(&rest[..open]);
+        } else {
+            // Not a call: the block stays text, tags and all.
+            left.push_str(&rest[..rest.len() - after.len()]);
+        }
+        rest = after;
+    }
+    left.push_str(rest);
+    if calls.is_empty() && call(text, &mut calls) {
+        left.clear();
+    }
+    (left.trim().to_string(), calls)
+}
+
+fn message_json(m: &Message, own_tools: bool) -> serde_json::Value {
     let content: String = m
         .content
         .iter()
@@ -315,6 +404,17 @@ fn message_json(m: &Message) -> serde_json::Value {
         })
         .collect::<Vec<_>>()
         .join("\n");
+    if !own_tools {
+        // Earlier calls and their results, written as the model was asked
+        // to write them.
+        let mut content = content;
+        for c in &m.tool_calls {
+            let args = serde_json::from_str::<serde_json::Value>(&c.arguments).unwrap_or_default();
+            let call = serde_json::json!({"name": c.name, "arguments": args});
+            content.push_str(&format!("<tool_call>{call}</tool_call>"));
+        }
+        return serde_json::json!({"role": m.role, "content": content});
+    }
     let mut v = serde_json::json!({"role": m.role, "content": content});
     if !m.tool_calls.is_empty() {
         v["tool_calls"] = m
@@ -336,3 +436,83 @@ fn message_json(m: &Message) -> serde_json::Value {
 
 /// The template used when a model has none: ChatML.
 const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str) -> Tool {
+        Tool {
+            name: name.into(),
+            description: format!("the {name} tool"),
+            parameters: r#"{"type":"object","properties":{"path":{"type":"string"}}}"#.into(),
+        }
+    }
+
+    #[test]
+    fn tool_calls_are_read_in_the_models_formats() {
+        let tools = [tool("read"), tool("list")];
+        let (text, calls) = tool_calls(
+            "Let me look.\n<tool_call>\n{\"name\": \"read\", \"arguments\": {\"path\": \"a.txt\"}}\n</tool_call>",
+            &tools,
+        );
+        assert_eq!(text, "Let me look.");
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            (
+                calls[0].id.as_str(),
+                calls[0].name.as_str(),
+                calls[0].arguments.as_str()
+            ),
+            ("call_0", "read", r#"{"path":"a.txt"}"#)
+        );
+        // Two calls, one cut off at the end of the answer.
+        let (_, calls) = tool_calls(
+            "<tool_call>{\"name\":\"list\",\"arguments\":{}}</tool_call><tool_call>{\"name\":\"read\",\"arguments\":{\"path\":\"b\"}}",
+            &tools,
+        );
+        assert_eq!(
+            calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["list", "read"]
+        );
+        assert_eq!(calls[1].id, "call_1");
+        // Llama 3's bare object, `parameters` for `arguments`.
+        let (text, calls) = tool_calls(r#"{"name": "list", "parameters": {"path": "/"}}"#, &tools);
+        assert_eq!((text.as_str(), calls.len()), ("", 1));
+        assert_eq!(calls[0].arguments, r#"{"path":"/"}"#);
+        // Unknown tools, broken JSON and answers without tools stay text.
+        for answer in [
+            r#"<tool_call>{"name": "delete", "arguments": {}}</tool_call>"#,
+            "<tool_call>{\"name\": \"read\",</tool_call>",
+            r#"{"move": "up"}"#,
+        ] {
+            let (text, calls) = tool_calls(answer, &tools);
+            assert!(calls.is_empty(), "{answer}");
+            assert_eq!(text, answer);
+        }
+        assert!(tool_calls(r#"{"name": "read"}"#, &[]).1.is_empty());
+    }
+
+    #[test]
+    fn a_template_without_tools_is_told_about_them() {
+        let text = tools_prompt(&[tool("read")]);
+        assert!(text.contains("<tool_call>"), "{text}");
+        assert!(text.contains(r#""name":"read""#), "{text}");
+        let call = Message {
+            role: "assistant".into(),
+            content: Vec::new(),
+            tool_calls: vec![ToolCall {
+                id: "call_0".into(),
+                name: "read".into(),
+                arguments: r#"{"path":"a"}"#.into(),
+            }],
+            tool_call_id: None,
+        };
+        let written = message_json(&call, false);
+        assert_eq!(
+            written["content"],
+            r#"<tool_call>{"arguments":{"path":"a"},"name":"read"}</tool_call>"#
+        );
+        assert!(message_json(&call, true)["tool_calls"].is_array());
+    }
+}
