@@ -831,3 +831,23 @@ fn tools_are_described_to_a_model_whose_template_has_none() {
         plain.prompt_tokens
     );
 }
+
+/// Async mode: a thread samples the next update's episodes with the
+/// behaviour policy it holds while the learner trains, and the learner
+/// publishes its weights to it after each update; batches arrive a policy
+/// version late (lag 1), their tokens weighted by truncated importance
+/// ratios, and the model still learns.
+#[test]
+fn async_llm_training_samples_while_the_learner_trains() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (summary, updates) = train_edited(dir.path(), "updates = 200\nmean_return = 0.9", |t| {
+        t.replace("mode = \"sync\"", "mode = \"async\"")
+            .replace("max_policy_lag = 0", "max_policy_lag = 2")
+    });
+    let curve: Vec<f64> = updates.iter().map(|u| u["success_rate"]).collect();
+    let lags: Vec<f64> = updates.iter().map(|u| u["policy_lag"]).collect();
+    assert!(curve[0] < 0.6, "{curve:?}");
+    assert_eq!(summary["reached_target"], true, "{summary}\n{curve:?}");
+    assert_eq!(lags[0], 0.0, "{lags:?}");
+    assert!(lags.iter().skip(1).all(|l| *l >= 1.0), "{lags:?}");
+}

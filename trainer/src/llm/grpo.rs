@@ -25,7 +25,7 @@ use super::backend::PolicyModel;
 use super::engine::Engine;
 use crate::advantage::{group_relative, normalize};
 use crate::checkpoint::CheckpointError;
-use crate::config::{AdvantageKind, Config, PolicyLossKind};
+use crate::config::{AdvantageKind, Config, Mode, PolicyLossKind};
 use crate::learner::{Adam, learning_rate};
 use crate::options::{
     TrainError, TrainOptions, TrainSummary, UpdateReport, checkpoint_dir, device,
@@ -128,6 +128,81 @@ fn advantages(config: &Config, returns: &[f64], group: usize) -> Vec<f32> {
     }
 }
 
+/// The tensors training moves: the adapters with LoRA, else every weight
+/// (the same order in every copy of the model).
+fn trainable(m: &PolicyModel, lora: bool) -> Vec<Tensor> {
+    if lora {
+        m.llama.lora_named().into_iter().map(|(_, t)| t).collect()
+    } else {
+        m.llama.params()
+    }
+}
+
+/// Copies the learner's trained tensors into the behaviour policy's.
+fn publish(from: &[Tensor], to: &[Tensor]) {
+    tch::no_grad(|| {
+        for (src, dst) in from.iter().zip(to) {
+            let mut dst = dst.shallow_clone();
+            dst.copy_(src);
+        }
+    });
+}
+
+/// One update's episodes as sampled: the policy version that sampled them,
+/// the task counter after them, and each episode's seed, frames and calls.
+struct Batch {
+    version: u64,
+    task_after: u64,
+    episodes: Vec<(u64, Played, Vec<Sampled>)>,
+}
+
+/// Plays one update's episodes at once (groups of `group_size` on one task
+/// seed each), so their model calls share decoding steps.
+fn sample(
+    prepared: &Prepared,
+    memory: &MemoryBase,
+    sampler: &Sampler,
+    config: &Config,
+    task: &mut u64,
+) -> Result<Batch, TrainError> {
+    let version = sampler.version.load(std::sync::atomic::Ordering::Relaxed);
+    let group = config.algorithm.group_size.max(1);
+    let per_update = (config.sampling.samplers * config.sampling.envs_per_sampler).max(group);
+    let mut plays = Vec::new();
+    for _ in 0..per_update / group {
+        let seed = episode_seed(config.seed, *task);
+        *task += 1;
+        for member in 0..group {
+            plays.push((seed, member as u64 + 1));
+        }
+    }
+    let outcomes: Vec<Option<Played>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = plays
+            .iter()
+            .map(|&(seed, salt)| {
+                let mut p = prepared.clone();
+                p.spec.models.salt = salt;
+                let memory = memory.clone();
+                scope.spawn(move || play(&p, seed, memory))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().ok()).collect()
+    });
+    let mut episodes = Vec::new();
+    for (&(seed, salt), outcome) in plays.iter().zip(outcomes) {
+        let played =
+            outcome.ok_or_else(|| TrainError::Env("an episode's thread panicked".into()))?;
+        let made = played.0.iter().map(|(f, _)| f.model_calls.len()).sum();
+        let calls = sampler.take_calls(seed, salt, made);
+        episodes.push((seed, played, calls));
+    }
+    Ok(Batch {
+        version,
+        task_after: *task,
+        episodes,
+    })
+}
+
 /// One episode played: its frames and how it ended.
 type Played = (Vec<(Frame, StepTiming)>, EpisodeFinish);
 
@@ -204,11 +279,11 @@ pub fn train(
                     .load_lora(&latest.join("adapter_model.safetensors"))
                     .map_err(|e| bad(e.to_string()))?;
             }
-            llama.lora_named().into_iter().map(|(_, t)| t).collect()
+            trainable(&model, true)
         }
         None => {
             model.llama.set_trainable(true);
-            model.llama.params()
+            trainable(&model, false)
         }
     };
     let mut adam = Adam::new(&params);
@@ -222,9 +297,28 @@ pub fn train(
         .batch
         .unwrap_or(per_update.min(32))
         .clamp(1, super::backend::MAX_BATCH);
+    let asynchronous = config.sampling.mode == Mode::Async;
+    // In async mode the samplers hold their own copy of the policy (the
+    // behaviour policy), which the learner publishes to after each update;
+    // in sync mode they answer with the learner's model itself.
+    let behaviour = if asynchronous {
+        let mut b = PolicyModel::open(weights, device).map_err(|e| bad(e.to_string()))?;
+        b.name = model.name.clone();
+        b.batch = model.batch;
+        if let Some(l) = lora {
+            let alpha = l.alpha.unwrap_or(2.0 * l.rank as f64);
+            b.llama
+                .add_lora(l.rank as i64, alpha, &l.targets, config.seed)
+                .map_err(|e| bad(format!("policy.lora: {e}")))?;
+        }
+        publish(&params, &trainable(&b, lora.is_some()));
+        Some(Arc::new(Mutex::new(b)))
+    } else {
+        None
+    };
     let model = Arc::new(Mutex::new(model));
     let sampler = Arc::new(Sampler {
-        engine: Engine::start(model.clone()),
+        engine: Engine::start(behaviour.clone().unwrap_or_else(|| model.clone())),
         calls: Mutex::new(HashMap::new()),
         generated_tokens: Mutex::new((0, 0.0)),
         version: std::sync::atomic::AtomicU64::new(0),
@@ -288,238 +382,272 @@ pub fn train(
             .version
             .store(update, std::sync::atomic::Ordering::Relaxed);
     }
-    while update < config.stop.updates {
-        update += 1;
-        let mut batch: Vec<(f32, Vec<Sampled>)> = Vec::new();
-        let (mut successes, mut returns_sum) = (0u64, 0f64);
-        // Every episode of the update plays at once, so their model calls
-        // share decoding steps; they are counted and recorded in order.
-        let mut plays = Vec::new();
-        for _ in 0..groups {
-            let seed = episode_seed(config.seed, task);
-            task += 1;
-            for member in 0..group {
-                plays.push((seed, member as u64 + 1));
-            }
-        }
-        let outcomes: Vec<Option<Played>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = plays
-                .iter()
-                .map(|&(seed, salt)| {
-                    let mut p = prepared.clone();
-                    p.spec.models.salt = salt;
-                    let memory = memory.clone();
-                    scope.spawn(move || play(&p, seed, memory))
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().ok()).collect()
-        });
-        let mut played = Vec::new();
-        for (&(seed, salt), outcome) in plays.iter().zip(outcomes) {
-            let (frames, finish) =
-                outcome.ok_or_else(|| bad("an episode's thread panicked".into()))?;
-            env_steps += finish.length;
-            successes += u64::from(finish.success);
-            returns_sum += finish.return_;
-            recent.push_back(finish.return_);
-            while recent.len() > window {
-                recent.pop_front();
-            }
-            let made = frames.iter().map(|(f, _)| f.model_calls.len()).sum();
-            let calls = sampler.take_calls(seed, salt, made);
-            played.push((episodes, seed, frames, finish, calls));
-            episodes += 1;
-        }
-        let returns: Vec<f64> = played.iter().map(|p| p.3.return_).collect();
-        let advantages = advantages(config, &returns, group);
-        for ((idx, seed, frames, finish, calls), a) in played.into_iter().zip(advantages) {
-            // Recorded like any sampled episode: frames (with each call's
-            // tokens, log-probabilities and policy version), then a row per
-            // step with the advantage it was trained with.
-            writer.start(idx, seed);
-            let mut stats = Vec::new();
-            for (frame, timing) in &frames {
-                writer.push(idx, frame, *timing);
-                let log_prob = frame
-                    .model_calls
-                    .iter()
-                    .filter_map(|c| c.result.as_ref().ok())
-                    .flat_map(|r| r.tokens.iter().map(|t| t.logprob))
-                    .sum();
-                stats.push(StepStat {
-                    version: update - 1,
-                    log_prob,
-                    value: 0.0,
-                    advantage: Some(a),
-                    lag: 0,
-                });
-            }
-            writer.step_stats(idx, 0, &stats);
-            writer.end(idx, finish);
-            batch.push((a, calls));
-        }
-        let lr = learning_rate(config, update);
-        let clip = config.algorithm.clip;
-        let (mut loss_sum, mut kl_sum, mut grad_norm, mut kl_ref) = (0f64, 0f64, 0f64, 0f64);
-        let epochs = config.algorithm.epochs.max(1);
-        let signal = batch
-            .iter()
-            .any(|(a, c)| *a != 0.0 && c.iter().any(|s| !s.generated.is_empty()));
-        if signal {
-            let m = model.lock().map_err(|_| bad("model poisoned".into()))?;
-            let loss_kind = config.algorithm.policy_loss;
-            // Episodes with tokens, and all their tokens: the divisors that
-            // make the micro-batches' losses add up to the batch's.
-            let trained: Vec<&(f32, Vec<Sampled>)> = batch
-                .iter()
-                .filter(|(_, c)| c.iter().any(|s| !s.generated.is_empty()))
-                .collect();
-            let n_episodes = trained.len() as f64;
-            let n_tokens = trained
-                .iter()
-                .flat_map(|(_, c)| c.iter().map(|s| s.generated.len()))
-                .sum::<usize>() as f64;
-            let micro = config.policy.micro_batch.unwrap_or(trained.len()).max(1);
-            for _ in 0..epochs {
-                let (mut loss_total, mut kl_total, mut ref_total) = (0f64, 0f64, 0f64);
-                for chunk in trained.chunks(micro) {
-                    let mut terms = Vec::new();
-                    for (advantage, calls) in chunk {
-                        let mut new_lp = Vec::new();
-                        let mut old_lp = Vec::new();
-                        for c in calls.iter().filter(|c| !c.generated.is_empty()) {
-                            new_lp.push(m.llama.logprobs_of(&c.prompt, &c.generated));
-                            old_lp.extend_from_slice(&c.logprobs);
-                        }
-                        let new_lp = Tensor::cat(&new_lp, 0);
-                        let old_lp = Tensor::from_slice(&old_lp).to_device(device);
-                        let a = f64::from(*advantage);
-                        let term = match loss_kind {
-                            // The answer's log-probability times the advantage.
-                            PolicyLossKind::Reinforce => {
-                                -(new_lp.sum(Kind::Float) * a) / n_episodes
-                            }
-                            PolicyLossKind::Ppo | PolicyLossKind::Grpo => {
-                                let ratio = (&new_lp - &old_lp).exp();
-                                let surrogate = (&ratio * a)
-                                    .min_other(&(ratio.clamp(1.0 - clip, 1.0 + clip) * a));
-                                if loss_kind == PolicyLossKind::Ppo {
-                                    // Averaged over all the batch's tokens.
-                                    -surrogate.sum(Kind::Float) / n_tokens
-                                } else {
-                                    // Per episode, then over episodes.
-                                    -surrogate.mean(Kind::Float) / n_episodes
-                                }
-                            }
-                        };
-                        let mut penalty = None;
-                        if let Some(r) = &reference {
-                            // The k3 estimator of KL(policy || reference), per token.
-                            let ref_lp = tch::no_grad(|| {
-                                let parts: Vec<Tensor> = calls
-                                    .iter()
-                                    .filter(|c| !c.generated.is_empty())
-                                    .map(|c| r.llama.logprobs_of(&c.prompt, &c.generated))
-                                    .collect();
-                                Tensor::cat(&parts, 0)
-                            });
-                            let d = ref_lp - &new_lp;
-                            let k3 = (d.exp() - &d - 1.0).mean(Kind::Float);
-                            ref_total += k3.double_value(&[]) / n_episodes;
-                            penalty = Some(k3 * (config.algorithm.kl_coef / n_episodes));
-                        }
-                        kl_total += (old_lp - new_lp.detach())
-                            .mean(Kind::Float)
-                            .double_value(&[])
-                            / n_episodes;
-                        terms.push(match penalty {
-                            Some(p) => &term + p,
-                            None => term,
-                        });
+    let max_lag = config.sampling.max_policy_lag;
+    let stopping = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| -> Result<(), TrainError> {
+        // Async mode: a thread samples batch after batch with the behaviour
+        // policy it holds, one batch ahead of the learner at most.
+        let source = if asynchronous {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, TrainError>>(1);
+            let (prepared, memory, sampler, stopping) = (&prepared, &memory, &sampler, &stopping);
+            let mut task = task;
+            scope.spawn(move || {
+                while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    let batch = sample(prepared, memory, sampler, config, &mut task);
+                    if tx.send(batch).is_err() {
+                        break;
                     }
-                    // Gradients add up over the micro-batches.
-                    let loss = Tensor::stack(&terms, 0).sum(Kind::Float);
-                    loss.backward();
-                    loss_total += loss.double_value(&[]);
                 }
-                loss_sum = loss_total;
-                kl_sum = kl_total;
-                kl_ref = ref_total;
-                grad_norm = adam.step(&mut params, lr, config.optimizer.max_grad_norm);
-            }
-        }
-        let n = (groups * group) as f64;
-        let mean_return =
-            (recent.len() >= window).then(|| recent.iter().sum::<f64>() / recent.len() as f64);
-        let (tokens, seconds) = sampler
-            .generated_tokens
-            .lock()
-            .map(|t| *t)
-            .unwrap_or((0, 0.0));
-        let metrics = vec![
-            ("success_rate".to_string(), successes as f64 / n),
-            ("return".to_string(), returns_sum / n),
-            ("policy_loss".to_string(), loss_sum),
-            ("approx_kl".to_string(), kl_sum),
-            ("kl_reference".to_string(), kl_ref),
-            ("grad_norm".to_string(), grad_norm),
-            (
-                "tokens_per_episode".to_string(),
-                batch
-                    .iter()
-                    .map(|(_, c)| c.iter().map(|s| s.generated.len()).sum::<usize>())
-                    .sum::<usize>() as f64
-                    / n,
-            ),
-            (
-                "generation_tokens_per_s".to_string(),
-                if seconds > 0.0 {
-                    tokens as f64 / seconds
-                } else {
-                    0.0
-                },
-            ),
-        ];
-        sampler
-            .version
-            .store(update, std::sync::atomic::Ordering::Relaxed);
-        writer.metrics(update, metrics.clone());
-        let every = config.checkpoint.every;
-        let checkpoint = if every > 0 && update.is_multiple_of(every) {
-            // What is recorded up to here is committed before the checkpoint
-            // that a resume starts from.
-            writer.sync();
-            let st = State {
-                run: config.name.clone(),
-                update,
-                episodes,
-                env_steps,
-                task,
-                recent: recent.iter().copied().collect(),
-                adam_step: adam.step,
-            };
-            let m = model.lock().map_err(|_| bad("model poisoned".into()))?;
-            st.save(&m, &adam, &latest)?;
-            Some(latest.clone())
+            });
+            Some(rx)
         } else {
             None
         };
-        on_update(&UpdateReport {
-            update,
-            updates: config.stop.updates,
-            env_steps,
-            episodes,
-            mean_return,
-            metrics,
-            checkpoint,
-        });
-        if let (Some(target), Some(m)) = (config.stop.mean_return, mean_return)
-            && m >= target
-        {
-            reached = true;
-            break;
+        while update < config.stop.updates {
+            let sampled = match &source {
+                Some(rx) => rx
+                    .recv()
+                    .map_err(|_| bad("the sampling thread stopped".into()))??,
+                None => sample(&prepared, &memory, &sampler, config, &mut task)?,
+            };
+            task = sampled.task_after;
+            let lag = update.saturating_sub(sampled.version);
+            update += 1;
+            let mut batch: Vec<(f32, Vec<Sampled>)> = Vec::new();
+            let (mut successes, mut returns_sum) = (0u64, 0f64);
+            let mut played = Vec::new();
+            for (seed, (frames, finish), calls) in sampled.episodes {
+                env_steps += finish.length;
+                successes += u64::from(finish.success);
+                returns_sum += finish.return_;
+                recent.push_back(finish.return_);
+                while recent.len() > window {
+                    recent.pop_front();
+                }
+                played.push((episodes, seed, frames, finish, calls));
+                episodes += 1;
+            }
+            let returns: Vec<f64> = played.iter().map(|p| p.3.return_).collect();
+            let advantages = advantages(config, &returns, group);
+            for ((idx, seed, frames, finish, calls), a) in played.into_iter().zip(advantages) {
+                // Recorded like any sampled episode: frames (with each call's
+                // tokens, log-probabilities and policy version), then a row per
+                // step with the advantage it was trained with.
+                writer.start(idx, seed);
+                let mut stats = Vec::new();
+                for (frame, timing) in &frames {
+                    writer.push(idx, frame, *timing);
+                    let log_prob = frame
+                        .model_calls
+                        .iter()
+                        .filter_map(|c| c.result.as_ref().ok())
+                        .flat_map(|r| r.tokens.iter().map(|t| t.logprob))
+                        .sum();
+                    stats.push(StepStat {
+                        version: sampled.version,
+                        log_prob,
+                        value: 0.0,
+                        advantage: Some(a),
+                        lag,
+                    });
+                }
+                writer.step_stats(idx, 0, &stats);
+                writer.end(idx, finish);
+                batch.push((a, calls));
+            }
+            let lr = learning_rate(config, update);
+            let clip = config.algorithm.clip;
+            let (mut loss_sum, mut kl_sum, mut grad_norm, mut kl_ref) = (0f64, 0f64, 0f64, 0f64);
+            let epochs = config.algorithm.epochs.max(1);
+            // A batch sampled by a policy more than `max_policy_lag` updates
+            // old is recorded but not trained on.
+            let signal = lag <= max_lag
+                && batch
+                    .iter()
+                    .any(|(a, c)| *a != 0.0 && c.iter().any(|s| !s.generated.is_empty()));
+            if signal {
+                let m = model.lock().map_err(|_| bad("model poisoned".into()))?;
+                let loss_kind = config.algorithm.policy_loss;
+                // Episodes with tokens, and all their tokens: the divisors that
+                // make the micro-batches' losses add up to the batch's.
+                let trained: Vec<&(f32, Vec<Sampled>)> = batch
+                    .iter()
+                    .filter(|(_, c)| c.iter().any(|s| !s.generated.is_empty()))
+                    .collect();
+                let n_episodes = trained.len() as f64;
+                let n_tokens = trained
+                    .iter()
+                    .flat_map(|(_, c)| c.iter().map(|s| s.generated.len()))
+                    .sum::<usize>() as f64;
+                let micro = config.policy.micro_batch.unwrap_or(trained.len()).max(1);
+                for _ in 0..epochs {
+                    let (mut loss_total, mut kl_total, mut ref_total) = (0f64, 0f64, 0f64);
+                    for chunk in trained.chunks(micro) {
+                        let mut terms = Vec::new();
+                        for (advantage, calls) in chunk {
+                            let mut new_lp = Vec::new();
+                            let mut old_lp = Vec::new();
+                            for c in calls.iter().filter(|c| !c.generated.is_empty()) {
+                                new_lp.push(m.llama.logprobs_of(&c.prompt, &c.generated));
+                                old_lp.extend_from_slice(&c.logprobs);
+                            }
+                            let new_lp = Tensor::cat(&new_lp, 0);
+                            let old_lp = Tensor::from_slice(&old_lp).to_device(device);
+                            let a = f64::from(*advantage);
+                            let term = match loss_kind {
+                                // The answer's log-probability times the advantage.
+                                PolicyLossKind::Reinforce if lag == 0 => {
+                                    -(new_lp.sum(Kind::Float) * a) / n_episodes
+                                }
+                                // Off-policy: each token weighted by its
+                                // importance ratio, truncated.
+                                PolicyLossKind::Reinforce => {
+                                    let w = (&new_lp - &old_lp)
+                                        .exp()
+                                        .clamp_max(config.algorithm.ratio_truncation)
+                                        .detach();
+                                    -(&new_lp * w).sum(Kind::Float) * a / n_episodes
+                                }
+                                PolicyLossKind::Ppo | PolicyLossKind::Grpo => {
+                                    let mut ratio = (&new_lp - &old_lp).exp();
+                                    if lag > 0 {
+                                        ratio = ratio.clamp_max(config.algorithm.ratio_truncation);
+                                    }
+                                    let surrogate = (&ratio * a)
+                                        .min_other(&(ratio.clamp(1.0 - clip, 1.0 + clip) * a));
+                                    if loss_kind == PolicyLossKind::Ppo {
+                                        // Averaged over all the batch's tokens.
+                                        -surrogate.sum(Kind::Float) / n_tokens
+                                    } else {
+                                        // Per episode, then over episodes.
+                                        -surrogate.mean(Kind::Float) / n_episodes
+                                    }
+                                }
+                            };
+                            let mut penalty = None;
+                            if let Some(r) = &reference {
+                                // The k3 estimator of KL(policy || reference), per token.
+                                let ref_lp = tch::no_grad(|| {
+                                    let parts: Vec<Tensor> = calls
+                                        .iter()
+                                        .filter(|c| !c.generated.is_empty())
+                                        .map(|c| r.llama.logprobs_of(&c.prompt, &c.generated))
+                                        .collect();
+                                    Tensor::cat(&parts, 0)
+                                });
+                                let d = ref_lp - &new_lp;
+                                let k3 = (d.exp() - &d - 1.0).mean(Kind::Float);
+                                ref_total += k3.double_value(&[]) / n_episodes;
+                                penalty = Some(k3 * (config.algorithm.kl_coef / n_episodes));
+                            }
+                            kl_total += (old_lp - new_lp.detach())
+                                .mean(Kind::Float)
+                                .double_value(&[])
+                                / n_episodes;
+                            terms.push(match penalty {
+                                Some(p) => &term + p,
+                                None => term,
+                            });
+                        }
+                        // Gradients add up over the micro-batches.
+                        let loss = Tensor::stack(&terms, 0).sum(Kind::Float);
+                        loss.backward();
+                        loss_total += loss.double_value(&[]);
+                    }
+                    loss_sum = loss_total;
+                    kl_sum = kl_total;
+                    kl_ref = ref_total;
+                    grad_norm = adam.step(&mut params, lr, config.optimizer.max_grad_norm);
+                }
+            }
+            let n = (groups * group) as f64;
+            let mean_return =
+                (recent.len() >= window).then(|| recent.iter().sum::<f64>() / recent.len() as f64);
+            let (tokens, seconds) = sampler
+                .generated_tokens
+                .lock()
+                .map(|t| *t)
+                .unwrap_or((0, 0.0));
+            let metrics = vec![
+                ("success_rate".to_string(), successes as f64 / n),
+                ("return".to_string(), returns_sum / n),
+                ("policy_loss".to_string(), loss_sum),
+                ("approx_kl".to_string(), kl_sum),
+                ("kl_reference".to_string(), kl_ref),
+                ("grad_norm".to_string(), grad_norm),
+                ("policy_lag".to_string(), lag as f64),
+                (
+                    "tokens_per_episode".to_string(),
+                    batch
+                        .iter()
+                        .map(|(_, c)| c.iter().map(|s| s.generated.len()).sum::<usize>())
+                        .sum::<usize>() as f64
+                        / n,
+                ),
+                (
+                    "generation_tokens_per_s".to_string(),
+                    if seconds > 0.0 {
+                        tokens as f64 / seconds
+                    } else {
+                        0.0
+                    },
+                ),
+            ];
+            if let Some(b) = &behaviour {
+                // The new weights (or adapters) go to the samplers, between two
+                // of their decoding steps.
+                let m = model.lock().map_err(|_| bad("model poisoned".into()))?;
+                let b = b.lock().map_err(|_| bad("model poisoned".into()))?;
+                publish(
+                    &trainable(&m, lora.is_some()),
+                    &trainable(&b, lora.is_some()),
+                );
+            }
+            sampler
+                .version
+                .store(update, std::sync::atomic::Ordering::Relaxed);
+            writer.metrics(update, metrics.clone());
+            let every = config.checkpoint.every;
+            let checkpoint = if every > 0 && update.is_multiple_of(every) {
+                // What is recorded up to here is committed before the checkpoint
+                // that a resume starts from.
+                writer.sync();
+                let st = State {
+                    run: config.name.clone(),
+                    update,
+                    episodes,
+                    env_steps,
+                    task,
+                    recent: recent.iter().copied().collect(),
+                    adam_step: adam.step,
+                };
+                let m = model.lock().map_err(|_| bad("model poisoned".into()))?;
+                st.save(&m, &adam, &latest)?;
+                Some(latest.clone())
+            } else {
+                None
+            };
+            on_update(&UpdateReport {
+                update,
+                updates: config.stop.updates,
+                env_steps,
+                episodes,
+                mean_return,
+                metrics,
+                checkpoint,
+            });
+            if let (Some(target), Some(m)) = (config.stop.mean_return, mean_return)
+                && m >= target
+            {
+                reached = true;
+                break;
+            }
         }
-    }
+        stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The sampling thread ends at its next send.
+        drop(source);
+        Ok(())
+    })?;
     drop(writer);
     recorder.finish_training("finished")?;
     let st = State {
