@@ -851,3 +851,34 @@ fn async_llm_training_samples_while_the_learner_trains() {
     assert_eq!(lags[0], 0.0, "{lags:?}");
     assert!(lags.iter().skip(1).all(|l| *l >= 1.0), "{lags:?}");
 }
+
+fn ppo_with_a_value_head(t: String) -> String {
+    t.replace("advantage = \"group\"", "advantage = \"gae\"")
+        .replace("policy_loss = \"grpo\"", "policy_loss = \"ppo\"")
+        .replace("value_loss = false", "value_loss = true")
+}
+
+/// PPO with a value head: a linear head on the final hidden state values
+/// each generated token, GAE turns the return into per-token advantages,
+/// and the value loss trains the head; the model learns as with GRPO.
+#[test]
+fn ppo_with_a_value_head_trains_the_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (summary, updates) = train_edited(
+        dir.path(),
+        "updates = 150\nmean_return = 0.9",
+        ppo_with_a_value_head,
+    );
+    let curve: Vec<f64> = updates.iter().map(|u| u["success_rate"]).collect();
+    assert!(curve[0] < 0.6, "{curve:?}");
+    assert_eq!(summary["reached_target"], true, "{summary}\n{curve:?}");
+    let values: Vec<f64> = updates.iter().map(|u| u["value_loss"]).collect();
+    assert!(values[0] > 0.0, "{values:?}");
+}
+
+/// The value head and its optimizer state are in the checkpoint: a run
+/// resumes exactly.
+#[test]
+fn an_llm_run_with_a_value_head_resumes_exactly_after_a_kill() {
+    resumes_exactly_after_a_kill(ppo_with_a_value_head);
+}

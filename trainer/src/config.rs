@@ -381,9 +381,9 @@ impl Config {
                         .into(),
                 );
             }
-            if self.algorithm.advantage == AdvantageKind::Gae || self.algorithm.value_loss {
+            if self.algorithm.value_loss && self.algorithm.advantage != AdvantageKind::Gae {
                 return Err(
-                    "`policy.kind = \"llm\"` has no value head yet: set `algorithm.advantage` to \"group\" (GRPO) or \"monte-carlo\" (REINFORCE), and `algorithm.value_loss = false`"
+                    "`policy.kind = \"llm\"` uses its value head for GAE over the generated tokens: with `algorithm.value_loss = true`, set `algorithm.advantage = \"gae\"`"
                         .into(),
                 );
             }

@@ -572,6 +572,13 @@ impl Llama {
     /// generated tokens before it: `[generated]`, with gradients when the
     /// weights are trainable.
     pub fn logprobs_of(&self, prompt: &[u32], generated: &[u32]) -> Tensor {
+        self.logprobs_and_states(prompt, generated).0
+    }
+
+    /// [`Llama::logprobs_of`], and the final hidden state each of
+    /// `generated` was chosen from (`[generated, dim]`, what a value head
+    /// reads).
+    pub fn logprobs_and_states(&self, prompt: &[u32], generated: &[u32]) -> (Tensor, Tensor) {
         let all: Vec<i64> = prompt
             .iter()
             .chain(generated)
@@ -581,20 +588,32 @@ impl Llama {
         let input = Tensor::from_slice(&all[..all.len() - 1])
             .view([1, -1])
             .to_device(self.device);
-        let logits = self.forward(&input, &mut KvCache::default()).squeeze_dim(0);
-        let logp = logits
-            .narrow(0, prompt.len() as i64 - 1, n)
-            .log_softmax(-1, Kind::Float);
+        let states = self
+            .hidden(&input, &mut KvCache::default())
+            .squeeze_dim(0)
+            .narrow(0, prompt.len() as i64 - 1, n);
+        let logp = self.head(&states).log_softmax(-1, Kind::Float);
         let targets: Vec<i64> = generated.iter().map(|i| i64::from(*i)).collect();
         let targets = Tensor::from_slice(&targets)
             .to_device(self.device)
             .unsqueeze(1);
-        logp.gather(1, &targets, false).squeeze_dim(1)
+        (logp.gather(1, &targets, false).squeeze_dim(1), states)
+    }
+
+    /// The output embedding: logits from final hidden states.
+    fn head(&self, states: &Tensor) -> Tensor {
+        states.linear(self.head.as_ref().unwrap_or(&self.embed), None::<&Tensor>)
     }
 
     /// Logits `[batch, tokens, vocab]` for `tokens` (`[batch, tokens]`,
     /// int64) following the positions in `cache`, which it extends.
     pub fn forward(&self, tokens: &Tensor, cache: &mut KvCache) -> Tensor {
+        self.head(&self.hidden(tokens, cache))
+    }
+
+    /// The final hidden states (after the output norm) `[batch, tokens,
+    /// dim]` for `tokens` following the positions in `cache`.
+    fn hidden(&self, tokens: &Tensor, cache: &mut KvCache) -> Tensor {
         let c = &self.config;
         let (b, t) = (tokens.size()[0], tokens.size()[1]);
         let past = cache.len();
@@ -623,8 +642,7 @@ impl Llama {
             let ff = layer.proj(GATE, &h).silu() * layer.proj(UP, &h);
             x = &x + layer.proj(DOWN, &ff);
         }
-        let x = rms_norm(&x, &self.norm, c.eps);
-        x.linear(self.head.as_ref().unwrap_or(&self.embed), None::<&Tensor>)
+        rms_norm(&x, &self.norm, c.eps)
     }
 
     /// One decoding step for several sequences at once: `tokens[i]`

@@ -23,7 +23,7 @@ use tch::{Kind, Tensor};
 
 use super::backend::PolicyModel;
 use super::engine::Engine;
-use crate::advantage::{group_relative, normalize};
+use crate::advantage::{gae, group_relative, normalize};
 use crate::checkpoint::CheckpointError;
 use crate::config::{AdvantageKind, Config, Mode, PolicyLossKind};
 use crate::learner::{Adam, learning_rate};
@@ -126,6 +126,58 @@ fn advantages(config: &Config, returns: &[f64], group: usize) -> Vec<f32> {
             a
         }
     }
+}
+
+/// Per-token advantages and value targets of each episode (GAE over its
+/// generated tokens, the return on the last), normalised over all the
+/// batch's tokens when `algorithm.normalize_advantages`.
+fn token_advantages(
+    m: &PolicyModel,
+    (w, b): &(Tensor, Tensor),
+    trained: &[&(f32, f64, Vec<Sampled>)],
+    config: &Config,
+) -> Vec<(Tensor, Tensor)> {
+    let device = w.device();
+    let mut per_episode: Vec<(Vec<f32>, Vec<f32>)> = tch::no_grad(|| {
+        trained
+            .iter()
+            .map(|(_, ret, calls)| {
+                let states: Vec<Tensor> = calls
+                    .iter()
+                    .filter(|c| !c.generated.is_empty())
+                    .map(|c| m.llama.logprobs_and_states(&c.prompt, &c.generated).1)
+                    .collect();
+                let values = Tensor::cat(&states, 0).mv(w) + b;
+                let values: Vec<f32> =
+                    Vec::try_from(&values.to_device(tch::Device::Cpu)).unwrap_or_default();
+                let mut rewards = vec![0f32; values.len()];
+                if let Some(last) = rewards.last_mut() {
+                    *last = *ret as f32;
+                }
+                let a = &config.algorithm;
+                gae(&rewards, &values, 0.0, a.gamma, a.lambda)
+            })
+            .collect()
+    });
+    if config.algorithm.normalize_advantages {
+        let mut all: Vec<f32> = per_episode.iter().flat_map(|e| e.0.clone()).collect();
+        normalize(&mut all);
+        let mut rest = all.as_slice();
+        for e in &mut per_episode {
+            let (head, tail) = rest.split_at(e.0.len());
+            e.0 = head.to_vec();
+            rest = tail;
+        }
+    }
+    per_episode
+        .into_iter()
+        .map(|(a, t)| {
+            (
+                Tensor::from_slice(&a).to_device(device),
+                Tensor::from_slice(&t).to_device(device),
+            )
+        })
+        .collect()
 }
 
 /// The tensors training moves: the adapters with LoRA, else every weight
@@ -286,9 +338,19 @@ pub fn train(
             trainable(&model, false)
         }
     };
+    // PPO with a value head: a linear head on the final hidden state.
+    let value_head = config.algorithm.value_loss.then(|| {
+        let dim = model.llama.config.dim;
+        let zeros = |n: i64| Tensor::zeros([n], (Kind::Float, device)).set_requires_grad(true);
+        (zeros(dim), zeros(1))
+    });
+    if let Some((w, b)) = &value_head {
+        params.push(w.shallow_clone());
+        params.push(b.shallow_clone());
+    }
     let mut adam = Adam::new(&params);
     if let Some(st) = &resumed {
-        st.restore(&latest, &mut adam)?;
+        st.restore(&latest, &mut adam, value_head.as_ref())?;
     }
     let group = config.algorithm.group_size.max(1);
     let per_update = (config.sampling.samplers * config.sampling.envs_per_sampler).max(group);
@@ -413,7 +475,7 @@ pub fn train(
             task = sampled.task_after;
             let lag = update.saturating_sub(sampled.version);
             update += 1;
-            let mut batch: Vec<(f32, Vec<Sampled>)> = Vec::new();
+            let mut batch: Vec<(f32, f64, Vec<Sampled>)> = Vec::new();
             let (mut successes, mut returns_sum) = (0u64, 0f64);
             let mut played = Vec::new();
             for (seed, (frames, finish), calls) in sampled.episodes {
@@ -452,52 +514,73 @@ pub fn train(
                     });
                 }
                 writer.step_stats(idx, 0, &stats);
+                let finish_return = finish.return_;
                 writer.end(idx, finish);
-                batch.push((a, calls));
+                batch.push((a, finish_return, calls));
             }
             let lr = learning_rate(config, update);
             let clip = config.algorithm.clip;
             let (mut loss_sum, mut kl_sum, mut grad_norm, mut kl_ref) = (0f64, 0f64, 0f64, 0f64);
+            let mut value_loss = 0f64;
             let epochs = config.algorithm.epochs.max(1);
             // A batch sampled by a policy more than `max_policy_lag` updates
             // old is recorded but not trained on.
             let signal = lag <= max_lag
-                && batch
-                    .iter()
-                    .any(|(a, c)| *a != 0.0 && c.iter().any(|s| !s.generated.is_empty()));
+                && batch.iter().any(|(a, _, c)| {
+                    (*a != 0.0 || value_head.is_some()) && c.iter().any(|s| !s.generated.is_empty())
+                });
             if signal {
                 let m = model.lock().map_err(|_| bad("model poisoned".into()))?;
                 let loss_kind = config.algorithm.policy_loss;
                 // Episodes with tokens, and all their tokens: the divisors that
                 // make the micro-batches' losses add up to the batch's.
-                let trained: Vec<&(f32, Vec<Sampled>)> = batch
+                let trained: Vec<&(f32, f64, Vec<Sampled>)> = batch
                     .iter()
-                    .filter(|(_, c)| c.iter().any(|s| !s.generated.is_empty()))
+                    .filter(|(_, _, c)| c.iter().any(|s| !s.generated.is_empty()))
                     .collect();
                 let n_episodes = trained.len() as f64;
                 let n_tokens = trained
                     .iter()
-                    .flat_map(|(_, c)| c.iter().map(|s| s.generated.len()))
+                    .flat_map(|(_, _, c)| c.iter().map(|s| s.generated.len()))
                     .sum::<usize>() as f64;
                 let micro = config.policy.micro_batch.unwrap_or(trained.len()).max(1);
+                // With a value head: per-token advantages and value targets
+                // by GAE over each episode's generated tokens (its return
+                // on the last one), from the values before this update.
+                let per_token = value_head
+                    .as_ref()
+                    .map(|head| token_advantages(&m, head, &trained, config));
                 for _ in 0..epochs {
                     let (mut loss_total, mut kl_total, mut ref_total) = (0f64, 0f64, 0f64);
-                    for chunk in trained.chunks(micro) {
+                    let mut value_total = 0f64;
+                    for (c_no, chunk) in trained.chunks(micro).enumerate() {
+                        let first = c_no * micro;
                         let mut terms = Vec::new();
-                        for (advantage, calls) in chunk {
+                        for (k, (advantage, _, calls)) in chunk.iter().enumerate() {
+                            let episode = first + k;
                             let mut new_lp = Vec::new();
+                            let mut states = Vec::new();
                             let mut old_lp = Vec::new();
                             for c in calls.iter().filter(|c| !c.generated.is_empty()) {
-                                new_lp.push(m.llama.logprobs_of(&c.prompt, &c.generated));
+                                let (lp, st) = m.llama.logprobs_and_states(&c.prompt, &c.generated);
+                                new_lp.push(lp);
+                                states.push(st);
                                 old_lp.extend_from_slice(&c.logprobs);
                             }
                             let new_lp = Tensor::cat(&new_lp, 0);
                             let old_lp = Tensor::from_slice(&old_lp).to_device(device);
-                            let a = f64::from(*advantage);
+                            // The advantage of each token: the episode's, or
+                            // GAE's per token.
+                            let a = match &per_token {
+                                Some(p) => p[episode].0.shallow_clone(),
+                                None => {
+                                    Tensor::from(f64::from(*advantage) as f32).to_device(device)
+                                }
+                            };
                             let term = match loss_kind {
                                 // The answer's log-probability times the advantage.
                                 PolicyLossKind::Reinforce if lag == 0 => {
-                                    -(new_lp.sum(Kind::Float) * a) / n_episodes
+                                    -(&new_lp * &a).sum(Kind::Float) / n_episodes
                                 }
                                 // Off-policy: each token weighted by its
                                 // importance ratio, truncated.
@@ -506,15 +589,15 @@ pub fn train(
                                         .exp()
                                         .clamp_max(config.algorithm.ratio_truncation)
                                         .detach();
-                                    -(&new_lp * w).sum(Kind::Float) * a / n_episodes
+                                    -(&new_lp * w * &a).sum(Kind::Float) / n_episodes
                                 }
                                 PolicyLossKind::Ppo | PolicyLossKind::Grpo => {
                                     let mut ratio = (&new_lp - &old_lp).exp();
                                     if lag > 0 {
                                         ratio = ratio.clamp_max(config.algorithm.ratio_truncation);
                                     }
-                                    let surrogate = (&ratio * a)
-                                        .min_other(&(ratio.clamp(1.0 - clip, 1.0 + clip) * a));
+                                    let surrogate = (&ratio * &a)
+                                        .min_other(&(ratio.clamp(1.0 - clip, 1.0 + clip) * &a));
                                     if loss_kind == PolicyLossKind::Ppo {
                                         // Averaged over all the batch's tokens.
                                         -surrogate.sum(Kind::Float) / n_tokens
@@ -523,6 +606,15 @@ pub fn train(
                                         -surrogate.mean(Kind::Float) / n_episodes
                                     }
                                 }
+                            };
+                            let term = match (&value_head, &per_token) {
+                                (Some((w, b)), Some(p)) => {
+                                    let values = Tensor::cat(&states, 0).mv(w) + b;
+                                    let err = (values - &p[episode].1).square().mean(Kind::Float);
+                                    value_total += err.double_value(&[]) / n_episodes;
+                                    term + err * (config.algorithm.value_coef / n_episodes)
+                                }
+                                _ => term,
                             };
                             let mut penalty = None;
                             if let Some(r) = &reference {
@@ -557,6 +649,7 @@ pub fn train(
                     loss_sum = loss_total;
                     kl_sum = kl_total;
                     kl_ref = ref_total;
+                    value_loss = value_total;
                     grad_norm = adam.step(&mut params, lr, config.optimizer.max_grad_norm);
                 }
             }
@@ -576,11 +669,12 @@ pub fn train(
                 ("kl_reference".to_string(), kl_ref),
                 ("grad_norm".to_string(), grad_norm),
                 ("policy_lag".to_string(), lag as f64),
+                ("value_loss".to_string(), value_loss),
                 (
                     "tokens_per_episode".to_string(),
                     batch
                         .iter()
-                        .map(|(_, c)| c.iter().map(|s| s.generated.len()).sum::<usize>())
+                        .map(|(_, _, c)| c.iter().map(|s| s.generated.len()).sum::<usize>())
                         .sum::<usize>() as f64
                         / n,
                 ),
@@ -622,7 +716,7 @@ pub fn train(
                     adam_step: adam.step,
                 };
                 let m = model.lock().map_err(|_| bad("model poisoned".into()))?;
-                st.save(&m, &adam, &latest)?;
+                st.save(&m, &adam, value_head.as_ref(), &latest)?;
                 Some(latest.clone())
             } else {
                 None
@@ -662,6 +756,7 @@ pub fn train(
     st.save(
         &*model.lock().map_err(|_| bad("model poisoned".into()))?,
         &adam,
+        value_head.as_ref(),
         &latest,
     )?;
     let ck = latest;
@@ -700,7 +795,13 @@ struct State {
 impl State {
     /// Writes the model, its tokenizer and this state to `dir`, replacing
     /// the previous checkpoint only once the new one is whole.
-    fn save(&self, model: &PolicyModel, adam: &Adam, dir: &Path) -> Result<(), TrainError> {
+    fn save(
+        &self,
+        model: &PolicyModel,
+        adam: &Adam,
+        value_head: Option<&(Tensor, Tensor)>,
+        dir: &Path,
+    ) -> Result<(), TrainError> {
         let fail = |m: String| {
             TrainError::Checkpoint(CheckpointError {
                 path: dir.to_path_buf(),
@@ -721,6 +822,18 @@ impl State {
                     .enumerate()
                     .map(|(i, t)| (format!("v.{i}"), t.to_device(tch::Device::Cpu))),
             )
+            .chain(value_head.into_iter().flat_map(|(w, b)| {
+                [
+                    (
+                        "value_head.weight".to_string(),
+                        w.detach().to_device(tch::Device::Cpu),
+                    ),
+                    (
+                        "value_head.bias".to_string(),
+                        b.detach().to_device(tch::Device::Cpu),
+                    ),
+                ]
+            }))
             .collect();
         Tensor::write_safetensors(&moments, tmp.join("trainer-state.safetensors"))
             .map_err(|e| fail(e.to_string()))?;
@@ -758,8 +871,13 @@ impl State {
         Ok(st)
     }
 
-    /// The optimizer's moments, into `adam`.
-    fn restore(&self, dir: &Path, adam: &mut Adam) -> Result<(), TrainError> {
+    /// The optimizer's moments, into `adam`, and the value head's weights.
+    fn restore(
+        &self,
+        dir: &Path,
+        adam: &mut Adam,
+        value_head: Option<&(Tensor, Tensor)>,
+    ) -> Result<(), TrainError> {
         let read =
             Tensor::read_safetensors(dir.join("trainer-state.safetensors")).map_err(|e| {
                 TrainError::Checkpoint(CheckpointError {
@@ -780,6 +898,20 @@ impl State {
         };
         let (m, v) = (values("m", adam.m.len()), values("v", adam.v.len()));
         adam.load(&m, &v, self.adam_step);
+        if let Some((w, b)) = value_head {
+            for (name, t) in [("value_head.weight", w), ("value_head.bias", b)] {
+                let saved = named.remove(name).ok_or_else(|| {
+                    TrainError::Checkpoint(CheckpointError {
+                        path: dir.to_path_buf(),
+                        message: format!(
+                            "no `{name}`: the checkpoint was written without a value head"
+                        ),
+                    })
+                })?;
+                let mut t = t.shallow_clone();
+                tch::no_grad(|| t.copy_(&saved.to_device(t.device())));
+            }
+        }
         Ok(())
     }
 }
