@@ -55,6 +55,15 @@ if ! have_py componentize-py "$COMPONENTIZE_PY_VERSION" || ! have_py gymnasium "
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
         "componentize-py==$COMPONENTIZE_PY_VERSION" "gymnasium==$GYMNASIUM_VERSION"
 fi
+# `ludus export`'s tests read its Parquet with pyarrow and its OTLP JSON
+# with OpenTelemetry's protobuf schema.
+PYARROW_VERSION=22.0.0
+OTEL_PROTO_VERSION=1.39.1
+if ! have_py pyarrow "$PYARROW_VERSION" || ! have_py opentelemetry-proto "$OTEL_PROTO_VERSION"; then
+    echo "installing pyarrow==$PYARROW_VERSION and opentelemetry-proto==$OTEL_PROTO_VERSION into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        "pyarrow==$PYARROW_VERSION" "opentelemetry-proto==$OTEL_PROTO_VERSION"
+fi
 if ! command -v npm >/dev/null 2>&1; then
     echo "error: npm not found: install Node.js 20+ for JavaScript plugins (componentize-js)" >&2
     exit 1

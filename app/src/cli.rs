@@ -28,6 +28,9 @@ pub enum Command {
     /// Compare two episodes (first divergence, step-aligned summary) or, with
     /// --runs, two runs. Exit 1 when they differ, 0 when identical.
     Diff(DiffArgs),
+    /// Write recorded episodes for other tools: JSON lines (frames, model
+    /// calls as chat messages), Parquet tables, or OpenTelemetry traces.
+    Export(crate::export_cmd::ExportArgs),
     /// Replay an episode to a frame, edit memory and/or the action there,
     /// and play a new branch to its end.
     Fork(ForkArgs),

@@ -4,6 +4,7 @@
 mod build_cmd;
 mod cli;
 mod debug_cmd;
+mod export_cmd;
 mod memory_cmd;
 mod new_cmd;
 mod run_cmd;
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| cli::Command::Ide(ludus::ide::IdeArgs::default()));
     let result = match command {
         cli::Command::Run(a) => run_cmd::run(a),
+        cli::Command::Export(a) => export_cmd::export(a),
         cli::Command::Bench(a) if a.target == cli::BenchTarget::Debugger => {
             ludus_bench::debugger::run(a)
         }

@@ -10,6 +10,7 @@ pub mod codec;
 mod contract;
 mod engine;
 pub mod episode;
+pub mod export;
 mod host;
 pub mod memory;
 pub mod model;

@@ -50,6 +50,8 @@ fn heavy_dependencies_stay_in_their_one_crate() {
         ("eframe", "ide"),
         ("egui_plot", "ide"),
         ("ureq", "llm"),
+        ("parquet", "app"),
+        ("arrow-array", "app"),
     ];
     let mut wrong = Vec::new();
     for (dir, _) in CRATES {

@@ -10,6 +10,7 @@ mod arena;
 mod checkpoint_agent;
 mod debugger;
 mod desktop;
+mod export;
 mod hardening;
 mod ide;
 mod llm;
