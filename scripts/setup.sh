@@ -64,6 +64,15 @@ if ! have_py pyarrow "$PYARROW_VERSION" || ! have_py opentelemetry-proto "$OTEL_
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
         "pyarrow==$PYARROW_VERSION" "opentelemetry-proto==$OTEL_PROTO_VERSION"
 fi
+# The `ludus` Python package (python/: a pyo3 extension built by maturin),
+# installed into .venv in development mode; rebuilt when its sources change.
+MATURIN_VERSION=1.9.6
+if ! have_py maturin "$MATURIN_VERSION"; then
+    echo "installing maturin==$MATURIN_VERSION into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "maturin==$MATURIN_VERSION"
+fi
+echo "building the ludus Python package into .venv (maturin develop)"
+VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --quiet --manifest-path python/Cargo.toml >/dev/null
 if ! command -v npm >/dev/null 2>&1; then
     echo "error: npm not found: install Node.js 20+ for JavaScript plugins (componentize-js)" >&2
     exit 1

@@ -23,6 +23,7 @@ const CRATES: &[(&str, &str)] = &[
     ("ide", "ludus-ide"),
     ("bench", "ludus-bench"),
     ("app", "ludus"),
+    ("python", "ludus-python"),
 ];
 
 /// The names of a crate's normal (not dev) dependencies.
@@ -52,6 +53,7 @@ fn heavy_dependencies_stay_in_their_one_crate() {
         ("ureq", "llm"),
         ("parquet", "app"),
         ("arrow-array", "app"),
+        ("pyo3", "python"),
     ];
     let mut wrong = Vec::new();
     for (dir, _) in CRATES {

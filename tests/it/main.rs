@@ -16,6 +16,7 @@ mod ide;
 mod llm;
 mod policy;
 mod polyglot;
+mod python;
 mod recording_compat;
 mod suite;
 mod train;
