@@ -4,9 +4,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use ludus_arena::Limits;
-use ludus_arena::model::{Action, Observation, Value};
+use ludus_arena::episode::EpisodeTracker;
+use ludus_arena::model::{Action, Frame, LogLine, Observation, Timing, Value};
 use ludus_arena::plugin::{EnvInstance, Plugin, PluginKind};
+use ludus_arena::recorder::{EpisodeFinish, FrameWriter, Recorder};
+use ludus_arena::{Limits, Outcome};
 use ludus_core::derived_seed;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -25,8 +27,59 @@ struct WasmEnv {
     plugin: Arc<Plugin>,
     config: String,
     info: ludus_arena::model::EnvInfo,
-    /// The episode's instance, and its steps so far.
-    episode: Mutex<Option<(EnvInstance, u32)>>,
+    /// The episode in progress.
+    episode: Mutex<Option<Episode>>,
+    /// With `record`: the recording the episodes go to.
+    recording: Mutex<Option<Recording>>,
+}
+
+/// An episode being played from Python.
+struct Episode {
+    env: EnvInstance,
+    tracker: EpisodeTracker,
+    /// The observation the next action answers.
+    observation: Option<Observation>,
+    index: u64,
+    task: String,
+    reset_info: String,
+    /// Logs since the last frame (the first frame gets those of `reset`).
+    logs: Vec<LogLine>,
+}
+
+/// A recording of the episodes played, as `ludus run` records them.
+struct Recording {
+    recorder: Option<Recorder>,
+    writer: Option<FrameWriter>,
+    next: u64,
+    run_id: String,
+}
+
+impl Recording {
+    /// Records the end of `e`: crashed with `error`, else as it ended, else
+    /// interrupted.
+    fn end(&mut self, e: &mut Episode, error: Option<String>) {
+        if error.is_some() {
+            e.tracker.end(Outcome::Crashed);
+        } else if e.tracker.outcome().is_none() {
+            e.tracker.end(Outcome::Interrupted);
+        }
+        let outcome = e.tracker.outcome().unwrap_or(Outcome::Interrupted);
+        let finish = EpisodeFinish {
+            outcome,
+            return_: e.tracker.return_(),
+            length: u64::from(e.tracker.step()),
+            success: matches!(outcome, Outcome::Terminated | Outcome::Truncated)
+                && e.tracker.success(),
+            error,
+            task: e.task.clone(),
+            reset_info: e.reset_info.clone(),
+            final_observation: e.observation.clone(),
+            end_writes: Vec::new(),
+        };
+        if let Some(w) = self.writer.as_mut() {
+            w.end(e.index, finish);
+        }
+    }
 }
 
 fn crash(c: ludus_arena::plugin::Crash) -> PyErr {
@@ -55,7 +108,13 @@ fn observation<'py>(py: Python<'py>, o: &Observation) -> PyResult<Bound<'py, PyD
 }
 
 impl WasmEnv {
-    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, Option<(EnvInstance, u32)>>> {
+    fn recording(&self) -> PyResult<std::sync::MutexGuard<'_, Option<Recording>>> {
+        self.recording
+            .lock()
+            .map_err(|_| PluginCrash::new_err("an earlier call failed"))
+    }
+
+    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, Option<Episode>>> {
         self.episode
             .lock()
             .map_err(|_| PluginCrash::new_err("an earlier call failed"))
@@ -66,8 +125,8 @@ impl WasmEnv {
 impl WasmEnv {
     /// Loads the plugin at `path` and checks `config` with its `init`.
     #[new]
-    #[pyo3(signature = (path, config = ""))]
-    fn new(path: &str, config: &str) -> PyResult<WasmEnv> {
+    #[pyo3(signature = (path, config = "", record = None))]
+    fn new(path: &str, config: &str, record: Option<&str>) -> PyResult<WasmEnv> {
         let plugin = Plugin::load(std::path::Path::new(path), PluginKind::Env, Limits::DEFAULT)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let mut env = plugin.env(0).map_err(crash)?;
@@ -80,11 +139,37 @@ impl WasmEnv {
                 )));
             }
         };
+        let recording = match record {
+            None => None,
+            Some(db) => {
+                let run_id = format!(
+                    "python-{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis())
+                );
+                let spec = serde_json::json!({
+                    "kind": "python",
+                    "env": {"path": path, "config": config},
+                });
+                let recorder =
+                    Recorder::start_training(std::path::Path::new(db), &run_id, 0, &spec, None)
+                        .map_err(|e| PyValueError::new_err(format!("{db}: {e}")))?;
+                Some(Recording {
+                    writer: Some(recorder.writer()),
+                    recorder: Some(recorder),
+                    next: 0,
+                    run_id,
+                })
+            }
+        };
         Ok(WasmEnv {
             plugin,
             config: config.to_string(),
             info,
             episode: Mutex::new(None),
+            recording: Mutex::new(recording),
         })
     }
 
@@ -93,19 +178,68 @@ impl WasmEnv {
         serde_json::to_string(&self.info).unwrap_or_default()
     }
 
-    /// A new episode from `seed`: (observation, info JSON).
+    /// A new episode from `seed`: (observation, info JSON). With a
+    /// recording, an episode in progress is recorded as interrupted.
     fn reset<'py>(&self, py: Python<'py>, seed: u64) -> PyResult<(Bound<'py, PyDict>, String)> {
         let (plugin, config) = (self.plugin.clone(), self.config.clone());
-        let (env, reset) = py
+        let (env, reset, logs) = py
             .detach(move || -> Result<_, ludus_arena::plugin::Crash> {
                 let mut env = plugin.env(derived_seed(seed, 0))?;
                 let _ = env.init(&config)?;
                 let reset = env.reset(seed)?;
-                Ok((env, reset))
+                let logs = env.take_logs();
+                Ok((env, reset, logs))
             })
             .map_err(crash)?;
-        *self.lock()? = Some((env, 0));
-        Ok((observation(py, &reset.observation)?, reset.info))
+        let mut episode = self.lock()?;
+        let mut recording = self.recording()?;
+        if let (Some(e), Some(r)) = (episode.as_mut(), recording.as_mut())
+            && e.tracker.outcome().is_none()
+        {
+            r.end(e, None);
+        }
+        let index = match recording.as_mut() {
+            Some(r) => {
+                let index = r.next;
+                r.next += 1;
+                if let Some(w) = r.writer.as_mut() {
+                    w.start(index, seed);
+                }
+                index
+            }
+            None => 0,
+        };
+        let obs = observation(py, &reset.observation)?;
+        *episode = Some(Episode {
+            env,
+            tracker: EpisodeTracker::new(self.info.max_steps),
+            observation: Some(reset.observation),
+            index,
+            task: reset.task,
+            reset_info: reset.info.clone(),
+            logs,
+        });
+        Ok((obs, reset.info))
+    }
+
+    /// Ends the recording (an episode in progress as interrupted) and
+    /// returns its run id; `None` without one.
+    fn close(&self) -> PyResult<Option<String>> {
+        let mut recording = self.recording()?;
+        let Some(mut r) = recording.take() else {
+            return Ok(None);
+        };
+        if let Some(e) = self.lock()?.as_mut()
+            && e.tracker.outcome().is_none()
+        {
+            r.end(e, None);
+        }
+        drop(r.writer.take());
+        if let Some(rec) = r.recorder.take() {
+            rec.finish_training("finished")
+                .map_err(|e| PluginCrash::new_err(format!("recording: {e}")))?;
+        }
+        Ok(Some(r.run_id))
     }
 
     /// One step with `action` (the contract's action as JSON):
@@ -118,26 +252,74 @@ impl WasmEnv {
         let action: Action = serde_json::from_str(action)
             .map_err(|e| PyValueError::new_err(format!("not an action: {e}")))?;
         let mut episode = self.lock()?;
-        let Some((env, steps)) = episode.as_mut() else {
+        let Some(e) = episode.as_mut() else {
             return Err(PyValueError::new_err("call reset() before step()"));
         };
-        let r = match py.detach(|| env.step(&action)) {
+        if e.tracker.outcome().is_some() {
+            return Err(PyValueError::new_err("the episode has ended: call reset()"));
+        }
+        let started = std::time::Instant::now();
+        let env = &mut e.env;
+        let result = py.detach(|| env.step(&action));
+        let step_ns = started.elapsed().as_nanos() as u64;
+        let r = match result {
             Ok(r) => r,
             Err(c) => {
+                if let Some(rec) = self.recording()?.as_mut() {
+                    rec.end(e, Some(c.message.clone()));
+                }
                 *episode = None;
                 return Err(crash(c));
             }
         };
-        *steps += 1;
-        let limit = self.info.max_steps;
-        let truncated = r.truncated || (limit > 0 && *steps >= limit && !r.terminated);
+        let step = e.tracker.step();
+        let flags = e.tracker.flags(r.terminated, r.truncated);
+        e.logs.extend(e.env.take_logs());
+        e.tracker.record(flags, r.reward, None, &r.info);
+        let previous = e.observation.replace(r.observation.clone());
+        let logs = std::mem::take(&mut e.logs);
+        if let Some(rec) = self.recording()?.as_mut() {
+            let frame = Frame {
+                step,
+                observation: previous.unwrap_or_default(),
+                action,
+                env_reward: r.reward,
+                reward: r.reward,
+                terminated: flags.terminated,
+                truncated: flags.truncated,
+                info: r.info.clone(),
+                success: None,
+                note: None,
+                logs,
+                memory_writes: Vec::new(),
+                model_calls: Vec::new(),
+            };
+            let timing = Timing {
+                act_ns: 0,
+                step_ns,
+                score_ns: 0,
+            };
+            if let Some(w) = rec.writer.as_mut() {
+                w.push(e.index, &frame, timing);
+            }
+            if flags.ended() {
+                rec.end(e, None);
+            }
+        }
         Ok((
             observation(py, &r.observation)?,
             r.reward,
-            r.terminated,
-            truncated,
+            flags.terminated,
+            flags.truncated,
             r.info,
         ))
+    }
+}
+
+impl Drop for WasmEnv {
+    fn drop(&mut self) {
+        // What was recorded is committed even without close().
+        let _ = self.close();
     }
 }
 

@@ -118,3 +118,89 @@ fn a_crashing_plugin_raises_a_python_exception() {
     );
     assert_eq!(out, "crash True\nthen True\nconfig True");
 }
+
+/// With `record=`, episodes played from Python are recorded as `ludus run`
+/// records them: replaying a recorded run's actions from its seeds gives
+/// episodes with the same digests, which `ludus debug` opens; a crash is
+/// recorded as a crashed episode with its message.
+#[test]
+fn python_episodes_are_recorded_as_ludus_run_records_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (reference, played) = (dir.path().join("ref.db"), dir.path().join("py.db"));
+    let run = run_json(
+        &reference,
+        "cartpole",
+        "random_agent",
+        &["--episodes", "2", "--seed", "9"],
+    );
+    let jsonl = dir.path().join("ref.jsonl");
+    let export = ludus([
+        "export",
+        &path(&reference),
+        "--format",
+        "jsonl",
+        "--out",
+        &path(&jsonl),
+    ]);
+    assert_eq!(export.code(), 0, "{}", export.stderr());
+    let run_id = python(
+        "import sys, json, ludus\n\
+         env = ludus.make(env=sys.argv[1], record=sys.argv[3])\n\
+         for line in open(sys.argv[2]):\n\
+         \x20   e = json.loads(line)\n\
+         \x20   env.reset(seed=e['seed'])\n\
+         \x20   for f in e['frames']:\n\
+         \x20       env.step(f['action']['Discrete'])\n\
+         env.close()\n\
+         crashing = ludus.make(env=sys.argv[4], config='mode=panic,at=2', record=sys.argv[3])\n\
+         crashing.reset(seed=1)\n\
+         try:\n\
+         \x20   for _ in range(5):\n\
+         \x20       crashing.step(crashing.action_space.sample())\n\
+         except ludus.PluginCrash:\n\
+         \x20   pass\n\
+         crashing.close()\n\
+         print(env.run_id)",
+        &[
+            &path(&plugin("cartpole")),
+            &path(&jsonl),
+            &path(&played),
+            &path(&plugin("hostile_env")),
+        ],
+    );
+    let store = ludus_arena::Db::open_read_only(&played).expect("db");
+    let episodes = store.episodes(&run_id).expect("episodes");
+    let digests: Vec<String> = episodes.iter().filter_map(|e| e.digest.clone()).collect();
+    let expected: Vec<String> = run["episodes"]
+        .as_array()
+        .expect("episodes")
+        .iter()
+        .map(|e| e["digest"].as_str().expect("digest").to_string())
+        .collect();
+    assert_eq!(digests, expected);
+    let crashed: Vec<_> = store
+        .runs()
+        .expect("runs")
+        .into_iter()
+        .filter(|r| r.id != run_id)
+        .flat_map(|r| store.episodes(&r.id).expect("episodes"))
+        .collect();
+    assert_eq!(crashed.len(), 1);
+    assert_eq!(crashed[0].outcome, "crashed");
+    assert!(
+        crashed[0].error.as_deref().unwrap_or("").contains("panic"),
+        "{:?}",
+        crashed[0]
+    );
+    let debug = ludus([
+        "debug",
+        &path(&played),
+        "--episode",
+        &episodes[1].id.to_string(),
+        "--break",
+        "step == 3",
+        "--json",
+    ]);
+    assert_eq!(debug.code(), 0, "{}", debug.stderr());
+    assert!(debug.stdout().contains("\"hits\""), "{}", debug.stdout());
+}

@@ -6,8 +6,10 @@
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
 
 Each episode runs in a fresh, sandboxed instance of the plugin, seeded as
-`ludus run` seeds it: the same seed gives the same observations. A plugin
-that crashes raises `ludus.PluginCrash` with its message.
+`ludus run` seeds it: the same seed gives the same observations. With
+`record="run.db"` the episodes are recorded as `ludus run` records them. A
+plugin that crashes raises `ludus.PluginCrash` with its message (and, when
+recording, the episode is recorded as crashed).
 """
 
 import json
@@ -121,8 +123,9 @@ class LudusEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, env, config=""):
-        self._env = WasmEnv(str(env), config)
+    def __init__(self, env, config="", record=None):
+        self._env = WasmEnv(str(env), config, None if record is None else str(record))
+        self.run_id = None
         self.env_info = json.loads(self._env.info())
         parts = self.env_info["observation_space"]
         self._parts = [(p["name"], _part_space(p["space"])) for p in parts]
@@ -172,6 +175,14 @@ class LudusEnv(gym.Env):
         return self._obs(raw), float(reward), bool(terminated), bool(truncated), _info(info)
 
 
+    def close(self):
+        """Ends the recording (if any); its run id is then `run_id`."""
+        run = self._env.close()
+        if run is not None:
+            self.run_id = run
+        super().close()
+
+
 def _info(text):
     if not text:
         return {}
@@ -182,12 +193,17 @@ def _info(text):
     return v if isinstance(v, dict) else {"value": v}
 
 
-def make(env, config="", **kwargs):
-    """A `gymnasium.Env` over the wasm env plugin at `env` (a path)."""
+def make(env, config="", record=None, **kwargs):
+    """A `gymnasium.Env` over the wasm env plugin at `env` (a path).
+
+    With `record="run.db"`, every episode is recorded there as `ludus run`
+    records it (one run per env; `close()` ends it), so `ludus debug` and the
+    IDE open the episodes a Python trainer played.
+    """
     path = kwargs.pop("path", env)
     if kwargs:
         raise TypeError(f"unknown arguments: {sorted(kwargs)}")
-    return LudusEnv(path, config)
+    return LudusEnv(path, config, record)
 
 
 def _register():
