@@ -323,9 +323,113 @@ impl Drop for WasmEnv {
     }
 }
 
+/// A recording, read only: runs, episodes and frames as JSON text (the
+/// package turns them into tables and dicts).
+#[pyclass]
+struct Store {
+    db: Mutex<ludus_arena::Db>,
+}
+
+fn store_err(e: ludus_arena::StoreError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    fn new(path: &str) -> PyResult<Store> {
+        let p = std::path::Path::new(path);
+        if !p.is_file() {
+            return Err(PyValueError::new_err(format!(
+                "database {path} not found (record one with `ludus run ... --db {path}`)"
+            )));
+        }
+        let db = ludus_arena::Db::open_read_only(p).map_err(store_err)?;
+        Ok(Store { db: Mutex::new(db) })
+    }
+
+    /// The runs, as a JSON list of objects.
+    fn runs(&self, py: Python<'_>) -> PyResult<String> {
+        let mut guard = self
+            .db
+            .lock()
+            .map_err(|_| PluginCrash::new_err("poisoned"))?;
+        let db: &mut ludus_arena::Db = &mut guard;
+        let runs = py.detach(move || db.runs()).map_err(store_err)?;
+        let rows: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "run_id": r.id, "created_at": r.created_at, "seed": r.seed,
+                    "episodes": r.episodes, "status": r.status,
+                    "env": r.spec["env"]["path"], "kind": r.spec["kind"],
+                })
+            })
+            .collect();
+        Ok(serde_json::Value::from(rows).to_string())
+    }
+
+    /// A run's episodes (every run's with `None`), with their model calls'
+    /// totals, as a JSON list of objects.
+    #[pyo3(signature = (run = None))]
+    fn episodes(&self, py: Python<'_>, run: Option<String>) -> PyResult<String> {
+        let mut guard = self
+            .db
+            .lock()
+            .map_err(|_| PluginCrash::new_err("poisoned"))?;
+        let db: &mut ludus_arena::Db = &mut guard;
+        let rows = py
+            .detach(
+                move || -> Result<Vec<serde_json::Value>, ludus_arena::StoreError> {
+                    let runs: Vec<String> = match &run {
+                        Some(r) => vec![r.clone()],
+                        None => db.runs()?.into_iter().map(|r| r.id).collect(),
+                    };
+                    let mut rows = Vec::new();
+                    for r in runs {
+                        for e in db.episodes(&r)? {
+                            let mut totals = ludus_arena::model::ModelTotals::default();
+                            for (_, call) in db.model_calls(e.id, 0..=u64::MAX)? {
+                                totals.add(&call);
+                            }
+                            let mut row = serde_json::to_value(&e).unwrap_or_default();
+                            if let Some(o) = row.as_object_mut() {
+                                o.insert("episode".into(), e.id.into());
+                                o.insert("model_calls".into(), totals.model_calls.into());
+                                o.insert("tokens_in".into(), totals.tokens_in.into());
+                                o.insert("tokens_out".into(), totals.tokens_out.into());
+                                o.insert("cost_usd".into(), totals.cost_usd.into());
+                            }
+                            rows.push(row);
+                        }
+                    }
+                    Ok(rows)
+                },
+            )
+            .map_err(store_err)?;
+        Ok(serde_json::Value::from(rows).to_string())
+    }
+
+    /// An episode's frames as a JSON list (observations with images as
+    /// references, as `ludus export` writes them).
+    fn frames(&self, py: Python<'_>, episode: i64) -> PyResult<String> {
+        let mut guard = self
+            .db
+            .lock()
+            .map_err(|_| PluginCrash::new_err("poisoned"))?;
+        let db: &mut ludus_arena::Db = &mut guard;
+        let e = db.episode(episode).map_err(store_err)?;
+        let v = py
+            .detach(move || ludus_arena::export::episode_json(db, &e))
+            .map_err(store_err)?;
+        Ok(v["frames"].to_string())
+    }
+}
+
 #[pymodule]
 fn _ludus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<WasmEnv>()?;
+    m.add_class::<Store>()?;
     m.add("PluginCrash", m.py().get_type::<PluginCrash>())?;
     Ok(())
 }

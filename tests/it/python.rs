@@ -204,3 +204,45 @@ fn python_episodes_are_recorded_as_ludus_run_records_them() {
     assert_eq!(debug.code(), 0, "{}", debug.stderr());
     assert!(debug.stdout().contains("\"hits\""), "{}", debug.stdout());
 }
+
+/// Recordings as tables: `ludus.open` lists runs and episodes as Arrow
+/// tables (the digests `ludus run` reported) and yields an episode's frames
+/// as dicts; `ludus.make_vec` steps copies of a plugin as a Gymnasium
+/// vector env.
+#[test]
+fn recordings_read_as_tables_and_envs_vectorize() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("run.db");
+    let run = run_json(
+        &db,
+        "cartpole",
+        "random_agent",
+        &["--episodes", "3", "--seed", "2"],
+    );
+    let out = python(
+        "import sys, ludus, gymnasium\n\
+         rec = ludus.open(sys.argv[1])\n\
+         runs = rec.runs()\n\
+         eps = rec.episodes(runs.column('run_id')[0].as_py())\n\
+         frames = list(rec.frames(eps.column('episode')[0].as_py()))\n\
+         assert len(frames) == eps.column('length')[0].as_py()\n\
+         assert all('observation' in f and 'action' in f for f in frames)\n\
+         print(runs.num_rows, ' '.join(eps.column('digest').to_pylist()))\n\
+         v = ludus.make_vec(sys.argv[2], num_envs=4)\n\
+         assert isinstance(v, gymnasium.vector.VectorEnv)\n\
+         obs, _ = v.reset(seed=1)\n\
+         ends = 0\n\
+         for _ in range(200):\n\
+         \x20   obs, r, term, trunc, _ = v.step(v.action_space.sample())\n\
+         \x20   ends += int(term.sum() + trunc.sum())\n\
+         print(obs.shape, ends > 4)",
+        &[&path(&db), &path(&plugin("cartpole"))],
+    );
+    let digests: Vec<&str> = run["episodes"]
+        .as_array()
+        .expect("episodes")
+        .iter()
+        .map(|e| e["digest"].as_str().expect("digest"))
+        .collect();
+    assert_eq!(out, format!("1 {}\n(4, 4) True", digests.join(" ")));
+}

@@ -19,9 +19,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ._ludus import PluginCrash, WasmEnv
+from ._ludus import PluginCrash, Store, WasmEnv
 
-__all__ = ["make", "LudusEnv", "PluginCrash"]
+__all__ = ["make", "make_vec", "open", "LudusEnv", "Recording", "PluginCrash"]
 
 # Text parts may hold any printable character and whitespace.
 _CHARSET = frozenset(string.printable + "".join(chr(c) for c in range(0xA0, 0x250)))
@@ -204,6 +204,58 @@ def make(env, config="", record=None, **kwargs):
     if kwargs:
         raise TypeError(f"unknown arguments: {sorted(kwargs)}")
     return LudusEnv(path, config, record)
+
+
+def make_vec(env, num_envs, config="", record=None, vectorization_mode="sync"):
+    """A `gymnasium.vector.VectorEnv` of `num_envs` copies of the plugin
+    (autoreset as Gymnasium 1.x defines it). With `record`, every copy's
+    episodes are recorded (one run per copy)."""
+    fns = [lambda: LudusEnv(env, config, record) for _ in range(num_envs)]
+    if vectorization_mode == "async":
+        return gym.vector.AsyncVectorEnv(fns)
+    return gym.vector.SyncVectorEnv(fns)
+
+
+class Recording:
+    """A ludus recording, read only: runs and episodes as tables, an
+    episode's frames as dicts. No SQL needed."""
+
+    def __init__(self, path):
+        self._store = Store(str(path))
+
+    def _table(self, rows, as_):
+        if as_ == "records":
+            return rows
+        import pyarrow as pa
+
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        columns = {}
+        for name in names:
+            values = [r.get(name) for r in rows]
+            # Seeds are unsigned 64-bit numbers.
+            big = any(isinstance(v, int) and not isinstance(v, bool) and v >= 2**63 for v in values)
+            columns[name] = pa.array(values, type=pa.uint64() if big else None)
+        table = pa.table(columns)
+        return table.to_pandas() if as_ == "pandas" else table
+
+    def runs(self, as_="arrow"):
+        """The runs: `run_id`, `created_at`, `seed`, `episodes`, `status`, `env`, `kind`."""
+        return self._table(json.loads(self._store.runs()), as_)
+
+    def episodes(self, run=None, as_="arrow"):
+        """Episodes (of `run`, else of every run): outcome, return, length,
+        success, digest, seed, and model calls, tokens and cost."""
+        return self._table(json.loads(self._store.episodes(run)), as_)
+
+    def frames(self, episode):
+        """An episode's frames, one dict each (step, observation, action,
+        reward, terminated, truncated, info)."""
+        yield from json.loads(self._store.frames(int(episode)))
+
+
+def open(path):  # noqa: A001 (as `ludus.open`)
+    """A recording (a `.db` file `ludus run`, `ludus train` or `record=` wrote)."""
+    return Recording(path)
 
 
 def _register():
