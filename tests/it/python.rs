@@ -1,15 +1,38 @@
-//! The `ludus` Python package (`python/`, built into `.venv` by
-//! `scripts/setup.sh`): wasm envs as Gymnasium envs, driven by the
-//! project's Python.
+//! The `ludus` Python package (`python/`): wasm envs as Gymnasium envs,
+//! driven by the project's Python, with the extension built alongside these
+//! tests.
 
 use std::path::Path;
 use std::process::Command;
 
 use crate::support::{ludus, plugin, root, run_json};
 
+/// The package as these tests import it: its Python source beside the
+/// extension cargo built with them (a dev-dependency of this test binary,
+/// so it is never stale and shares the tests' build).
+fn package() -> &'static Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary");
+        let built = exe.with_file_name("lib_ludus.so");
+        let dir = std::env::temp_dir().join(format!("ludus-python-{}", std::process::id()));
+        let pkg = dir.join("ludus");
+        std::fs::create_dir_all(&pkg).expect("package dir");
+        std::fs::copy(
+            root().join("python/python/ludus/__init__.py"),
+            pkg.join("__init__.py"),
+        )
+        .expect("package source");
+        std::fs::copy(&built, pkg.join("_ludus.abi3.so"))
+            .unwrap_or_else(|e| panic!("{}: {e}", built.display()));
+        dir
+    })
+}
+
 /// Runs `code` with the project's Python, `args` after it; its stdout.
 fn python(code: &str, args: &[&str]) -> String {
     let out = Command::new(root().join(".venv/bin/python"))
+        .env("PYTHONPATH", package())
         .arg("-c")
         .arg(code)
         .args(args)
@@ -17,7 +40,7 @@ fn python(code: &str, args: &[&str]) -> String {
         .expect("python");
     assert!(
         out.status.success(),
-        "{}\n(the package is built by scripts/setup.sh)",
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
