@@ -33,16 +33,26 @@ pub fn observation_json(observation: &Observation, episode: i64, step: u32) -> V
 }
 
 /// A float as JSON: NaN and infinities as the strings ludus records them as.
-fn json_f32(x: f32) -> Value {
-    if x.is_finite() {
-        json!(x)
-    } else if x.is_nan() {
-        json!("NaN")
-    } else if x > 0.0 {
-        json!("inf")
-    } else {
-        json!("-inf")
+fn json_f64(x: f64) -> Value {
+    match ludus_core::json_float::text(x) {
+        Some(t) => json!(t),
+        None => json!(x),
     }
+}
+
+fn json_f32(x: f32) -> Value {
+    json_f64(f64::from(x))
+}
+
+/// Tool calls in the OpenAI shape.
+fn tool_calls_json(calls: &[crate::chat::ToolCall]) -> Value {
+    calls
+        .iter()
+        .map(|c| {
+            json!({"id": c.id, "type": "function",
+                   "function": {"name": c.name, "arguments": c.arguments}})
+        })
+        .collect()
 }
 
 /// A chat message in the OpenAI shape (text parts joined; images named).
@@ -59,14 +69,7 @@ pub fn message_json(m: &Message) -> Value {
         .join("\n");
     let mut v = json!({"role": m.role, "content": content});
     if !m.tool_calls.is_empty() {
-        v["tool_calls"] = m
-            .tool_calls
-            .iter()
-            .map(|c| {
-                json!({"id": c.id, "type": "function",
-                       "function": {"name": c.name, "arguments": c.arguments}})
-            })
-            .collect();
+        v["tool_calls"] = tool_calls_json(&m.tool_calls);
     }
     if let Some(id) = &m.tool_call_id {
         v["tool_call_id"] = json!(id);
@@ -90,14 +93,7 @@ fn call_json(call: &ModelCall, step: u32) -> Value {
         Ok(r) => {
             let mut answer = json!({"role": "assistant", "content": r.content});
             if !r.tool_calls.is_empty() {
-                answer["tool_calls"] = r
-                    .tool_calls
-                    .iter()
-                    .map(|c| {
-                        json!({"id": c.id, "type": "function",
-                               "function": {"name": c.name, "arguments": c.arguments}})
-                    })
-                    .collect();
+                answer["tool_calls"] = tool_calls_json(&r.tool_calls);
             }
             messages.push(answer);
             v["model"] = json!(r.model);
@@ -122,32 +118,36 @@ fn call_json(call: &ModelCall, step: u32) -> Value {
     v
 }
 
+/// A frame as JSON: observation, action, rewards, ends, info.
+pub fn frame_json(f: &Frame, episode: i64) -> Value {
+    json!({
+        "step": f.step,
+        "observation": observation_json(&f.observation, episode, f.step),
+        "action": serde_json::to_value(&f.action).unwrap_or(Value::Null),
+        "reward": json_f32(f.reward),
+        "env_reward": json_f32(f.env_reward),
+        "terminated": f.terminated,
+        "truncated": f.truncated,
+        "info": serde_json::from_str::<Value>(&f.info).unwrap_or_else(|_| json!(f.info)),
+    })
+}
+
 /// One episode as one JSON object: its record, its frames (observation,
 /// action, rewards, ends, info) and its model calls as conversations.
 pub fn episode_json(db: &Db, e: &EpisodeRow) -> Result<Value, StoreError> {
     let frames = db.frames(e.id)?;
-    let mut out_frames = Vec::with_capacity(frames.len());
-    let mut calls = Vec::new();
-    for (f, _) in &frames {
-        out_frames.push(json!({
-            "step": f.step,
-            "observation": observation_json(&f.observation, e.id, f.step),
-            "action": serde_json::to_value(&f.action).unwrap_or(Value::Null),
-            "reward": json_f32(f.reward),
-            "env_reward": json_f32(f.env_reward),
-            "terminated": f.terminated,
-            "truncated": f.truncated,
-            "info": serde_json::from_str::<Value>(&f.info).unwrap_or_else(|_| json!(f.info)),
-        }));
-        calls.extend(f.model_calls.iter().map(|c| call_json(c, f.step)));
-    }
+    let out_frames: Vec<Value> = frames.iter().map(|(f, _)| frame_json(f, e.id)).collect();
+    let calls: Vec<Value> = frames
+        .iter()
+        .flat_map(|(f, _)| f.model_calls.iter().map(|c| call_json(c, f.step)))
+        .collect();
     Ok(json!({
         "run_id": e.run_id,
         "episode": e.id,
         "index": e.index,
         "seed": e.seed,
         "outcome": e.outcome,
-        "return": if e.return_.is_finite() { json!(e.return_) } else { json!(e.return_.to_string()) },
+        "return": json_f64(e.return_),
         "length": e.length,
         "success": e.success,
         "digest": e.digest,

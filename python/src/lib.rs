@@ -418,11 +418,13 @@ impl Store {
             .lock()
             .map_err(|_| PluginCrash::new_err("poisoned"))?;
         let db: &mut ludus_arena::Db = &mut guard;
-        let e = db.episode(episode).map_err(store_err)?;
-        let v = py
-            .detach(move || ludus_arena::export::episode_json(db, &e))
-            .map_err(store_err)?;
-        Ok(v["frames"].to_string())
+        db.episode(episode).map_err(store_err)?;
+        let frames = py.detach(move || db.frames(episode)).map_err(store_err)?;
+        let v: Vec<serde_json::Value> = frames
+            .iter()
+            .map(|(f, _)| ludus_arena::export::frame_json(f, episode))
+            .collect();
+        Ok(serde_json::Value::from(v).to_string())
     }
 }
 

@@ -3,24 +3,14 @@
 //! Python's `json`, `pyarrow`, and OpenTelemetry's own protobuf schema.
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::support::{ludus, root, run_json};
+use crate::support::{ludus, run_json};
 
-/// Runs `code` with the project's Python, `args` after it; its stdout.
+/// Runs `code` with the project's Python, the paths `args` after it.
 fn python(code: &str, args: &[&Path]) -> String {
-    let out = Command::new(root().join(".venv/bin/python"))
-        .arg("-c")
-        .arg(code)
-        .args(args)
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let args: Vec<String> = args.iter().map(|p| p.display().to_string()).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    crate::support::python(code, &args, None)
 }
 
 /// A database with an LLM agent's run (word-echo through the tiny model)

@@ -211,6 +211,26 @@ fn train_word_echo(
     (model, db, summary, curve)
 }
 
+/// The success rate of 40 greedy word-echo episodes answered by the model
+/// in `model` (through `policy:`), and the run's report.
+fn greedy_echo_rate(dir: &Path, model: &str) -> (f64, serde_json::Value) {
+    let run = run_json(
+        &dir.join("after.db"),
+        "word_echo",
+        "llm_text_agent",
+        &[
+            "--agent-config",
+            "max-tokens=1,temperature=0",
+            "--model",
+            &format!("policy:{model}"),
+            "--episodes",
+            "40",
+        ],
+    );
+    let rate = run["summary"]["success_rate"].as_f64().expect("rate");
+    (rate, run)
+}
+
 /// The tiny model in `dir/tiny` and the config `dir/echo.toml`, with
 /// `stop` lines in its `[stop]` table and a checkpoint every 4 updates.
 pub(crate) fn word_echo_config(
@@ -323,20 +343,7 @@ fn grpo_trains_the_model_an_llm_agent_calls() {
     assert_eq!(checked, 32);
     // The trained model answers greedily through the built-in backend.
     let trained = summary["checkpoint"].as_str().expect("checkpoint");
-    let run = run_json(
-        &dir.path().join("after.db"),
-        "word_echo",
-        "llm_text_agent",
-        &[
-            "--agent-config",
-            "max-tokens=1,temperature=0",
-            "--model",
-            &format!("policy:{trained}"),
-            "--episodes",
-            "40",
-        ],
-    );
-    let rate = run["summary"]["success_rate"].as_f64().expect("rate");
+    let (rate, run) = greedy_echo_rate(dir.path(), trained);
     assert!(rate >= 0.9, "{run}");
 }
 
@@ -781,20 +788,7 @@ fn lora_adapters_learn_and_leave_the_weights_alone() {
         2 * 7 * 2,
         "A and B for 7 targets in 2 layers"
     );
-    let run = run_json(
-        &dir.path().join("after.db"),
-        "word_echo",
-        "llm_text_agent",
-        &[
-            "--agent-config",
-            "max-tokens=1,temperature=0",
-            "--model",
-            &format!("policy:{}", ck.display()),
-            "--episodes",
-            "40",
-        ],
-    );
-    let rate = run["summary"]["success_rate"].as_f64().expect("rate");
+    let (rate, run) = greedy_echo_rate(dir.path(), &ck.display().to_string());
     assert!(rate >= 0.7, "{run}");
 }
 

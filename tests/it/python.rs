@@ -3,7 +3,6 @@
 //! tests.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::support::{ludus, plugin, root, run_json};
 
@@ -29,21 +28,10 @@ fn package() -> &'static Path {
     })
 }
 
-/// Runs `code` with the project's Python, `args` after it; its stdout.
+/// Runs `code` with the project's Python importing the package, `args`
+/// after it; its stdout.
 fn python(code: &str, args: &[&str]) -> String {
-    let out = Command::new(root().join(".venv/bin/python"))
-        .env("PYTHONPATH", package())
-        .arg("-c")
-        .arg(code)
-        .args(args)
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::support::python(code, args, Some(package()))
 }
 
 fn path(p: &Path) -> String {

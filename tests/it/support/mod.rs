@@ -352,3 +352,19 @@ pub fn assert_batched_cartpole_matches_single(
     }
     (ends, truncations)
 }
+
+/// Runs `code` with the project's Python (`.venv`), `args` after it and
+/// `pythonpath` first on its module path; asserts success, returns stdout.
+pub fn python(code: &str, args: &[&str], pythonpath: Option<&Path>) -> String {
+    let mut cmd = Command::new(root().join(".venv/bin/python"));
+    if let Some(p) = pythonpath {
+        cmd.env("PYTHONPATH", p);
+    }
+    let out = cmd.arg("-c").arg(code).args(args).output().expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

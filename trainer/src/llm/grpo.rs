@@ -200,6 +200,12 @@ fn publish(from: &[Tensor], to: &[Tensor]) {
     });
 }
 
+/// Episodes in an update: every sampler's envs, a group at least.
+fn episodes_per_update(config: &Config) -> usize {
+    let group = config.algorithm.group_size.max(1);
+    (config.sampling.samplers * config.sampling.envs_per_sampler).max(group)
+}
+
 /// One update's episodes as sampled: the policy version that sampled them,
 /// the task counter after them, and each episode's seed, frames and calls.
 struct Batch {
@@ -219,9 +225,8 @@ fn sample(
 ) -> Result<Batch, TrainError> {
     let version = sampler.version.load(std::sync::atomic::Ordering::Relaxed);
     let group = config.algorithm.group_size.max(1);
-    let per_update = (config.sampling.samplers * config.sampling.envs_per_sampler).max(group);
     let mut plays = Vec::new();
-    for _ in 0..per_update / group {
+    for _ in 0..episodes_per_update(config) / group {
         let seed = episode_seed(config.seed, *task);
         *task += 1;
         for member in 0..group {
@@ -353,7 +358,7 @@ pub fn train(
         st.restore(&latest, &mut adam, value_head.as_ref())?;
     }
     let group = config.algorithm.group_size.max(1);
-    let per_update = (config.sampling.samplers * config.sampling.envs_per_sampler).max(group);
+    let per_update = episodes_per_update(config);
     model.batch = config
         .policy
         .batch
@@ -445,6 +450,7 @@ pub fn train(
             .store(update, std::sync::atomic::Ordering::Relaxed);
     }
     let max_lag = config.sampling.max_policy_lag;
+    let mut saved: Option<u64> = None;
     let stopping = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<(), TrainError> {
         // Async mode: a thread samples batch after batch with the behaviour
@@ -706,17 +712,12 @@ pub fn train(
                 // What is recorded up to here is committed before the checkpoint
                 // that a resume starts from.
                 writer.sync();
-                let st = State {
-                    run: config.name.clone(),
-                    update,
-                    episodes,
-                    env_steps,
-                    task,
-                    recent: recent.iter().copied().collect(),
-                    adam_step: adam.step,
-                };
+                let st = State::at(
+                    config, update, episodes, env_steps, task, &recent, adam.step,
+                );
                 let m = model.lock().map_err(|_| bad("model poisoned".into()))?;
                 st.save(&m, &adam, value_head.as_ref(), &latest)?;
+                saved = Some(update);
                 Some(latest.clone())
             } else {
                 None
@@ -744,21 +745,14 @@ pub fn train(
     })?;
     drop(writer);
     recorder.finish_training("finished")?;
-    let st = State {
-        run: config.name.clone(),
-        update,
-        episodes,
-        env_steps,
-        task,
-        recent: recent.iter().copied().collect(),
-        adam_step: adam.step,
-    };
-    st.save(
-        &*model.lock().map_err(|_| bad("model poisoned".into()))?,
-        &adam,
-        value_head.as_ref(),
-        &latest,
-    )?;
+    // The last update's checkpoint, unless it was just written.
+    if saved != Some(update) {
+        let st = State::at(
+            config, update, episodes, env_steps, task, &recent, adam.step,
+        );
+        let m = model.lock().map_err(|_| bad("model poisoned".into()))?;
+        st.save(&m, &adam, value_head.as_ref(), &latest)?;
+    }
     let ck = latest;
     Ok(TrainSummary {
         run_id: config.name.clone(),
@@ -793,6 +787,27 @@ struct State {
 }
 
 impl State {
+    /// Where the run stands after `update`.
+    fn at(
+        config: &Config,
+        update: u64,
+        episodes: u64,
+        env_steps: u64,
+        task: u64,
+        recent: &std::collections::VecDeque<f64>,
+        adam_step: i64,
+    ) -> State {
+        State {
+            run: config.name.clone(),
+            update,
+            episodes,
+            env_steps,
+            task,
+            recent: recent.iter().copied().collect(),
+            adam_step,
+        }
+    }
+
     /// Writes the model, its tokenizer and this state to `dir`, replacing
     /// the previous checkpoint only once the new one is whole.
     fn save(

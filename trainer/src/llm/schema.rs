@@ -444,18 +444,25 @@ impl Parser<'_> {
             };
             let prop = &candidates[found];
             next += found + 1;
-            let Some(k) = self.ws(key_end) else {
-                return Fit::No;
+            let k = match self.colon(key_end) {
+                Ok(k) => k,
+                Err(fit) => return fit,
             };
-            match self.s.get(k) {
-                None => return self.cut(),
-                Some(b':') => {}
-                Some(_) => return Fit::No,
-            }
-            j = match self.value(&prop.schema, k + 1, depth + 1) {
+            j = match self.value(&prop.schema, k, depth + 1) {
                 Fit::Done(e) => e,
                 other => return other,
             };
+        }
+    }
+
+    /// The `:` after an object's key ending at `i`: the position after it,
+    /// or how the text fits when it is not there.
+    fn colon(&self, i: usize) -> Result<usize, Fit> {
+        let k = self.ws(i).ok_or(Fit::No)?;
+        match self.s.get(k) {
+            None => Err(self.cut()),
+            Some(b':') => Ok(k + 1),
+            Some(_) => Err(Fit::No),
         }
     }
 
@@ -488,15 +495,11 @@ impl Parser<'_> {
                 Fit::Done(e) => e,
                 other => return other,
             };
-            let Some(k) = self.ws(key_end) else {
-                return Fit::No;
+            let k = match self.colon(key_end) {
+                Ok(k) => k,
+                Err(fit) => return fit,
             };
-            match self.s.get(k) {
-                None => return self.cut(),
-                Some(b':') => {}
-                Some(_) => return Fit::No,
-            }
-            j = match self.value(&Schema::Any, k + 1, depth + 1) {
+            j = match self.value(&Schema::Any, k, depth + 1) {
                 Fit::Done(e) => e,
                 other => return other,
             };
