@@ -56,13 +56,15 @@ if ! have_py componentize-py "$COMPONENTIZE_PY_VERSION" || ! have_py gymnasium "
         "componentize-py==$COMPONENTIZE_PY_VERSION" "gymnasium==$GYMNASIUM_VERSION"
 fi
 # `ludus export`'s tests read its Parquet with pyarrow and its OTLP JSON
-# with OpenTelemetry's protobuf schema.
+# with OpenTelemetry's protobuf schema; `ludus.open` gives pandas tables.
 PYARROW_VERSION=22.0.0
 OTEL_PROTO_VERSION=1.39.1
-if ! have_py pyarrow "$PYARROW_VERSION" || ! have_py opentelemetry-proto "$OTEL_PROTO_VERSION"; then
-    echo "installing pyarrow==$PYARROW_VERSION and opentelemetry-proto==$OTEL_PROTO_VERSION into .venv"
+PANDAS_VERSION=2.3.3
+if ! have_py pyarrow "$PYARROW_VERSION" || ! have_py opentelemetry-proto "$OTEL_PROTO_VERSION" \
+    || ! have_py pandas "$PANDAS_VERSION"; then
+    echo "installing pyarrow==$PYARROW_VERSION, opentelemetry-proto==$OTEL_PROTO_VERSION and pandas==$PANDAS_VERSION into .venv"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-        "pyarrow==$PYARROW_VERSION" "opentelemetry-proto==$OTEL_PROTO_VERSION"
+        "pyarrow==$PYARROW_VERSION" "opentelemetry-proto==$OTEL_PROTO_VERSION" "pandas==$PANDAS_VERSION"
 fi
 # The `ludus` Python package (python/: a pyo3 extension built by maturin),
 # installed into .venv in development mode; rebuilt when its sources change.

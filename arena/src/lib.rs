@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod codec;
 mod contract;
+pub mod driven;
 mod engine;
 pub mod episode;
 pub mod export;

@@ -125,6 +125,14 @@ pub fn load(
     let run = db.run(&row.run_id)?;
     let base = db.episode_base_memory(&row)?;
     drop(db);
+    if run.spec.get("kind").and_then(|k| k.as_str()) == Some("python") {
+        return Err(RunError::Spec(format!(
+            "run {} was played from Python (ludus.make): its actions came from the Python \
+             program, not from an agent plugin, so it cannot be forked or replayed; \
+             step through it with `ludus debug` or compare it with `ludus diff`",
+            run.id
+        )));
+    }
     let env = recorded_plugin(&run.spec, "env", &run.id)?;
     let agent = recorded_plugin(&run.spec, "agent", &run.id)?;
     let reward = recorded_plugin(&run.spec, "reward", &run.id)?;

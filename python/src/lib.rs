@@ -2,17 +2,16 @@
 //! environment plugin, stepped from Python. The package's Python side
 //! (`python/ludus/__init__.py`) maps its spaces to Gymnasium's.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use ludus_arena::episode::EpisodeTracker;
-use ludus_arena::model::{Action, Frame, LogLine, Observation, Timing, Value};
+use ludus_arena::Limits;
+use ludus_arena::driven::{DrivenEnv, DrivenError, Recording};
+use ludus_arena::model::{Action, Observation, Value};
 use ludus_arena::plugin::{EnvInstance, Plugin, PluginKind};
-use ludus_arena::recorder::{EpisodeFinish, FrameWriter, Recorder};
-use ludus_arena::{Limits, Outcome};
 use ludus_core::derived_seed;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyByteArray, PyBytes, PyDict};
 
 pyo3::create_exception!(
     _ludus,
@@ -21,69 +20,74 @@ pyo3::create_exception!(
     "The env plugin crashed (trapped, ran out of time or memory, broke the contract)."
 );
 
-/// One env plugin: a fresh instance per episode, as `ludus run` makes them.
+/// One env plugin, as `ludus run` runs it (`ludus_arena::driven`): a fresh
+/// instance per episode; with `record`, its episodes recorded into one run.
 #[pyclass]
 struct WasmEnv {
-    plugin: Arc<Plugin>,
-    config: String,
-    info: ludus_arena::model::EnvInfo,
-    /// The episode in progress.
-    episode: Mutex<Option<Episode>>,
-    /// With `record`: the recording the episodes go to.
-    recording: Mutex<Option<Recording>>,
-}
-
-/// An episode being played from Python.
-struct Episode {
-    env: EnvInstance,
-    tracker: EpisodeTracker,
-    /// The observation the next action answers.
-    observation: Option<Observation>,
-    index: u64,
-    task: String,
-    reset_info: String,
-    /// Logs since the last frame (the first frame gets those of `reset`).
-    logs: Vec<LogLine>,
-}
-
-/// A recording of the episodes played, as `ludus run` records them.
-struct Recording {
-    recorder: Option<Recorder>,
-    writer: Option<FrameWriter>,
-    next: u64,
-    run_id: String,
-}
-
-impl Recording {
-    /// Records the end of `e`: crashed with `error`, else as it ended, else
-    /// interrupted.
-    fn end(&mut self, e: &mut Episode, error: Option<String>) {
-        if error.is_some() {
-            e.tracker.end(Outcome::Crashed);
-        } else if e.tracker.outcome().is_none() {
-            e.tracker.end(Outcome::Interrupted);
-        }
-        let outcome = e.tracker.outcome().unwrap_or(Outcome::Interrupted);
-        let finish = EpisodeFinish {
-            outcome,
-            return_: e.tracker.return_(),
-            length: u64::from(e.tracker.step()),
-            success: matches!(outcome, Outcome::Terminated | Outcome::Truncated)
-                && e.tracker.success(),
-            error,
-            task: e.task.clone(),
-            reset_info: e.reset_info.clone(),
-            final_observation: e.observation.clone(),
-            end_writes: Vec::new(),
-        };
-        if let Some(w) = self.writer.as_mut() {
-            w.end(e.index, finish);
-        }
-    }
+    env: Mutex<DrivenEnv>,
+    recording: Mutex<Option<Arc<Recording>>>,
 }
 
 fn crash(c: ludus_arena::plugin::Crash) -> PyErr {
     PluginCrash::new_err(c.message)
+}
+
+/// The plugin's limits: the defaults `ludus run` uses, with the keys of
+/// `overrides` (a JSON object, as `ludus.make(limits={...})` passes it)
+/// replaced.
+fn limits(overrides: Option<&str>) -> PyResult<Limits> {
+    let Some(text) = overrides else {
+        return Ok(Limits::DEFAULT);
+    };
+    let bad = |e: String| PyValueError::new_err(format!("limits: {e}"));
+    let mut merged = serde_json::to_value(Limits::DEFAULT).map_err(|e| bad(e.to_string()))?;
+    let given: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    for (key, value) in given {
+        match merged.get_mut(&key) {
+            Some(slot) => *slot = value,
+            None => {
+                let known: Vec<String> = merged
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default();
+                return Err(bad(format!(
+                    "unknown limit `{key}` (known: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    serde_json::from_value(merged).map_err(|e| bad(e.to_string()))
+}
+
+/// Loads the env plugin at `path` and runs its `init` with `config`.
+fn load_env(
+    path: &str,
+    config: &str,
+    limits: Limits,
+) -> PyResult<(Arc<Plugin>, ludus_arena::model::EnvInfo)> {
+    let plugin = Plugin::load(std::path::Path::new(path), PluginKind::Env, limits)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let mut env = plugin.env(0).map_err(crash)?;
+    match env.init(config).map_err(crash)? {
+        Ok(info) => Ok((plugin, info)),
+        Err(refusal) => Err(PyValueError::new_err(format!(
+            "{path} rejected its config: {}",
+            refusal.0
+        ))),
+    }
+}
+
+/// `values` as little-endian bytes, in a `bytearray` (which
+/// `numpy.frombuffer` reads into a writable array without a copy).
+fn f32_bytes<'py>(py: Python<'py>, values: &[f32]) -> PyResult<Bound<'py, PyByteArray>> {
+    PyByteArray::new_with(py, values.len() * 4, |out| {
+        for (chunk, v) in out.chunks_exact_mut(4).zip(values) {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        Ok(())
+    })
 }
 
 /// An observation as a dict: ints, lists of floats, `(bytes, (h, w, c))`
@@ -107,15 +111,16 @@ fn observation<'py>(py: Python<'py>, o: &Observation) -> PyResult<Bound<'py, PyD
     Ok(d)
 }
 
-impl WasmEnv {
-    fn recording(&self) -> PyResult<std::sync::MutexGuard<'_, Option<Recording>>> {
-        self.recording
-            .lock()
-            .map_err(|_| PluginCrash::new_err("an earlier call failed"))
+fn driven(e: DrivenError) -> PyErr {
+    match e {
+        DrivenError::Crash(c) => crash(c),
+        other => PyValueError::new_err(other.to_string()),
     }
+}
 
-    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, Option<Episode>>> {
-        self.episode
+impl WasmEnv {
+    fn lock(&self) -> PyResult<MutexGuard<'_, DrivenEnv>> {
+        self.env
             .lock()
             .map_err(|_| PluginCrash::new_err("an earlier call failed"))
     }
@@ -125,20 +130,14 @@ impl WasmEnv {
 impl WasmEnv {
     /// Loads the plugin at `path` and checks `config` with its `init`.
     #[new]
-    #[pyo3(signature = (path, config = "", record = None))]
-    fn new(path: &str, config: &str, record: Option<&str>) -> PyResult<WasmEnv> {
-        let plugin = Plugin::load(std::path::Path::new(path), PluginKind::Env, Limits::DEFAULT)
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let mut env = plugin.env(0).map_err(crash)?;
-        let info = match env.init(config).map_err(crash)? {
-            Ok(info) => info,
-            Err(refusal) => {
-                return Err(PyValueError::new_err(format!(
-                    "{path} rejected its config: {}",
-                    refusal.0
-                )));
-            }
-        };
+    #[pyo3(signature = (path, config = "", record = None, limits = None))]
+    fn new(
+        path: &str,
+        config: &str,
+        record: Option<&str>,
+        limits: Option<&str>,
+    ) -> PyResult<WasmEnv> {
+        let (plugin, info) = load_env(path, config, self::limits(limits)?)?;
         let recording = match record {
             None => None,
             Some(db) => {
@@ -153,93 +152,30 @@ impl WasmEnv {
                     "kind": "python",
                     "env": {"path": path, "config": config},
                 });
-                let recorder =
-                    Recorder::start_training(std::path::Path::new(db), &run_id, 0, &spec, None)
-                        .map_err(|e| PyValueError::new_err(format!("{db}: {e}")))?;
-                Some(Recording {
-                    writer: Some(recorder.writer()),
-                    recorder: Some(recorder),
-                    next: 0,
-                    run_id,
-                })
+                Some(
+                    Recording::start(std::path::Path::new(db), &run_id, &spec)
+                        .map_err(|e| PyValueError::new_err(format!("{db}: {e}")))?,
+                )
             }
         };
         Ok(WasmEnv {
-            plugin,
-            config: config.to_string(),
-            info,
-            episode: Mutex::new(None),
+            env: Mutex::new(DrivenEnv::new(plugin, config, info, recording.clone())),
             recording: Mutex::new(recording),
         })
     }
 
     /// The env's description (spaces, name, step limit) as JSON text.
-    fn info(&self) -> String {
-        serde_json::to_string(&self.info).unwrap_or_default()
+    fn info(&self) -> PyResult<String> {
+        Ok(serde_json::to_string(self.lock()?.info()).unwrap_or_default())
     }
 
     /// A new episode from `seed`: (observation, info JSON). With a
     /// recording, an episode in progress is recorded as interrupted.
     fn reset<'py>(&self, py: Python<'py>, seed: u64) -> PyResult<(Bound<'py, PyDict>, String)> {
-        let (plugin, config) = (self.plugin.clone(), self.config.clone());
-        let (env, reset, logs) = py
-            .detach(move || -> Result<_, ludus_arena::plugin::Crash> {
-                let mut env = plugin.env(derived_seed(seed, 0))?;
-                let _ = env.init(&config)?;
-                let reset = env.reset(seed)?;
-                let logs = env.take_logs();
-                Ok((env, reset, logs))
-            })
-            .map_err(crash)?;
-        let mut episode = self.lock()?;
-        let mut recording = self.recording()?;
-        if let (Some(e), Some(r)) = (episode.as_mut(), recording.as_mut())
-            && e.tracker.outcome().is_none()
-        {
-            r.end(e, None);
-        }
-        let index = match recording.as_mut() {
-            Some(r) => {
-                let index = r.next;
-                r.next += 1;
-                if let Some(w) = r.writer.as_mut() {
-                    w.start(index, seed);
-                }
-                index
-            }
-            None => 0,
-        };
-        let obs = observation(py, &reset.observation)?;
-        *episode = Some(Episode {
-            env,
-            tracker: EpisodeTracker::new(self.info.max_steps),
-            observation: Some(reset.observation),
-            index,
-            task: reset.task,
-            reset_info: reset.info.clone(),
-            logs,
-        });
-        Ok((obs, reset.info))
-    }
-
-    /// Ends the recording (an episode in progress as interrupted) and
-    /// returns its run id; `None` without one.
-    fn close(&self) -> PyResult<Option<String>> {
-        let mut recording = self.recording()?;
-        let Some(mut r) = recording.take() else {
-            return Ok(None);
-        };
-        if let Some(e) = self.lock()?.as_mut()
-            && e.tracker.outcome().is_none()
-        {
-            r.end(e, None);
-        }
-        drop(r.writer.take());
-        if let Some(rec) = r.recorder.take() {
-            rec.finish_training("finished")
-                .map_err(|e| PluginCrash::new_err(format!("recording: {e}")))?;
-        }
-        Ok(Some(r.run_id))
+        let mut env = self.lock()?;
+        let env: &mut DrivenEnv = &mut env;
+        let reset = py.detach(|| env.reset(seed)).map_err(crash)?;
+        Ok((observation(py, &reset.observation)?, reset.info))
     }
 
     /// One step with `action` (the contract's action as JSON):
@@ -251,68 +187,82 @@ impl WasmEnv {
     ) -> PyResult<(Bound<'py, PyDict>, f32, bool, bool, String)> {
         let action: Action = serde_json::from_str(action)
             .map_err(|e| PyValueError::new_err(format!("not an action: {e}")))?;
-        let mut episode = self.lock()?;
-        let Some(e) = episode.as_mut() else {
-            return Err(PyValueError::new_err("call reset() before step()"));
-        };
-        if e.tracker.outcome().is_some() {
-            return Err(PyValueError::new_err("the episode has ended: call reset()"));
-        }
-        let started = std::time::Instant::now();
-        let env = &mut e.env;
-        let result = py.detach(|| env.step(&action));
-        let step_ns = started.elapsed().as_nanos() as u64;
-        let r = match result {
-            Ok(r) => r,
-            Err(c) => {
-                if let Some(rec) = self.recording()?.as_mut() {
-                    rec.end(e, Some(c.message.clone()));
-                }
-                *episode = None;
-                return Err(crash(c));
-            }
-        };
-        let step = e.tracker.step();
-        let flags = e.tracker.flags(r.terminated, r.truncated);
-        e.logs.extend(e.env.take_logs());
-        e.tracker.record(flags, r.reward, None, &r.info);
-        let previous = e.observation.replace(r.observation.clone());
-        let logs = std::mem::take(&mut e.logs);
-        if let Some(rec) = self.recording()?.as_mut() {
-            let frame = Frame {
-                step,
-                observation: previous.unwrap_or_default(),
-                action,
-                env_reward: r.reward,
-                reward: r.reward,
-                terminated: flags.terminated,
-                truncated: flags.truncated,
-                info: r.info.clone(),
-                success: None,
-                note: None,
-                logs,
-                memory_writes: Vec::new(),
-                model_calls: Vec::new(),
-            };
-            let timing = Timing {
-                act_ns: 0,
-                step_ns,
-                score_ns: 0,
-            };
-            if let Some(w) = rec.writer.as_mut() {
-                w.push(e.index, &frame, timing);
-            }
-            if flags.ended() {
-                rec.end(e, None);
-            }
-        }
+        let mut env = self.lock()?;
+        let env: &mut DrivenEnv = &mut env;
+        let r = py.detach(|| env.step(action)).map_err(driven)?;
         Ok((
             observation(py, &r.observation)?,
             r.reward,
-            flags.terminated,
-            flags.truncated,
+            r.terminated,
+            r.truncated,
             r.info,
         ))
+    }
+
+    /// The flat observation's length where the env may be stepped by the
+    /// contract's fast path (`reset_vector`/`step_vector`): its observation
+    /// is one vector of at most 8 values, the plugin offers the fast path,
+    /// and nothing is recorded (recording takes `reset`/`step`); else 0.
+    fn vector_size(&self) -> PyResult<usize> {
+        self.lock()?.vector_size().map_err(crash)
+    }
+
+    /// A new episode from `seed` by the fast path: the observation as
+    /// little-endian f32 bytes, or `None` where the plugin declines (call
+    /// `reset`).
+    fn reset_vector<'py>(
+        &self,
+        py: Python<'py>,
+        seed: u64,
+    ) -> PyResult<Option<Bound<'py, PyByteArray>>> {
+        let mut env = self.lock()?;
+        let env: &mut DrivenEnv = &mut env;
+        match py.detach(|| env.reset_vector(seed)).map_err(crash)? {
+            Some(first) => Ok(Some(f32_bytes(py, &first)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// One step by the fast path (`action`: a discrete action's index, or
+    /// the continuous values): (observation bytes, reward, terminated,
+    /// truncated), or `None` where the plugin declines (call `step`).
+    #[allow(clippy::type_complexity)]
+    fn step_vector<'py>(
+        &self,
+        py: Python<'py>,
+        action: Vec<f32>,
+    ) -> PyResult<Option<(Bound<'py, PyByteArray>, f32, bool, bool)>> {
+        let mut env = self.lock()?;
+        let env: &mut DrivenEnv = &mut env;
+        let Some(stepped) = py.detach(|| env.step_vector(&action)).map_err(driven)? else {
+            return Ok(None);
+        };
+        let size = (env.info().vector_size as usize).min(stepped.observation.len());
+        Ok(Some((
+            f32_bytes(py, &stepped.observation[..size])?,
+            stepped.reward,
+            stepped.terminated,
+            stepped.truncated,
+        )))
+    }
+
+    /// Ends the recording (an episode in progress as interrupted) and
+    /// returns its run id; `None` without one.
+    fn close(&self) -> PyResult<Option<String>> {
+        self.lock()?.close();
+        let Some(recording) = self
+            .recording
+            .lock()
+            .map_err(|_| PluginCrash::new_err("an earlier call failed"))?
+            .take()
+        else {
+            return Ok(None);
+        };
+        let run_id = recording.run_id().to_string();
+        recording
+            .finish()
+            .map_err(|e| PluginCrash::new_err(format!("recording: {e}")))?;
+        Ok(Some(run_id))
     }
 }
 
@@ -320,6 +270,162 @@ impl Drop for WasmEnv {
     fn drop(&mut self) {
         // What was recorded is committed even without close().
         let _ = self.close();
+    }
+}
+
+/// `num_envs` copies of a vector env stepped together through the
+/// contract's batched interface (`batch-reset`/`batch-step`): one call into
+/// the plugin per step of all copies. A copy that ends is reset in place
+/// with its next seed in the same step. Nothing is recorded.
+#[pyclass]
+struct BatchEnv {
+    plugin: Arc<Plugin>,
+    config: String,
+    num_envs: usize,
+    /// Values per copy: observation, action.
+    size: usize,
+    width: usize,
+    /// The copies, from `reset`; `None` before it and after a crash.
+    env: Mutex<Option<EnvInstance>>,
+}
+
+#[pymethods]
+impl BatchEnv {
+    #[new]
+    #[pyo3(signature = (path, num_envs, config = "", limits = None))]
+    fn new(path: &str, num_envs: usize, config: &str, limits: Option<&str>) -> PyResult<BatchEnv> {
+        let (plugin, info) = load_env(path, config, self::limits(limits)?)?;
+        if info.vector_size == 0 {
+            return Err(PyValueError::new_err(format!(
+                "{path}: env `{}` has no single-vector observation, so it cannot be batched \
+                 (use vectorization_mode=\"sync\")",
+                info.name
+            )));
+        }
+        if num_envs == 0 {
+            return Err(PyValueError::new_err("num_envs must be at least 1"));
+        }
+        let a = &info.action_space;
+        let width = if a.discrete.is_some() {
+            1
+        } else if let Some(b) = &a.continuous {
+            b.shape.iter().product::<u32>() as usize
+        } else {
+            return Err(PyValueError::new_err(format!(
+                "{path}: env `{}` takes neither discrete nor continuous actions, so it cannot be batched",
+                info.name
+            )));
+        };
+        Ok(BatchEnv {
+            plugin,
+            config: config.to_string(),
+            num_envs,
+            size: info.vector_size as usize,
+            width,
+            env: Mutex::new(None),
+        })
+    }
+
+    /// Values per copy: (observation, action).
+    fn sizes(&self) -> (usize, usize) {
+        (self.size, self.width)
+    }
+
+    /// New copies, one per seed (`num_envs` of them): their observations
+    /// as little-endian f32 bytes, copy after copy.
+    fn reset<'py>(&self, py: Python<'py>, seeds: Vec<u64>) -> PyResult<Bound<'py, PyByteArray>> {
+        if seeds.len() != self.num_envs {
+            return Err(PyValueError::new_err(format!(
+                "reset got {} seeds for {} envs",
+                seeds.len(),
+                self.num_envs
+            )));
+        }
+        let mut slot = self
+            .env
+            .lock()
+            .map_err(|_| PluginCrash::new_err("an earlier call failed"))?;
+        *slot = None;
+        let (plugin, config) = (self.plugin.clone(), self.config.clone());
+        let (env, first) = py
+            .detach(move || -> Result<_, ludus_arena::plugin::Crash> {
+                let mut env = plugin.env(derived_seed(seeds[0], 0))?;
+                let _ = env.init(&config)?;
+                let first = env.batch_reset(&seeds)?;
+                Ok((env, first))
+            })
+            .map_err(crash)?;
+        let first = first.map_err(|r| PluginCrash::new_err(r.0))?;
+        if first.len() != self.num_envs * self.size {
+            return Err(PluginCrash::new_err(format!(
+                "batch-reset returned {} values for {} copies of {}",
+                first.len(),
+                self.num_envs,
+                self.size
+            )));
+        }
+        *slot = Some(env);
+        f32_bytes(py, &first)
+    }
+
+    /// One step of every copy (`actions`: little-endian f32 bytes, the
+    /// copies' actions one after another): (observations, rewards as f32
+    /// bytes, flags: one byte per copy, bit 0 terminated, bit 1 truncated).
+    #[allow(clippy::type_complexity)]
+    fn step<'py>(
+        &self,
+        py: Python<'py>,
+        actions: &[u8],
+    ) -> PyResult<(
+        Bound<'py, PyByteArray>,
+        Bound<'py, PyByteArray>,
+        Bound<'py, PyBytes>,
+    )> {
+        if actions.len() != self.num_envs * self.width * 4 {
+            return Err(PyValueError::new_err(format!(
+                "step got {} action values for {} envs of {}",
+                actions.len() / 4,
+                self.num_envs,
+                self.width
+            )));
+        }
+        let actions: Vec<f32> = actions
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut slot = self
+            .env
+            .lock()
+            .map_err(|_| PluginCrash::new_err("an earlier call failed"))?;
+        let Some(env) = slot.as_mut() else {
+            return Err(PyValueError::new_err("call reset() before step()"));
+        };
+        let stepped = match py.detach(|| env.batch_step(&actions)) {
+            Ok(Ok(r)) => r,
+            Ok(Err(refusal)) => return Err(PluginCrash::new_err(refusal.0)),
+            Err(c) => {
+                *slot = None;
+                return Err(crash(c));
+            }
+        };
+        let n = self.num_envs;
+        if stepped.observations.len() != n * self.size
+            || stepped.rewards.len() != n
+            || stepped.flags.len() != n
+        {
+            *slot = None;
+            return Err(PluginCrash::new_err(format!(
+                "batch-step returned {} observation values, {} rewards and {} flags for {n} copies",
+                stepped.observations.len(),
+                stepped.rewards.len(),
+                stepped.flags.len()
+            )));
+        }
+        Ok((
+            f32_bytes(py, &stepped.observations)?,
+            f32_bytes(py, &stepped.rewards)?,
+            PyBytes::new(py, &stepped.flags),
+        ))
     }
 }
 
@@ -431,6 +537,7 @@ impl Store {
 #[pymodule]
 fn _ludus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<WasmEnv>()?;
+    m.add_class::<BatchEnv>()?;
     m.add_class::<Store>()?;
     m.add("PluginCrash", m.py().get_type::<PluginCrash>())?;
     Ok(())

@@ -8,7 +8,7 @@ use crate::support::{ludus, plugin, root, run_json};
 
 /// The package as these tests import it: its Python source beside the
 /// extension cargo built with them (a dev-dependency of this test binary,
-/// so it is never stale and shares the tests' build).
+/// so it is never stale and shares the tests' build) and the example envs.
 fn package() -> &'static Path {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
@@ -24,6 +24,12 @@ fn package() -> &'static Path {
         .expect("package source");
         std::fs::copy(&built, pkg.join("_ludus.abi3.so"))
             .unwrap_or_else(|e| panic!("{}: {e}", built.display()));
+        // The example envs, where a wheel ships them.
+        std::fs::create_dir_all(pkg.join("envs")).expect("envs dir");
+        for name in ["cartpole", "maze", "desktop", "tool_fs", "word_echo"] {
+            std::fs::copy(plugin(name), pkg.join("envs").join(format!("{name}.wasm")))
+                .expect("example env");
+        }
         dir
     })
 }
@@ -55,10 +61,15 @@ fn every_example_env_passes_gymnasiums_checker() {
          \x20       check_env(ludus.make(env=p), skip_render_check=True)\n\
          env = gymnasium.make('ludus/Wasm-v0', env=sys.argv[1])\n\
          obs, info = env.reset(seed=1)\n\
-         print(len(sys.argv) - 1, type(env.unwrapped).__name__, obs.shape, env.action_space)",
+         print(len(sys.argv) - 1, type(env.unwrapped).__name__, obs.shape, env.action_space)\n\
+         for name in ludus.EXAMPLES:\n\
+         \x20   with warnings.catch_warnings():\n\
+         \x20       warnings.simplefilter('error')\n\
+         \x20       check_env(gymnasium.make(f'ludus/{name}-v0').unwrapped, skip_render_check=True)\n\
+         print(gymnasium.make('ludus/CartPole-v0').reset(seed=1)[0].tolist() == obs.tolist())",
         &args,
     );
-    assert_eq!(out, "5 LudusEnv (4,) Discrete(2)");
+    assert_eq!(out, "5 LudusEnv (4,) Discrete(2)\nTrue");
 }
 
 /// The same seed gives the observations `ludus run` records: episodes of a
@@ -256,4 +267,118 @@ fn recordings_read_as_tables_and_envs_vectorize() {
         .map(|e| e["digest"].as_str().expect("digest"))
         .collect();
     assert_eq!(out, format!("1 {}\n(4, 4) True", digests.join(" ")));
+}
+
+/// `make_vec` steps its copies through the contract's batched interface,
+/// one call for all: each copy's observations, rewards and flags are those
+/// of a single `ludus.make` env stepped with the same seed and actions, and
+/// a copy that ends starts its next episode in the same step (Gymnasium's
+/// `SAME_STEP` autoreset), from the next seed of its sequence.
+#[test]
+fn make_vec_steps_each_copy_as_a_single_env_and_resets_in_the_same_step() {
+    let out = python(
+        "import sys, numpy as np, gymnasium, ludus\n\
+         from gymnasium.vector import AutoresetMode\n\
+         M = (1 << 64) - 1\n\
+         def next_seed(seed):\n\
+         \x20   # The SDK's next seed: one splitmix64 draw.\n\
+         \x20   z = ((seed ^ 0xA0761D6478BD642F) + 0x9E3779B97F4A7C15) & M\n\
+         \x20   z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M\n\
+         \x20   z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M\n\
+         \x20   return z ^ (z >> 31)\n\
+         n = 5\n\
+         v = ludus.make_vec(sys.argv[1], num_envs=n)\n\
+         assert type(v).__name__ == 'LudusVectorEnv', type(v)\n\
+         assert v.metadata['autoreset_mode'] == AutoresetMode.SAME_STEP\n\
+         assert v.observation_space.shape == (n, 4) and v.action_space.shape == (n,)\n\
+         rng = np.random.default_rng(0)\n\
+         actions = rng.integers(0, 2, size=(400, n))\n\
+         obs, _ = v.reset(seed=40)\n\
+         singles = [ludus.make(sys.argv[1]) for _ in range(n)]\n\
+         seeds = [40 + i for i in range(n)]\n\
+         for i, e in enumerate(singles):\n\
+         \x20   o, _ = e.reset(seed=seeds[i])\n\
+         \x20   assert np.array_equal(o, obs[i]), (i, o, obs[i])\n\
+         ends = 0\n\
+         for t in range(400):\n\
+         \x20   obs, rew, term, trunc, info = v.step(actions[t])\n\
+         \x20   assert obs.dtype == np.float32 and rew.shape == (n,) and info == {}\n\
+         \x20   for i, e in enumerate(singles):\n\
+         \x20       o, r, te, tr, _ = e.step(int(actions[t][i]))\n\
+         \x20       assert (r, te, tr) == (rew[i], term[i], trunc[i]), (t, i)\n\
+         \x20       if te or tr:\n\
+         \x20           ends += 1\n\
+         \x20           seeds[i] = next_seed(seeds[i])\n\
+         \x20           o, _ = e.reset(seed=seeds[i])\n\
+         \x20       assert np.array_equal(o, obs[i]), (t, i, o, obs[i])\n\
+         print('ends', ends > 20)\n\
+         g = gymnasium.make_vec('ludus/CartPole-v0', num_envs=3)\n\
+         print(type(g).__name__, g.reset(seed=1)[0].shape)",
+        &[&path(&plugin("cartpole"))],
+    );
+    assert_eq!(out, "ends True\nLudusVectorEnv (3, 4)");
+}
+
+/// A Python PPO (the CleanRL-style `python/examples/ppo_cartpole.py`, torch
+/// only) trains CartPole through `ludus.make_vec` to a mean return of 475,
+/// its greedy policy then averages 475 over ten recorded episodes, and
+/// `ludus debug` opens them.
+#[test]
+fn a_python_ppo_trains_cartpole_through_make_vec() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("eval.db");
+    let script = root().join("python/examples/ppo_cartpole.py");
+    let code = format!(
+        "import runpy, sys\n\
+         sys.argv = [{:?}] + sys.argv[1:]\n\
+         try:\n\
+         \x20   runpy.run_path(sys.argv[0], run_name='__main__')\n\
+         except SystemExit as e:\n\
+         \x20   assert e.code in (0, None), f'exit {{e.code}}'",
+        path(&script)
+    );
+    let out = python(&code, &["--record", &path(&db)]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let number = |line: &str| -> f64 {
+        line.split_whitespace()
+            .last()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no figure in {line}"))
+    };
+    assert!(number(lines[0]) >= 475.0, "{out}");
+    assert!(number(lines[1]) >= 475.0, "{out}");
+    let store = ludus_arena::Db::open_read_only(&db).expect("db");
+    let runs = store.runs().expect("runs");
+    assert_eq!(runs.len(), 1);
+    let episodes = store.episodes(&runs[0].id).expect("episodes");
+    assert_eq!(episodes.len(), 10);
+    let mean = episodes.iter().map(|e| e.return_).sum::<f64>() / 10.0;
+    assert!(mean >= 475.0, "recorded mean return {mean}");
+    let debug = ludus([
+        "debug",
+        &path(&db),
+        "--episode",
+        &episodes[0].id.to_string(),
+        "--break",
+        "step == 400",
+        "--json",
+    ]);
+    assert_eq!(debug.code(), 0, "{}", debug.stderr());
+    assert!(debug.stdout().contains("\"hits\""), "{}", debug.stdout());
+    // Python chose the actions: there is no agent to fork with.
+    let fork = ludus([
+        "fork",
+        &path(&db),
+        "--episode",
+        &episodes[0].id.to_string(),
+        "--frame",
+        "2",
+    ]);
+    assert_eq!(fork.code(), 2);
+    assert!(
+        fork.stderr().contains("played from Python") && fork.stderr().lines().count() == 1,
+        "{}",
+        fork.stderr()
+    );
 }

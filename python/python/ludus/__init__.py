@@ -13,15 +13,29 @@ recording, the episode is recorded as crashed).
 """
 
 import json
+import os
 import string
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ._ludus import PluginCrash, Store, WasmEnv
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 
-__all__ = ["make", "make_vec", "open", "LudusEnv", "Recording", "PluginCrash"]
+from ._ludus import BatchEnv, PluginCrash, Store, WasmEnv
+
+__all__ = [
+    "make",
+    "make_vec",
+    "open",
+    "example",
+    "LudusEnv",
+    "LudusVectorEnv",
+    "Recording",
+    "PluginCrash",
+]
 
 # Text parts may hold any printable character and whitespace.
 _CHARSET = frozenset(string.printable + "".join(chr(c) for c in range(0xA0, 0x250)))
@@ -123,8 +137,10 @@ class LudusEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, env, config="", record=None):
-        self._env = WasmEnv(str(env), config, None if record is None else str(record))
+    def __init__(self, env, config="", record=None, limits=None):
+        self._env = WasmEnv(
+            str(env), config, None if record is None else str(record), _limits(limits)
+        )
         self.run_id = None
         self.env_info = json.loads(self._env.info())
         parts = self.env_info["observation_space"]
@@ -141,6 +157,17 @@ class LudusEnv(gym.Env):
             entries.update({name: space for name, space, _ in self._kinds})
             self.action_space = spaces.Dict(entries)
         self.spec_max_steps = self.env_info.get("max_steps", 0)
+        # The contract's fast path (a vector observation of at most 8
+        # values, discrete or continuous actions, nothing recorded): no JSON
+        # and no dicts per step. Its steps carry no info text.
+        self._fast = 0
+        box = len(self._parts) == 1 and isinstance(self._parts[0][1], spaces.Box)
+        kind = self._kinds[0][0] if len(self._kinds) == 1 else None
+        if box and self._parts[0][1].dtype == np.float32 and kind in ("discrete", "continuous"):
+            self._fast = self._env.vector_size()
+            self._shape = self._parts[0][1].shape
+            self._discrete = kind == "discrete"
+            self._fast_episode = False
 
     def _obs(self, raw):
         out = {}
@@ -162,10 +189,28 @@ class LudusEnv(gym.Env):
         super().reset(seed=seed)
         if seed is None:
             seed = int(self.np_random.integers(0, 2**63 - 1))
+        if self._fast:
+            first = self._env.reset_vector(int(seed))
+            self._fast_episode = first is not None
+            if first is not None:
+                return np.frombuffer(first, dtype=np.float32).reshape(self._shape), {}
         raw, info = self._env.reset(int(seed))
         return self._obs(raw), _info(info)
 
     def step(self, action):
+        if self._fast and self._fast_episode:
+            if self._discrete:
+                values = [float(action)]
+            else:
+                values = np.ravel(np.asarray(action, dtype=np.float32)).tolist()
+            r = self._env.step_vector(values)
+            if r is not None:
+                obs, reward, terminated, truncated = r
+                obs = np.frombuffer(obs, dtype=np.float32).reshape(self._shape)
+                return obs, float(reward), terminated, truncated, {}
+            # The plugin declined the fast path mid-episode: it cannot
+            # continue this episode by `step`.
+            raise PluginCrash("the plugin declined its fast path in the middle of an episode")
         if len(self._kinds) == 1:
             contract = self._kinds[0][2](action)
         else:
@@ -193,27 +238,118 @@ def _info(text):
     return v if isinstance(v, dict) else {"value": v}
 
 
-def make(env, config="", record=None, **kwargs):
+def _limits(limits):
+    """`limits` (a dict of the plugin limits `ludus run --limit` sets:
+    fuel, memory_bytes, timeout_ms, ...) as the extension takes them."""
+    if limits is None:
+        return None
+    if not isinstance(limits, dict):
+        raise TypeError(f"limits must be a dict, not {type(limits).__name__}")
+    return json.dumps(limits)
+
+
+def make(env, config="", record=None, limits=None, **kwargs):
     """A `gymnasium.Env` over the wasm env plugin at `env` (a path).
 
     With `record="run.db"`, every episode is recorded there as `ludus run`
     records it (one run per env; `close()` ends it), so `ludus debug` and the
-    IDE open the episodes a Python trainer played.
+    IDE open the episodes a Python trainer played. `limits` overrides the
+    plugin's sandbox limits, e.g. `{"fuel": 10**9, "timeout_ms": 2000}`.
     """
     path = kwargs.pop("path", env)
     if kwargs:
         raise TypeError(f"unknown arguments: {sorted(kwargs)}")
-    return LudusEnv(path, config, record)
+    return LudusEnv(path, config, record, limits)
 
 
-def make_vec(env, num_envs, config="", record=None, vectorization_mode="sync"):
-    """A `gymnasium.vector.VectorEnv` of `num_envs` copies of the plugin
-    (autoreset as Gymnasium 1.x defines it). With `record`, every copy's
-    episodes are recorded (one run per copy)."""
-    fns = [lambda: LudusEnv(env, config, record) for _ in range(num_envs)]
+class LudusVectorEnv(VectorEnv):
+    """`num_envs` copies of a vector env plugin stepped together through the
+    contract's batched interface: one call into the sandbox steps them all.
+
+    Autoreset is Gymnasium 1.x's `AutoresetMode.SAME_STEP`, which is what the
+    contract does: a copy whose episode ends is reset in the same step, with
+    the next seed of its sequence, and the observation returned for it is
+    the new episode's first. The batched interface does not return the
+    ended episode's last observation, so `info` has no `final_obs` (a
+    trainer that bootstraps truncated episodes from it should use
+    `vectorization_mode="sync"`, which steps one env per copy in
+    `NEXT_STEP` mode). Nothing is recorded (`record=` uses "sync").
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(self, env, num_envs, config="", limits=None):
+        single = LudusEnv(env, config, limits=limits)
+        self.env_info = single.env_info
+        self.num_envs = int(num_envs)
+        self._batch = BatchEnv(str(env), self.num_envs, config, _limits(limits))
+        self._size, self._width = self._batch.sizes()
+        self.single_observation_space = single.observation_space
+        self.single_action_space = single.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._shape = (self.num_envs,) + self.single_observation_space.shape
+        single.close()
+
+    def reset(self, *, seed=None, options=None):
+        """New episodes: `seed` an int gives copy i the seed `seed + i` (as
+        Gymnasium's vector envs do), a list one seed per copy."""
+        super().reset(seed=seed if isinstance(seed, int) or seed is None else None)
+        n = self.num_envs
+        if seed is None:
+            seeds = [int(s) for s in self.np_random.integers(0, 2**63 - 1, size=n)]
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(n)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != n:
+                raise ValueError(f"reset got {len(seeds)} seeds for {n} envs")
+            fill = self.np_random.integers(0, 2**63 - 1, size=n)
+            seeds = [int(fill[i]) if s is None else int(s) for i, s in enumerate(seeds)]
+        first = self._batch.reset(seeds)
+        return np.frombuffer(first, dtype=np.float32).reshape(self._shape), {}
+
+    def step(self, actions):
+        flat = np.ascontiguousarray(actions, dtype=np.float32).reshape(-1)
+        obs, rewards, flags = self._batch.step(flat.tobytes())
+        flags = np.frombuffer(flags, dtype=np.uint8)
+        return (
+            np.frombuffer(obs, dtype=np.float32).reshape(self._shape),
+            np.frombuffer(rewards, dtype=np.float32).astype(np.float64),
+            (flags & 1) != 0,
+            (flags & 2) != 0,
+            {},
+        )
+
+
+def make_vec(env, num_envs, config="", record=None, vectorization_mode=None, limits=None):
+    """A `gymnasium.vector.VectorEnv` of `num_envs` copies of the plugin.
+
+    `vectorization_mode`: "vector" (the default for envs with one vector
+    observation: `LudusVectorEnv`, the contract's batched interface, one
+    call per step of all copies, `SAME_STEP` autoreset), "sync" or "async"
+    (Gymnasium's `SyncVectorEnv`/`AsyncVectorEnv` over one `LudusEnv` per
+    copy, `NEXT_STEP` autoreset; the default for other envs and with
+    `record`). With `record`, every copy's episodes are recorded (one run
+    per copy)."""
+    if vectorization_mode is None:
+        vectorization_mode = "sync"
+        if record is None:
+            try:
+                return LudusVectorEnv(env, num_envs, config, limits)
+            except ValueError as e:
+                if "cannot be batched" not in str(e):
+                    raise
+    if vectorization_mode == "vector":
+        if record is not None:
+            raise ValueError('vectorization_mode="vector" does not record: use "sync" with record=')
+        return LudusVectorEnv(env, num_envs, config, limits)
+    fns = [lambda: LudusEnv(env, config, record, limits) for _ in range(num_envs)]
     if vectorization_mode == "async":
         return gym.vector.AsyncVectorEnv(fns)
-    return gym.vector.SyncVectorEnv(fns)
+    if vectorization_mode == "sync":
+        return gym.vector.SyncVectorEnv(fns)
+    raise ValueError(f'vectorization_mode must be "vector", "sync" or "async", not {vectorization_mode!r}')
 
 
 class Recording:
@@ -258,10 +394,71 @@ def open(path):  # noqa: A001 (as `ludus.open`)
     return Recording(path)
 
 
+# The example env plugins, registered as `ludus/NAME-v0`: file names.
+EXAMPLES = {
+    "CartPole": "cartpole.wasm",
+    "Maze": "maze.wasm",
+    "Desktop": "desktop.wasm",
+    "ToolFs": "tool_fs.wasm",
+    "WordEcho": "word_echo.wasm",
+}
+
+
+def example(name):
+    """The path of an example env plugin ("CartPole", "Maze", ...): in the
+    folder `LUDUS_PLUGINS` names, else the one the package ships
+    (`ludus/envs/`)."""
+    try:
+        file = EXAMPLES[name]
+    except KeyError:
+        raise ValueError(f"no example env {name!r} (known: {', '.join(EXAMPLES)})") from None
+    folders = []
+    if os.environ.get("LUDUS_PLUGINS"):
+        folders.append(Path(os.environ["LUDUS_PLUGINS"]))
+    folders.append(Path(__file__).parent / "envs")
+    for folder in folders:
+        if (folder / file).is_file():
+            return str(folder / file)
+    raise FileNotFoundError(
+        f"ludus/{name}-v0: {file} not found in {' or '.join(map(str, folders))}: "
+        "install the ludus wheel (it ships the examples) or set LUDUS_PLUGINS to the folder "
+        "of the built example plugins (plugins/target/wasm32-wasip2/release)"
+    )
+
+
+def _make_example(name):
+    def entry(config="", record=None, limits=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"unknown arguments: {sorted(kwargs)}")
+        return LudusEnv(example(name), config, record, limits)
+
+    return entry
+
+
+def _make_vec_example(name):
+    def entry(num_envs=1, config="", record=None, vectorization_mode=None, limits=None, **kwargs):
+        kwargs.pop("vector_kwargs", None)
+        if kwargs:
+            raise TypeError(f"unknown arguments: {sorted(kwargs)}")
+        return make_vec(example(name), num_envs, config, record, vectorization_mode, limits)
+
+    return entry
+
+
 def _register():
-    # `gymnasium.make("ludus/Wasm-v0", env="PATH.wasm")` for any plugin.
+    # `gymnasium.make("ludus/Wasm-v0", env="PATH.wasm")` for any plugin,
+    # `gymnasium.make("ludus/CartPole-v0")` (and `gymnasium.make_vec`) for
+    # the examples.
     if "ludus/Wasm-v0" not in gym.registry:
-        gym.register(id="ludus/Wasm-v0", entry_point="ludus:make")
+        gym.register(id="ludus/Wasm-v0", entry_point="ludus:make", vector_entry_point="ludus:make_vec")
+    for name in EXAMPLES:
+        env_id = f"ludus/{name}-v0"
+        if env_id not in gym.registry:
+            gym.register(
+                id=env_id,
+                entry_point=_make_example(name),
+                vector_entry_point=_make_vec_example(name),
+            )
 
 
 _register()
