@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the `ludus` Python package as a wheel into dist/ (or $1): the
-# extension in release mode, with the example env plugins inside it, so that
+# extension in release mode (WHEEL_PROFILE=dev: unoptimised, as the tests
+# build it), with the example env plugins inside it, so that
 # `pip install dist/ludus-*.whl` needs nothing else of this checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +17,9 @@ for name in cartpole maze desktop tool_fs word_echo; do
     cp "$release/$name.wasm" "$envs/"
 done
 export LIBTORCH="${LIBTORCH:-$PWD/.venv/libtorch}"
-.venv/bin/maturin build --release --strip --quiet --manifest-path python/Cargo.toml --out "$out"
+if [ "${WHEEL_PROFILE:-release}" = dev ]; then
+    .venv/bin/maturin build --quiet --manifest-path python/Cargo.toml --out "$out"
+else
+    .venv/bin/maturin build --release --strip --quiet --manifest-path python/Cargo.toml --out "$out"
+fi
 ls "$out"/ludus-*.whl

@@ -31,6 +31,9 @@ pub enum Command {
     /// Write recorded episodes for other tools: JSON lines (frames, model
     /// calls as chat messages), Parquet tables, or OpenTelemetry traces.
     Export(crate::export_cmd::ExportArgs),
+    /// Serve an env plugin over the network in OpenEnv's protocol
+    /// (WebSocket sessions at /ws, /health, /schema, MCP tools).
+    Serve(ServeArgs),
     /// Replay an episode to a frame, edit memory and/or the action there,
     /// and play a new branch to its end.
     Fork(ForkArgs),
@@ -324,4 +327,34 @@ pub struct SuiteBaselineArgs {
     /// Only the cases whose name contains PATTERN (or matches it as a glob).
     #[arg(long, value_name = "PATTERN")]
     pub filter: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The env plugin (.wasm) each session plays.
+    #[arg(long)]
+    pub env: PathBuf,
+    /// The env's config string.
+    #[arg(long, default_value = "")]
+    pub env_config: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The port (0: any free port; the one chosen is printed).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Record every episode of every session into this SQLite file.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Sessions at once; the next client gets a `CAPACITY_REACHED` error.
+    #[arg(long, default_value_t = 64)]
+    pub max_sessions: usize,
+    /// Seconds a session may stay silent before it is closed.
+    #[arg(long, default_value_t = 300.0)]
+    pub idle_timeout_s: f64,
+    /// Resets that name no seed get seeds derived from this one.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Override an env limit: `[env.]KEY=VALUE` (as `ludus run --limit`).
+    #[arg(long = "limit", value_name = "[env.]KEY=VALUE")]
+    pub limits: Vec<String>,
 }

@@ -8,6 +8,7 @@ mod export_cmd;
 mod memory_cmd;
 mod new_cmd;
 mod run_cmd;
+mod serve_cmd;
 mod suite_cmd;
 mod train_cmd;
 
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
     let result = match command {
         cli::Command::Run(a) => run_cmd::run(a),
         cli::Command::Export(a) => export_cmd::export(a),
+        cli::Command::Serve(a) => serve_cmd::serve(a),
         cli::Command::Bench(a) if a.target == cli::BenchTarget::Debugger => {
             ludus_bench::debugger::run(a)
         }

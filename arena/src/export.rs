@@ -13,6 +13,20 @@ use crate::store::{Db, EpisodeRow, RunRow, StoreError};
 /// An observation as JSON: each part by name, an image as its size and a
 /// reference (`episode/E/frame/F/NAME`) rather than its pixels.
 pub fn observation_json(observation: &Observation, episode: i64, step: u32) -> Value {
+    observation_json_with(observation, |name, i| {
+        json!({
+            "image": {"width": i.width, "height": i.height, "channels": i.channels},
+            "ref": format!("episode/{episode}/frame/{step}/{name}"),
+        })
+    })
+}
+
+/// An observation as a JSON object, one key per part; `image` gives each
+/// image part's JSON (a reference, the image itself...).
+pub fn observation_json_with(
+    observation: &Observation,
+    image: impl Fn(&str, &crate::model::Image) -> Value,
+) -> Value {
     let mut out = serde_json::Map::new();
     for part in observation {
         let v = match &part.value {
@@ -21,10 +35,7 @@ pub fn observation_json(observation: &Observation, episode: i64, step: u32) -> V
                 json!(v.iter().map(|x| json_f32(*x)).collect::<Vec<_>>())
             }
             crate::model::Value::Text(t) => json!(t),
-            crate::model::Value::Image(i) => json!({
-                "image": {"width": i.width, "height": i.height, "channels": i.channels},
-                "ref": format!("episode/{episode}/frame/{step}/{}", part.name),
-            }),
+            crate::model::Value::Image(i) => image(&part.name, i),
             crate::model::Value::Tree(t) => serde_json::to_value(t).unwrap_or(Value::Null),
         };
         out.insert(part.name.clone(), v);

@@ -125,11 +125,16 @@ pub fn load(
     let run = db.run(&row.run_id)?;
     let base = db.episode_base_memory(&row)?;
     drop(db);
-    if run.spec.get("kind").and_then(|k| k.as_str()) == Some("python") {
+    let outside = match run.spec.get("kind").and_then(|k| k.as_str()) {
+        Some("python") => Some("from Python (ludus.make)"),
+        Some("serve") => Some("by a client of `ludus serve`"),
+        _ => None,
+    };
+    if let Some(by) = outside {
         return Err(RunError::Spec(format!(
-            "run {} was played from Python (ludus.make): its actions came from the Python \
-             program, not from an agent plugin, so it cannot be forked or replayed; \
-             step through it with `ludus debug` or compare it with `ludus diff`",
+            "run {} was played {by}: its actions came from that program, not from an \
+             agent plugin, so it cannot be forked or replayed; step through it with \
+             `ludus debug` or compare it with `ludus diff`",
             run.id
         )));
     }

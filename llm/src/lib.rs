@@ -475,8 +475,9 @@ pub fn request_body(
     Ok(body)
 }
 
-/// An image as a PNG `image_url` part.
-fn image_part(i: &Image) -> Result<Value, String> {
+/// An image as a PNG `data:` URL (what chat requests and `ludus serve`
+/// send).
+pub fn png_data_url(i: &Image) -> Result<String, String> {
     let color = match i.channels {
         1 => png::ColorType::Grayscale,
         2 => png::ColorType::GrayscaleAlpha,
@@ -504,6 +505,12 @@ fn image_part(i: &Image) -> Result<Value, String> {
     }
     let mut url = String::from("data:image/png;base64,");
     base64::engine::general_purpose::STANDARD.encode_string(&out, &mut url);
+    Ok(url)
+}
+
+/// An image as a PNG `image_url` part.
+fn image_part(i: &Image) -> Result<Value, String> {
+    let url = png_data_url(i)?;
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 

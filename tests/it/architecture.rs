@@ -24,6 +24,7 @@ const CRATES: &[(&str, &str)] = &[
     ("bench", "ludus-bench"),
     ("app", "ludus"),
     ("python", "ludus-python"),
+    ("serve", "ludus-serve"),
 ];
 
 /// The names of a crate's normal (not dev) dependencies.
@@ -54,6 +55,8 @@ fn heavy_dependencies_stay_in_their_one_crate() {
         ("parquet", "app"),
         ("arrow-array", "app"),
         ("pyo3", "python"),
+        ("tungstenite", "serve"),
+        ("httparse", "serve"),
     ];
     let mut wrong = Vec::new();
     for (dir, _) in CRATES {

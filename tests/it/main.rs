@@ -18,5 +18,6 @@ mod policy;
 mod polyglot;
 mod python;
 mod recording_compat;
+mod serve;
 mod suite;
 mod train;

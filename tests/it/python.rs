@@ -382,3 +382,86 @@ fn a_python_ppo_trains_cartpole_through_make_vec() {
         fork.stderr()
     );
 }
+
+/// The wheel `scripts/build-wheel.sh` makes installs into a fresh venv with
+/// nothing else of this checkout (its dependencies from the wheelhouse
+/// scripts/setup.sh filled, no network) and works there: the example envs
+/// it ships are registered, pass Gymnasium's checker and vectorize.
+#[test]
+fn the_wheel_installs_into_a_fresh_venv() {
+    // The other tests' copy of the extension, made before the wheel's build
+    // writes the library again.
+    package();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dist = dir.path().join("dist");
+    let build = std::process::Command::new("bash")
+        .arg(root().join("scripts/build-wheel.sh"))
+        .arg(&dist)
+        .env("WHEEL_PROFILE", "dev")
+        .output()
+        .expect("build-wheel.sh");
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let wheel = std::fs::read_dir(&dist)
+        .expect("dist")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .expect("a wheel");
+    let venv = dir.path().join("venv");
+    let made = std::process::Command::new(root().join(".venv/bin/python"))
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("venv");
+    assert!(made.success());
+    let install = std::process::Command::new(venv.join("bin/python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+        ])
+        .arg(root().join(".venv/wheelhouse"))
+        .arg(&wheel)
+        .output()
+        .expect("pip");
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let out = std::process::Command::new(venv.join("bin/python"))
+        .arg("-c")
+        .arg(
+            "import sys, warnings, gymnasium, ludus\n\
+             from gymnasium.utils.env_checker import check_env\n\
+             assert ludus.__file__.startswith(sys.prefix), ludus.__file__\n\
+             for name in ludus.EXAMPLES:\n\
+             \x20   with warnings.catch_warnings():\n\
+             \x20       warnings.simplefilter('error')\n\
+             \x20       check_env(gymnasium.make(f'ludus/{name}-v0').unwrapped, skip_render_check=True)\n\
+             v = gymnasium.make_vec('ludus/CartPole-v0', num_envs=4)\n\
+             obs, _ = v.reset(seed=9)\n\
+             print(type(v).__name__, obs.shape, sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 'pyarrow', 'torch')))",
+        )
+        .current_dir(dir.path())
+        .env_remove("PYTHONPATH")
+        .env_remove("LUDUS_PLUGINS")
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "LudusVectorEnv (4, 4) []"
+    );
+}
