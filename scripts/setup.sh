@@ -14,8 +14,10 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
 fi
 # The IDE's window tests need an X server and a software Vulkan driver
 # (eframe's wgpu renderer); winit loads the X11 libraries at run time.
+# PostgreSQL: the scale-out store's tests start a throwaway server
+# (scripts/postgres.sh).
 gui_packages=(xvfb mesa-vulkan-drivers libvulkan1 libx11-xcb1 libxcursor1 libxi6 libxrandr2
-    libxkbcommon0 libxkbcommon-x11-0)
+    libxkbcommon0 libxkbcommon-x11-0 postgresql)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
     for p in "${gui_packages[@]}"; do
@@ -26,11 +28,11 @@ if ((${#missing[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
         sudo=""
         [ "$(id -u)" = 0 ] || sudo="sudo"
-        echo "installing ${missing[*]} with apt-get (for the IDE's window tests)"
+        echo "installing ${missing[*]} with apt-get (for the IDE's window tests and PostgreSQL's)"
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-        echo "warning: missing ${missing[*]} and no apt-get: install them for the IDE's window tests" >&2
+        echo "warning: missing ${missing[*]} and no apt-get: install them for the IDE's window tests and PostgreSQL's" >&2
     fi
 fi
 bash scripts/build-plugins.sh

@@ -34,6 +34,12 @@ pub enum Command {
     /// Serve an env plugin over the network in OpenEnv's protocol
     /// (WebSocket sessions at /ws, /health, /schema, MCP tools).
     Serve(ServeArgs),
+    /// Copy recordings between SQLite files and PostgreSQL databases
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DB`): a run, or every run.
+    Copy(CopyArgs),
+    /// Play episodes from a PostgreSQL job queue (`ludus run --db
+    /// postgres://... --workers` fills it) and record them there.
+    Worker(WorkerArgs),
     /// Replay an episode to a frame, edit memory and/or the action there,
     /// and play a new branch to its end.
     Fork(ForkArgs),
@@ -201,9 +207,14 @@ pub struct RunArgs {
     /// Worker threads (default: the number of cores).
     #[arg(long)]
     pub jobs: Option<usize>,
-    /// The SQLite file to record into.
+    /// The SQLite file to record into, or a PostgreSQL database
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DB`).
     #[arg(long, default_value = "ludus.db")]
     pub db: PathBuf,
+    /// With a PostgreSQL --db: put the episodes on its job queue for
+    /// `ludus worker`s (on any machine) to play, and follow them.
+    #[arg(long)]
+    pub workers: bool,
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -357,4 +368,37 @@ pub struct ServeArgs {
     /// Override an env limit: `[env.]KEY=VALUE` (as `ludus run --limit`).
     #[arg(long = "limit", value_name = "[env.]KEY=VALUE")]
     pub limits: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Where the runs are: a .db file or a postgres:// URL.
+    pub from: String,
+    /// Where they go: a .db file (made if missing) or a postgres:// URL
+    /// (its tables made if missing).
+    pub to: String,
+    /// Only this run (default: every run).
+    #[arg(long)]
+    pub run: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The PostgreSQL database holding the queue (`postgres://...`).
+    #[arg(long)]
+    pub db: String,
+    /// Episodes played at once.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Seconds a leased job stays this worker's without a heartbeat (a
+    /// worker that dies loses its jobs to others after this long).
+    #[arg(long, default_value_t = 30.0)]
+    pub lease_s: f64,
+    /// Exit once no job is queued or leased, instead of waiting for more.
+    #[arg(long)]
+    pub until_empty: bool,
+    /// Where plugins fetched from the database are kept (default: a folder
+    /// in the system's temporary folder).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
 }

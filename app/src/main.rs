@@ -3,6 +3,7 @@
 
 mod build_cmd;
 mod cli;
+mod copy_cmd;
 mod debug_cmd;
 mod export_cmd;
 mod memory_cmd;
@@ -11,6 +12,7 @@ mod run_cmd;
 mod serve_cmd;
 mod suite_cmd;
 mod train_cmd;
+mod worker_cmd;
 
 use std::process::ExitCode;
 
@@ -52,6 +54,8 @@ fn main() -> ExitCode {
         cli::Command::Run(a) => run_cmd::run(a),
         cli::Command::Export(a) => export_cmd::export(a),
         cli::Command::Serve(a) => serve_cmd::serve(a),
+        cli::Command::Copy(a) => copy_cmd::run(a),
+        cli::Command::Worker(a) => worker_cmd::worker(a),
         cli::Command::Bench(a) if a.target == cli::BenchTarget::Debugger => {
             ludus_bench::debugger::run(a)
         }

@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -102,7 +102,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let postgres = ludus_arena::copy::is_postgres(&args.db);
+    if args.workers && !postgres {
+        return Err(UsageError(
+            "--workers needs a PostgreSQL --db (postgres://...): the job queue lives there".into(),
+        )
+        .into());
+    }
     if let Some(dir) = args.db.parent().filter(|d| !d.as_os_str().is_empty())
+        && !postgres
         && !dir.is_dir()
     {
         return Err(UsageError(format!(
@@ -130,6 +138,22 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         db: args.db.clone(),
         models: model_setup(&args.models, &args.limits)?,
     };
+    let url = args.db.to_string_lossy().into_owned();
+    if postgres && args.workers {
+        return crate::worker_cmd::enqueue_and_follow(&url, spec, args.json);
+    }
+    // Into PostgreSQL without workers: played here into a scratch file,
+    // copied there at the end (checked reachable first).
+    let scratch = if postgres {
+        drop(ludus_arena::pg::Pg::connect(&url, true).map_err(|e| UsageError(e.to_string()))?);
+        Some(crate::worker_cmd::scratch_db()?)
+    } else {
+        None
+    };
+    let mut spec = spec;
+    if let Some((_, path)) = &scratch {
+        spec.db = path.clone();
+    }
     let prepared = prepare(spec)?;
     for p in [
         Some(&prepared.env),
@@ -173,6 +197,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         r
     })?;
     bar.finish_and_clear();
+    let mut report = report;
+    if let Some((_, path)) = &scratch {
+        use ludus_arena::copy::{Location, copy};
+        copy(
+            &Location::Sqlite(path.clone()),
+            &Location::Postgres(url.clone()),
+            Some(&report.run_id),
+        )
+        .map_err(|e| anyhow::anyhow!("recording the run into PostgreSQL: {e}"))?;
+        report.db = PathBuf::from(ludus_arena::pg::redact(&url));
+    }
     if args.json {
         println!("{}", serde_json::to_string(&json_report(&report))?);
     } else {

@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod codec;
 mod contract;
+pub mod copy;
 pub mod driven;
 mod engine;
 pub mod episode;
@@ -15,6 +16,7 @@ pub mod export;
 mod host;
 pub mod memory;
 pub mod model;
+pub mod pg;
 pub mod plugin;
 pub mod recorder;
 pub mod replay;
@@ -29,6 +31,6 @@ pub use plugin::{
 };
 pub use run::{
     AgentSpec, EpisodeFinish, EpisodeReport, NativeAgent, NativeAgentError, NativeAgentFactory,
-    Outcome, PluginSpec, PreparedAgent, RunError, RunReport, RunSpec, Stepper,
+    Outcome, PluginSpec, PreparedAgent, RunError, RunReport, RunSpec, Stepper, new_run_id,
 };
 pub use store::{Db, SqlError, StoreError};

@@ -339,7 +339,8 @@ pub fn prepare(spec: RunSpec) -> Result<Prepared, RunError> {
     })
 }
 
-pub(crate) fn new_run_id() -> String {
+/// A new run's id: 16 hex digits, unique in practice.
+pub fn new_run_id() -> String {
     let mut h = blake3::Hasher::new();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -446,6 +447,39 @@ impl Prepared {
             wall,
             env_steps,
         })
+    }
+
+    /// Records one episode of run `run_id`, the one with `seed`, alone (as
+    /// index 0) into this spec's database: what a queue worker does with a
+    /// job before it moves the episode into the shared database. The
+    /// episode's frames, and so its digest, are those `ludus run` records
+    /// for the same seed (its memory starts empty).
+    pub fn run_one(&self, run_id: &str, seed: u64) -> Result<(), RunError> {
+        let record = RunRecord {
+            id: run_id.to_string(),
+            seed: self.spec.seed,
+            episodes: 1,
+            jobs: 1,
+            spec: self.spec_json(),
+            agent_base: None,
+            fold_agent_memory: false,
+            branch: None,
+        };
+        let recorder = Recorder::start(&self.spec.db, record, &[seed])?;
+        let mut writer = recorder.writer();
+        writer.start(0, seed);
+        let finish = self.episode(
+            seed,
+            MemoryBase::default(),
+            &Progress::default(),
+            &mut |frame, timing| {
+                writer.push(0, &frame, timing);
+            },
+        );
+        writer.end(0, finish);
+        drop(writer);
+        recorder.finish()?;
+        Ok(())
     }
 
     /// Runs one episode, handing each frame to `sink` as it is made.

@@ -56,6 +56,7 @@ fn heavy_dependencies_stay_in_their_one_crate() {
         ("arrow-array", "app"),
         ("pyo3", "python"),
         ("tungstenite", "serve"),
+        ("postgres", "arena"),
         ("httparse", "serve"),
     ];
     let mut wrong = Vec::new();

@@ -15,9 +15,11 @@ mod hardening;
 mod ide;
 mod llm;
 mod policy;
+
 mod polyglot;
 mod python;
 mod recording_compat;
+mod scale;
 mod serve;
 mod suite;
 mod train;

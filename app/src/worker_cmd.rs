@@ -1,0 +1,288 @@
+//! The PostgreSQL job queue from the command line: `ludus worker` plays
+//! queued episodes, and `ludus run --db postgres://... --workers` queues a
+//! run's episodes and follows them (`ludus_arena::pg`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ludus_arena::pg::{Job, NewRun, Pg};
+use ludus_arena::run::prepare;
+use ludus_arena::{AgentSpec, Limits, PluginSpec, RunSpec};
+
+use crate::UsageError;
+use crate::cli::WorkerArgs;
+
+fn connect(url: &str, write: bool) -> Result<Pg> {
+    Pg::connect(url, write).map_err(|e| UsageError(e.to_string()).into())
+}
+
+pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
+    if !ludus_arena::copy::is_postgres(Path::new(&args.db)) {
+        return Err(UsageError(format!(
+            "--db {}: a worker reads its jobs from a PostgreSQL database (postgres://...)",
+            args.db
+        ))
+        .into());
+    }
+    if !(args.lease_s.is_finite() && args.lease_s >= 1.0) {
+        return Err(UsageError("--lease-s must be at least 1 second".into()).into());
+    }
+    let jobs = args.jobs.max(1);
+    // Fails here, once, on a bad URL, a server that is down or a newer schema.
+    drop(connect(&args.db, false)?);
+    let cache = args
+        .cache
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("ludus-worker-plugins"));
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("cannot make the plugin cache {}", cache.display()))?;
+    let lease = Duration::from_secs_f64(args.lease_s);
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    let played = std::sync::atomic::AtomicU64::new(0);
+    let failures: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for j in 0..jobs {
+            let name = format!("{host}-{}-{j}", std::process::id());
+            let (url, cache, played, failures) = (&args.db, &cache, &played, &failures);
+            let until_empty = args.until_empty;
+            scope.spawn(move || {
+                if let Err(e) = work(url, &name, cache, lease, until_empty, played)
+                    && let Ok(mut f) = failures.lock()
+                {
+                    f.push(format!("{e:#}"));
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap_or_default();
+    if let Some(first) = failures.first() {
+        anyhow::bail!("ludus worker: {first}");
+    }
+    eprintln!("played {} episode(s)", played.load(Ordering::Relaxed));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One worker thread: lease, play, record, until the queue is empty (with
+/// `until_empty`) or forever.
+fn work(
+    url: &str,
+    name: &str,
+    cache: &Path,
+    lease: Duration,
+    until_empty: bool,
+    played: &std::sync::atomic::AtomicU64,
+) -> Result<()> {
+    let mut pg = connect(url, false)?;
+    loop {
+        let Some(job) = pg.lease(name, lease)? else {
+            if until_empty && pg.open_jobs()? == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        // The heartbeat keeps the lease while the episode plays.
+        let stop = Arc::new(AtomicBool::new(false));
+        let beat = {
+            let (stop, job, url, name) =
+                (stop.clone(), job.clone(), url.to_string(), name.to_string());
+            std::thread::spawn(move || -> Result<()> {
+                let mut pg = connect(&url, false)?;
+                let tick = lease / 3;
+                let mut waited = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    waited += Duration::from_millis(50);
+                    if waited >= tick {
+                        waited = Duration::ZERO;
+                        if !pg.heartbeat(&job, &name, lease)? {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(())
+            })
+        };
+        let result = play(&mut pg, &job, name, cache);
+        stop.store(true, Ordering::Relaxed);
+        let _ = beat.join();
+        match result {
+            Ok(true) => {
+                played.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => tracing::warn!(
+                "episode {} of run {} was taken over by another worker; dropped this copy",
+                job.index,
+                job.run_id
+            ),
+            // The lease runs out and another worker (or this one) tries again.
+            Err(e) => tracing::error!("episode {} of run {}: {e:#}", job.index, job.run_id),
+        }
+    }
+}
+
+/// The recorded plugin a role names, fetched into the cache by its hash.
+fn plugin(
+    pg: &mut Pg,
+    spec: &serde_json::Value,
+    role: &str,
+    cache: &Path,
+) -> Result<Option<PluginSpec>> {
+    let p = &spec[role];
+    if p.is_null() {
+        return Ok(None);
+    }
+    if p["native"].as_bool() == Some(true) {
+        anyhow::bail!("the run's {role} is a native agent, which workers cannot rebuild yet");
+    }
+    let hash = p["hash"]
+        .as_str()
+        .context("the run's spec has no plugin hash")?;
+    if hash.is_empty() || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+        anyhow::bail!("the run's {role} plugin hash {hash:?} is not a hash");
+    }
+    let path = cache.join(format!("{hash}.wasm"));
+    if !path.is_file() {
+        let bytes = pg.plugin(hash)?;
+        let partial = cache.join(format!("{hash}.{}.part", std::process::id()));
+        std::fs::write(&partial, bytes)?;
+        std::fs::rename(&partial, &path)?;
+    }
+    let limits: Limits = match p.get("limits") {
+        Some(l) if !l.is_null() => serde_json::from_value(l.clone())?,
+        _ => Limits::DEFAULT,
+    };
+    Ok(Some(PluginSpec {
+        path,
+        config: p["config"].as_str().unwrap_or("").to_string(),
+        limits,
+    }))
+}
+
+/// Plays `job` into a scratch SQLite file and records it in PostgreSQL
+/// with the job's completion; false when the job was no longer ours.
+fn play(pg: &mut Pg, job: &Job, name: &str, cache: &Path) -> Result<bool> {
+    let spec = pg.run_spec(&job.run_id)?;
+    let env = plugin(pg, &spec, "env", cache)?.context("the run has no env plugin")?;
+    let agent = plugin(pg, &spec, "agent", cache)?.context("the run has no agent plugin")?;
+    let reward = plugin(pg, &spec, "reward", cache)?;
+    let scratch = tempfile::tempdir()?;
+    let db = scratch.path().join("episode.db");
+    let run_spec = RunSpec {
+        env,
+        agent: AgentSpec::Plugin(agent),
+        reward,
+        episodes: 1,
+        seed: spec["seed"].as_u64().unwrap_or(0),
+        jobs: 1,
+        db: db.clone(),
+        models: Default::default(),
+    };
+    let prepared = prepare(run_spec)?;
+    prepared.run_one(&job.run_id, job.seed)?;
+    Ok(pg.complete(job, name, &db)?)
+}
+
+/// `ludus run --db postgres://... --workers`: queues the run's episodes
+/// and follows them until workers have recorded every one; the report as
+/// JSON (`--json`) or a line per episode.
+pub fn enqueue_and_follow(url: &str, spec: RunSpec, json: bool) -> Result<ExitCode> {
+    let mut pg = connect(url, true)?;
+    let seed = spec.seed;
+    let episodes = spec.episodes;
+    let jobs = spec.jobs as u64;
+    let prepared = prepare(spec)?;
+    let mut plugins = Vec::new();
+    for p in [
+        Some(&prepared.env),
+        prepared.agent.plugin(),
+        prepared.reward.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let bytes =
+            std::fs::read(&p.path).with_context(|| format!("cannot read {}", p.path.display()))?;
+        plugins.push((p.hash.clone(), bytes));
+    }
+    if prepared.agent.plugin().is_none() {
+        return Err(UsageError(
+            "a queued run needs an agent plugin (.wasm): workers cannot rebuild native agents yet"
+                .into(),
+        )
+        .into());
+    }
+    let mut recorded = prepared.spec_json();
+    if let Some(o) = recorded.as_object_mut() {
+        o.insert("seed".into(), seed.into());
+        o.insert("queue".into(), true.into());
+    }
+    let run_id = ludus_arena::new_run_id();
+    pg.enqueue(&NewRun {
+        id: run_id.clone(),
+        seed,
+        jobs,
+        spec: recorded,
+        seeds: (0..episodes)
+            .map(|i| ludus_core::episode_seed(seed, i))
+            .collect(),
+        plugins,
+    })?;
+    if !json {
+        eprintln!(
+            "queued run {run_id}: {episodes} episode(s) in {}; start workers with `ludus worker --db URL`",
+            ludus_arena::pg::redact(url)
+        );
+    }
+    let mut last = u64::MAX;
+    loop {
+        let (done, all) = pg.progress(&run_id)?;
+        if !json && done != last {
+            eprintln!("{done}/{all} episodes recorded");
+            last = done;
+        }
+        if done == all {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    pg.finish_run(&run_id, "finished")?;
+    let episodes = pg.run_episodes(&run_id)?;
+    if json {
+        let rows: Vec<serde_json::Value> = episodes
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "index": e.index, "seed": e.seed, "outcome": e.outcome,
+                    "return": ludus_core::json_float::text(e.return_).map_or(serde_json::json!(e.return_), serde_json::Value::from),
+                    "length": e.length, "digest": e.digest,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"run_id": run_id, "db": ludus_arena::pg::redact(url), "episodes": rows})
+        );
+    } else {
+        println!("run {run_id} recorded in {}", ludus_arena::pg::redact(url));
+        for e in &episodes {
+            println!(
+                "  episode {:>4}  {:<11} return {:>10.3}  length {:>6}",
+                e.index, e.outcome, e.return_, e.length
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ludus run --db postgres://...` without `--workers`: the run is played
+/// here into a scratch file and copied into PostgreSQL when it ends.
+pub fn scratch_db() -> Result<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("run.db");
+    Ok((dir, path))
+}

@@ -1,0 +1,339 @@
+//! PostgreSQL as a recording store, against a real server: the one
+//! scripts/test.sh starts (scripts/postgres.sh) and names in
+//! `LUDUS_TEST_POSTGRES`. Each test makes a database of its own there.
+
+use std::path::Path;
+
+use ludus_arena::Db;
+
+use crate::support::{ludus, run_json};
+
+/// A fresh, empty database on the test server: its URL.
+fn database(name: &str) -> String {
+    let base = std::env::var("LUDUS_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "LUDUS_TEST_POSTGRES is not set: run the tests with scripts/test.sh, which starts \
+             a PostgreSQL server (scripts/postgres.sh) and names it there"
+        )
+    });
+    let (server, _) = base.rsplit_once('/').expect("a database in the URL");
+    let db = format!("{name}_{}", std::process::id());
+    let mut admin = postgres::Client::connect(&format!("{server}/postgres"), postgres::NoTls)
+        .expect("the test PostgreSQL server");
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+        .expect("drop database");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .expect("create database");
+    format!("{server}/{db}")
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Everything a run's episodes hold, keyed by (run, index): the row's
+/// figures, the parent's (run, index), the decoded frames and the memory
+/// writes; and the database's stored agent memory.
+fn contents(db: &Path) -> String {
+    let db = Db::open_read_only(db).expect("db");
+    let mut out = Vec::new();
+    let mut runs = db.runs().expect("runs");
+    runs.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut index = std::collections::BTreeMap::new();
+    for r in &runs {
+        for e in db.episodes(&r.id).expect("episodes") {
+            index.insert(e.id, (r.id.clone(), e.index));
+        }
+    }
+    for r in &runs {
+        out.push(format!("run {} {} {} {}", r.id, r.seed, r.status, r.spec));
+        for e in db.episodes(&r.id).expect("episodes") {
+            let parent = e.parent_episode.and_then(|p| index.get(&p).cloned());
+            let frames = db.frames(e.id).expect("frames");
+            let frames: Vec<_> = frames.iter().map(|(f, _)| f.clone()).collect();
+            let writes: Vec<String> = db
+                .memory_writes(e.id)
+                .expect("writes")
+                .iter()
+                .map(|w| format!("{w:?}"))
+                .collect();
+            out.push(format!(
+                "  episode {} seed {} {} return {} length {} digest {:?} parent {parent:?} frame {:?} edits {:?}\n  frames {frames:?}\n  writes {writes:?}",
+                e.index, e.seed, e.outcome, e.return_, e.length, e.digest, e.parent_frame, e.edits
+            ));
+        }
+    }
+    out.join("\n")
+}
+
+/// SQLite -> PostgreSQL -> SQLite keeps every run: the same episodes with
+/// the same digests, the same frames and memory writes, forks still
+/// pointing at their parents; the copy opens in `ludus debug`.
+#[test]
+fn a_copy_round_trip_through_postgres_keeps_every_episode() {
+    let url = database("round_trip");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    run_json(
+        &a,
+        "maze",
+        "memory_agent",
+        &[
+            "--env-config",
+            "size=9,doors=1",
+            "--reward",
+            &path(&crate::support::plugin("distance_reward")),
+            "--episodes",
+            "6",
+            "--seed",
+            "3",
+        ],
+    );
+    let fork = ludus([
+        "fork",
+        &path(&a),
+        "--episode",
+        "1",
+        "--frame",
+        "2",
+        "--set",
+        "/user/hint=left",
+    ]);
+    assert_eq!(fork.code(), 0, "{}", fork.stderr());
+    let there = ludus(["copy", &path(&a), &url]);
+    assert_eq!(there.code(), 0, "{}", there.stderr());
+    assert!(
+        !there.stdout().contains("ludus-"),
+        "password shown: {}",
+        there.stdout()
+    );
+    let back = ludus(["copy", &url, &path(&b)]);
+    assert_eq!(back.code(), 0, "{}", back.stderr());
+    let (original, copied) = (contents(&a), contents(&b));
+    assert!(original.contains("parent Some("), "no fork in {original}");
+    assert_eq!(original, copied);
+    // One run on its own, into a file that already has others.
+    let runs = Db::open_read_only(&a).expect("db").runs().expect("runs");
+    let c = dir.path().join("c.db");
+    run_json(&c, "cartpole", "random_agent", &["--episodes", "2"]);
+    let one = ludus(["copy", &url, &path(&c), "--run", &runs[0].id]);
+    assert_eq!(one.code(), 0, "{}", one.stderr());
+    assert_eq!(
+        Db::open_read_only(&c)
+            .expect("db")
+            .runs()
+            .expect("runs")
+            .len(),
+        2
+    );
+    let episode = Db::open_read_only(&b)
+        .expect("db")
+        .episodes(&runs[0].id)
+        .expect("episodes")[0]
+        .id;
+    let debug = ludus([
+        "debug",
+        &path(&b),
+        "--episode",
+        &episode.to_string(),
+        "--break",
+        "step == 2",
+        "--json",
+    ]);
+    assert_eq!(debug.code(), 0, "{}", debug.stderr());
+}
+
+/// A bad URL, a server that is down, a wrong password, a database of a
+/// newer schema, a run the destination already holds: one line, exit 2,
+/// no password in it, and nothing written.
+#[test]
+fn bad_postgres_destinations_are_one_line_errors_and_write_nothing() {
+    let url = database("bad");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a.db");
+    run_json(&a, "cartpole", "random_agent", &["--episodes", "3"]);
+    assert_eq!(ludus(["copy", &path(&a), &url]).code(), 0);
+    let count = || -> i64 {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        c.query_one("SELECT COUNT(*) FROM episodes", &[])
+            .expect("count")
+            .get(0)
+    };
+    assert_eq!(count(), 3);
+    let after = url.split("://").nth(1).expect("url");
+    let (userinfo, place) = after.split_once('@').expect("user");
+    let (user, password) = userinfo.split_once(':').expect("password");
+    let host = place.split('/').next().expect("host");
+    let wrong = format!("postgres://{user}:wrong@{host}/postgres");
+    let down = format!("postgres://{user}:{password}@127.0.0.1:1/ludus");
+    for (to, says) in [
+        (wrong.as_str(), "password authentication failed"),
+        (down.as_str(), "is the server running"),
+        ("postgres://ludus:pw@[broken", "not a PostgreSQL URL"),
+        (url.as_str(), "already holds run"),
+    ] {
+        let out = ludus(["copy", &path(&a), to]);
+        assert_eq!(out.code(), 2, "{to}: {}", out.stderr());
+        let err = out.stderr();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(!err.contains(password), "the password in {err}");
+    }
+    assert_eq!(count(), 3);
+    // A database a newer ludus wrote.
+    let newer = database("newer");
+    assert_eq!(ludus(["copy", &path(&a), &newer]).code(), 0);
+    let mut c = postgres::Client::connect(&newer, postgres::NoTls).expect("connect");
+    c.batch_execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'; DELETE FROM frame_chunks; DELETE FROM episodes; DELETE FROM runs")
+        .expect("update");
+    let out = ludus(["copy", &path(&a), &newer]);
+    assert_eq!(out.code(), 2);
+    assert!(
+        out.stderr().contains("newer ludus (schema 99"),
+        "{}",
+        out.stderr()
+    );
+    let n: i64 = c
+        .query_one("SELECT COUNT(*) FROM runs", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+/// A run queued in PostgreSQL and played by `ludus worker` processes: one
+/// worker is SIGKILLed while it holds a job; three more finish the run. Every
+/// episode is recorded exactly once (none twice, none lost), the killed
+/// worker's job went to another worker after its lease ran out, nothing it
+/// half-wrote is visible, and the digests are those of a local SQLite run
+/// with the same seed and plugins.
+#[test]
+fn queued_episodes_survive_a_killed_worker_and_match_a_local_run() {
+    use std::process::Stdio;
+    let url = database("queue");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| path(&crate::support::plugin(name));
+    let reward = p("distance_reward");
+    let extra = [
+        "--env-config",
+        "size=15,doors=2,max_steps=400",
+        "--reward",
+        &reward,
+        "--episodes",
+        "8",
+        "--seed",
+        "21",
+    ];
+    let local = run_json(&dir.path().join("local.db"), "maze", "random_agent", &extra);
+    let queue = crate::support::command()
+        .args(["run", "--env", &p("maze"), "--agent", &p("random_agent")])
+        .args(extra)
+        .args(["--db", &url, "--workers", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ludus run --workers");
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let wait_for = |sql: &mut postgres::Client, what: &str, query: &str| {
+        for _ in 0..600 {
+            let n: i64 = sql
+                .query_opt(query, &[])
+                .ok()
+                .flatten()
+                .map_or(0, |r| r.get(0));
+            if n > 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("timed out waiting for {what}");
+    };
+    wait_for(
+        &mut sql,
+        "the queue",
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'jobs'",
+    );
+    wait_for(&mut sql, "the jobs", "SELECT COUNT(*) FROM jobs");
+    let mut doomed = crate::support::command()
+        .args(["worker", "--db", &url, "--lease-s", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker");
+    wait_for(
+        &mut sql,
+        "a lease",
+        "SELECT COUNT(*) FROM jobs WHERE state = 'leased'",
+    );
+    doomed.kill().expect("SIGKILL");
+    let _ = doomed.wait();
+    let held: Vec<i64> = sql
+        .query("SELECT idx FROM jobs WHERE state = 'leased'", &[])
+        .expect("leases")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(held.len(), 1, "the killed worker held one job");
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            crate::support::command()
+                .args(["worker", "--db", &url, "--lease-s", "2", "--until-empty"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("worker")
+        })
+        .collect();
+    for w in workers {
+        let out = w.wait_with_output().expect("worker");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = queue.wait_with_output().expect("ludus run --workers");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the queued run's JSON");
+    assert_eq!(
+        crate::support::digests(&report),
+        crate::support::digests(&local)
+    );
+    let per_index: Vec<(i64, i64)> = sql
+        .query(
+            "SELECT idx, COUNT(*) FROM episodes GROUP BY idx ORDER BY idx",
+            &[],
+        )
+        .expect("episodes")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(per_index, (0..8).map(|i| (i, 1)).collect::<Vec<_>>());
+    let retried: i64 = sql
+        .query_one("SELECT attempts FROM jobs WHERE idx = $1", &[&held[0]])
+        .expect("attempts")
+        .get(0);
+    assert!(
+        retried >= 2,
+        "the killed worker's job was tried {retried} time(s)"
+    );
+    let orphans: i64 = sql
+        .query_one(
+            "SELECT COUNT(*) FROM frame_chunks WHERE episode_id NOT IN (SELECT id FROM episodes)",
+            &[],
+        )
+        .expect("orphans")
+        .get(0);
+    assert_eq!(orphans, 0);
+    let status: String = sql
+        .query_one("SELECT status FROM runs", &[])
+        .expect("run")
+        .get(0);
+    assert_eq!(status, "finished");
+}
