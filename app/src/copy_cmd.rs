@@ -34,3 +34,18 @@ pub fn run(args: CopyArgs) -> Result<ExitCode> {
         )),
     }
 }
+
+/// For the commands that read a recording (`debug`, `diff`, `export`): a
+/// PostgreSQL `db` is mirrored into a temporary SQLite file, with its ids,
+/// and `db` names that file while the returned folder lives.
+pub fn readable(db: &mut std::path::PathBuf) -> Result<Option<tempfile::TempDir>> {
+    let Location::Postgres(url) = Location::parse(&db.to_string_lossy()) else {
+        return Ok(None);
+    };
+    let dir = tempfile::tempdir()?;
+    let local = dir.path().join("mirror.db");
+    ludus_arena::copy::mirror(&Location::Postgres(url), &local)
+        .map_err(|e| UsageError(e.to_string()))?;
+    *db = local;
+    Ok(Some(dir))
+}

@@ -52,7 +52,10 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| cli::Command::Ide(ludus::ide::IdeArgs::default()));
     let result = match command {
         cli::Command::Run(a) => run_cmd::run(a),
-        cli::Command::Export(a) => export_cmd::export(a),
+        cli::Command::Export(mut a) => (|| {
+            let _mirror = copy_cmd::readable(&mut a.db)?;
+            export_cmd::export(a)
+        })(),
         cli::Command::Serve(a) => serve_cmd::serve(a),
         cli::Command::Copy(a) => copy_cmd::run(a),
         cli::Command::Worker(a) => worker_cmd::worker(a),
@@ -67,8 +70,14 @@ fn main() -> ExitCode {
         cli::Command::Bench(a) => ludus_bench::cartpole_cmd::run(a),
         cli::Command::BenchEnv(a) => ludus_bench::env::run(a),
         cli::Command::Memory(a) => memory_cmd::run(a),
-        cli::Command::Debug(a) => debug_cmd::debug(a),
-        cli::Command::Diff(a) => debug_cmd::diff(a),
+        cli::Command::Debug(mut a) => (|| {
+            let _mirror = copy_cmd::readable(&mut a.db)?;
+            debug_cmd::debug(a)
+        })(),
+        cli::Command::Diff(mut a) => (|| {
+            let _mirror = copy_cmd::readable(&mut a.db)?;
+            debug_cmd::diff(a)
+        })(),
         cli::Command::Fork(a) => debug_cmd::fork(a),
         cli::Command::Rerun(a) => debug_cmd::rerun(a),
         cli::Command::Suite(a) => suite_cmd::run(a),

@@ -248,7 +248,34 @@ pub fn copy(from: &Location, to: &Location, run: Option<&str>) -> Result<Copied,
     let mut source = open(from, false)?;
     let mut dest = open(to, true)?;
     dest.begin()?;
-    match copy_runs(source.as_mut(), dest.as_mut(), run, to) {
+    match copy_runs(source.as_mut(), dest.as_mut(), run, to, false) {
+        Ok(copied) => {
+            dest.commit()?;
+            Ok(copied)
+        }
+        Err(e) => {
+            dest.rollback();
+            Err(e)
+        }
+    }
+}
+
+/// Every run of `from` into the new SQLite file `to`, with the same ids
+/// (episodes, frame blocks), so that a command reading `from` by episode id
+/// reads the copy the same way: how the reading commands open a PostgreSQL
+/// database.
+pub fn mirror(from: &Location, to: &Path) -> Result<Copied, StoreError> {
+    if to.exists() {
+        return Err(StoreError::Open {
+            path: to.to_path_buf(),
+            message: "a mirror is made into a new file".into(),
+        });
+    }
+    let mut source = open(from, false)?;
+    let dest_at = Location::Sqlite(to.to_path_buf());
+    let mut dest = open(&dest_at, true)?;
+    dest.begin()?;
+    match copy_runs(source.as_mut(), dest.as_mut(), None, &dest_at, true) {
         Ok(copied) => {
             dest.commit()?;
             Ok(copied)
@@ -287,6 +314,7 @@ fn copy_runs(
     dest: &mut dyn Store,
     run: Option<&str>,
     to: &Location,
+    keep_ids: bool,
 ) -> Result<Copied, StoreError> {
     let runs = match run {
         Some(id) => {
@@ -319,7 +347,7 @@ fn copy_runs(
         episodes.extend(source.select(&EPISODES, &Filter::Eq("run_id", Cell::Text(id.clone())))?);
     }
     dest.insert(&RUNS, &runs)?;
-    let episode_ids = copy_episodes(source, dest, episodes)?;
+    let episode_ids = copy_episodes(source, dest, episodes, keep_ids)?;
     let copied = Copied {
         runs: run_ids.clone(),
         episodes: episode_ids.len(),
@@ -387,8 +415,13 @@ pub(crate) fn copy_episodes(
     source: &mut dyn Store,
     dest: &mut dyn Store,
     episodes: Vec<Vec<Cell>>,
+    keep_ids: bool,
 ) -> Result<BTreeMap<i64, i64>, StoreError> {
-    let fresh = dest.reserve(&EPISODES, episodes.len())?;
+    let fresh = if keep_ids {
+        episodes.iter().filter_map(|r| int(&r[0])).collect()
+    } else {
+        dest.reserve(&EPISODES, episodes.len())?
+    };
     let episode_ids: BTreeMap<i64, i64> = episodes
         .iter()
         .filter_map(|r| int(&r[0]))
@@ -415,7 +448,11 @@ pub(crate) fn copy_episodes(
     let blocks: BTreeSet<i64> = chunks.iter().filter_map(|r| int(&r[block])).collect();
     let blocks: Vec<i64> = blocks.into_iter().collect();
     let mut block_rows = source.select(&FRAME_BLOCKS, &Filter::In("id", &blocks))?;
-    let fresh = dest.reserve(&FRAME_BLOCKS, block_rows.len())?;
+    let fresh = if keep_ids {
+        block_rows.iter().filter_map(|r| int(&r[0])).collect()
+    } else {
+        dest.reserve(&FRAME_BLOCKS, block_rows.len())?
+    };
     let mut block_ids = BTreeMap::new();
     for (r, new) in block_rows.iter_mut().zip(fresh) {
         if let Some(old) = int(&r[0]) {

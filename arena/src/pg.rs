@@ -571,7 +571,7 @@ impl Pg {
             if !ours {
                 return Ok(false);
             }
-            copy_episodes(source.as_mut(), self, episodes)?;
+            copy_episodes(source.as_mut(), self, episodes, false)?;
             self.client
                 .execute(
                     "UPDATE jobs SET state = 'done', lease_until = NULL WHERE run_id = $1 AND idx = $2",

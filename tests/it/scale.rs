@@ -109,6 +109,35 @@ fn a_copy_round_trip_through_postgres_keeps_every_episode() {
         "password shown: {}",
         there.stdout()
     );
+    // The reading commands read the PostgreSQL database as they read the
+    // file (a fresh database gives the episodes the file's ids).
+    for args in [
+        vec![
+            "debug",
+            "DB",
+            "--episode",
+            "2",
+            "--break",
+            "reward > 0",
+            "--watch",
+            "step",
+            "--json",
+        ],
+        vec!["diff", "DB", "1", "2", "--json"],
+        vec!["diff", "DB", "1", "7", "--json"],
+    ] {
+        let on = |db: &str| {
+            let args: Vec<&str> = args
+                .iter()
+                .map(|a| if *a == "DB" { db } else { a })
+                .collect();
+            let out = ludus(&args);
+            (out.code(), out.stdout())
+        };
+        let (file, pg) = (on(&path(&a)), on(&url));
+        assert!(!file.1.is_empty(), "{args:?}");
+        assert_eq!(file, pg, "{args:?}");
+    }
     let back = ludus(["copy", &url, &path(&b)]);
     assert_eq!(back.code(), 0, "{}", back.stderr());
     let (original, copied) = (contents(&a), contents(&b));
