@@ -68,24 +68,6 @@ if ! have_py pyarrow "$PYARROW_VERSION" || ! have_py opentelemetry-proto "$OTEL_
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
         "pyarrow==$PYARROW_VERSION" "opentelemetry-proto==$OTEL_PROTO_VERSION" "pandas==$PANDAS_VERSION"
 fi
-# `ludus serve`'s tests talk to it with OpenEnv's own client, in a venv of
-# its own (its dependencies are not the project's).
-OPENENV_VERSION=0.3.0
-if [ ! -x .venv/openenv/bin/python ]; then
-    python3 -m venv .venv/openenv
-fi
-if [ "$(.venv/openenv/bin/python -m pip show openenv-core 2>/dev/null | sed -n 's/^Version: //p')" != "$OPENENV_VERSION" ]; then
-    echo "installing openenv-core==$OPENENV_VERSION into .venv/openenv"
-    .venv/openenv/bin/python -m pip install --quiet --disable-pip-version-check "openenv-core==$OPENENV_VERSION"
-fi
-# The wheel test installs the package into a fresh venv without the
-# network: its dependencies wait in .venv/wheelhouse.
-if [ ! -f .venv/wheelhouse/.complete-$GYMNASIUM_VERSION ]; then
-    echo "downloading the Python package's dependencies into .venv/wheelhouse"
-    .venv/bin/python -m pip download --quiet --disable-pip-version-check -d .venv/wheelhouse \
-        "gymnasium==$GYMNASIUM_VERSION" numpy
-    touch .venv/wheelhouse/.complete-$GYMNASIUM_VERSION
-fi
 # The `ludus` Python package (python/: a pyo3 extension built by maturin),
 # installed into .venv in development mode; rebuilt when its sources change.
 MATURIN_VERSION=1.9.6

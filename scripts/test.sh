@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup-tests.sh
 log=$(mktemp)
 # A throwaway PostgreSQL server for the scale-out tests, stopped at the end.
 pg=$(mktemp -d)
