@@ -211,6 +211,11 @@ pub struct RunArgs {
     /// (`postgres://USER:PASSWORD@HOST:PORT/DB`).
     #[arg(long, default_value = "ludus.db")]
     pub db: PathBuf,
+    /// Wait this long after every env step, as a slow env would (a GUI
+    /// in a VM): to rehearse or benchmark slow runs. Frames and digests are
+    /// unchanged; queued runs' workers wait too.
+    #[arg(long, default_value_t = 0.0, value_name = "MS")]
+    pub env_step_delay_ms: f64,
     /// With a PostgreSQL --db: put the episodes on its job queue for
     /// `ludus worker`s (on any machine) to play, and follow them.
     #[arg(long)]

@@ -102,6 +102,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if !(args.env_step_delay_ms.is_finite() && (0.0..=3.6e6).contains(&args.env_step_delay_ms)) {
+        return Err(UsageError(
+            "--env-step-delay-ms must be a number of milliseconds from 0 to 3600000".into(),
+        )
+        .into());
+    }
     let postgres = ludus_arena::copy::is_postgres(&args.db);
     if args.workers && !postgres {
         return Err(UsageError(
@@ -137,6 +143,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         jobs,
         db: args.db.clone(),
         models: model_setup(&args.models, &args.limits)?,
+        step_delay: Duration::from_secs_f64(args.env_step_delay_ms / 1e3),
     };
     let url = args.db.to_string_lossy().into_owned();
     if postgres && args.workers {

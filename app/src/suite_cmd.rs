@@ -130,6 +130,7 @@ fn load(
                     usage(SuiteError::at(path, at, e.0))
                 })?
             },
+            step_delay: std::time::Duration::ZERO,
         };
         let ready = prepare(run_spec).map_err(|e| {
             let message = e.to_string();

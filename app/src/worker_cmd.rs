@@ -16,6 +16,9 @@ use ludus_arena::{AgentSpec, Limits, PluginSpec, RunSpec};
 use crate::UsageError;
 use crate::cli::WorkerArgs;
 
+/// Tries of a job that ends in a worker's error before it is `failed`.
+const MAX_ATTEMPTS: u64 = 3;
+
 fn connect(url: &str, write: bool) -> Result<Pg> {
     Pg::connect(url, write).map_err(|e| UsageError(e.to_string()).into())
 }
@@ -119,8 +122,12 @@ fn work(
                 job.index,
                 job.run_id
             ),
-            // The lease runs out and another worker (or this one) tries again.
-            Err(e) => tracing::error!("episode {} of run {}: {e:#}", job.index, job.run_id),
+            // Queued again, or failed after its last try.
+            Err(e) => {
+                let message = format!("{e:#}");
+                tracing::error!("episode {} of run {}: {message}", job.index, job.run_id);
+                pg.fail(&job, name, &message, MAX_ATTEMPTS)?;
+            }
         }
     }
 }
@@ -181,8 +188,31 @@ fn play(pg: &mut Pg, job: &Job, name: &str, cache: &Path) -> Result<bool> {
         jobs: 1,
         db: db.clone(),
         models: Default::default(),
+        step_delay: Duration::from_secs_f64(
+            spec["step_delay_ms"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .clamp(0.0, 3.6e6)
+                / 1e3,
+        ),
     };
     let prepared = prepare(run_spec)?;
+    // The bytes must be the ones the run recorded (the cache or the
+    // database may have been tampered with).
+    for (role, loaded) in [
+        ("env", Some(&prepared.env)),
+        ("agent", prepared.agent.plugin()),
+        ("reward", prepared.reward.as_ref()),
+    ] {
+        if let Some(p) = loaded
+            && spec[role]["hash"].as_str() != Some(p.hash.as_str())
+        {
+            anyhow::bail!(
+                "the {role} plugin's bytes do not match the hash the run recorded ({})",
+                spec[role]["hash"].as_str().unwrap_or("none")
+            );
+        }
+    }
     prepared.run_one(&job.run_id, job.seed)?;
     Ok(pg.complete(job, name, &db)?)
 }
@@ -240,15 +270,23 @@ pub fn enqueue_and_follow(url: &str, spec: RunSpec, json: bool) -> Result<ExitCo
     }
     let mut last = u64::MAX;
     loop {
-        let (done, all) = pg.progress(&run_id)?;
+        let (done, failed, all) = pg.progress(&run_id)?;
         if !json && done != last {
             eprintln!("{done}/{all} episodes recorded");
             last = done;
         }
-        if done == all {
+        if done + failed == all {
             break;
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+    let failures = pg.failures(&run_id)?;
+    if let Some((index, error)) = failures.first() {
+        pg.finish_run(&run_id, "failed")?;
+        anyhow::bail!(
+            "run {run_id}: {} episode(s) failed on every try of the workers (episode {index}: {error})",
+            failures.len()
+        );
     }
     pg.finish_run(&run_id, "finished")?;
     let episodes = pg.run_episodes(&run_id)?;

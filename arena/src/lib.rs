@@ -23,6 +23,7 @@ pub mod replay;
 pub mod run;
 pub mod stopwatch;
 pub mod store;
+mod stores;
 pub mod train_store;
 
 pub use engine::{on_first_compile, pooling, set_cache_dir};

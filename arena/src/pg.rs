@@ -9,8 +9,8 @@ use std::time::Duration;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 
-use crate::copy::{Cell, Filter, Kind, Store, Table};
 use crate::store::{SCHEMA_VERSION, StoreError};
+use crate::stores::{Cell, EPISODES, Filter, Kind, Store, Table, copy_episodes, sqlite};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -113,11 +113,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_id TEXT NOT NULL REFERENCES runs(id),
     idx BIGINT NOT NULL,
     seed BIGINT NOT NULL,
-    -- queued, leased or done
+    -- queued, leased, done, or failed (every try ended in an error)
     state TEXT NOT NULL DEFAULT 'queued',
     worker TEXT,
     lease_until TIMESTAMPTZ,
     attempts BIGINT NOT NULL DEFAULT 0,
+    -- why the last try failed (a worker's error, not a crashed episode)
+    error TEXT,
     PRIMARY KEY (run_id, idx)
 );
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs (run_id, idx) WHERE state <> 'done';
@@ -548,8 +550,7 @@ impl Pg {
         worker: &str,
         scratch: &std::path::Path,
     ) -> Result<bool, StoreError> {
-        use crate::copy::{EPISODES, Filter, Location, copy_episodes, open};
-        let mut source = open(&Location::Sqlite(scratch.to_path_buf()), false)?;
+        let mut source = sqlite(scratch, false)?;
         let mut episodes = source.select(&EPISODES, &Filter::All)?;
         for r in &mut episodes {
             r[1] = Cell::Text(job.run_id.clone());
@@ -596,23 +597,73 @@ impl Pg {
         }
     }
 
-    /// A run's jobs: (done, all).
-    pub fn progress(&mut self, run_id: &str) -> Result<(u64, u64), StoreError> {
+    /// Gives `job` back after a worker's error (not a crashed episode,
+    /// which is recorded: a plugin that does not load, a lost scratch
+    /// file): queued again, or `failed` after `max_attempts` tries.
+    pub fn fail(
+        &mut self,
+        job: &Job,
+        worker: &str,
+        message: &str,
+        max_attempts: u64,
+    ) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "UPDATE jobs SET state = CASE WHEN attempts >= $4 THEN 'failed' ELSE 'queued' END,
+                     lease_until = NULL, error = $5
+                 WHERE run_id = $1 AND idx = $2 AND worker = $3 AND state = 'leased'",
+                &[
+                    &job.run_id,
+                    &(job.index as i64),
+                    &worker,
+                    &(max_attempts as i64),
+                    &message,
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// A run's jobs: (done, failed, all).
+    pub fn progress(&mut self, run_id: &str) -> Result<(u64, u64, u64), StoreError> {
         let r = self
             .client
             .query_one(
-                "SELECT COUNT(*) FILTER (WHERE state = 'done'), COUNT(*) FROM jobs WHERE run_id = $1",
+                "SELECT COUNT(*) FILTER (WHERE state = 'done'), COUNT(*) FILTER (WHERE state = 'failed'), COUNT(*)
+                 FROM jobs WHERE run_id = $1",
                 &[&run_id],
             )
             .map_err(|e| self.err(e))?;
-        Ok((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
+        Ok((
+            r.get::<_, i64>(0) as u64,
+            r.get::<_, i64>(1) as u64,
+            r.get::<_, i64>(2) as u64,
+        ))
     }
 
-    /// Jobs not done yet, over every run.
+    /// A run's failed jobs: (index, the last error).
+    pub fn failures(&mut self, run_id: &str) -> Result<Vec<(u64, String)>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT idx, COALESCE(error, '') FROM jobs WHERE run_id = $1 AND state = 'failed' ORDER BY idx",
+                &[&run_id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+            .collect())
+    }
+
+    /// Jobs queued or leased, over every run.
     pub fn open_jobs(&mut self) -> Result<u64, StoreError> {
         let r = self
             .client
-            .query_one("SELECT COUNT(*) FROM jobs WHERE state <> 'done'", &[])
+            .query_one(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'leased')",
+                &[],
+            )
             .map_err(|e| self.err(e))?;
         Ok(r.get::<_, i64>(0) as u64)
     }

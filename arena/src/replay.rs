@@ -193,6 +193,7 @@ pub fn load(
         jobs: 1,
         db: db_path.to_path_buf(),
         models: overrides.models.clone(),
+        step_delay: std::time::Duration::ZERO,
     };
     let prepared = prepare(spec)?;
     let mut changed = Vec::new();

@@ -149,6 +149,10 @@ pub struct RunSpec {
     pub db: PathBuf,
     /// Model endpoints, the run's cost cap, recorded calls to serve.
     pub models: ModelSetup,
+    /// Waited after every env step, as a slow env (a GUI in a VM) would
+    /// make its caller wait: for benchmarks and rehearsals of slow runs.
+    /// Not part of what is recorded (frames and digests are the same).
+    pub step_delay: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -381,6 +385,14 @@ impl Prepared {
         if let (Some(client), Some(obj)) = (&self.spec.models.client, spec.as_object_mut()) {
             obj.insert("models".into(), client.describe());
         }
+        if !self.spec.step_delay.is_zero()
+            && let Some(obj) = spec.as_object_mut()
+        {
+            obj.insert(
+                "step_delay_ms".into(),
+                (self.spec.step_delay.as_secs_f64() * 1e3).into(),
+            );
+        }
         spec
     }
 
@@ -504,6 +516,9 @@ impl Prepared {
             };
             sink(frame, timing);
             progress.steps.fetch_add(1, Ordering::Relaxed);
+            if !self.spec.step_delay.is_zero() {
+                std::thread::sleep(self.spec.step_delay);
+            }
         }
         stepper.finish()
     }

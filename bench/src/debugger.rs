@@ -72,6 +72,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         jobs: 1,
         db: db.clone(),
         models: Default::default(),
+        step_delay: std::time::Duration::ZERO,
     };
     eprintln!("recording one episode of {} frames...", args.frames);
     let t = Instant::now();

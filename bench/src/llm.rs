@@ -101,6 +101,7 @@ fn maze_run(
         jobs,
         db: db.to_path_buf(),
         models: ludus_trainer::llm::setup(&models, None).map_err(UsageError)?,
+        step_delay: std::time::Duration::ZERO,
     };
     Ok(prepare(spec)?.run(&Progress::default())?)
 }
@@ -381,6 +382,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             jobs: 1,
             db: db.0.clone(),
             models: ludus_trainer::llm::setup(&models, None).map_err(UsageError)?,
+            step_delay: std::time::Duration::ZERO,
         };
         Ok(prepare(spec)?
             .run(&Progress::default())?

@@ -63,6 +63,11 @@ pub enum ServeError {
 const MAX_HEAD: usize = 16 << 10;
 const MAX_BODY: usize = 1 << 20;
 const MAX_MESSAGE: usize = 16 << 20;
+/// The time a client has to send a whole HTTP request.
+const REQUEST_TIME: Duration = Duration::from_secs(10);
+/// Connections beyond the sessions (HTTP requests, upgrades in progress,
+/// clients being turned away) the server serves at once.
+const SPARE_CONNECTIONS: usize = 64;
 /// How often a session looks at the stop flag and its idle time.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -156,9 +161,21 @@ pub fn serve(
     let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((stream, peer)) => {
-                let shared = shared.clone();
+            Ok((mut stream, peer)) => {
                 threads.retain(|t| !t.is_finished());
+                // A thread per connection, up to a bound: past it a client
+                // is told to come back, on this thread, without waiting.
+                if threads.len() >= shared.max_sessions + SPARE_CONNECTIONS {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+                    respond(
+                        &mut stream,
+                        503,
+                        &detail("too many connections: try again later"),
+                    );
+                    continue;
+                }
+                let shared = shared.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("session {peer}"))
                     .spawn(move || connection(stream, &shared));
@@ -210,12 +227,17 @@ impl Request {
 fn read_request(stream: &mut TcpStream) -> Result<Request, Option<(u16, String)>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
+    // A whole request in this long, however slowly it trickles in.
+    let deadline = Instant::now() + REQUEST_TIME;
     let head_len = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
         if buf.len() > MAX_HEAD {
             return Err(Some((431, "request head too large".into())));
+        }
+        if Instant::now() > deadline {
+            return Err(Some((408, "request too slow".into())));
         }
         match stream.read(&mut chunk) {
             Ok(0) | Err(_) => return Err(None),
@@ -258,6 +280,9 @@ fn read_request(stream: &mut TcpStream) -> Result<Request, Option<(u16, String)>
     }
     let mut body = buf[head_len..].to_vec();
     while body.len() < length {
+        if Instant::now() > deadline {
+            return Err(Some((408, "request too slow".into())));
+        }
         match stream.read(&mut chunk) {
             Ok(0) | Err(_) => return Err(None),
             Ok(n) => body.extend_from_slice(&chunk[..n]),
@@ -278,8 +303,10 @@ fn respond(stream: &mut TcpStream, status: u16, body: &Value) {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         413 => "Payload Too Large",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Error",
     };
     let text = body.to_string();

@@ -507,6 +507,7 @@ fn flaky_spec(db: &Path, env: &str, panic: bool) -> RunSpec {
         jobs: 3,
         db: db.to_path_buf(),
         models: Default::default(),
+        step_delay: std::time::Duration::ZERO,
     }
 }
 

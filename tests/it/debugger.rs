@@ -592,6 +592,7 @@ fn live_mode_pauses_at_breakpoints_and_continues_after_an_edit() {
         jobs: 1,
         db: db.clone(),
         models: Default::default(),
+        step_delay: std::time::Duration::ZERO,
     };
     let prepared = ludus_arena::run::prepare(spec).expect("prepare");
     let live = LiveEpisode::start(&prepared, 77, Default::default(), Some(&db)).expect("live");

@@ -258,6 +258,8 @@ fn queued_episodes_survive_a_killed_worker_and_match_a_local_run() {
     let queue = crate::support::command()
         .args(["run", "--env", &p("maze"), "--agent", &p("random_agent")])
         .args(extra)
+        // A slow env (the workers wait too): the same frames and digests.
+        .args(["--env-step-delay-ms", "1"])
         .args(["--db", &url, "--workers", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -360,9 +362,94 @@ fn queued_episodes_survive_a_killed_worker_and_match_a_local_run() {
         .expect("orphans")
         .get(0);
     assert_eq!(orphans, 0);
+    let (status, delay): (String, Option<f64>) = sql
+        .query_one(
+            "SELECT status, (spec::json->>'step_delay_ms')::float8 FROM runs",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("run");
+    assert_eq!((status.as_str(), delay), ("finished", Some(1.0)));
+}
+
+/// A job whose plugin cannot be played (its bytes in the database no
+/// longer match the run's hash) fails on every try instead of going round
+/// forever: the workers give it up after three tries, and the queued run
+/// ends with one line naming the episode and the reason, exit 1.
+#[test]
+fn a_job_that_fails_every_try_ends_the_run_with_its_reason() {
+    use std::process::Stdio;
+    let url = database("poison");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| path(&crate::support::plugin(name));
+    let queue = crate::support::command()
+        .args([
+            "run",
+            "--env",
+            &p("cartpole"),
+            "--agent",
+            &p("random_agent"),
+        ])
+        .args(["--episodes", "2", "--db", &url, "--workers", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ludus run --workers");
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let mut queued = false;
+    for _ in 0..1000 {
+        queued = sql
+            .query_opt("SELECT COUNT(*) FROM jobs", &[])
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.get::<_, i64>(0) == 2);
+        if queued {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(queued, "the run was not queued");
+    // Another module's bytes under the env's hash.
+    let other = std::fs::read(crate::support::plugin("maze")).expect("maze");
+    let env_hash: String = sql
+        .query_one("SELECT spec::json->'env'->>'hash' FROM runs", &[])
+        .expect("spec")
+        .get(0);
+    sql.execute(
+        "UPDATE plugins SET bytes = $1 WHERE hash = $2",
+        &[&other, &env_hash],
+    )
+    .expect("tamper");
+    let cache = dir.path().join("cache");
+    let worker = crate::support::command()
+        .args(["worker", "--db", &url, "--until-empty", "--cache"])
+        .arg(&cache)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("worker");
+    assert!(
+        worker.status.success(),
+        "{}",
+        String::from_utf8_lossy(&worker.stderr)
+    );
+    let out = queue.wait_with_output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("2 episode(s) failed") && err.contains("do not match the hash"),
+        "{err}"
+    );
+    let attempts: Vec<i64> = sql
+        .query("SELECT attempts FROM jobs ORDER BY idx", &[])
+        .expect("jobs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(attempts, vec![3, 3]);
     let status: String = sql
         .query_one("SELECT status FROM runs", &[])
         .expect("run")
         .get(0);
-    assert_eq!(status, "finished");
+    assert_eq!(status, "failed");
 }

@@ -337,7 +337,9 @@ fn env_tools_are_mcp_tools() {
 }
 
 /// A silent session is closed after `--idle-timeout-s`; HTTP health,
-/// metadata, schema and stateless reset answer; bad setups are one-line
+/// metadata, schema and stateless reset answer; connections past the
+/// server's bound (sessions and 64 more) are turned away at once with 503
+/// and the server serves again when they go; bad setups are one-line
 /// errors with exit 2.
 #[test]
 fn idle_sessions_close_and_bad_setups_are_usage_errors() {
@@ -346,6 +348,8 @@ fn idle_sessions_close_and_bad_setups_are_usage_errors() {
         &path(&plugin("cartpole")),
         "--idle-timeout-s",
         "0.5",
+        "--max-sessions",
+        "1",
     ]);
     let out = client(
         "import sys, json, time, urllib.request\n\
@@ -358,12 +362,23 @@ fn idle_sessions_close_and_bad_setups_are_usage_errors() {
          with connect(f'ws://{base}/ws') as ws:\n\
          \x20   started = time.time()\n\
          \x20   m = json.loads(ws.recv(timeout=10))\n\
-         \x20   print(m['data']['code'], 0.4 < time.time() - started < 5)",
+         \x20   print(m['data']['code'], 0.4 < time.time() - started < 5)\n\
+         import socket, urllib.error\n\
+         idle = [socket.create_connection(('127.0.0.1', int(sys.argv[1]))) for _ in range(70)]\n\
+         time.sleep(0.5)\n\
+         try:\n\
+         \x20   urllib.request.urlopen(f'http://{base}/health', timeout=5)\n\
+         \x20   print('served past the bound')\n\
+         except urllib.error.HTTPError as e:\n\
+         \x20   print(e.code)\n\
+         for s in idle: s.close()\n\
+         time.sleep(0.5)\n\
+         print(get('/health')['status'])",
         &[&server.port.to_string()],
     );
     assert_eq!(
         out,
-        "healthy cartpole ['action', 'observation', 'state']\n4\nSESSION_ERROR True"
+        "healthy cartpole ['action', 'observation', 'state']\n4\nSESSION_ERROR True\n503\nhealthy"
     );
     assert_eq!(server.stop(), 0);
 

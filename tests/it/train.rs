@@ -760,6 +760,7 @@ fn a_training_episode_and_a_run_episode_with_the_same_actions_record_the_same_fr
             jobs: 1,
             db: dir.path().join("unused.db"),
             models: Default::default(),
+            step_delay: std::time::Duration::ZERO,
         };
         let prepared = ludus_arena::run::prepare(spec).expect("prepare");
         let Ok(mut stepper) = ludus_arena::Stepper::start(&prepared, e.seed, Default::default())

@@ -175,6 +175,7 @@ impl AppState {
             jobs: a.jobs.max(1),
             db,
             models: ludus_trainer::llm::setup(&a.model_lines(), None)?,
+            step_delay: std::time::Duration::ZERO,
         };
         let progress = Arc::new(Progress::default());
         self.arena.job = Some(RunJob {

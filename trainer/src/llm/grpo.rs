@@ -430,6 +430,7 @@ pub fn train(
             client: Some(sampler.clone()),
             ..Default::default()
         },
+        step_delay: std::time::Duration::ZERO,
     })
     .map_err(|e| bad(e.to_string()))?;
     let groups = per_update / group;
