@@ -10,7 +10,7 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 
 use crate::store::{SCHEMA_VERSION, StoreError};
-use crate::stores::{Cell, EPISODES, Filter, Kind, Store, Table, copy_episodes, sqlite};
+use crate::stores::{Cell, EPISODES, Filter, Kind, Store, Table, columns, copy_episodes, sqlite};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -269,15 +269,6 @@ fn full_message(e: &postgres::Error) -> String {
             text
         }
     }
-}
-
-fn columns(table: &Table) -> String {
-    table
-        .columns
-        .iter()
-        .map(|(c, _)| format!("\"{c}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn param(c: &Cell, kind: Kind) -> Box<dyn ToSql + Sync> {

@@ -287,7 +287,8 @@ impl SqliteStore {
     }
 }
 
-fn columns(table: &Table) -> String {
+/// A table's columns, quoted, for SQL in either store.
+pub(crate) fn columns(table: &Table) -> String {
     table
         .columns
         .iter()

@@ -86,15 +86,7 @@ fn python_episodes_match_ludus_run() {
         &["--episodes", "2", "--seed", "9"],
     );
     let jsonl = dir.path().join("run.jsonl");
-    let export = ludus([
-        "export",
-        &path(&db),
-        "--format",
-        "jsonl",
-        "--out",
-        &path(&jsonl),
-    ]);
-    assert_eq!(export.code(), 0, "{}", export.stderr());
+    crate::support::export_jsonl(&db, &jsonl);
     let out = python(
         "import sys, json, numpy as np, ludus\n\
          env = ludus.make(env=sys.argv[1])\n\
@@ -156,15 +148,7 @@ fn python_episodes_are_recorded_as_ludus_run_records_them() {
         &["--episodes", "2", "--seed", "9"],
     );
     let jsonl = dir.path().join("ref.jsonl");
-    let export = ludus([
-        "export",
-        &path(&reference),
-        "--format",
-        "jsonl",
-        "--out",
-        &path(&jsonl),
-    ]);
-    assert_eq!(export.code(), 0, "{}", export.stderr());
+    crate::support::export_jsonl(&reference, &jsonl);
     let run_id = python(
         "import sys, json, ludus\n\
          env = ludus.make(env=sys.argv[1], record=sys.argv[3])\n\

@@ -70,24 +70,7 @@ impl Drop for Server {
 
 /// Runs `code` with OpenEnv's client venv; its stdout.
 fn client(code: &str, args: &[&str]) -> String {
-    let python = root().join(".venv/openenv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup.sh",
-        python.display()
-    );
-    let out = Command::new(python)
-        .arg("-c")
-        .arg(code)
-        .args(args)
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::support::python_at(&root().join(".venv/openenv/bin/python"), code, args, None)
 }
 
 fn path(p: &Path) -> String {
@@ -112,15 +95,7 @@ fn openenv_clients_play_recorded_sessions_and_bad_frames_get_errors() {
         &["--episodes", "3", "--seed", "5"],
     );
     let jsonl = dir.path().join("ref.jsonl");
-    let export = ludus([
-        "export",
-        &path(&reference),
-        "--format",
-        "jsonl",
-        "--out",
-        &path(&jsonl),
-    ]);
-    assert_eq!(export.code(), 0, "{}", export.stderr());
+    crate::support::export_jsonl(&reference, &jsonl);
     let mut server = Server::start(&[
         "--env",
         &path(&plugin("cartpole")),

@@ -239,6 +239,19 @@ pub fn run_json(db: &Path, env: &str, agent: &str, extra: &[&str]) -> serde_json
     ludus(&args).json()
 }
 
+/// `ludus export DB --format jsonl --out OUT`, asserted to succeed.
+pub fn export_jsonl(db: &Path, out: &Path) {
+    let export = ludus([
+        "export",
+        &db.display().to_string(),
+        "--format",
+        "jsonl",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(export.code(), 0, "{}", export.stderr());
+}
+
 pub fn digests(report: &serde_json::Value) -> Vec<String> {
     report["episodes"]
         .as_array()
@@ -356,7 +369,22 @@ pub fn assert_batched_cartpole_matches_single(
 /// Runs `code` with the project's Python (`.venv`), `args` after it and
 /// `pythonpath` first on its module path; asserts success, returns stdout.
 pub fn python(code: &str, args: &[&str], pythonpath: Option<&Path>) -> String {
-    let mut cmd = Command::new(root().join(".venv/bin/python"));
+    python_at(&root().join(".venv/bin/python"), code, args, pythonpath)
+}
+
+/// [`python`] with another interpreter (a venv of its own).
+pub fn python_at(
+    interpreter: &Path,
+    code: &str,
+    args: &[&str],
+    pythonpath: Option<&Path>,
+) -> String {
+    assert!(
+        interpreter.exists(),
+        "{} missing: run scripts/setup.sh and scripts/setup-tests.sh",
+        interpreter.display()
+    );
+    let mut cmd = Command::new(interpreter);
     if let Some(p) = pythonpath {
         cmd.env("PYTHONPATH", p);
     }
