@@ -232,6 +232,7 @@ fn recordings_read_as_tables_and_envs_vectorize() {
          eps = rec.episodes(runs.column('run_id')[0].as_py())\n\
          frames = list(rec.frames(eps.column('episode')[0].as_py()))\n\
          assert len(frames) == eps.column('length')[0].as_py()\n\
+         assert list(rec.episodes(as_='pandas')['digest']) == eps.column('digest').to_pylist()\n\
          assert all('observation' in f and 'action' in f for f in frames)\n\
          print(runs.num_rows, ' '.join(eps.column('digest').to_pylist()))\n\
          v = ludus.make_vec(sys.argv[2], num_envs=4)\n\
