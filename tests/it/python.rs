@@ -14,7 +14,20 @@ fn package() -> &'static Path {
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("test binary");
         let built = exe.with_file_name("lib_ludus.so");
-        let dir = std::env::temp_dir().join(format!("ludus-python-{}", std::process::id()));
+        // Under the build's own temporary folder, one per test process; the
+        // folders of processes that have ended are removed.
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        if let Ok(entries) = std::fs::read_dir(base) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("python-package-") {
+                    if !Path::new("/proc").join(pid).exists() {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                }
+            }
+        }
+        let dir = base.join(format!("python-package-{}", std::process::id()));
         let pkg = dir.join("ludus");
         std::fs::create_dir_all(&pkg).expect("package dir");
         std::fs::copy(
