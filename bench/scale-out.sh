@@ -21,34 +21,45 @@ fresh() { # a new database: its URL
     echo "$base/$1"
 }
 now() { python3 -c 'import time; print(time.monotonic())'; }
-run=(--env $P/cartpole.wasm --agent $P/random_agent.wasm --episodes "$N" --seed 7 --env-step-delay-ms "$DELAY")
-t0=$(now); "$L" run "${run[@]}" --jobs 4 --db "$work/local.db" --json >/dev/null; t1=$(now)
-local_s=$(python3 -c "print($t1 - $t0)")
-echo "ludus run --jobs 4: $N episodes in $(printf %.2f "$local_s") s ($(python3 -c "print(f'{$N / $local_s:.2f}')") episodes/s)"
-for workers in 1 2 4; do
-    db=$(fresh "w$workers")
-    t0=$(now)
-    "$L" run "${run[@]}" --db "$db" --workers --json >/dev/null &
-    queued=$!
-    for _ in $(seq "$workers"); do "$L" worker --db "$db" --until-empty 2>/dev/null & done
-    wait "$queued"
-    t1=$(now)
-    wait
-    s=$(python3 -c "print($t1 - $t0)")
-    echo "$workers worker(s): $N episodes in $(printf %.2f "$s") s ($(python3 -c "print(f'{$N / $s:.2f}')") episodes/s)"
-done
-# Recording: the same run, no delay, into SQLite and into PostgreSQL.
-frames() { # db -> frames recorded
-    "$L" export "$1" --format jsonl --out "$work/x.jsonl" >/dev/null
-    python3 -c "import json; print(sum(len(json.loads(l)['frames']) for l in open('$work/x.jsonl')))"
+run=(--env $P/cartpole.wasm --agent $P/random_agent.wasm --seed 7 --env-step-delay-ms "$DELAY")
+rate() { python3 -c "print(f'{$1 / ($3 - $2):,.2f}')"; }
+# Workers that wait for jobs, as a Deployment's would; stopped after.
+pids=()
+workers() { # db count
+    pids=()
+    for _ in $(seq "$2"); do "$L" worker --db "$1" 2>>"${WORKER_LOG:-/dev/null}" & pids+=($!); done
 }
+stop_workers() { kill "${pids[@]}" 2>/dev/null || echo "a worker had stopped early (WORKER_LOG=FILE keeps their errors)" >&2; wait "${pids[@]}" 2>/dev/null || true; }
+"$L" run "${run[@]}" --episodes 1 --db "$work/warm.db" --json >/dev/null # compile cache
+for jobs in 1 4; do
+    t0=$(now); "$L" run "${run[@]}" --episodes "$N" --jobs "$jobs" --db "$work/local$jobs.db" --json >/dev/null; t1=$(now)
+    echo "ludus run --jobs $jobs: $N episodes in $(printf %.2f "$(python3 -c "print($t1 - $t0)")") s ($(rate "$N" "$t0" "$t1") episodes/s)"
+    [ "$jobs" = 1 ] && serial="$t0 $t1"
+done
+for n in 1 2 4; do
+    db=$(fresh "w$n")
+    t0=$(now)
+    workers "$db" "$n"
+    "$L" run "${run[@]}" --episodes "$N" --db "$db" --workers --json >/dev/null
+    t1=$(now)
+    stop_workers
+    echo "$n worker(s): $N episodes in $(printf %.2f "$(python3 -c "print($t1 - $t0)")") s ($(rate "$N" "$t0" "$t1") episodes/s)"
+    if [ "$n" = 1 ]; then
+        read -r s0 s1 <<<"$serial"
+        echo "  queue overhead per episode (1 worker against ludus run --jobs 1): $(python3 -c "print(f'{(($t1 - $t0) - ($s1 - $s0)) / $N * 1000:.0f}')") ms"
+    fi
+done
+# Recording: the same episodes, no delay, into a SQLite file, into
+# PostgreSQL from `ludus run` (played here, copied there), and into
+# PostgreSQL by one worker (each episode's frames in its job's transaction).
 for env in cartpole desktop; do
-    agent=random_agent
-    [ "$env" = desktop ] && agent=desktop_solver
-    r=(--env $P/$env.wasm --agent $P/$agent.wasm --episodes 200 --seed 3 --jobs 1)
-    t0=$(now); "$L" run "${r[@]}" --db "$work/$env.db" --json >/dev/null; t1=$(now)
+    r=(--env $P/$env.wasm --agent $P/random_agent.wasm --seed 3)
+    "$L" run "${r[@]}" --episodes 1 --db "$work/warm-$env.db" --json >/dev/null
+    t0=$(now); "$L" run "${r[@]}" --episodes 300 --jobs 1 --db "$work/$env.db" --json >"$work/$env.json"; t1=$(now)
+    f=$(python3 -c "import json; print(sum(e['length'] for e in json.load(open('$work/$env.json'))['episodes']))")
     db=$(fresh "rec_$env")
-    t2=$(now); "$L" run "${r[@]}" --db "$db" --json >/dev/null; t3=$(now)
-    f=$(frames "$work/$env.db")
-    echo "$env: $f frames; SQLite $(python3 -c "print(f'{$f / ($t1 - $t0):,.0f}')") frames/s, PostgreSQL (played here, copied there) $(python3 -c "print(f'{$f / ($t3 - $t2):,.0f}')") frames/s"
+    t2=$(now); "$L" run "${r[@]}" --episodes 300 --jobs 1 --db "$db" --json >/dev/null; t3=$(now)
+    db=$(fresh "recw_$env")
+    t4=$(now); workers "$db" 1; "$L" run "${r[@]}" --episodes 300 --db "$db" --workers --json >/dev/null; t5=$(now); stop_workers
+    echo "$env: $f frames; frames/s: SQLite $(rate "$f" "$t0" "$t1"), PostgreSQL copied $(rate "$f" "$t2" "$t3"), PostgreSQL by 1 worker $(rate "$f" "$t4" "$t5")"
 done

@@ -4,13 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ludus_arena::pg::{Job, NewRun, Pg};
-use ludus_arena::run::prepare;
+use ludus_arena::run::{Prepared, prepare};
 use ludus_arena::{AgentSpec, Limits, PluginSpec, RunSpec};
 
 use crate::UsageError;
@@ -36,7 +36,9 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     }
     let jobs = args.jobs.max(1);
     // Fails here, once, on a bad URL, a server that is down or a newer schema.
-    drop(connect(&args.db, false)?);
+    // A worker may start before any run (a Deployment beside a fresh
+    // database): it makes the tables and waits for jobs.
+    drop(connect(&args.db, true)?);
     let cache = args
         .cache
         .clone()
@@ -80,56 +82,81 @@ fn work(
     played: &std::sync::atomic::AtomicU64,
 ) -> Result<()> {
     let mut pg = connect(url, false)?;
-    loop {
-        let Some(job) = pg.lease(name, lease)? else {
-            if until_empty && pg.open_jobs()? == 0 {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        };
-        // The heartbeat keeps the lease while the episode plays.
-        let stop = Arc::new(AtomicBool::new(false));
-        let beat = {
-            let (stop, job, url, name) =
-                (stop.clone(), job.clone(), url.to_string(), name.to_string());
-            std::thread::spawn(move || -> Result<()> {
-                let mut pg = connect(&url, false)?;
-                let tick = lease / 3;
-                let mut waited = Duration::ZERO;
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    waited += Duration::from_millis(50);
-                    if waited >= tick {
-                        waited = Duration::ZERO;
-                        if !pg.heartbeat(&job, &name, lease)? {
-                            return Ok(());
-                        }
+    // One heartbeat thread, with its own connection, keeps the lease of
+    // whatever job this thread plays.
+    let current: Arc<Mutex<Option<Job>>> = Arc::new(Mutex::new(None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let beat = {
+        let (stop, current, url, name) = (
+            stop.clone(),
+            current.clone(),
+            url.to_string(),
+            name.to_string(),
+        );
+        std::thread::spawn(move || -> Result<()> {
+            let mut pg = connect(&url, false)?;
+            let tick = lease / 3;
+            let mut waited = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                waited += Duration::from_millis(50);
+                if waited >= tick {
+                    waited = Duration::ZERO;
+                    let job = current.lock().ok().and_then(|j| j.clone());
+                    if let Some(job) = job {
+                        // A lease that is no longer ours: `complete` says so.
+                        pg.heartbeat(&job, &name, lease)?;
                     }
                 }
-                Ok(())
-            })
-        };
-        let result = play(&mut pg, &job, name, cache);
-        stop.store(true, Ordering::Relaxed);
-        let _ = beat.join();
-        match result {
-            Ok(true) => {
-                played.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(false) => tracing::warn!(
-                "episode {} of run {} was taken over by another worker; dropped this copy",
-                job.index,
-                job.run_id
-            ),
-            // Queued again, or failed after its last try.
-            Err(e) => {
-                let message = format!("{e:#}");
-                tracing::error!("episode {} of run {}: {message}", job.index, job.run_id);
-                pg.fail(&job, name, &message, MAX_ATTEMPTS)?;
+            Ok(())
+        })
+    };
+    let mut runs = RunCache::default();
+    let result = (|| -> Result<()> {
+        loop {
+            let Some(job) = pg.lease(name, lease)? else {
+                if until_empty && pg.open_jobs()? == 0 {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            };
+            if let Ok(mut c) = current.lock() {
+                *c = Some(job.clone());
+            }
+            let result = play(&mut pg, &job, name, cache, &mut runs);
+            if let Ok(mut c) = current.lock() {
+                *c = None;
+            }
+            match result {
+                Ok(true) => {
+                    played.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false) => tracing::warn!(
+                    "episode {} of run {} was taken over by another worker; dropped this copy",
+                    job.index,
+                    job.run_id
+                ),
+                // Queued again, or failed after its last try.
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    tracing::error!("episode {} of run {}: {message}", job.index, job.run_id);
+                    pg.fail(&job, name, &message, MAX_ATTEMPTS)?;
+                }
             }
         }
-    }
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let _ = beat.join();
+    result
+}
+
+/// The last run a worker thread played, loaded and checked once: its
+/// episodes arrive one job at a time.
+#[derive(Default)]
+struct RunCache {
+    run: Option<(String, Prepared)>,
 }
 
 /// The recorded plugin a role names, fetched into the cache by its hash.
@@ -172,13 +199,28 @@ fn plugin(
 
 /// Plays `job` into a scratch SQLite file and records it in PostgreSQL
 /// with the job's completion; false when the job was no longer ours.
-fn play(pg: &mut Pg, job: &Job, name: &str, cache: &Path) -> Result<bool> {
-    let spec = pg.run_spec(&job.run_id)?;
+fn play(pg: &mut Pg, job: &Job, name: &str, cache: &Path, runs: &mut RunCache) -> Result<bool> {
+    let scratch = tempfile::tempdir()?;
+    let db = scratch.path().join("episode.db");
+    if runs.run.as_ref().is_none_or(|(id, _)| *id != job.run_id) {
+        runs.run = None;
+        runs.run = Some((job.run_id.clone(), load(pg, &job.run_id, cache)?));
+    }
+    let Some((_, prepared)) = runs.run.as_mut() else {
+        anyhow::bail!("run {} is not loaded", job.run_id);
+    };
+    prepared.spec.db = db.clone();
+    prepared.run_one(&job.run_id, job.seed)?;
+    Ok(pg.complete(job, name, &db)?)
+}
+
+/// A queued run's plugins, fetched by hash and loaded, with their bytes
+/// checked against the hashes the run recorded.
+fn load(pg: &mut Pg, run_id: &str, cache: &Path) -> Result<Prepared> {
+    let spec = pg.run_spec(run_id)?;
     let env = plugin(pg, &spec, "env", cache)?.context("the run has no env plugin")?;
     let agent = plugin(pg, &spec, "agent", cache)?.context("the run has no agent plugin")?;
     let reward = plugin(pg, &spec, "reward", cache)?;
-    let scratch = tempfile::tempdir()?;
-    let db = scratch.path().join("episode.db");
     let run_spec = RunSpec {
         env,
         agent: AgentSpec::Plugin(agent),
@@ -186,7 +228,7 @@ fn play(pg: &mut Pg, job: &Job, name: &str, cache: &Path) -> Result<bool> {
         episodes: 1,
         seed: spec["seed"].as_u64().unwrap_or(0),
         jobs: 1,
-        db: db.clone(),
+        db: PathBuf::new(),
         models: Default::default(),
         step_delay: Duration::from_secs_f64(
             spec["step_delay_ms"]
@@ -213,8 +255,7 @@ fn play(pg: &mut Pg, job: &Job, name: &str, cache: &Path) -> Result<bool> {
             );
         }
     }
-    prepared.run_one(&job.run_id, job.seed)?;
-    Ok(pg.complete(job, name, &db)?)
+    Ok(prepared)
 }
 
 /// `ludus run --db postgres://... --workers`: queues the run's episodes
