@@ -303,7 +303,8 @@ pub enum SuiteCommand {
 pub struct SuiteRunArgs {
     /// The suite file (TOML); paths in it resolve relative to it.
     pub suite: PathBuf,
-    /// The SQLite file every case is recorded into.
+    /// The SQLite file (or PostgreSQL database, postgres://...) every case
+    /// is recorded into.
     #[arg(long, default_value = "ludus-suite.db")]
     pub db: PathBuf,
     /// Worker threads per case (default: the number of cores).
@@ -325,6 +326,10 @@ pub struct SuiteRunArgs {
     /// Only the cases whose name contains PATTERN (or matches it as a glob).
     #[arg(long, value_name = "PATTERN")]
     pub filter: Option<String>,
+    /// Queue every case's episodes in the PostgreSQL `--db` for `ludus
+    /// worker`s to play, and judge them when all are recorded.
+    #[arg(long)]
+    pub workers: bool,
 }
 
 #[derive(Args, Debug)]

@@ -213,6 +213,7 @@ fn run_cases(suite: &Suite, cases: &[(Case, Prepared)], quiet: bool) -> Result<V
         episodes.sort_by_key(|e| e.index);
         out.push(Outcome {
             case: case.clone(),
+            run_id: report.run_id.clone(),
             episodes,
             wall,
         });
@@ -222,6 +223,7 @@ fn run_cases(suite: &Suite, cases: &[(Case, Prepared)], quiet: bool) -> Result<V
 
 struct Outcome {
     case: Case,
+    run_id: String,
     episodes: Vec<Episode>,
     wall: f64,
 }
@@ -246,8 +248,75 @@ fn read_baseline(path: &Path) -> Result<Baseline> {
     Ok(b)
 }
 
+/// Runs every case through the PostgreSQL job queue: all cases are queued
+/// at once (workers play them side by side), then each is followed to its
+/// end; a case's wall time runs from the queueing to its last episode.
+fn run_cases_queued(url: &str, cases: &[(Case, Prepared)], quiet: bool) -> Result<Vec<Outcome>> {
+    let mut pg = ludus_arena::pg::Pg::connect(url, true).map_err(usage)?;
+    let started = Instant::now();
+    let mut queued = Vec::new();
+    for (case, prepared) in cases {
+        let run_id = crate::worker_cmd::enqueue(&mut pg, prepared)
+            .with_context(|| format!("case `{}`", case.name))?;
+        if !quiet {
+            eprintln!(
+                "queued case `{}` as run {run_id}: {} episode(s)",
+                case.name, case.episodes
+            );
+        }
+        queued.push((case, run_id));
+    }
+    if !quiet {
+        eprintln!(
+            "waiting for workers (`ludus worker --db URL`) on {}",
+            ludus_arena::pg::redact(url)
+        );
+    }
+    let mut out = Vec::new();
+    for (case, run_id) in queued {
+        crate::worker_cmd::follow(&mut pg, &run_id, false)
+            .with_context(|| format!("case `{}`", case.name))?;
+        let wall = started.elapsed().as_secs_f64();
+        let episodes = pg
+            .run_episodes(&run_id)?
+            .into_iter()
+            .map(|e| Episode {
+                id: e.id,
+                index: e.index,
+                seed: e.seed,
+                outcome: e.outcome,
+                return_: e.return_,
+                length: e.length,
+                success: e.success,
+                digest: e.digest.unwrap_or_default(),
+                error: e.error,
+                // Queued runs call no models (refused when queued).
+                model_calls: 0,
+                tokens: 0,
+                cost_usd: 0.0,
+            })
+            .collect();
+        out.push(Outcome {
+            case: case.clone(),
+            run_id,
+            episodes,
+            wall,
+        });
+    }
+    Ok(out)
+}
+
 fn run_suite(args: SuiteRunArgs) -> Result<ExitCode> {
-    check_parent("--db", &args.db)?;
+    let postgres = ludus_arena::copy::is_postgres(&args.db);
+    let url = args.db.to_string_lossy().into_owned();
+    if args.workers && !postgres {
+        return Err(usage(
+            "--workers needs a PostgreSQL --db (postgres://...): the job queue lives there",
+        ));
+    }
+    if !postgres {
+        check_parent("--db", &args.db)?;
+    }
     if let Some(p) = &args.junit {
         check_parent("--junit", p)?;
     }
@@ -255,7 +324,16 @@ fn run_suite(args: SuiteRunArgs) -> Result<ExitCode> {
         check_parent("--markdown", p)?;
     }
     let base = args.baseline.as_deref().map(read_baseline).transpose()?;
-    let (suite, cases) = load(&args.suite, args.filter.as_deref(), &args.db, args.jobs)?;
+    // Into PostgreSQL without workers: the cases are played here into a
+    // scratch file, copied there when all have run (checked reachable first).
+    let scratch = if postgres {
+        drop(ludus_arena::pg::Pg::connect(&url, true).map_err(usage)?);
+        Some(crate::worker_cmd::scratch_db()?)
+    } else {
+        None
+    };
+    let local_db = scratch.as_ref().map_or(args.db.clone(), |(_, p)| p.clone());
+    let (suite, cases) = load(&args.suite, args.filter.as_deref(), &local_db, args.jobs)?;
     if let Some(b) = &base
         && b.suite != suite.name
     {
@@ -265,7 +343,41 @@ fn run_suite(args: SuiteRunArgs) -> Result<ExitCode> {
             suite.name
         );
     }
-    let outcomes = run_cases(&suite, &cases, args.json)?;
+    let outcomes = if args.workers {
+        run_cases_queued(&url, &cases, args.json)?
+    } else {
+        let mut outcomes = run_cases(&suite, &cases, args.json)?;
+        if let Some((_, path)) = &scratch {
+            use ludus_arena::copy::{Location, copy};
+            copy(
+                &Location::Sqlite(path.clone()),
+                &Location::Postgres(url.clone()),
+                None,
+            )
+            .map_err(|e| anyhow::anyhow!("recording the suite into PostgreSQL: {e}"))?;
+            // The copies have PostgreSQL's episode ids, which the report's
+            // `ludus debug` commands name.
+            let mut pg = ludus_arena::pg::Pg::connect(&url, false).map_err(usage)?;
+            for o in &mut outcomes {
+                let ids: std::collections::HashMap<u64, i64> = pg
+                    .run_episodes(&o.run_id)?
+                    .into_iter()
+                    .map(|e| (e.index, e.id))
+                    .collect();
+                for e in &mut o.episodes {
+                    if let Some(id) = ids.get(&e.index) {
+                        e.id = *id;
+                    }
+                }
+            }
+        }
+        outcomes
+    };
+    let shown_db = if postgres {
+        ludus_arena::pg::redact(&url)
+    } else {
+        args.db.display().to_string()
+    };
     let results: Vec<CaseResult> = outcomes
         .into_iter()
         .map(|o| {
@@ -284,7 +396,7 @@ fn run_suite(args: SuiteRunArgs) -> Result<ExitCode> {
     let r = SuiteReport::new(
         &suite.name,
         &suite.file.display().to_string(),
-        &args.db.display().to_string(),
+        &shown_db,
         suite.alpha,
         results,
     );

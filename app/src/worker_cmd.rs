@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -263,82 +263,25 @@ fn load(pg: &mut Pg, run_id: &str, cache: &Path) -> Result<Prepared> {
 /// JSON (`--json`) or a line per episode.
 pub fn enqueue_and_follow(url: &str, spec: RunSpec, json: bool) -> Result<ExitCode> {
     let mut pg = connect(url, true)?;
-    let seed = spec.seed;
-    let episodes = spec.episodes;
-    let jobs = spec.jobs as u64;
     let prepared = prepare(spec)?;
-    let mut plugins = Vec::new();
-    for p in [
-        Some(&prepared.env),
-        prepared.agent.plugin(),
-        prepared.reward.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let bytes =
-            std::fs::read(&p.path).with_context(|| format!("cannot read {}", p.path.display()))?;
-        plugins.push((p.hash.clone(), bytes));
-    }
-    if prepared.agent.plugin().is_none() {
-        return Err(UsageError(
-            "a queued run needs an agent plugin (.wasm): workers cannot rebuild native agents yet"
-                .into(),
-        )
-        .into());
-    }
-    let mut recorded = prepared.spec_json();
-    if let Some(o) = recorded.as_object_mut() {
-        o.insert("seed".into(), seed.into());
-        o.insert("queue".into(), true.into());
-    }
-    let run_id = ludus_arena::new_run_id();
-    pg.enqueue(&NewRun {
-        id: run_id.clone(),
-        seed,
-        jobs,
-        spec: recorded,
-        seeds: (0..episodes)
-            .map(|i| ludus_core::episode_seed(seed, i))
-            .collect(),
-        plugins,
-    })?;
+    let run_id = enqueue(&mut pg, &prepared)?;
     if !json {
         eprintln!(
-            "queued run {run_id}: {episodes} episode(s) in {}; start workers with `ludus worker --db URL`",
+            "queued run {run_id}: {} episode(s) in {}; start workers with `ludus worker --db URL`",
+            prepared.spec.episodes,
             ludus_arena::pg::redact(url)
         );
     }
-    let mut last = u64::MAX;
-    loop {
-        let (done, failed, all) = pg.progress(&run_id)?;
-        if !json && done != last {
-            eprintln!("{done}/{all} episodes recorded");
-            last = done;
-        }
-        if done + failed == all {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let failures = pg.failures(&run_id)?;
-    if let Some((index, error)) = failures.first() {
-        pg.finish_run(&run_id, "failed")?;
-        anyhow::bail!(
-            "run {run_id}: {} episode(s) failed on every try of the workers (episode {index}: {error})",
-            failures.len()
-        );
-    }
-    pg.finish_run(&run_id, "finished")?;
+    follow(&mut pg, &run_id, !json)?;
     let episodes = pg.run_episodes(&run_id)?;
     if json {
         let rows: Vec<serde_json::Value> = episodes
             .iter()
             .map(|e| {
                 serde_json::json!({
-                    "index": e.index, "seed": e.seed, "outcome": e.outcome,
+                    "id": e.id, "index": e.index, "seed": e.seed, "outcome": e.outcome,
                     "return": ludus_core::json_float::text(e.return_).map_or(serde_json::json!(e.return_), serde_json::Value::from),
-                    "length": e.length, "digest": e.digest,
+                    "length": e.length, "success": e.success, "digest": e.digest,
                 })
             })
             .collect();
@@ -356,6 +299,85 @@ pub fn enqueue_and_follow(url: &str, spec: RunSpec, json: bool) -> Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Queues a prepared run's episodes as jobs, with its plugins' bytes; the
+/// run's id. What workers cannot rebuild is refused here, before anything
+/// is written.
+pub fn enqueue(pg: &mut Pg, prepared: &Prepared) -> Result<String> {
+    if prepared.agent.plugin().is_none() {
+        return Err(UsageError(
+            "a queued run needs an agent plugin (.wasm): workers cannot rebuild native agents yet"
+                .into(),
+        )
+        .into());
+    }
+    if prepared.spec.models.client.is_some() || prepared.spec.models.library.is_some() {
+        return Err(UsageError(
+            "a queued run cannot call models yet: workers get no model endpoints; run it without --workers"
+                .into(),
+        )
+        .into());
+    }
+    let mut plugins = Vec::new();
+    for p in [
+        Some(&prepared.env),
+        prepared.agent.plugin(),
+        prepared.reward.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let bytes =
+            std::fs::read(&p.path).with_context(|| format!("cannot read {}", p.path.display()))?;
+        plugins.push((p.hash.clone(), bytes));
+    }
+    let (seed, episodes) = (prepared.spec.seed, prepared.spec.episodes);
+    let mut recorded = prepared.spec_json();
+    if let Some(o) = recorded.as_object_mut() {
+        o.insert("seed".into(), seed.into());
+        o.insert("queue".into(), true.into());
+    }
+    let run_id = ludus_arena::new_run_id();
+    pg.enqueue(&NewRun {
+        id: run_id.clone(),
+        seed,
+        jobs: prepared.spec.jobs as u64,
+        spec: recorded,
+        seeds: (0..episodes)
+            .map(|i| ludus_core::episode_seed(seed, i))
+            .collect(),
+        plugins,
+    })?;
+    Ok(run_id)
+}
+
+/// Waits until workers have recorded (or given up on) every episode of a
+/// queued run, then marks it finished; an error when some episode failed
+/// on every try. With `verbose`, a line each time the count moves.
+pub fn follow(pg: &mut Pg, run_id: &str, verbose: bool) -> Result<()> {
+    let mut last = u64::MAX;
+    loop {
+        let (done, failed, all) = pg.progress(run_id)?;
+        if verbose && done != last {
+            eprintln!("{done}/{all} episodes recorded");
+            last = done;
+        }
+        if done + failed == all {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let failures = pg.failures(run_id)?;
+    if let Some((index, error)) = failures.first() {
+        pg.finish_run(run_id, "failed")?;
+        anyhow::bail!(
+            "run {run_id}: {} episode(s) failed on every try of the workers (episode {index}: {error})",
+            failures.len()
+        );
+    }
+    pg.finish_run(run_id, "finished")?;
+    Ok(())
 }
 
 /// `ludus run --db postgres://...` without `--workers`: the run is played

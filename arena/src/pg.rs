@@ -410,12 +410,15 @@ pub struct Job {
 /// A queued run's episode as recorded (for the run's report).
 #[derive(Clone, Debug)]
 pub struct QueuedEpisode {
+    pub id: i64,
     pub index: u64,
     pub seed: u64,
     pub outcome: String,
     pub return_: f64,
     pub length: u64,
     pub digest: Option<String>,
+    pub success: bool,
+    pub error: Option<String>,
 }
 
 impl Pg {
@@ -676,7 +679,7 @@ impl Pg {
         let rows = self
             .client
             .query(
-                "SELECT idx, seed, outcome, \"return\", length, digest FROM episodes WHERE run_id = $1 ORDER BY idx",
+                "SELECT idx, seed, outcome, \"return\", length, digest, id, success, error FROM episodes WHERE run_id = $1 ORDER BY idx",
                 &[&run_id],
             )
             .map_err(|e| self.err(e))?;
@@ -689,6 +692,9 @@ impl Pg {
                 return_: r.get(3),
                 length: r.get::<_, i64>(4) as u64,
                 digest: r.get(5),
+                id: r.get(6),
+                success: r.get::<_, i64>(7) != 0,
+                error: r.get(8),
             })
             .collect())
     }

@@ -453,3 +453,136 @@ fn a_job_that_fails_every_try_ends_the_run_with_its_reason() {
         .get(0);
     assert_eq!(status, "failed");
 }
+
+/// A suite judges a PostgreSQL-hosted run as it judges SQLite: the same
+/// cases, verdicts and episode digests from `ludus suite run --db
+/// postgres://... --workers` (cases queued for two worker processes), from
+/// the same command without `--workers` (played here, copied there), and
+/// into a SQLite file; the report's episode ids are the database's own.
+#[test]
+fn a_suite_on_workers_judges_as_it_does_on_sqlite() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "name = \"scale\"\nplugins = {:?}\nseed = 5\n\n\
+             [[case]]\nname = \"cartpole/random\"\nenv = \"cartpole.wasm\"\nagent = \"random_agent.wasm\"\nepisodes = 12\n\
+             expect = {{ mean_return_min = 12.0 }}\n\n\
+             [[case]]\nname = \"maze/solver\"\nenv = \"maze.wasm\"\nenv_config = \"size=9,doors=1,max_steps=60\"\n\
+             agent = \"maze_solver.wasm\"\nreward = \"distance_reward.wasm\"\nepisodes = 6\n\
+             expect = {{ success_rate_min = 1.0 }}\n\n\
+             [[case]]\nname = \"maze/random-fails\"\nenv = \"maze.wasm\"\nenv_config = \"size=9,doors=1,max_steps=30\"\n\
+             agent = \"random_agent.wasm\"\nepisodes = 4\nexpect = {{ success_rate_min = 1.0 }}\n",
+            path(crate::support::plugins())
+        ),
+    )
+    .expect("suite file");
+    let suite = path(&suite);
+    // What a report says of each case: verdict, failures, episode digests.
+    let verdicts = |report: &serde_json::Value| -> Vec<String> {
+        report["cases"]
+            .as_array()
+            .expect("cases")
+            .iter()
+            .map(|c| {
+                let digests: Vec<&str> = c["episodes"]
+                    .as_array()
+                    .expect("episodes")
+                    .iter()
+                    .map(|e| e["digest"].as_str().expect("digest"))
+                    .collect();
+                format!(
+                    "{} {} {} {:?}",
+                    c["name"], c["passed"], c["failures"], digests
+                )
+            })
+            .collect()
+    };
+    let local_db = dir.path().join("local.db");
+    let local = ludus([
+        "suite",
+        "run",
+        &suite,
+        "--db",
+        &path(&local_db),
+        "--json",
+        "--jobs",
+        "2",
+    ]);
+    assert_eq!(
+        local.code(),
+        1,
+        "one case fails on purpose: {}",
+        local.stderr()
+    );
+    let local: serde_json::Value = serde_json::from_str(&local.stdout()).expect("JSON report");
+
+    // Through the queue, with two workers that wait for jobs.
+    let url = database("suite_queue");
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            crate::support::command()
+                .args(["worker", "--db", &url, "--lease-s", "5"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("worker")
+        })
+        .collect();
+    let queued = ludus(["suite", "run", &suite, "--db", &url, "--workers", "--json"]);
+    for mut w in workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    assert_eq!(queued.code(), 1, "{}", queued.stderr());
+    let queued: serde_json::Value = serde_json::from_str(&queued.stdout()).expect("JSON report");
+    assert_eq!(verdicts(&queued), verdicts(&local));
+    assert!(
+        !queued["db"].as_str().expect("db").contains(&url),
+        "the report names the database without its password"
+    );
+
+    // Played here, copied there.
+    let url2 = database("suite_copy");
+    let copied = ludus([
+        "suite", "run", &suite, "--db", &url2, "--json", "--jobs", "2",
+    ]);
+    assert_eq!(copied.code(), 1, "{}", copied.stderr());
+    let copied: serde_json::Value = serde_json::from_str(&copied.stdout()).expect("JSON report");
+    assert_eq!(verdicts(&copied), verdicts(&local));
+
+    // The ids in each report are those of its database.
+    for (url, report) in [(&url, &queued), (&url2, &copied)] {
+        let mut sql = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+        for case in report["cases"].as_array().expect("cases") {
+            for e in case["episodes"].as_array().expect("episodes") {
+                let digest: Option<String> = sql
+                    .query_one(
+                        "SELECT digest FROM episodes WHERE id = $1",
+                        &[&e["id"].as_i64().expect("id")],
+                    )
+                    .expect("the report's episode id")
+                    .get(0);
+                assert_eq!(digest.as_deref(), e["digest"].as_str());
+            }
+        }
+    }
+
+    // `--workers` needs a database that holds a queue.
+    let refused = ludus([
+        "suite",
+        "run",
+        &suite,
+        "--db",
+        &path(&local_db),
+        "--workers",
+    ]);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    assert!(
+        refused
+            .stderr()
+            .contains("--workers needs a PostgreSQL --db")
+    );
+}
