@@ -62,6 +62,24 @@ const STORAGE_KEY: &str = "ludus-ide";
 
 /// Opens the IDE window (or runs the benchmark). Errors are one line for the CLI.
 pub fn main(args: IdeArgs) -> anyhow::Result<ExitCode> {
+    let mut args = args;
+    // A PostgreSQL database is read from a local copy, made before the
+    // window opens (so that `--episode` finds its episode).
+    let mut source = None;
+    if let Some(db) = &args.db
+        && ludus_arena::copy::is_postgres(db)
+    {
+        let url = db.to_string_lossy().into_owned();
+        let shown = ludus_arena::pg::redact(&url);
+        eprintln!("reading {shown} into a local copy");
+        let local = state::mirror(&url).map_err(UserError)?;
+        eprintln!(
+            "local copy: {} (forks made in the IDE are saved there; `ludus copy FILE URL` sends them back)",
+            local.display()
+        );
+        args.db = Some(local);
+        source = Some(shown);
+    }
     if let Some(db) = &args.db
         && !db.is_file()
     {
@@ -103,6 +121,7 @@ pub fn main(args: IdeArgs) -> anyhow::Result<ExitCode> {
             }
             if let Some(db) = &args.db {
                 state.apply(Command::OpenDb(db.clone()));
+                state.db_source = source.clone();
             }
             if let Some(e) = args.episode {
                 state.apply(Command::OpenEpisode(e));

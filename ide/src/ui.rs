@@ -118,7 +118,14 @@ fn tabs_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
 fn status_ui(ui: &mut Ui, state: &AppState) {
     ui.horizontal(|ui| {
         match &state.db_path {
-            Some(p) => ui.label(format!("{} ({} runs)", p.display(), state.runs.list.len())),
+            Some(p) => match &state.db_source {
+                Some(url) => ui.label(format!(
+                    "{url} ({} runs), read from a local copy: {} (forks are saved in the copy)",
+                    state.runs.list.len(),
+                    p.display()
+                )),
+                None => ui.label(format!("{} ({} runs)", p.display(), state.runs.list.len())),
+            },
             None => ui.label("no database open"),
         };
         if let Some(job) = &state.arena.job {

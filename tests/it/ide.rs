@@ -425,15 +425,37 @@ impl Drop for Xvfb {
 fn real_window_under_xvfb_renders_a_screenshot() {
     let dir = tempfile::tempdir().unwrap();
     let (db, episode, _) = maze_db(dir.path());
+    let shot = window_screenshot(&db.display().to_string(), episode, dir.path(), "screenshot");
+    let bytes = std::fs::read(&shot).expect("the screenshot file");
+    let (w, h, pixels) = parse_ppm(&bytes);
+    assert!(w >= 640 && h >= 400, "window size {w}x{h}");
+    let mut colors = std::collections::BTreeSet::new();
+    for p in pixels.chunks(3) {
+        colors.insert((p[0], p[1], p[2]));
+        if colors.len() > 64 {
+            break;
+        }
+    }
+    assert!(
+        colors.len() > 8,
+        "the screenshot is blank: {} distinct colours",
+        colors.len()
+    );
+    println!("IDE screenshot: {}", shot.display());
+}
+
+/// `ludus ide DB --episode ID --screenshot` in a real window under Xvfb,
+/// with `dir` as its data and cache folders; the screenshot's path.
+fn window_screenshot(db: &str, episode: i64, dir: &Path, name: &str) -> PathBuf {
     let x = Xvfb::start();
     let shot_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ide-window");
     std::fs::create_dir_all(&shot_dir).unwrap();
-    let shot = shot_dir.join("screenshot.ppm");
+    let shot = shot_dir.join(format!("{name}.ppm"));
     let _ = std::fs::remove_file(&shot);
     let mut child = support::command()
         .args([
             "ide".to_string(),
-            db.display().to_string(),
+            db.to_string(),
             "--episode".into(),
             episode.to_string(),
             "--screenshot".into(),
@@ -441,8 +463,9 @@ fn real_window_under_xvfb_renders_a_screenshot() {
         ])
         .env("DISPLAY", &x.display)
         .env_remove("WAYLAND_DISPLAY")
-        .env("XDG_DATA_HOME", dir.path())
-        .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir)
+        .env("XDG_CACHE_HOME", dir)
+        .env("XDG_RUNTIME_DIR", dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -480,22 +503,59 @@ fn real_window_under_xvfb_renders_a_screenshot() {
         "ludus ide --screenshot failed ({status}):\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("screenshot: "), "{stdout}");
-    let bytes = std::fs::read(&shot).expect("the screenshot file");
-    let (w, h, pixels) = parse_ppm(&bytes);
-    assert!(w >= 640 && h >= 400, "window size {w}x{h}");
-    let mut colors = std::collections::BTreeSet::new();
-    for p in pixels.chunks(3) {
-        colors.insert((p[0], p[1], p[2]));
-        if colors.len() > 64 {
-            break;
-        }
-    }
-    assert!(
-        colors.len() > 8,
-        "the screenshot is blank: {} distinct colours",
-        colors.len()
+    shot
+}
+
+/// The IDE reads a PostgreSQL database as it reads SQLite: `ludus ide URL
+/// --episode ID` opens a local copy of it (saying where) and draws the same
+/// window, pixel for pixel, but for the lines that name the database.
+#[test]
+fn a_postgres_database_draws_the_same_window_as_its_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, episode, _) = maze_db(dir.path());
+    let url = crate::scale::database("ide");
+    let copied = ludus(["copy", &db.display().to_string(), &url]);
+    assert_eq!(copied.code(), 0, "{}", copied.stderr());
+    let sqlite = window_screenshot(&db.display().to_string(), episode, dir.path(), "sqlite");
+    let postgres = window_screenshot(&url, episode, dir.path(), "postgres");
+    let mirrors = dir.path().join("ludus/mirrors");
+    let kept = std::fs::read_dir(&mirrors).map_or(0, |d| {
+        d.flatten()
+            .filter(|f| f.path().extension().is_some_and(|x| x == "db"))
+            .count()
+    });
+    assert_eq!(kept, 1, "one local copy in {}", mirrors.display());
+    let (a, b) = (
+        std::fs::read(&sqlite).unwrap(),
+        std::fs::read(&postgres).unwrap(),
     );
-    println!("IDE screenshot: {}", shot.display());
+    let ((w, h, a), (w2, h2, b)) = (parse_ppm(&a), parse_ppm(&b));
+    assert_eq!((w, h), (w2, h2));
+    // Pixels that differ: the top bar (the Database box) and the status
+    // line name the database; between them, at most the side panel's edge
+    // (a line two pixels wide, drawn in another shade) may differ.
+    let differs = |x: usize, y: usize| {
+        let i = (y * w + x) * 3;
+        a[i..i + 3] != b[i..i + 3]
+    };
+    let columns: std::collections::BTreeSet<usize> = (40..h - 40)
+        .flat_map(|y| (0..w).filter(move |x| differs(*x, y)))
+        .collect();
+    let span = columns
+        .last()
+        .zip(columns.first())
+        .map_or(0, |(l, f)| l - f + 1);
+    assert!(
+        span <= 3,
+        "the windows differ between the bars in columns {:?}...; screenshots: {} {}",
+        columns.iter().take(10).collect::<Vec<_>>(),
+        sqlite.display(),
+        postgres.display()
+    );
+    assert!(
+        (h - 40..h).any(|y| (0..w).any(|x| differs(x, y))),
+        "the status line names the PostgreSQL database"
+    );
 }
 
 fn parse_ppm(bytes: &[u8]) -> (usize, usize, &[u8]) {

@@ -9,7 +9,7 @@ use ludus_arena::Db;
 use crate::support::{ludus, run_json};
 
 /// A fresh, empty database on the test server: its URL.
-fn database(name: &str) -> String {
+pub fn database(name: &str) -> String {
     let base = std::env::var("LUDUS_TEST_POSTGRES").unwrap_or_else(|_| {
         panic!(
             "LUDUS_TEST_POSTGRES is not set: run the tests with scripts/test.sh, which starts \
@@ -209,6 +209,23 @@ fn bad_postgres_destinations_are_one_line_errors_and_write_nothing() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.contains(says), "{err}");
         assert!(!err.contains(password), "the password in {err}");
+    }
+    // The other commands that take a database: the same lines, exit 2.
+    let suite = path(&crate::support::root().join("suites/examples.toml"));
+    for to in [wrong.as_str(), down.as_str()] {
+        for args in [
+            vec!["suite", "run", &suite, "--db", to],
+            vec!["suite", "run", &suite, "--db", to, "--workers"],
+            vec!["ide", to],
+            vec!["debug", to, "--episode", "1"],
+            vec!["worker", "--db", to, "--until-empty"],
+        ] {
+            let out = ludus(&args);
+            let err = out.stderr();
+            assert_eq!(out.code(), 2, "{args:?}: {err}");
+            assert!(err.contains("cannot open database"), "{args:?}: {err}");
+            assert!(!err.contains(password), "the password in {err}");
+        }
     }
     assert_eq!(count(), 3);
     // A database a newer ludus wrote.

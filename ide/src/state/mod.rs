@@ -31,6 +31,7 @@ mod arena;
 mod debugger;
 mod persist;
 mod runs;
+pub use runs::mirror;
 mod training;
 mod workspace;
 
@@ -151,6 +152,12 @@ pub enum Event {
         episodes: Result<Vec<EpisodeRow>, String>,
     },
     PluginChanged(PathBuf),
+    /// A PostgreSQL database copied into a local file to read (the URL as
+    /// typed, the file or why not).
+    Mirrored {
+        url: String,
+        local: Result<PathBuf, String>,
+    },
     /// The open database's runs and a run's episodes, read off the UI thread.
     DbRead {
         db: PathBuf,
@@ -194,6 +201,9 @@ pub struct AppState {
     /// The open database (every tab reads it) and the path typed for it.
     pub db_path: Option<PathBuf>,
     pub db_input: String,
+    /// Where the open database came from when it is a local copy of a
+    /// PostgreSQL database (its URL, password hidden).
+    pub db_source: Option<String>,
     pub runs: RunsTab,
     pub arena: ArenaTab,
     pub training: TrainingTab,
@@ -233,6 +243,7 @@ impl AppState {
         AppState {
             db_path: None,
             db_input: String::new(),
+            db_source: None,
             runs: RunsTab::default(),
             arena: ArenaTab::default(),
             training: TrainingTab::default(),
@@ -399,7 +410,7 @@ impl AppState {
             | Event::OtherDiff { .. }
             | Event::EpisodeOpened { .. }
             | Event::Branches { .. } => self.on_debugger_event(e),
-            Event::DbRead { .. } => self.on_runs_event(e),
+            Event::DbRead { .. } | Event::Mirrored { .. } => self.on_runs_event(e),
             Event::Workspace(..) | Event::PluginChanged(_) => self.on_workspace_event(e),
             Event::TrainUpdate(_)
             | Event::TrainDone(_)
