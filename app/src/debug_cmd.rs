@@ -606,6 +606,8 @@ fn print_branch(r: &BranchReport) {
 }
 
 pub fn fork(args: ForkArgs) -> Result<ExitCode> {
+    let mut args = args;
+    let postgres = crate::copy_cmd::branching(&mut args.db, args.episode)?;
     open_db_checked(&args.db)?;
     let mut edits = Edits::default();
     for s in &args.set {
@@ -639,6 +641,10 @@ pub fn fork(args: ForkArgs) -> Result<ExitCode> {
         models,
     )
     .map_err(classify)?;
+    let mut r = r;
+    if let Some(pg) = &postgres {
+        r.branch.id = pg.send_back(&r.run_id, r.branch.id)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -648,6 +654,8 @@ pub fn fork(args: ForkArgs) -> Result<ExitCode> {
 }
 
 pub fn rerun(args: RerunArgs) -> Result<ExitCode> {
+    let mut args = args;
+    let postgres = crate::copy_cmd::branching(&mut args.db, args.episode)?;
     open_db_checked(&args.db)?;
     // `--agent checkpoint:PATH` replays with another trained policy.
     let native_agent = args
@@ -682,8 +690,11 @@ pub fn rerun(args: RerunArgs) -> Result<ExitCode> {
             calls.into_iter().map(|(_, c)| c),
         )));
     }
-    let r = ludus_debugger::fork::rerun(&args.db, args.episode, &overrides, Some(&resolve))
+    let mut r = ludus_debugger::fork::rerun(&args.db, args.episode, &overrides, Some(&resolve))
         .map_err(classify)?;
+    if let Some(pg) = &postgres {
+        r.branch.id = pg.send_back(&r.run_id, r.branch.id)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

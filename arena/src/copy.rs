@@ -9,14 +9,14 @@
 //! local to a database (episodes, frame blocks) get new ones at the
 //! destination, and every reference to them follows.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::pg::{Pg, redact};
 use crate::store::StoreError;
 use crate::stores::{
-    AGENT_MEMORY, Cell, EPISODES, Filter, MODEL_IMAGES, RUN_AGENT_MEMORY, RUNS, Store,
-    TRAIN_METRICS, USER_MEMORY, copy_episodes, int, sqlite,
+    AGENT_MEMORY, Cell, EPISODES, Filter, Ids, MODEL_IMAGES, RUN_AGENT_MEMORY, RUNS, Store,
+    TRAIN_METRICS, USER_MEMORY, col, copy_episodes, int, sqlite,
 };
 
 /// Where a recording lives: a SQLite file or a PostgreSQL database.
@@ -53,6 +53,8 @@ impl std::fmt::Display for Location {
 pub struct Copied {
     pub runs: Vec<String>,
     pub episodes: usize,
+    /// Each copied episode's id in the source and its id in the copy.
+    pub ids: BTreeMap<i64, i64>,
 }
 
 /// Copies `run` (every run with `None`) from `from` to `to`. Fails, having
@@ -67,7 +69,7 @@ pub fn copy(from: &Location, to: &Location, run: Option<&str>) -> Result<Copied,
     let mut source = open(from, false)?;
     let mut dest = open(to, true)?;
     dest.begin()?;
-    match copy_runs(source.as_mut(), dest.as_mut(), run, to, false) {
+    match copy_runs(source.as_mut(), dest.as_mut(), run, to, Ids::Fresh) {
         Ok(copied) => {
             dest.commit()?;
             Ok(copied)
@@ -84,6 +86,11 @@ pub fn copy(from: &Location, to: &Location, run: Option<&str>) -> Result<Copied,
 /// reads the copy the same way: how the reading commands open a PostgreSQL
 /// database.
 pub fn mirror(from: &Location, to: &Path) -> Result<Copied, StoreError> {
+    mirror_runs(from, to, None)
+}
+
+/// [`mirror`] of one run (every run with `None`).
+pub fn mirror_runs(from: &Location, to: &Path, run: Option<&str>) -> Result<Copied, StoreError> {
     if to.exists() {
         return Err(StoreError::Open {
             path: to.to_path_buf(),
@@ -94,7 +101,7 @@ pub fn mirror(from: &Location, to: &Path) -> Result<Copied, StoreError> {
     let dest_at = Location::Sqlite(to.to_path_buf());
     let mut dest = open(&dest_at, true)?;
     dest.begin()?;
-    match copy_runs(source.as_mut(), dest.as_mut(), None, &dest_at, true) {
+    match copy_runs(source.as_mut(), dest.as_mut(), run, &dest_at, Ids::Keep) {
         Ok(copied) => {
             dest.commit()?;
             Ok(copied)
@@ -103,6 +110,42 @@ pub fn mirror(from: &Location, to: &Path) -> Result<Copied, StoreError> {
             dest.rollback();
             Err(e)
         }
+    }
+}
+
+/// Sends `run`, added to `mirror` (a [`mirror`] of `to`) since it was made,
+/// back to `to`: its episodes get new ids there, and a parent outside the
+/// run (an episode of `to` the mirror copied) keeps its id. How a fork or a
+/// rerun made on a mirror lands in PostgreSQL.
+pub fn write_back(mirror: &Path, to: &Location, run: &str) -> Result<Copied, StoreError> {
+    let mut source = open(&Location::Sqlite(mirror.to_path_buf()), false)?;
+    let mut dest = open(to, true)?;
+    dest.begin()?;
+    match copy_runs(
+        source.as_mut(),
+        dest.as_mut(),
+        Some(run),
+        to,
+        Ids::FreshParentsKept,
+    ) {
+        Ok(copied) => {
+            dest.commit()?;
+            Ok(copied)
+        }
+        Err(e) => {
+            dest.rollback();
+            Err(e)
+        }
+    }
+}
+
+/// The run an episode of `at` belongs to.
+pub fn run_of_episode(at: &Location, episode: i64) -> Result<String, StoreError> {
+    let mut store = open(at, false)?;
+    let rows = store.select(&EPISODES, &Filter::Eq("id", Cell::Int(episode)))?;
+    match rows.first().map(|r| &r[col(&EPISODES, "run_id")]) {
+        Some(Cell::Text(run)) => Ok(run.clone()),
+        _ => Err(StoreError::NoEpisode(episode)),
     }
 }
 
@@ -120,7 +163,7 @@ fn copy_runs(
     dest: &mut dyn Store,
     run: Option<&str>,
     to: &Location,
-    keep_ids: bool,
+    ids: Ids,
 ) -> Result<Copied, StoreError> {
     let runs = match run {
         Some(id) => {
@@ -153,10 +196,11 @@ fn copy_runs(
         episodes.extend(source.select(&EPISODES, &Filter::Eq("run_id", Cell::Text(id.clone())))?);
     }
     dest.insert(&RUNS, &runs)?;
-    let episode_ids = copy_episodes(source, dest, episodes, keep_ids)?;
+    let episode_ids = copy_episodes(source, dest, episodes, ids)?;
     let copied = Copied {
         runs: run_ids.clone(),
         episodes: episode_ids.len(),
+        ids: episode_ids.clone(),
     };
     // Per-run tables.
     for id in &run_ids {

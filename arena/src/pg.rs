@@ -10,7 +10,9 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 
 use crate::store::{SCHEMA_VERSION, StoreError};
-use crate::stores::{Cell, EPISODES, Filter, Kind, Store, Table, columns, copy_episodes, sqlite};
+use crate::stores::{
+    Cell, EPISODES, Filter, Ids, Kind, Store, Table, columns, copy_episodes, sqlite,
+};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -566,7 +568,7 @@ impl Pg {
             if !ours {
                 return Ok(false);
             }
-            copy_episodes(source.as_mut(), self, episodes, false)?;
+            copy_episodes(source.as_mut(), self, episodes, Ids::Fresh)?;
             self.client
                 .execute(
                     "UPDATE jobs SET state = 'done', lease_until = NULL WHERE run_id = $1 AND idx = $2",

@@ -179,7 +179,7 @@ pub(crate) trait Store {
     fn rollback(&mut self);
 }
 
-fn col(table: &Table, name: &str) -> usize {
+pub(crate) fn col(table: &Table, name: &str) -> usize {
     table
         .columns
         .iter()
@@ -194,16 +194,30 @@ pub(crate) fn int(c: &Cell) -> Option<i64> {
     }
 }
 
+/// What ids copied rows get at the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ids {
+    /// The destination's own new ids; a parent outside the copied episodes
+    /// has none there.
+    Fresh,
+    /// The source's ids (a mirror into a new file).
+    Keep,
+    /// New ids, but a parent outside the copied episodes keeps its id: the
+    /// source is a mirror of the destination, sending back what was added.
+    FreshParentsKept,
+}
+
 /// Copies episodes (their `episodes` rows as `source` holds them) and
 /// everything recorded for them: frames, blocks, memory writes, model calls
-/// and training steps, with new ids at `dest` (a parent outside the copied
-/// episodes has none there). The old ids and their new ones.
+/// and training steps, with ids as `ids` says. The old ids and their new
+/// ones.
 pub(crate) fn copy_episodes(
     source: &mut dyn Store,
     dest: &mut dyn Store,
     episodes: Vec<Vec<Cell>>,
-    keep_ids: bool,
+    ids: Ids,
 ) -> Result<BTreeMap<i64, i64>, StoreError> {
+    let keep_ids = ids == Ids::Keep;
     let fresh = if keep_ids {
         episodes.iter().filter_map(|r| int(&r[0])).collect()
     } else {
@@ -223,7 +237,10 @@ pub(crate) fn copy_episodes(
         .into_iter()
         .map(|mut r| {
             r[0] = remap(&r[0]);
-            r[parent] = remap(&r[parent]);
+            r[parent] = match (int(&r[parent]), ids) {
+                (Some(p), Ids::FreshParentsKept) if !episode_ids.contains_key(&p) => Cell::Int(p),
+                _ => remap(&r[parent]),
+            };
             r
         })
         .collect();

@@ -603,3 +603,99 @@ fn a_suite_on_workers_judges_as_it_does_on_sqlite() {
             .contains("--workers needs a PostgreSQL --db")
     );
 }
+
+/// `ludus fork` and `ludus rerun` on a PostgreSQL database: the branch is
+/// played from a local copy of the episode's run and recorded back there,
+/// with its parent pointing at the PostgreSQL episode and the same digest
+/// as the same fork of a SQLite recording; a fork of that fork works too.
+#[test]
+fn forks_and_reruns_of_a_postgres_episode_land_in_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = dir.path().join("local.db");
+    let extra = ["--episodes", "2", "--seed", "1", "--jobs", "1"];
+    let a = run_json(&local, "maze", "memory_agent", &extra);
+    let url = database("forks");
+    let p = |name: &str| path(&crate::support::plugin(name));
+    let b = ludus(
+        [
+            vec!["run", "--env", &p("maze"), "--agent", &p("memory_agent")],
+            extra.to_vec(),
+            vec!["--db", &url, "--json"],
+        ]
+        .concat(),
+    )
+    .json();
+    assert_eq!(crate::support::digests(&a), crate::support::digests(&b));
+    let id = |report: &serde_json::Value| report["episodes"][0]["id"].as_i64().expect("id");
+    let fork = |db: &str, episode: i64, edit: &[&str]| {
+        ludus(
+            [
+                vec!["fork", db, "--episode"],
+                vec![&episode.to_string()],
+                edit.to_vec(),
+                vec!["--json"],
+            ]
+            .concat(),
+        )
+        .json()
+    };
+    let edit = ["--frame", "3", "--set", "/episode/mode=fork"];
+    let on_sqlite = fork(&path(&local), id(&a), &edit);
+    let on_pg = fork(&url, id(&b), &edit);
+    let digest =
+        |r: &serde_json::Value| r["branch"]["digest"].as_str().expect("digest").to_string();
+    assert_eq!(digest(&on_pg), digest(&on_sqlite));
+    let branch = on_pg["branch"]["id"].as_i64().expect("branch id");
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let (parent, stored): (Option<i64>, Option<String>) = sql
+        .query_one(
+            "SELECT parent_episode, digest FROM episodes WHERE id = $1",
+            &[&branch],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("the branch in PostgreSQL");
+    assert_eq!(parent, Some(id(&b)));
+    assert_eq!(stored.as_deref(), Some(digest(&on_pg).as_str()));
+    // A fork of the fork, and a rerun with the same agent build.
+    let edit = ["--frame", "5", "--action", "discrete:1"];
+    let again = fork(&url, branch, &edit);
+    let again_sqlite = fork(
+        &path(&local),
+        on_sqlite["branch"]["id"].as_i64().expect("id"),
+        &edit,
+    );
+    assert_eq!(digest(&again), digest(&again_sqlite));
+    let rerun = ludus([
+        "rerun",
+        &url,
+        "--episode",
+        &branch.to_string(),
+        "--agent",
+        &p("memory_agent"),
+        "--json",
+    ]);
+    assert_eq!(rerun.code(), 0, "{}", rerun.stderr());
+    let rerun: serde_json::Value = serde_json::from_str(&rerun.stdout()).expect("JSON");
+    assert_eq!(digest(&rerun), digest(&on_pg));
+    let episodes: i64 = sql
+        .query_one("SELECT COUNT(*) FROM episodes", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(episodes, 5, "two recorded, two forks, one rerun");
+    let missing = ludus([
+        "fork",
+        &url,
+        "--episode",
+        "999",
+        "--frame",
+        "1",
+        "--action",
+        "noop",
+    ]);
+    assert_eq!(missing.code(), 2, "{}", missing.stderr());
+    assert!(
+        missing.stderr().contains("no episode 999"),
+        "{}",
+        missing.stderr()
+    );
+}
