@@ -111,7 +111,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line: what failed, on what, what to do.
-            let line = one_line(&format!("{e:#}"));
+            // A database URL's password never reaches the terminal.
+            let line = ludus_arena::pg::redact_all(&one_line(&format!("{e:#}")));
             eprintln!("error: {line}");
             if e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<ludus_trainer::train::TrainError>()

@@ -9,7 +9,8 @@ use crate::cli::{MemoryArgs, MemoryCommand};
 
 pub fn run(args: MemoryArgs) -> Result<ExitCode> {
     match args.command {
-        MemoryCommand::List { db, prefix } => {
+        MemoryCommand::List { mut db, prefix } => {
+            let _mirror = crate::copy_cmd::readable(&mut db)?;
             let db = open_existing(&db)?;
             let mut all = db.agent_memory()?;
             all.extend(db.user_memory()?);
@@ -24,14 +25,26 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode> {
         }
         MemoryCommand::Set { db, path, value } => {
             user_path(&path)?;
-            open_existing(&db)?.set_user_memory(&path, Some(&value))?;
+            set_user_memory(&db, &path, Some(&value))?;
         }
         MemoryCommand::Delete { db, path } => {
             user_path(&path)?;
-            open_existing(&db)?.set_user_memory(&path, None)?;
+            set_user_memory(&db, &path, None)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// In a SQLite file or a PostgreSQL database.
+fn set_user_memory(db: &std::path::Path, path: &str, value: Option<&str>) -> Result<()> {
+    if ludus_arena::copy::is_postgres(db) {
+        let mut pg = ludus_arena::pg::Pg::connect(&db.to_string_lossy(), false)
+            .map_err(|e| UsageError(e.to_string()))?;
+        pg.set_user_memory(path, value)?;
+        return Ok(());
+    }
+    open_existing(db)?.set_user_memory(path, value)?;
+    Ok(())
 }
 
 fn user_path(path: &str) -> Result<()> {

@@ -213,7 +213,6 @@ fn run_cases(suite: &Suite, cases: &[(Case, Prepared)], quiet: bool) -> Result<V
         episodes.sort_by_key(|e| e.index);
         out.push(Outcome {
             case: case.clone(),
-            run_id: report.run_id.clone(),
             episodes,
             wall,
         });
@@ -223,7 +222,6 @@ fn run_cases(suite: &Suite, cases: &[(Case, Prepared)], quiet: bool) -> Result<V
 
 struct Outcome {
     case: Case,
-    run_id: String,
     episodes: Vec<Episode>,
     wall: f64,
 }
@@ -298,7 +296,6 @@ fn run_cases_queued(url: &str, cases: &[(Case, Prepared)], quiet: bool) -> Resul
             .collect();
         out.push(Outcome {
             case: case.clone(),
-            run_id,
             episodes,
             wall,
         });
@@ -306,16 +303,70 @@ fn run_cases_queued(url: &str, cases: &[(Case, Prepared)], quiet: bool) -> Resul
     Ok(out)
 }
 
+/// Where a suite's cases are recorded: the SQLite `--db`, or for a
+/// PostgreSQL one (checked reachable first) a scratch file whose runs are
+/// copied there when every case has run.
+struct Target {
+    url: Option<String>,
+    scratch: Option<(tempfile::TempDir, std::path::PathBuf)>,
+    local: std::path::PathBuf,
+}
+
+impl Target {
+    fn new(db: &Path) -> Result<Target> {
+        if !ludus_arena::copy::is_postgres(db) {
+            check_parent("--db", db)?;
+            return Ok(Target {
+                url: None,
+                scratch: None,
+                local: db.to_path_buf(),
+            });
+        }
+        let url = db.to_string_lossy().into_owned();
+        drop(ludus_arena::pg::Pg::connect(&url, true).map_err(usage)?);
+        let (dir, local) = crate::worker_cmd::scratch_db()?;
+        Ok(Target {
+            url: Some(url),
+            scratch: Some((dir, local.clone())),
+            local,
+        })
+    }
+
+    /// The database as reports name it (a URL without its password).
+    fn shown(&self) -> String {
+        match &self.url {
+            Some(url) => ludus_arena::pg::redact(url),
+            None => self.local.display().to_string(),
+        }
+    }
+
+    /// Copies the played runs into PostgreSQL, where the episodes get that
+    /// database's ids (the ones the reports' `ludus debug` commands name).
+    fn send(&self, outcomes: &mut [Outcome]) -> Result<()> {
+        let (Some(url), Some((_, path))) = (&self.url, &self.scratch) else {
+            return Ok(());
+        };
+        use ludus_arena::copy::{Location, copy};
+        let copied = copy(
+            &Location::Sqlite(path.clone()),
+            &Location::Postgres(url.clone()),
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("recording the suite into PostgreSQL: {e}"))?;
+        for e in outcomes.iter_mut().flat_map(|o| o.episodes.iter_mut()) {
+            if let Some(id) = copied.ids.get(&e.id) {
+                e.id = *id;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn run_suite(args: SuiteRunArgs) -> Result<ExitCode> {
-    let postgres = ludus_arena::copy::is_postgres(&args.db);
-    let url = args.db.to_string_lossy().into_owned();
-    if args.workers && !postgres {
+    if args.workers && !ludus_arena::copy::is_postgres(&args.db) {
         return Err(usage(
             "--workers needs a PostgreSQL --db (postgres://...): the job queue lives there",
         ));
-    }
-    if !postgres {
-        check_parent("--db", &args.db)?;
     }
     if let Some(p) = &args.junit {
         check_parent("--junit", p)?;
@@ -324,16 +375,13 @@ fn run_suite(args: SuiteRunArgs) -> Result<ExitCode> {
         check_parent("--markdown", p)?;
     }
     let base = args.baseline.as_deref().map(read_baseline).transpose()?;
-    // Into PostgreSQL without workers: the cases are played here into a
-    // scratch file, copied there when all have run (checked reachable first).
-    let scratch = if postgres {
-        drop(ludus_arena::pg::Pg::connect(&url, true).map_err(usage)?);
-        Some(crate::worker_cmd::scratch_db()?)
-    } else {
-        None
-    };
-    let local_db = scratch.as_ref().map_or(args.db.clone(), |(_, p)| p.clone());
-    let (suite, cases) = load(&args.suite, args.filter.as_deref(), &local_db, args.jobs)?;
+    let target = Target::new(&args.db)?;
+    let (suite, cases) = load(
+        &args.suite,
+        args.filter.as_deref(),
+        &target.local,
+        args.jobs,
+    )?;
     if let Some(b) = &base
         && b.suite != suite.name
     {
@@ -343,41 +391,15 @@ fn run_suite(args: SuiteRunArgs) -> Result<ExitCode> {
             suite.name
         );
     }
-    let outcomes = if args.workers {
-        run_cases_queued(&url, &cases, args.json)?
-    } else {
-        let mut outcomes = run_cases(&suite, &cases, args.json)?;
-        if let Some((_, path)) = &scratch {
-            use ludus_arena::copy::{Location, copy};
-            copy(
-                &Location::Sqlite(path.clone()),
-                &Location::Postgres(url.clone()),
-                None,
-            )
-            .map_err(|e| anyhow::anyhow!("recording the suite into PostgreSQL: {e}"))?;
-            // The copies have PostgreSQL's episode ids, which the report's
-            // `ludus debug` commands name.
-            let mut pg = ludus_arena::pg::Pg::connect(&url, false).map_err(usage)?;
-            for o in &mut outcomes {
-                let ids: std::collections::HashMap<u64, i64> = pg
-                    .run_episodes(&o.run_id)?
-                    .into_iter()
-                    .map(|e| (e.index, e.id))
-                    .collect();
-                for e in &mut o.episodes {
-                    if let Some(id) = ids.get(&e.index) {
-                        e.id = *id;
-                    }
-                }
-            }
+    let outcomes = match (&target.url, args.workers) {
+        (Some(url), true) => run_cases_queued(url, &cases, args.json)?,
+        _ => {
+            let mut outcomes = run_cases(&suite, &cases, args.json)?;
+            target.send(&mut outcomes)?;
+            outcomes
         }
-        outcomes
     };
-    let shown_db = if postgres {
-        ludus_arena::pg::redact(&url)
-    } else {
-        args.db.display().to_string()
-    };
+    let shown_db = target.shown();
     let results: Vec<CaseResult> = outcomes
         .into_iter()
         .map(|o| {
@@ -417,10 +439,16 @@ fn run_suite(args: SuiteRunArgs) -> Result<ExitCode> {
 }
 
 fn write_baseline(args: SuiteBaselineArgs) -> Result<ExitCode> {
-    check_parent("--db", &args.db)?;
     check_parent("--out", &args.out)?;
-    let (suite, cases) = load(&args.suite, args.filter.as_deref(), &args.db, args.jobs)?;
-    let outcomes = run_cases(&suite, &cases, false)?;
+    let target = Target::new(&args.db)?;
+    let (suite, cases) = load(
+        &args.suite,
+        args.filter.as_deref(),
+        &target.local,
+        args.jobs,
+    )?;
+    let mut outcomes = run_cases(&suite, &cases, false)?;
+    target.send(&mut outcomes)?;
     let mut b = Baseline {
         format: baseline::FORMAT,
         suite: suite.name.clone(),
@@ -435,7 +463,7 @@ fn write_baseline(args: SuiteBaselineArgs) -> Result<ExitCode> {
     let r = SuiteReport::new(
         &suite.name,
         &suite.file.display().to_string(),
-        &args.db.display().to_string(),
+        &target.shown(),
         suite.alpha,
         results,
     );

@@ -10,10 +10,42 @@ use crate::UsageError;
 use crate::cli::TrainArgs;
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config).map_err(|e| UsageError(e.to_string()))?;
+    let mut config = Config::load(&args.config).map_err(|e| UsageError(e.to_string()))?;
+    // Into PostgreSQL: trained here into a scratch file (metrics, sampled
+    // episodes), copied there when training ends, however it ends.
+    let url =
+        ludus_arena::copy::is_postgres(&args.db).then(|| args.db.to_string_lossy().into_owned());
+    let scratch = match &url {
+        Some(_) if args.resume => {
+            return Err(UsageError(
+                "--resume continues a run recorded in a SQLite --db: train into a file, then `ludus copy FILE URL`".into(),
+            )
+            .into());
+        }
+        Some(url) => {
+            drop(ludus_arena::pg::Pg::connect(url, true).map_err(|e| UsageError(e.to_string()))?);
+            // Checkpoints go where a file database's would: the current
+            // folder, named after the database.
+            let name: String = url
+                .rsplit('/')
+                .next()
+                .unwrap_or("ludus")
+                .chars()
+                .take_while(|c| *c != '?')
+                .collect();
+            let dir = config
+                .checkpoint
+                .dir
+                .take()
+                .unwrap_or_else(|| format!("{name}-{}-checkpoints", config.name).into());
+            config.checkpoint.dir = Some(std::env::current_dir()?.join(dir));
+            Some(crate::worker_cmd::scratch_db()?)
+        }
+        None => None,
+    };
     let opts = TrainOptions {
         config,
-        db: args.db.clone(),
+        db: scratch.as_ref().map_or(args.db.clone(), |(_, p)| p.clone()),
         device: args.device.into(),
         resume: args.resume,
         stop: None,
@@ -30,7 +62,25 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             let _ = out.flush();
         }
     };
-    let summary = train::train(&opts, &mut print)?;
+    let trained = train::train(&opts, &mut print);
+    let mut summary = match (&url, &scratch) {
+        (Some(url), Some((_, path))) if path.is_file() => {
+            use ludus_arena::copy::{Location, copy};
+            let copied = copy(
+                &Location::Sqlite(path.clone()),
+                &Location::Postgres(url.clone()),
+                None,
+            )
+            .map_err(|e| anyhow::anyhow!("recording the training run into PostgreSQL: {e}"));
+            let summary = trained?;
+            copied?;
+            summary
+        }
+        _ => trained?,
+    };
+    if let Some(url) = &url {
+        summary.db = std::path::PathBuf::from(ludus_arena::pg::redact(url));
+    }
     if json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -142,6 +142,32 @@ const SCHEMA_LOCK: i64 = 0x006c_7564_7573;
 
 /// `url` without its password: `postgres://user:***@host/db`, and
 /// `password=***` in a key-value string.
+/// `text` with the password of every PostgreSQL URL in it hidden: for
+/// messages that may quote a URL anywhere.
+pub fn redact_all(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("postgres") {
+        let (before, from) = rest.split_at(i);
+        out.push_str(before);
+        let end = from
+            .find(|c: char| c.is_whitespace() || matches!(c, '`' | '"' | '\'' | ')' | '(' | ','))
+            .unwrap_or(from.len());
+        let token = &from[..end];
+        if token.starts_with("postgres://") || token.starts_with("postgresql://") {
+            out.push_str(&redact(token));
+        } else {
+            out.push_str(token);
+        }
+        rest = &from[end.max(1)..];
+        if end == 0 {
+            out.push_str(&from[..1]);
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 pub fn redact(url: &str) -> String {
     let mut out = url.to_string();
     if let Some(scheme_end) = out.find("://") {
@@ -677,6 +703,21 @@ impl Pg {
     }
 
     /// A run's recorded episodes, in index order.
+    /// Sets (or with `None` deletes) a /user/... value of the database.
+    pub fn set_user_memory(&mut self, path: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let done = match value {
+            Some(v) => self.client.execute(
+                "INSERT INTO user_memory (path, value) VALUES ($1, $2) ON CONFLICT (path) DO UPDATE SET value = $2",
+                &[&path, &v],
+            ),
+            None => self
+                .client
+                .execute("DELETE FROM user_memory WHERE path = $1", &[&path]),
+        };
+        done.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     pub fn run_episodes(&mut self, run_id: &str) -> Result<Vec<QueuedEpisode>, StoreError> {
         let rows = self
             .client
@@ -699,5 +740,26 @@ impl Pg {
                 error: r.get(8),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{redact, redact_all};
+
+    #[test]
+    fn passwords_are_hidden_wherever_a_url_appears() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5/db"),
+            "postgres://u:***@h:5/db"
+        );
+        assert_eq!(
+            redact_all(
+                "cannot open `postgres://u:secret@h/db`: refused; also postgresql://a:b@c/d and postgres alone"
+            ),
+            "cannot open `postgres://u:***@h/db`: refused; also postgresql://a:***@c/d and postgres alone"
+        );
+        assert_eq!(redact_all("postgres"), "postgres");
+        assert_eq!(redact_all("no url"), "no url");
     }
 }

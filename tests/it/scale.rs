@@ -212,6 +212,8 @@ fn bad_postgres_destinations_are_one_line_errors_and_write_nothing() {
     }
     // The other commands that take a database: the same lines, exit 2.
     let suite = path(&crate::support::root().join("suites/examples.toml"));
+    let config = path(&crate::support::root().join("configs/ppo-cartpole.toml"));
+    let baseline = path(&dir.path().join("baseline.json"));
     for to in [wrong.as_str(), down.as_str()] {
         for args in [
             vec!["suite", "run", &suite, "--db", to],
@@ -219,6 +221,20 @@ fn bad_postgres_destinations_are_one_line_errors_and_write_nothing() {
             vec!["ide", to],
             vec!["debug", to, "--episode", "1"],
             vec!["worker", "--db", to, "--until-empty"],
+            vec!["memory", "set", to, "/user/a", "1"],
+            vec!["memory", "list", to],
+            vec!["train", &config, "--db", to],
+            vec!["suite", "baseline", &suite, "--db", to, "--out", &baseline],
+            vec![
+                "fork",
+                to,
+                "--episode",
+                "1",
+                "--frame",
+                "0",
+                "--action",
+                "noop",
+            ],
         ] {
             let out = ludus(&args);
             let err = out.stderr();
@@ -697,5 +713,108 @@ fn forks_and_reruns_of_a_postgres_episode_land_in_postgres() {
         missing.stderr().contains("no episode 999"),
         "{}",
         missing.stderr()
+    );
+}
+
+/// Training, stored memory and suite baselines on a PostgreSQL `--db`:
+/// `ludus train` records its metrics and sampled episodes there (trained
+/// here, copied when it ends) and keeps its checkpoints in the current
+/// folder; `ludus memory` sets, lists and deletes /user values there; a
+/// baseline is recorded there. `--resume` on PostgreSQL is one line, exit 2.
+#[test]
+fn training_memory_and_baselines_on_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = database("train");
+    let text = std::fs::read_to_string(crate::support::root().join("configs/ppo-cartpole.toml"))
+        .expect("config")
+        .replace(
+            "plugin = \"../plugins/target/wasm32-wasip2/release/cartpole.wasm\"",
+            &format!("plugin = {:?}", path(&crate::support::plugin("cartpole"))),
+        )
+        .replace("updates = 600", "updates = 2")
+        .replace("epochs = 20", "epochs = 1");
+    assert!(text.contains("updates = 2"), "{text}");
+    let config = dir.path().join("ppo.toml");
+    std::fs::write(&config, text).expect("config");
+    let summary = ludus([
+        "train",
+        &path(&config),
+        "--db",
+        &url,
+        "--json",
+        "--device",
+        "cpu",
+    ])
+    .json();
+    let run = summary["run_id"].as_str().expect("run id");
+    assert!(
+        !summary["db"].as_str().expect("db").contains(&url),
+        "{summary}"
+    );
+    let checkpoint = Path::new(summary["checkpoint"].as_str().expect("checkpoint"));
+    assert!(checkpoint.exists(), "{}", checkpoint.display());
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let metrics: i64 = sql
+        .query_one(
+            "SELECT COUNT(DISTINCT update_no) FROM train_metrics WHERE run_id = $1",
+            &[&run],
+        )
+        .expect("metrics")
+        .get(0);
+    assert_eq!(metrics, 2, "one row set per update");
+    let resume = ludus(["train", &path(&config), "--db", &url, "--resume"]);
+    assert_eq!(resume.code(), 2, "{}", resume.stderr());
+    assert_eq!(
+        resume.stderr().trim().lines().count(),
+        1,
+        "{}",
+        resume.stderr()
+    );
+
+    assert_eq!(
+        ludus(["memory", "set", &url, "/user/goal", "north"]).code(),
+        0
+    );
+    let listed = ludus(["memory", "list", &url, "/user"]);
+    assert_eq!(
+        listed.stdout().trim(),
+        "/user/goal = north",
+        "{}",
+        listed.stderr()
+    );
+    assert_eq!(ludus(["memory", "delete", &url, "/user/goal"]).code(), 0);
+    assert_eq!(ludus(["memory", "list", &url, "/user"]).stdout().trim(), "");
+
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "name = \"b\"\nplugins = {:?}\nseed = 2\n\n[[case]]\nname = \"cartpole\"\nenv = \"cartpole.wasm\"\nagent = \"random_agent.wasm\"\nepisodes = 5\n",
+            path(crate::support::plugins())
+        ),
+    )
+    .expect("suite");
+    let out = dir.path().join("baseline.json");
+    let baseline = ludus([
+        "suite",
+        "baseline",
+        &path(&suite),
+        "--db",
+        &url,
+        "--out",
+        &path(&out),
+    ]);
+    assert_eq!(baseline.code(), 0, "{}", baseline.stderr());
+    assert!(out.is_file());
+    let recorded: i64 = sql
+        .query_one(
+            "SELECT COUNT(*) FROM episodes WHERE run_id NOT IN (SELECT run_id FROM train_metrics)",
+            &[],
+        )
+        .expect("episodes")
+        .get(0);
+    assert!(
+        recorded >= 5,
+        "the baseline's episodes are in PostgreSQL ({recorded})"
     );
 }
