@@ -22,7 +22,11 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
             UsageError("--idle-timeout-s must be a positive number of seconds".into()).into(),
         );
     }
-    if args.db.as_deref().is_some_and(ludus_arena::copy::is_postgres) {
+    if args
+        .db
+        .as_deref()
+        .is_some_and(ludus_arena::copy::is_postgres)
+    {
         return Err(UsageError(
             "--db: ludus serve records into a SQLite file (its sessions write as they play); serve with --db FILE, then `ludus copy FILE URL`".into(),
         )

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ludus_arena::memory::MemoryBase;
 use ludus_arena::pg::{Job, NewRun, Pg};
 use ludus_arena::run::{Prepared, prepare};
 use ludus_arena::{AgentSpec, Limits, PluginSpec, RunSpec};
@@ -156,7 +157,7 @@ fn work(
 /// episodes arrive one job at a time.
 #[derive(Default)]
 struct RunCache {
-    run: Option<(String, Prepared)>,
+    run: Option<(String, Prepared, MemoryBase)>,
 }
 
 /// The recorded plugin a role names, fetched into the cache by its hash.
@@ -202,15 +203,21 @@ fn plugin(
 fn play(pg: &mut Pg, job: &Job, name: &str, cache: &Path, runs: &mut RunCache) -> Result<bool> {
     let scratch = tempfile::tempdir()?;
     let db = scratch.path().join("episode.db");
-    if runs.run.as_ref().is_none_or(|(id, _)| *id != job.run_id) {
+    if runs.run.as_ref().is_none_or(|(id, _, _)| *id != job.run_id) {
         runs.run = None;
-        runs.run = Some((job.run_id.clone(), load(pg, &job.run_id, cache)?));
+        let prepared = load(pg, &job.run_id, cache)?;
+        let (agent, user) = pg.run_memory(&job.run_id)?;
+        let memory = MemoryBase {
+            agent: Arc::new(agent),
+            user: Arc::new(user),
+        };
+        runs.run = Some((job.run_id.clone(), prepared, memory));
     }
-    let Some((_, prepared)) = runs.run.as_mut() else {
+    let Some((_, prepared, memory)) = runs.run.as_mut() else {
         anyhow::bail!("run {} is not loaded", job.run_id);
     };
     prepared.spec.db = db.clone();
-    prepared.run_one(&job.run_id, job.seed)?;
+    prepared.run_one(&job.run_id, job.seed, memory.clone())?;
     Ok(pg.complete(job, name, &db)?)
 }
 

@@ -3,6 +3,7 @@
 //! alone touches PostgreSQL. A connection string's password is never
 //! printed or recorded: errors name the database by [`redact`]ed URL.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -469,9 +470,26 @@ impl Pg {
     pub fn enqueue(&mut self, run: &NewRun) -> Result<(), StoreError> {
         let created = crate::store::now_rfc3339();
         self.tx(|tx| {
+            // The memory the episodes start from, as a local run snapshots
+            // it: `/user` into the spec, `/agent` into `run_agent_memory`.
+            let mut spec = run.spec.clone();
+            if let Some(obj) = spec.as_object_mut()
+                && !obj.contains_key("user_memory")
+            {
+                let user: serde_json::Map<String, serde_json::Value> = tx
+                    .query("SELECT path, value FROM user_memory", &[])?
+                    .iter()
+                    .map(|r| (r.get(0), serde_json::Value::String(r.get(1))))
+                    .collect();
+                obj.insert("user_memory".into(), serde_json::Value::Object(user));
+            }
             tx.execute(
                 "INSERT INTO runs (id, created_at, seed, episodes, jobs, spec, status, pid) VALUES ($1, $2, $3, $4, $5, $6, 'running', $7)",
-                &[&run.id, &created, &(run.seed as i64), &(run.seeds.len() as i64), &(run.jobs as i64), &run.spec.to_string(), &i64::from(std::process::id())],
+                &[&run.id, &created, &(run.seed as i64), &(run.seeds.len() as i64), &(run.jobs as i64), &spec.to_string(), &i64::from(std::process::id())],
+            )?;
+            tx.execute(
+                "INSERT INTO run_agent_memory (run_id, path, value) SELECT $1, path, value FROM agent_memory",
+                &[&run.id],
             )?;
             for (hash, bytes) in &run.plugins {
                 tx.execute(
@@ -691,18 +709,72 @@ impl Pg {
     }
 
     /// Marks a run `status` (finished once its jobs are done).
+    ///
+    /// As when a local run ends, the `/agent` writes of the episodes that
+    /// ended normally go into the database's stored memory, in episode order,
+    /// in the same transaction.
     pub fn finish_run(&mut self, run_id: &str, status: &str) -> Result<(), StoreError> {
         let now = crate::store::now_rfc3339();
-        self.client
-            .execute(
-                "UPDATE runs SET status = $2, finished_at = $3 WHERE id = $1",
+        self.tx(|tx| {
+            let updated = tx.execute(
+                "UPDATE runs SET status = $2, finished_at = $3 WHERE id = $1 AND status = 'running'",
                 &[&run_id, &status, &now],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+            )?;
+            if updated == 0 {
+                return Ok(());
+            }
+            let writes = tx.query(
+                "SELECT e.id, w.path, w.value FROM memory_writes w JOIN episodes e ON e.id = w.episode_id
+                 WHERE e.run_id = $1 AND e.outcome IN ('terminated', 'truncated')
+                   AND (w.path = '/agent' OR w.path LIKE '/agent/%')
+                 ORDER BY e.idx, w.seq",
+                &[&run_id],
+            )?;
+            for w in writes {
+                let (episode, path, value): (i64, String, Option<String>) =
+                    (w.get(0), w.get(1), w.get(2));
+                match value {
+                    Some(v) => tx.execute(
+                        "INSERT INTO agent_memory (path, value, episode_id) VALUES ($1, $2, $3)
+                         ON CONFLICT (path) DO UPDATE SET value = $2, episode_id = $3",
+                        &[&path, &v, &episode],
+                    )?,
+                    None => tx.execute("DELETE FROM agent_memory WHERE path = $1", &[&path])?,
+                };
+            }
+            Ok(())
+        })
     }
 
-    /// A run's recorded episodes, in index order.
+    /// The memory a queued run's episodes start from: `/agent` and `/user`
+    /// as they were when it was queued.
+    pub fn run_memory(
+        &mut self,
+        run_id: &str,
+    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), StoreError> {
+        let agent = self
+            .client
+            .query(
+                "SELECT path, value FROM run_agent_memory WHERE run_id = $1",
+                &[&run_id],
+            )
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let spec = self.run_spec(run_id)?;
+        let user = spec
+            .get("user_memory")
+            .and_then(|v| v.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((agent, user))
+    }
+
     /// Sets (or with `None` deletes) a /user/... value of the database.
     pub fn set_user_memory(&mut self, path: &str, value: Option<&str>) -> Result<(), StoreError> {
         let done = match value {
@@ -718,6 +790,7 @@ impl Pg {
         Ok(())
     }
 
+    /// A run's recorded episodes, in index order.
     pub fn run_episodes(&mut self, run_id: &str) -> Result<Vec<QueuedEpisode>, StoreError> {
         let rows = self
             .client

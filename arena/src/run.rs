@@ -465,29 +465,25 @@ impl Prepared {
     /// index 0) into this spec's database: what a queue worker does with a
     /// job before it moves the episode into the shared database. The
     /// episode's frames, and so its digest, are those `ludus run` records
-    /// for the same seed (its memory starts empty).
-    pub fn run_one(&self, run_id: &str, seed: u64) -> Result<(), RunError> {
+    /// for the same seed, starting from `memory` (the run's memory when it
+    /// was queued).
+    pub fn run_one(&self, run_id: &str, seed: u64, memory: MemoryBase) -> Result<(), RunError> {
         let record = RunRecord {
             id: run_id.to_string(),
             seed: self.spec.seed,
             episodes: 1,
             jobs: 1,
             spec: self.spec_json(),
-            agent_base: None,
+            agent_base: Some((*memory.agent).clone()),
             fold_agent_memory: false,
             branch: None,
         };
         let recorder = Recorder::start(&self.spec.db, record, &[seed])?;
         let mut writer = recorder.writer();
         writer.start(0, seed);
-        let finish = self.episode(
-            seed,
-            MemoryBase::default(),
-            &Progress::default(),
-            &mut |frame, timing| {
-                writer.push(0, &frame, timing);
-            },
-        );
+        let finish = self.episode(seed, memory, &Progress::default(), &mut |frame, timing| {
+            writer.push(0, &frame, timing);
+        });
         writer.end(0, finish);
         drop(writer);
         recorder.finish()?;

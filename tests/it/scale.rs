@@ -818,3 +818,50 @@ fn training_memory_and_baselines_on_postgres() {
         "the baseline's episodes are in PostgreSQL ({recorded})"
     );
 }
+
+/// A queued run's memory works as a local run's: its episodes start from
+/// the database's stored memory as it was when the run was queued, and the
+/// `/agent` writes of its finished episodes are folded into that memory when
+/// it ends. The memory agent remembers each maze it solved; a second run of
+/// the same mazes replays them, in PostgreSQL through workers as in SQLite.
+#[test]
+fn a_queued_run_starts_from_the_stored_memory_and_folds_its_writes() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = dir.path().join("local.db");
+    let url = database("memory");
+    let p = |name: &str| path(&crate::support::plugin(name));
+    let extra = ["--episodes", "3", "--seed", "11", "--jobs", "1"];
+    let stored = |db: &str| ludus(["memory", "list", db, "/agent"]).stdout();
+    let worker = || {
+        crate::support::command()
+            .args(["worker", "--db", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("worker")
+    };
+    let mut w = worker();
+    for round in 0..2 {
+        let a = run_json(&local, "maze", "memory_agent", &extra);
+        let b = ludus(
+            [
+                vec!["run", "--env", &p("maze"), "--agent", &p("memory_agent")],
+                extra.to_vec(),
+                vec!["--db", &url, "--workers", "--json"],
+            ]
+            .concat(),
+        )
+        .json();
+        assert_eq!(
+            crate::support::digests(&b),
+            crate::support::digests(&a),
+            "round {round}"
+        );
+        let remembered = stored(&path(&local));
+        assert!(remembered.contains("/agent/maze/"), "{remembered}");
+        assert_eq!(stored(&url), remembered, "round {round}");
+    }
+    let _ = w.kill();
+    let _ = w.wait();
+}
