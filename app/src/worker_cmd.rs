@@ -160,6 +160,49 @@ struct RunCache {
     run: Option<(String, Prepared, MemoryBase)>,
 }
 
+/// The bytes a role's recorded hash names, fetched from the database into
+/// the cache (once): their path there.
+fn fetch(
+    pg: &mut Pg,
+    p: &serde_json::Value,
+    role: &str,
+    cache: &Path,
+    extension: &str,
+) -> Result<PathBuf> {
+    let hash = p["hash"]
+        .as_str()
+        .context("the run's spec has no plugin hash")?;
+    if hash.is_empty() || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+        anyhow::bail!("the run's {role} plugin hash {hash:?} is not a hash");
+    }
+    let path = cache.join(format!("{hash}.{extension}"));
+    if !path.is_file() {
+        let bytes = pg.plugin(hash)?;
+        let partial = cache.join(format!("{hash}.{}.part", std::process::id()));
+        std::fs::write(&partial, bytes)?;
+        std::fs::rename(&partial, &path)?;
+    }
+    Ok(path)
+}
+
+/// The recorded agent: a plugin, or a trained policy (`checkpoint:`) whose
+/// file the run stored by hash like a plugin's bytes.
+fn agent(pg: &mut Pg, spec: &serde_json::Value, cache: &Path) -> Result<AgentSpec> {
+    let p = &spec["agent"];
+    if p["native"].as_bool() != Some(true) {
+        return Ok(AgentSpec::Plugin(
+            plugin(pg, spec, "agent", cache)?.context("the run has no agent plugin")?,
+        ));
+    }
+    let source = p["path"].as_str().unwrap_or("");
+    if ludus_trainer::agent::checkpoint_path(source).is_none() {
+        anyhow::bail!("the run's agent {source:?} is a native agent workers cannot rebuild");
+    }
+    let path = fetch(pg, p, "agent", cache, "safetensors")?;
+    let factory = ludus_trainer::agent::open(&path, p["config"].as_str().unwrap_or(""))?;
+    Ok(AgentSpec::Native(factory))
+}
+
 /// The recorded plugin a role names, fetched into the cache by its hash.
 fn plugin(
     pg: &mut Pg,
@@ -171,22 +214,7 @@ fn plugin(
     if p.is_null() {
         return Ok(None);
     }
-    if p["native"].as_bool() == Some(true) {
-        anyhow::bail!("the run's {role} is a native agent, which workers cannot rebuild yet");
-    }
-    let hash = p["hash"]
-        .as_str()
-        .context("the run's spec has no plugin hash")?;
-    if hash.is_empty() || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
-        anyhow::bail!("the run's {role} plugin hash {hash:?} is not a hash");
-    }
-    let path = cache.join(format!("{hash}.wasm"));
-    if !path.is_file() {
-        let bytes = pg.plugin(hash)?;
-        let partial = cache.join(format!("{hash}.{}.part", std::process::id()));
-        std::fs::write(&partial, bytes)?;
-        std::fs::rename(&partial, &path)?;
-    }
+    let path = fetch(pg, p, role, cache, "wasm")?;
     let limits: Limits = match p.get("limits") {
         Some(l) if !l.is_null() => serde_json::from_value(l.clone())?,
         _ => Limits::DEFAULT,
@@ -226,11 +254,11 @@ fn play(pg: &mut Pg, job: &Job, name: &str, cache: &Path, runs: &mut RunCache) -
 fn load(pg: &mut Pg, run_id: &str, cache: &Path) -> Result<Prepared> {
     let spec = pg.run_spec(run_id)?;
     let env = plugin(pg, &spec, "env", cache)?.context("the run has no env plugin")?;
-    let agent = plugin(pg, &spec, "agent", cache)?.context("the run has no agent plugin")?;
+    let agent = agent(pg, &spec, cache)?;
     let reward = plugin(pg, &spec, "reward", cache)?;
     let run_spec = RunSpec {
         env,
-        agent: AgentSpec::Plugin(agent),
+        agent,
         reward,
         episodes: 1,
         seed: spec["seed"].as_u64().unwrap_or(0),
@@ -249,12 +277,12 @@ fn load(pg: &mut Pg, run_id: &str, cache: &Path) -> Result<Prepared> {
     // The bytes must be the ones the run recorded (the cache or the
     // database may have been tampered with).
     for (role, loaded) in [
-        ("env", Some(&prepared.env)),
-        ("agent", prepared.agent.plugin()),
-        ("reward", prepared.reward.as_ref()),
+        ("env", Some(prepared.env.hash.clone())),
+        ("agent", Some(prepared.agent.hash())),
+        ("reward", prepared.reward.as_ref().map(|r| r.hash.clone())),
     ] {
-        if let Some(p) = loaded
-            && spec[role]["hash"].as_str() != Some(p.hash.as_str())
+        if let Some(hash) = loaded
+            && spec[role]["hash"].as_str() != Some(hash.as_str())
         {
             anyhow::bail!(
                 "the {role} plugin's bytes do not match the hash the run recorded ({})",
@@ -312,12 +340,22 @@ pub fn enqueue_and_follow(url: &str, spec: RunSpec, json: bool) -> Result<ExitCo
 /// run's id. What workers cannot rebuild is refused here, before anything
 /// is written.
 pub fn enqueue(pg: &mut Pg, prepared: &Prepared) -> Result<String> {
+    let mut stored = Vec::new();
     if prepared.agent.plugin().is_none() {
-        return Err(UsageError(
-            "a queued run needs an agent plugin (.wasm): workers cannot rebuild native agents yet"
-                .into(),
-        )
-        .into());
+        // A trained policy travels like a plugin: its file, by hash.
+        let source = prepared.agent.name();
+        let Some(path) = ludus_trainer::agent::checkpoint_path(&source) else {
+            return Err(UsageError(format!(
+                "a queued run's agent must be a plugin or a checkpoint: workers cannot rebuild {source}"
+            ))
+            .into());
+        };
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        if hash != prepared.agent.hash() {
+            anyhow::bail!("{path} changed while the run was being queued; queue it again");
+        }
+        stored.push((hash, bytes));
     }
     if prepared.spec.models.client.is_some() || prepared.spec.models.library.is_some() {
         return Err(UsageError(
@@ -326,7 +364,7 @@ pub fn enqueue(pg: &mut Pg, prepared: &Prepared) -> Result<String> {
         )
         .into());
     }
-    let mut plugins = Vec::new();
+    let mut plugins = stored;
     for p in [
         Some(&prepared.env),
         prepared.agent.plugin(),

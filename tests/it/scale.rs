@@ -719,8 +719,10 @@ fn forks_and_reruns_of_a_postgres_episode_land_in_postgres() {
 /// Training, stored memory and suite baselines on a PostgreSQL `--db`:
 /// `ludus train` records its metrics and sampled episodes there (trained
 /// here, copied when it ends) and keeps its checkpoints in the current
-/// folder; `ludus memory` sets, lists and deletes /user values there; a
-/// baseline is recorded there. `--resume` on PostgreSQL is one line, exit 2.
+/// folder, and the trained policy plays a queued run on a worker, which
+/// fetches its checkpoint by hash; `ludus memory` sets, lists and deletes
+/// /user values there; a baseline is recorded there. `--resume` on
+/// PostgreSQL is one line, exit 2.
 #[test]
 fn training_memory_and_baselines_on_postgres() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -762,6 +764,49 @@ fn training_memory_and_baselines_on_postgres() {
         .expect("metrics")
         .get(0);
     assert_eq!(metrics, 2, "one row set per update");
+    // The trained policy plays a queued run: its checkpoint travels by hash.
+    let agent = format!("checkpoint:{}", checkpoint.display());
+    let args = |db: &str| {
+        let mut a = vec![
+            "run".to_string(),
+            "--env".into(),
+            path(&crate::support::plugin("cartpole")),
+            "--agent".into(),
+            agent.clone(),
+            "--episodes".into(),
+            "4".into(),
+            "--seed".into(),
+            "3".into(),
+            "--db".into(),
+            db.to_string(),
+            "--json".into(),
+        ];
+        if db.starts_with("postgres") {
+            a.push("--workers".into());
+        }
+        a
+    };
+    let local = ludus(args(&path(&dir.path().join("policy.db")))).json();
+    let cache = dir.path().join("worker-cache");
+    let mut worker = crate::support::command()
+        .args(["worker", "--db", &url, "--cache", &path(&cache)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("worker");
+    let queued = ludus(args(&url));
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(
+        crate::support::digests(&queued.json()),
+        crate::support::digests(&local)
+    );
+    let fetched = std::fs::read_dir(&cache)
+        .expect("the worker's cache")
+        .flatten()
+        .filter(|f| f.path().extension().is_some_and(|x| x == "safetensors"))
+        .count();
+    assert_eq!(fetched, 1, "the worker fetched the checkpoint by hash");
     let resume = ludus(["train", &path(&config), "--db", &url, "--resume"]);
     assert_eq!(resume.code(), 2, "{}", resume.stderr());
     assert_eq!(
