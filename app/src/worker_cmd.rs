@@ -249,6 +249,38 @@ fn play(pg: &mut Pg, job: &Job, name: &str, cache: &Path, runs: &mut RunCache) -
     Ok(pg.complete(job, name, &db)?)
 }
 
+/// The `--model` arguments that rebuild a run's recorded model servers
+/// (`models` in its spec), or why a worker cannot call them.
+fn endpoint_args(described: &serde_json::Value) -> Result<Vec<String>, String> {
+    let Some(list) = described.as_array() else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap_or("default");
+            let url = e["url"].as_str().unwrap_or("");
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "model endpoint `{name}` ({url}) runs in this process: workers can call model servers (http://...) only; run it without --workers"
+                ));
+            }
+            let mut arg = format!("{name}={url}");
+            if let Some(m) = e["model"].as_str() {
+                arg.push_str(&format!(",model={m}"));
+            }
+            if let Some(v) = e["api_key_env"].as_str() {
+                arg.push_str(&format!(",api-key-env={v}"));
+            }
+            for (key, field) in [("price-in", "price_in"), ("price-out", "price_out"), ("timeout-s", "timeout_s")] {
+                if let Some(x) = e[field].as_f64() {
+                    arg.push_str(&format!(",{key}={x}"));
+                }
+            }
+            Ok(arg)
+        })
+        .collect()
+}
+
 /// A queued run's plugins, fetched by hash and loaded, with their bytes
 /// checked against the hashes the run recorded.
 fn load(pg: &mut Pg, run_id: &str, cache: &Path) -> Result<Prepared> {
@@ -264,7 +296,13 @@ fn load(pg: &mut Pg, run_id: &str, cache: &Path) -> Result<Prepared> {
         seed: spec["seed"].as_u64().unwrap_or(0),
         jobs: 1,
         db: PathBuf::new(),
-        models: Default::default(),
+        models: match spec.get("models") {
+            Some(described) => {
+                let args = endpoint_args(described).map_err(|e| anyhow::anyhow!(e))?;
+                crate::run_cmd::model_setup(&args, &[])?
+            }
+            None => Default::default(),
+        },
         step_delay: Duration::from_secs_f64(
             spec["step_delay_ms"]
                 .as_f64()
@@ -357,12 +395,20 @@ pub fn enqueue(pg: &mut Pg, prepared: &Prepared) -> Result<String> {
         }
         stored.push((hash, bytes));
     }
-    if prepared.spec.models.client.is_some() || prepared.spec.models.library.is_some() {
-        return Err(UsageError(
-            "a queued run cannot call models yet: workers get no model endpoints; run it without --workers"
-                .into(),
-        )
-        .into());
+    if let Some(client) = &prepared.spec.models.client {
+        // Workers call the same servers (each needs the API key's variable).
+        endpoint_args(&client.describe()).map_err(UsageError)?;
+        if prepared.spec.models.cost_cap_usd.is_some() {
+            return Err(UsageError(
+                "--limit run.cost-usd caps what one process spends: a queued run's workers cannot share it yet; run it without --workers".into(),
+            )
+            .into());
+        }
+    }
+    if prepared.spec.models.library.is_some() {
+        return Err(
+            UsageError("a queued run cannot answer model calls from a recording".into()).into(),
+        );
     }
     let mut plugins = stored;
     for p in [

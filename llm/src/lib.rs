@@ -367,6 +367,7 @@ impl ModelClient for HttpModels {
                         "name": e.name, "url": e.url, "model": e.model,
                         "api_key_env": e.api_key_env,
                         "price_in": e.price_in, "price_out": e.price_out,
+                        "timeout_s": e.timeout.as_secs_f64(),
                     })
                 })
                 .collect(),

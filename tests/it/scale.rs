@@ -910,3 +910,82 @@ fn a_queued_run_starts_from_the_stored_memory_and_folds_its_writes() {
     let _ = w.kill();
     let _ = w.wait();
 }
+
+/// An LLM agent's queued run: workers call the model server the run names
+/// (rebuilt from its recorded endpoints) and record every call, with the
+/// digests of the same run played locally; a model that runs in-process
+/// (`policy:`) cannot be queued, in one line.
+#[test]
+fn a_queued_llm_run_calls_the_model_server_from_its_workers() {
+    use crate::support::models::{LlamaServer, model_file};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = LlamaServer::start("tiny.gguf", 2);
+    let url = database("llm");
+    let p = |name: &str| path(&crate::support::plugin(name));
+    let args = |db: &str, model: &str| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "run",
+            "--env",
+            &p("maze"),
+            "--agent",
+            &p("llm_maze_agent"),
+            "--env-config",
+            "size=7,doors=0,max_steps=4",
+            "--agent-config",
+            "max-tokens=12,schema=off",
+            "--episodes",
+            "3",
+            "--seed",
+            "5",
+            "--jobs",
+            "1",
+            "--model",
+            model,
+            "--db",
+            db,
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if db.starts_with("postgres") {
+            a.push("--workers".into());
+        }
+        a
+    };
+    let local = ludus(args(&path(&dir.path().join("local.db")), &server.url)).json();
+    let mut worker = crate::support::command()
+        .args(["worker", "--db", &url, "--jobs", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("worker");
+    let queued = ludus(args(&url, &server.url));
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(
+        crate::support::digests(&queued.json()),
+        crate::support::digests(&local)
+    );
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let calls: i64 = sql
+        .query_one("SELECT COUNT(*) FROM model_calls", &[])
+        .expect("calls")
+        .get(0);
+    let expected: i64 = local["episodes"]
+        .as_array()
+        .expect("episodes")
+        .iter()
+        .map(|e| e["model_calls"].as_i64().expect("calls"))
+        .sum();
+    assert!(expected > 0);
+    assert_eq!(calls, expected, "every call recorded once");
+    let model = format!("policy:{}", path(&model_file("tiny.gguf")));
+    let refused = ludus(args(&url, &model));
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    assert!(
+        refused.stderr().contains("model servers"),
+        "{}",
+        refused.stderr()
+    );
+}
