@@ -234,11 +234,7 @@ fn play(pg: &mut Pg, job: &Job, name: &str, cache: &Path, runs: &mut RunCache) -
     if runs.run.as_ref().is_none_or(|(id, _, _)| *id != job.run_id) {
         runs.run = None;
         let prepared = load(pg, &job.run_id, cache)?;
-        let (agent, user) = pg.run_memory(&job.run_id)?;
-        let memory = MemoryBase {
-            agent: Arc::new(agent),
-            user: Arc::new(user),
-        };
+        let memory = pg.run_memory(&job.run_id)?;
         runs.run = Some((job.run_id.clone(), prepared, memory));
     }
     let Some((_, prepared, memory)) = runs.run.as_mut() else {

@@ -748,11 +748,8 @@ impl Pg {
 
     /// The memory a queued run's episodes start from: `/agent` and `/user`
     /// as they were when it was queued.
-    pub fn run_memory(
-        &mut self,
-        run_id: &str,
-    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), StoreError> {
-        let agent = self
+    pub fn run_memory(&mut self, run_id: &str) -> Result<crate::memory::MemoryBase, StoreError> {
+        let agent: BTreeMap<String, String> = self
             .client
             .query(
                 "SELECT path, value FROM run_agent_memory WHERE run_id = $1",
@@ -772,7 +769,10 @@ impl Pg {
                     .collect()
             })
             .unwrap_or_default();
-        Ok((agent, user))
+        Ok(crate::memory::MemoryBase {
+            agent: std::sync::Arc::new(agent),
+            user: std::sync::Arc::new(user),
+        })
     }
 
     /// Sets (or with `None` deletes) a /user/... value of the database.

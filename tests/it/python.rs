@@ -20,10 +20,10 @@ fn package() -> &'static Path {
         if let Ok(entries) = std::fs::read_dir(base) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(pid) = name.strip_prefix("python-package-") {
-                    if !Path::new("/proc").join(pid).exists() {
-                        let _ = std::fs::remove_dir_all(entry.path());
-                    }
+                if let Some(pid) = name.strip_prefix("python-package-")
+                    && !Path::new("/proc").join(pid).exists()
+                {
+                    let _ = std::fs::remove_dir_all(entry.path());
                 }
             }
         }
