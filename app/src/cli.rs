@@ -363,7 +363,9 @@ pub struct ServeArgs {
     /// The port (0: any free port; the one chosen is printed).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
-    /// Record every episode of every session into this SQLite file.
+    /// Record every episode of every session into this SQLite file (or
+    /// PostgreSQL database: recorded into `ludus-serve-PID.db` here as the
+    /// sessions play, copied there when the server stops).
     #[arg(long)]
     pub db: Option<PathBuf>,
     /// Sessions at once; the next client gets a `CAPACITY_REACHED` error.

@@ -22,16 +22,20 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
             UsageError("--idle-timeout-s must be a positive number of seconds".into()).into(),
         );
     }
-    if args
-        .db
-        .as_deref()
-        .is_some_and(ludus_arena::copy::is_postgres)
-    {
-        return Err(UsageError(
-            "--db: ludus serve records into a SQLite file (its sessions write as they play); serve with --db FILE, then `ludus copy FILE URL`".into(),
-        )
-        .into());
-    }
+    // Into PostgreSQL: the sessions record into a local file as they play
+    // (so a kill loses nothing), copied there when the server stops.
+    let mut args = args;
+    let postgres = match args.db.as_deref() {
+        Some(db) if ludus_arena::copy::is_postgres(db) => {
+            let url = db.to_string_lossy().into_owned();
+            drop(ludus_arena::pg::Pg::connect(&url, true).map_err(|e| UsageError(e.to_string()))?);
+            let local =
+                std::env::current_dir()?.join(format!("ludus-serve-{}.db", std::process::id()));
+            args.db = Some(local.clone());
+            Some((url, local))
+        }
+        _ => None,
+    };
     let [env_limits, _, _] = parse_limits(&args.limits)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -55,6 +59,21 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     });
     match served {
         Ok(Some(run)) => {
+            if let Some((url, local)) = &postgres {
+                use ludus_arena::copy::{Location, copy};
+                let to = Location::Postgres(url.clone());
+                copy(&Location::Sqlite(local.clone()), &to, Some(&run)).map_err(|e| {
+                    anyhow::anyhow!(
+                        "copying the recording into {to}: {e} (it is kept in {}; `ludus copy` it later)",
+                        local.display()
+                    )
+                })?;
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", local.display()));
+                }
+                println!("recorded run {run} in {to}");
+                return Ok(ExitCode::SUCCESS);
+            }
             println!("recorded run {run}");
             Ok(ExitCode::SUCCESS)
         }

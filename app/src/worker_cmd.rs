@@ -295,7 +295,7 @@ fn load(pg: &mut Pg, run_id: &str, cache: &Path) -> Result<Prepared> {
         models: match spec.get("models") {
             Some(described) => {
                 let args = endpoint_args(described).map_err(|e| anyhow::anyhow!(e))?;
-                crate::run_cmd::model_setup(&args, &[])?
+                ludus_trainer::llm::setup(&args, None).map_err(|e| anyhow::anyhow!(e))?
             }
             None => Default::default(),
         },
@@ -444,11 +444,21 @@ pub fn enqueue(pg: &mut Pg, prepared: &Prepared) -> Result<String> {
 /// on every try. With `verbose`, a line each time the count moves.
 pub fn follow(pg: &mut Pg, run_id: &str, verbose: bool) -> Result<()> {
     let mut last = u64::MAX;
+    let mut moved = std::time::Instant::now();
+    let mut hinted = false;
     loop {
         let (done, failed, all) = pg.progress(run_id)?;
-        if verbose && done != last {
-            eprintln!("{done}/{all} episodes recorded");
+        if done != last {
+            if verbose {
+                eprintln!("{done}/{all} episodes recorded");
+            }
             last = done;
+            moved = std::time::Instant::now();
+        } else if verbose && !hinted && moved.elapsed() > Duration::from_secs(60) {
+            eprintln!(
+                "no episode recorded for a minute: are workers running? (`ludus worker --db URL`)"
+            );
+            hinted = true;
         }
         if done + failed == all {
             break;

@@ -260,10 +260,14 @@ impl Pg {
             return Err(failed(url, "not a ludus database (it has no `meta` table)"));
         }
         if write {
-            // One schema maker at a time (several workers may start at once).
+            // One schema maker at a time (several workers may start at
+            // once). The statements run as one transaction, and the lock is
+            // the transaction's: released at its commit, when the tables it
+            // made are visible to the next schema maker (an explicit unlock
+            // before the commit let the next one try to make them again).
             client
                 .batch_execute(&format!(
-                    "SELECT pg_advisory_lock({SCHEMA_LOCK}); {SCHEMA} SELECT pg_advisory_unlock({SCHEMA_LOCK});"
+                    "SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA}"
                 ))
                 .map_err(|e| failed(url, full_message(&e)))?;
             client
@@ -282,6 +286,67 @@ impl Pg {
     fn err(&self, e: postgres::Error) -> StoreError {
         failed(&self.url, full_message(&e))
     }
+}
+
+/// Ends a queued run, once: with `status`, or (with `None`) when none of
+/// its jobs is open any more, `failed` if one failed, else `finished`. The
+/// run's row is locked first, so that two workers finishing its last jobs
+/// at once end it once. The `/agent` writes of its episodes that ended
+/// normally go into the stored memory in episode order, as when a local
+/// run ends.
+fn end_run(
+    c: &mut impl postgres::GenericClient,
+    run_id: &str,
+    status: Option<&str>,
+) -> Result<(), postgres::Error> {
+    let running = c
+        .query_opt(
+            "SELECT status FROM runs WHERE id = $1 FOR UPDATE",
+            &[&run_id],
+        )?
+        .is_some_and(|r| r.get::<_, String>(0) == "running");
+    if !running {
+        return Ok(());
+    }
+    let status = match status {
+        Some(s) => s.to_string(),
+        None => {
+            let r = c.query_one(
+                "SELECT COUNT(*) FILTER (WHERE state NOT IN ('done', 'failed')), COUNT(*) FILTER (WHERE state = 'failed')
+                 FROM jobs WHERE run_id = $1",
+                &[&run_id],
+            )?;
+            let (open, failed): (i64, i64) = (r.get(0), r.get(1));
+            if open > 0 {
+                return Ok(());
+            }
+            if failed > 0 { "failed" } else { "finished" }.to_string()
+        }
+    };
+    let now = crate::store::now_rfc3339();
+    c.execute(
+        "UPDATE runs SET status = $2, finished_at = $3 WHERE id = $1",
+        &[&run_id, &status, &now],
+    )?;
+    let writes = c.query(
+        "SELECT e.id, w.path, w.value FROM memory_writes w JOIN episodes e ON e.id = w.episode_id
+         WHERE e.run_id = $1 AND e.outcome IN ('terminated', 'truncated')
+           AND (w.path = '/agent' OR w.path LIKE '/agent/%')
+         ORDER BY e.idx, w.seq",
+        &[&run_id],
+    )?;
+    for w in writes {
+        let (episode, path, value): (i64, String, Option<String>) = (w.get(0), w.get(1), w.get(2));
+        match value {
+            Some(v) => c.execute(
+                "INSERT INTO agent_memory (path, value, episode_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (path) DO UPDATE SET value = $2, episode_id = $3",
+                &[&path, &v, &episode],
+            )?,
+            None => c.execute("DELETE FROM agent_memory WHERE path = $1", &[&path])?,
+        };
+    }
+    Ok(())
 }
 
 /// A driver error with the server's own message where it sent one.
@@ -619,6 +684,8 @@ impl Pg {
                     &[&job.run_id, &(job.index as i64)],
                 )
                 .map_err(|e| self.err(e))?;
+            // The last job ends the run, whoever queued it.
+            end_run(&mut self.client, &job.run_id, None).map_err(|e| self.err(e))?;
             Ok(true)
         })();
         match done {
@@ -647,8 +714,8 @@ impl Pg {
         message: &str,
         max_attempts: u64,
     ) -> Result<(), StoreError> {
-        self.client
-            .execute(
+        self.tx(|tx| {
+            tx.execute(
                 "UPDATE jobs SET state = CASE WHEN attempts >= $4 THEN 'failed' ELSE 'queued' END,
                      lease_until = NULL, error = $5
                  WHERE run_id = $1 AND idx = $2 AND worker = $3 AND state = 'leased'",
@@ -659,9 +726,9 @@ impl Pg {
                     &(max_attempts as i64),
                     &message,
                 ],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+            )?;
+            end_run(tx, &job.run_id, None)
+        })
     }
 
     /// A run's jobs: (done, failed, all).
@@ -712,38 +779,10 @@ impl Pg {
     ///
     /// As when a local run ends, the `/agent` writes of the episodes that
     /// ended normally go into the database's stored memory, in episode order,
-    /// in the same transaction.
+    /// in the same transaction. Nothing when the run has ended already (the
+    /// worker that finished its last job ends it).
     pub fn finish_run(&mut self, run_id: &str, status: &str) -> Result<(), StoreError> {
-        let now = crate::store::now_rfc3339();
-        self.tx(|tx| {
-            let updated = tx.execute(
-                "UPDATE runs SET status = $2, finished_at = $3 WHERE id = $1 AND status = 'running'",
-                &[&run_id, &status, &now],
-            )?;
-            if updated == 0 {
-                return Ok(());
-            }
-            let writes = tx.query(
-                "SELECT e.id, w.path, w.value FROM memory_writes w JOIN episodes e ON e.id = w.episode_id
-                 WHERE e.run_id = $1 AND e.outcome IN ('terminated', 'truncated')
-                   AND (w.path = '/agent' OR w.path LIKE '/agent/%')
-                 ORDER BY e.idx, w.seq",
-                &[&run_id],
-            )?;
-            for w in writes {
-                let (episode, path, value): (i64, String, Option<String>) =
-                    (w.get(0), w.get(1), w.get(2));
-                match value {
-                    Some(v) => tx.execute(
-                        "INSERT INTO agent_memory (path, value, episode_id) VALUES ($1, $2, $3)
-                         ON CONFLICT (path) DO UPDATE SET value = $2, episode_id = $3",
-                        &[&path, &v, &episode],
-                    )?,
-                    None => tx.execute("DELETE FROM agent_memory WHERE path = $1", &[&path])?,
-                };
-            }
-            Ok(())
-        })
+        self.tx(|tx| end_run(tx, run_id, Some(status)))
     }
 
     /// The memory a queued run's episodes start from: `/agent` and `/user`

@@ -72,7 +72,7 @@ pub fn main(args: IdeArgs) -> anyhow::Result<ExitCode> {
         let url = db.to_string_lossy().into_owned();
         let shown = ludus_arena::pg::redact(&url);
         eprintln!("reading {shown} into a local copy");
-        let local = state::mirror(&url).map_err(UserError)?;
+        let local = worker::mirror(&url).map_err(UserError)?;
         eprintln!(
             "local copy: {} (forks made in the IDE are saved there; `ludus copy FILE URL` sends them back)",
             local.display()

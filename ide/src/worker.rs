@@ -493,3 +493,40 @@ pub fn training_record(db: &Path, run: &str) -> Result<(Vec<MetricRow>, Vec<Epis
     let episodes = d.episodes(run).map_err(|e| e.to_string())?;
     Ok((metrics, episodes))
 }
+
+/// Copies every run of the PostgreSQL database at `url` into a new local
+/// SQLite file, with the same ids, and returns the file: how the IDE reads
+/// such a database. The copy is kept (in the user's cache folder), since
+/// forks made in the IDE are written into it; `ludus copy FILE URL` sends
+/// them back.
+pub fn mirror(url: &str) -> Result<PathBuf, String> {
+    use ludus_arena::copy::Location;
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("ludus")
+        .join("mirrors");
+    std::fs::create_dir_all(&base).map_err(|e| {
+        format!(
+            "cannot make the folder {} for a local copy: {e}",
+            base.display()
+        )
+    })?;
+    let name: String = url
+        .rsplit('/')
+        .next()
+        .unwrap_or("db")
+        .chars()
+        .take_while(|c| *c != '?')
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .take(40)
+        .collect();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let local = base.join(format!("{name}-{stamp}-{}.db", std::process::id()));
+    ludus_arena::copy::mirror(&Location::Postgres(url.to_string()), &local)
+        .map_err(|e| e.to_string())?;
+    Ok(local)
+}

@@ -989,3 +989,76 @@ fn a_queued_llm_run_calls_the_model_server_from_its_workers() {
         refused.stderr()
     );
 }
+
+/// A queued run ends without the process that queued it: killed once its
+/// jobs are queued, the run is still finished, and its memory folded, by
+/// the worker that records its last episode.
+#[test]
+fn the_worker_that_records_the_last_episode_ends_the_run() {
+    use std::process::Stdio;
+    let url = database("orphan");
+    let p = |name: &str| path(&crate::support::plugin(name));
+    let mut launcher = crate::support::command()
+        .args(["run", "--env", &p("maze"), "--agent", &p("memory_agent")])
+        .args(["--episodes", "3", "--seed", "11", "--db", &url, "--workers"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ludus run --workers");
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let mut queued = 0;
+    for _ in 0..1000 {
+        queued = sql
+            .query_opt("SELECT COUNT(*) FROM jobs", &[])
+            .ok()
+            .flatten()
+            .map_or(0, |r| r.get::<_, i64>(0));
+        if queued == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(queued, 3, "the run was queued");
+    launcher.kill().expect("SIGKILL");
+    let _ = launcher.wait();
+    let worker = ludus(["worker", "--db", &url, "--until-empty"]);
+    assert_eq!(worker.code(), 0, "{}", worker.stderr());
+    let status: String = sql
+        .query_one("SELECT status FROM runs", &[])
+        .expect("run")
+        .get(0);
+    assert_eq!(status, "finished");
+    let remembered: i64 = sql
+        .query_one(
+            "SELECT COUNT(*) FROM agent_memory WHERE path LIKE '/agent/maze/%'",
+            &[],
+        )
+        .expect("memory")
+        .get(0);
+    assert!(remembered > 0, "the run's /agent writes were folded");
+}
+
+/// Workers and runs that start at once on a fresh database make its tables
+/// once between them: every one of them connects (none sees a table
+/// another is still making and tries to make it again).
+#[test]
+fn many_first_connections_at_once_make_the_schema_once() {
+    for round in 0..3 {
+        let url = database(&format!("schema{round}"));
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        ludus_arena::pg::Pg::connect(&url, true).map(drop)
+                    })
+                })
+                .collect();
+            for h in handles {
+                let result = h.join().expect("thread");
+                assert!(result.is_ok(), "round {round}: {:?}", result.err());
+            }
+        });
+    }
+}

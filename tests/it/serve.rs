@@ -18,7 +18,13 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
+        Server::start_in(Path::new("."), args)
+    }
+
+    /// [`Server::start`] in the folder `dir`.
+    fn start_in(dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ludus"))
+            .current_dir(dir)
             .arg("serve")
             .args(["--port", "0"])
             .args(args)
@@ -376,4 +382,46 @@ fn idle_sessions_close_and_bad_setups_are_usage_errors() {
     ]);
     assert_eq!(bad.code(), 2);
     assert!(bad.stderr().contains("--max-sessions"), "{}", bad.stderr());
+}
+
+/// `ludus serve --db postgres://...`: the sessions record into a local file
+/// as they play, and the run lands in PostgreSQL when the server stops
+/// (the local file is then removed).
+#[test]
+fn a_served_recording_lands_in_postgres_when_the_server_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = crate::scale::database("serve");
+    let mut server = Server::start_in(
+        dir.path(),
+        &["--env", &path(&plugin("cartpole")), "--db", &url],
+    );
+    let out = client(
+        "import sys\n\
+         from openenv.core import GenericEnvClient\n\
+         with GenericEnvClient(base_url=f'ws://127.0.0.1:{sys.argv[1]}').sync() as env:\n\
+         \x20   r = env.reset(seed=5)\n\
+         \x20   steps = 0\n\
+         \x20   while not r.done:\n\
+         \x20       r = env.step({'Discrete': 0})\n\
+         \x20       steps += 1\n\
+         print(steps)\n",
+        &[&server.port.to_string()],
+    );
+    let steps: i64 = out.trim().parse().expect("steps");
+    assert_eq!(server.stop(), 0);
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let (episodes, length): (i64, i64) = sql
+        .query_one(
+            "SELECT COUNT(*), COALESCE(MAX(length), 0) FROM episodes",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("episodes");
+    assert_eq!((episodes, length), (1, steps));
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the local recording was removed: {left:?}");
 }

@@ -31,7 +31,6 @@ mod arena;
 mod debugger;
 mod persist;
 mod runs;
-pub use runs::mirror;
 mod training;
 mod workspace;
 
