@@ -291,7 +291,9 @@ impl Pg {
 /// Ends a queued run, once: with `status`, or (with `None`) when none of
 /// its jobs is open any more, `failed` if one failed, else `finished`. The
 /// run's row is locked first, so that two workers finishing its last jobs
-/// at once end it once. The `/agent` writes of its episodes that ended
+/// at once end it once: `FOR NO KEY UPDATE`, which the key-share locks a
+/// completing worker already holds on it (its episodes' foreign keys) do
+/// not block, where `FOR UPDATE` made two completions deadlock. The `/agent` writes of its episodes that ended
 /// normally go into the stored memory in episode order, as when a local
 /// run ends.
 fn end_run(
@@ -301,7 +303,7 @@ fn end_run(
 ) -> Result<(), postgres::Error> {
     let running = c
         .query_opt(
-            "SELECT status FROM runs WHERE id = $1 FOR UPDATE",
+            "SELECT status FROM runs WHERE id = $1 FOR NO KEY UPDATE",
             &[&run_id],
         )?
         .is_some_and(|r| r.get::<_, String>(0) == "running");

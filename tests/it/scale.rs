@@ -570,7 +570,8 @@ fn a_suite_on_workers_judges_as_it_does_on_sqlite() {
         let _ = w.wait();
     }
     assert_eq!(queued.code(), 1, "{}", queued.stderr());
-    let queued: serde_json::Value = serde_json::from_str(&queued.stdout()).expect("JSON report");
+    let queued: serde_json::Value = serde_json::from_str(&queued.stdout())
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {}", queued.stderr()));
     assert_eq!(verdicts(&queued), verdicts(&local));
     assert!(
         !queued["db"].as_str().expect("db").contains(&url),
@@ -583,7 +584,8 @@ fn a_suite_on_workers_judges_as_it_does_on_sqlite() {
         "suite", "run", &suite, "--db", &url2, "--json", "--jobs", "2",
     ]);
     assert_eq!(copied.code(), 1, "{}", copied.stderr());
-    let copied: serde_json::Value = serde_json::from_str(&copied.stdout()).expect("JSON report");
+    let copied: serde_json::Value = serde_json::from_str(&copied.stdout())
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {}", copied.stderr()));
     assert_eq!(verdicts(&copied), verdicts(&local));
 
     // The ids in each report are those of its database.
