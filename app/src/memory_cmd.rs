@@ -38,8 +38,7 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode> {
 /// In a SQLite file or a PostgreSQL database.
 fn set_user_memory(db: &std::path::Path, path: &str, value: Option<&str>) -> Result<()> {
     if ludus_arena::copy::is_postgres(db) {
-        let mut pg = ludus_arena::pg::Pg::connect(&db.to_string_lossy(), false)
-            .map_err(|e| UsageError(e.to_string()))?;
+        let mut pg = crate::worker_cmd::connect(&db.to_string_lossy(), false)?;
         pg.set_user_memory(path, value)?;
         return Ok(());
     }

@@ -163,7 +163,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     // Into PostgreSQL without workers: played here into a scratch file,
     // copied there at the end (checked reachable first).
     let scratch = if postgres {
-        drop(ludus_arena::pg::Pg::connect(&url, true).map_err(|e| UsageError(e.to_string()))?);
+        drop(crate::worker_cmd::connect(&url, true)?);
         Some(crate::worker_cmd::scratch_db()?)
     } else {
         None

@@ -28,7 +28,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     let postgres = match args.db.as_deref() {
         Some(db) if ludus_arena::copy::is_postgres(db) => {
             let url = db.to_string_lossy().into_owned();
-            drop(ludus_arena::pg::Pg::connect(&url, true).map_err(|e| UsageError(e.to_string()))?);
+            drop(crate::worker_cmd::connect(&url, true)?);
             let local =
                 std::env::current_dir()?.join(format!("ludus-serve-{}.db", std::process::id()));
             args.db = Some(local.clone());

@@ -250,7 +250,7 @@ fn read_baseline(path: &Path) -> Result<Baseline> {
 /// at once (workers play them side by side), then each is followed to its
 /// end; a case's wall time runs from the queueing to its last episode.
 fn run_cases_queued(url: &str, cases: &[(Case, Prepared)], quiet: bool) -> Result<Vec<Outcome>> {
-    let mut pg = ludus_arena::pg::Pg::connect(url, true).map_err(usage)?;
+    let mut pg = crate::worker_cmd::connect(url, true)?;
     let started = Instant::now();
     let mut queued = Vec::new();
     for (case, prepared) in cases {
@@ -323,7 +323,7 @@ impl Target {
             });
         }
         let url = db.to_string_lossy().into_owned();
-        drop(ludus_arena::pg::Pg::connect(&url, true).map_err(usage)?);
+        drop(crate::worker_cmd::connect(&url, true)?);
         let (dir, local) = crate::worker_cmd::scratch_db()?;
         Ok(Target {
             url: Some(url),

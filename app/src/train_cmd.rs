@@ -23,16 +23,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             .into());
         }
         Some(url) => {
-            drop(ludus_arena::pg::Pg::connect(url, true).map_err(|e| UsageError(e.to_string()))?);
+            drop(crate::worker_cmd::connect(url, true)?);
             // Checkpoints go where a file database's would: the current
             // folder, named after the database.
-            let name: String = url
-                .rsplit('/')
-                .next()
-                .unwrap_or("ludus")
-                .chars()
-                .take_while(|c| *c != '?')
-                .collect();
+            let name = ludus_arena::pg::database_name(url);
             let dir = config
                 .checkpoint
                 .dir

@@ -20,7 +20,8 @@ use crate::cli::WorkerArgs;
 /// Tries of a job that ends in a worker's error before it is `failed`.
 const MAX_ATTEMPTS: u64 = 3;
 
-fn connect(url: &str, write: bool) -> Result<Pg> {
+/// A connection whose failure is the user's to fix (one line, exit 2).
+pub fn connect(url: &str, write: bool) -> Result<Pg> {
     Pg::connect(url, write).map_err(|e| UsageError(e.to_string()).into())
 }
 

@@ -68,17 +68,9 @@ pub fn copy(from: &Location, to: &Location, run: Option<&str>) -> Result<Copied,
     }
     let mut source = open(from, false)?;
     let mut dest = open(to, true)?;
-    dest.begin()?;
-    match copy_runs(source.as_mut(), dest.as_mut(), run, to, Ids::Fresh) {
-        Ok(copied) => {
-            dest.commit()?;
-            Ok(copied)
-        }
-        Err(e) => {
-            dest.rollback();
-            Err(e)
-        }
-    }
+    in_one_transaction(dest.as_mut(), |dest| {
+        copy_runs(source.as_mut(), dest, run, to, Ids::Fresh)
+    })
 }
 
 /// Every run of `from` into the new SQLite file `to`, with the same ids
@@ -100,17 +92,9 @@ pub fn mirror_runs(from: &Location, to: &Path, run: Option<&str>) -> Result<Copi
     let mut source = open(from, false)?;
     let dest_at = Location::Sqlite(to.to_path_buf());
     let mut dest = open(&dest_at, true)?;
-    dest.begin()?;
-    match copy_runs(source.as_mut(), dest.as_mut(), run, &dest_at, Ids::Keep) {
-        Ok(copied) => {
-            dest.commit()?;
-            Ok(copied)
-        }
-        Err(e) => {
-            dest.rollback();
-            Err(e)
-        }
-    }
+    in_one_transaction(dest.as_mut(), |dest| {
+        copy_runs(source.as_mut(), dest, run, &dest_at, Ids::Keep)
+    })
 }
 
 /// Sends `run`, added to `mirror` (a [`mirror`] of `to`) since it was made,
@@ -120,23 +104,9 @@ pub fn mirror_runs(from: &Location, to: &Path, run: Option<&str>) -> Result<Copi
 pub fn write_back(mirror: &Path, to: &Location, run: &str) -> Result<Copied, StoreError> {
     let mut source = open(&Location::Sqlite(mirror.to_path_buf()), false)?;
     let mut dest = open(to, true)?;
-    dest.begin()?;
-    match copy_runs(
-        source.as_mut(),
-        dest.as_mut(),
-        Some(run),
-        to,
-        Ids::FreshParentsKept,
-    ) {
-        Ok(copied) => {
-            dest.commit()?;
-            Ok(copied)
-        }
-        Err(e) => {
-            dest.rollback();
-            Err(e)
-        }
-    }
+    in_one_transaction(dest.as_mut(), |dest| {
+        copy_runs(source.as_mut(), dest, Some(run), to, Ids::FreshParentsKept)
+    })
 }
 
 /// The run an episode of `at` belongs to.
@@ -146,6 +116,25 @@ pub fn run_of_episode(at: &Location, episode: i64) -> Result<String, StoreError>
     match rows.first().map(|r| &r[col(&EPISODES, "run_id")]) {
         Some(Cell::Text(run)) => Ok(run.clone()),
         _ => Err(StoreError::NoEpisode(episode)),
+    }
+}
+
+/// Runs `f` on `dest` in one transaction: committed when it succeeds,
+/// rolled back (nothing written) when it fails.
+fn in_one_transaction(
+    dest: &mut dyn Store,
+    f: impl FnOnce(&mut dyn Store) -> Result<Copied, StoreError>,
+) -> Result<Copied, StoreError> {
+    dest.begin()?;
+    match f(dest) {
+        Ok(copied) => {
+            dest.commit()?;
+            Ok(copied)
+        }
+        Err(e) => {
+            dest.rollback();
+            Err(e)
+        }
     }
 }
 

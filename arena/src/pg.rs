@@ -143,6 +143,25 @@ const SCHEMA_LOCK: i64 = 0x006c_7564_7573;
 
 /// `url` without its password: `postgres://user:***@host/db`, and
 /// `password=***` in a key-value string.
+/// The database a URL names (its last path segment, without a query), as
+/// far as it is safe in a file name: for files named after it.
+pub fn database_name(url: &str) -> String {
+    let name: String = url
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take_while(|c| *c != '?')
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .take(40)
+        .collect();
+    if name.is_empty() {
+        "ludus".into()
+    } else {
+        name
+    }
+}
+
 /// `text` with the password of every PostgreSQL URL in it hidden: for
 /// messages that may quote a URL anywhere.
 pub fn redact_all(text: &str) -> String {

@@ -513,15 +513,7 @@ pub fn mirror(url: &str) -> Result<PathBuf, String> {
             base.display()
         )
     })?;
-    let name: String = url
-        .rsplit('/')
-        .next()
-        .unwrap_or("db")
-        .chars()
-        .take_while(|c| *c != '?')
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .take(40)
-        .collect();
+    let name = ludus_arena::pg::database_name(url);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
