@@ -843,7 +843,13 @@ fn async_llm_training_samples_while_the_learner_trains() {
     assert!(curve[0] < 0.6, "{curve:?}");
     assert_eq!(summary["reached_target"], true, "{summary}\n{curve:?}");
     assert_eq!(lags[0], 0.0, "{lags:?}");
-    assert!(lags.iter().skip(1).all(|l| *l >= 1.0), "{lags:?}");
+    // Later batches were sampled while the learner trained on the one
+    // before: a lag of one. (A sampling thread held off the CPU from its
+    // send until after the learner's next update starts its next batch at
+    // lag 0; on a loaded machine that happens now and then.)
+    let behind = lags.iter().skip(1).filter(|l| **l >= 1.0).count();
+    assert!(behind * 4 >= (lags.len() - 1) * 3, "{lags:?}");
+    assert!(lags.iter().all(|l| *l <= 2.0), "{lags:?}");
 }
 
 fn ppo_with_a_value_head(t: String) -> String {
@@ -875,4 +881,167 @@ fn ppo_with_a_value_head_trains_the_model() {
 #[test]
 fn an_llm_run_with_a_value_head_resumes_exactly_after_a_kill() {
     resumes_exactly_after_a_kill(ppo_with_a_value_head);
+}
+
+fn in_bf16(t: String) -> String {
+    t.replace("[policy]\n", "[policy]\ndtype = \"bf16\"\n")
+}
+
+fn with_offload(t: String) -> String {
+    t.replace("[policy]\n", "[policy]\noffload = true\n")
+}
+
+fn with_kl(t: String) -> String {
+    t.replace("kl_coef = 0\n", "kl_coef = 0.01\n")
+}
+
+/// bf16: the model's weights and activations in bfloat16, the optimizer's
+/// f32 master copies beside them, learn the task as f32 does. At lag 0 the
+/// learner's log-probabilities of the sampled tokens agree with the
+/// recorded ones to bf16's precision (the first update's approximate KL),
+/// and the checkpoint answers through `policy:`.
+#[test]
+fn a_bf16_model_learns_the_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (summary, updates) = train_edited(dir.path(), "updates = 150\nmean_return = 0.9", in_bf16);
+    let curve: Vec<f64> = updates.iter().map(|u| u["success_rate"]).collect();
+    assert!(curve[0] < 0.6, "{curve:?}");
+    assert_eq!(summary["reached_target"], true, "{summary}\n{curve:?}");
+    let kl = updates[0]["approx_kl"];
+    assert!(
+        kl.abs() < 1e-2,
+        "recorded and recomputed log-probabilities differ: {kl}"
+    );
+    let trained = summary["checkpoint"].as_str().expect("checkpoint");
+    let saved = tch::Tensor::read_safetensors(Path::new(trained).join("model.safetensors"))
+        .expect("checkpoint weights");
+    assert!(
+        saved.iter().all(|(_, t)| t.kind() == tch::Kind::BFloat16),
+        "{:?}",
+        saved.iter().map(|(n, t)| (n, t.kind())).collect::<Vec<_>>()
+    );
+    let (rate, run) = greedy_echo_rate(dir.path(), trained);
+    assert!(rate >= 0.9, "{run}");
+}
+
+/// Offload keeps the optimizer's state and the frozen reference model in
+/// CPU memory; what is trained does not change: the same metrics, bit for
+/// bit, in bf16 with a KL penalty. (On the CPU both live in the same memory;
+/// what offload saves on a GPU is the next test's.)
+#[test]
+fn offloaded_state_trains_as_state_kept_beside_the_model() {
+    let kept = tempfile::tempdir().expect("tempdir");
+    let moved = tempfile::tempdir().expect("tempdir");
+    let (_, a) = train_edited(kept.path(), "updates = 8", |t| with_kl(in_bf16(t)));
+    let (_, b) = train_edited(moved.path(), "updates = 8", |t| {
+        with_offload(with_kl(in_bf16(t)))
+    });
+    let strip = |u: &[std::collections::BTreeMap<String, f64>]| {
+        u.iter()
+            .map(|m| {
+                let mut m = m.clone();
+                m.remove("generation_tokens_per_s");
+                m
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&a), strip(&b));
+    assert!(a.iter().any(|u| u["kl_reference"] > 0.0), "{a:?}");
+}
+
+/// The f32 master copies of bf16 weights are in the checkpoint: a bf16 run
+/// with offload and a KL penalty resumes exactly.
+#[test]
+fn a_bf16_run_with_offload_resumes_exactly_after_a_kill() {
+    resumes_exactly_after_a_kill(|t| with_offload(with_kl(in_bf16(t))));
+}
+
+/// On a GPU: SmolLM2-135M trains in bf16, and offload lowers the GPU memory
+/// the training process holds (the driver's figure after each update,
+/// `gpu_memory_mib`) by at least a gigabyte: Adam's two moments and the
+/// master copies are 1.6 GB in f32 for 135M weights.
+#[test]
+fn offload_lowers_gpu_memory_where_there_is_a_gpu() {
+    if !ludus_trainer::cuda_available() {
+        eprintln!(
+            "SKIPPED offload_lowers_gpu_memory_where_there_is_a_gpu: no CUDA device on this machine"
+        );
+        return;
+    }
+    let peak = |offload: bool| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("smol.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+name = "smol"
+seed = 1
+[env]
+plugin = "{env}"
+config = "words=apple|river"
+[sampling]
+mode = "sync"
+samplers = 1
+envs_per_sampler = 8
+rollout_steps = 1
+batch_steps = 1
+max_policy_lag = 0
+[algorithm]
+advantage = "group"
+policy_loss = "grpo"
+gamma = 1.0
+group_size = 4
+value_loss = false
+kl_coef = 0.01
+epochs = 1
+minibatches = 1
+[policy]
+kind = "llm"
+model = "{model}"
+agent = "{agent}"
+agent_config = "max-tokens=4,temperature=1"
+dtype = "bf16"
+offload = {offload}
+[optimizer]
+kind = "adam"
+lr = 0.00001
+schedule = "constant"
+[stop]
+updates = 3
+"#,
+                env = plugin("word_echo").display(),
+                model = model_file("smollm2-135m-instruct.gguf").display(),
+                agent = plugin("llm_text_agent").display(),
+            ),
+        )
+        .expect("config");
+        let db = dir.path().join("smol.db");
+        let summary = ludus([
+            "train",
+            &config.display().to_string(),
+            "--db",
+            &db.display().to_string(),
+            "--device",
+            "cuda",
+            "--json",
+        ])
+        .json();
+        assert_eq!(summary["updates"], 3, "{summary}");
+        ludus_arena::Db::open_read_only(&db)
+            .expect("db")
+            .train_metrics("smol")
+            .expect("metrics")
+            .into_iter()
+            .filter(|m| m.name == "gpu_memory_mib")
+            .map(|m| m.value)
+            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
+            .expect("gpu_memory_mib recorded")
+    };
+    let (kept, offloaded) = (peak(false), peak(true));
+    eprintln!("GPU memory held: {kept} MiB with the state kept, {offloaded} MiB offloaded");
+    assert!(
+        offloaded + 1000.0 < kept,
+        "{kept} MiB kept, {offloaded} MiB offloaded"
+    );
 }

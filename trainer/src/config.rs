@@ -187,6 +187,17 @@ pub struct PolicyConfig {
     /// `kind = "llm"`: train LoRA adapters instead of every weight.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
+    /// `kind = "llm"`: the type the model's weights and activations are
+    /// held in, `f32` (default) or `bf16` (half the memory; the optimizer
+    /// keeps `f32` master copies, and norms, softmaxes and
+    /// log-probabilities stay `f32`).
+    #[serde(default)]
+    pub dtype: Dtype,
+    /// `kind = "llm"`: keep the optimizer's state (moments, master copies)
+    /// and the frozen reference model in CPU memory between updates, so a
+    /// small GPU holds only the model, its gradients and activations.
+    #[serde(default)]
+    pub offload: bool,
     /// CNN for image observations: `[channels, stride]` per 3x3 conv layer
     /// (default `[[16, 1], [32, 1]]`).
     #[serde(default)]
@@ -216,6 +227,15 @@ fn default_lora_targets() -> Vec<String> {
     ["q_proj", "k_proj", "v_proj", "o_proj"]
         .map(String::from)
         .to_vec()
+}
+
+/// `policy.dtype`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    F32,
+    Bf16,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -397,6 +417,10 @@ impl Config {
             if self.policy.micro_batch == Some(0) || self.policy.batch == Some(0) {
                 return Err("`policy.micro_batch` and `policy.batch` must be at least 1".into());
             }
+        } else if self.policy.dtype != Dtype::F32 || self.policy.offload {
+            return Err(
+                "`policy.dtype` and `policy.offload` apply to `policy.kind = \"llm\"` only".into(),
+            );
         } else if self.policy.hidden.is_empty() || self.policy.hidden.contains(&0) {
             return Err("`policy.hidden` must list at least one layer width > 0".into());
         }
@@ -515,5 +539,13 @@ updates = 3
         );
         let c = Config::parse(&good).expect("conv config");
         assert_eq!(c.policy.conv, Some(vec![[8, 1], [16, 2]]));
+        for extra in ["dtype = \"bf16\"", "offload = true"] {
+            let bad = GOOD.replace("hidden = [8]", &format!("hidden = [8]\n{extra}"));
+            let e = Config::parse(&bad).unwrap_err();
+            assert!(e.contains("policy.kind = \"llm\""), "{e}");
+        }
+        let bad = GOOD.replace("hidden = [8]", "hidden = [8]\ndtype = \"fp8\"");
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(e.contains("fp8"), "{e}");
     }
 }

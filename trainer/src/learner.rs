@@ -13,9 +13,18 @@ use crate::rng::Rng;
 use crate::sampler::Segment;
 
 /// Adam with its state in plain tensors, so checkpoints can save it.
+///
+/// A parameter held in a narrower type than `f32` (bf16) gets an `f32`
+/// master copy: the update is made to the copy, and the parameter is its
+/// rounding, so small steps are not lost. The state (moments and master
+/// copies) can live on another device than the parameters (offload: CPU
+/// memory while the parameters are on the GPU); the update is then computed
+/// there and written back.
 pub struct Adam {
     pub m: Vec<Tensor>,
     pub v: Vec<Tensor>,
+    /// The `f32` master copy of each parameter that is not `f32`.
+    pub master: Vec<Option<Tensor>>,
     pub step: i64,
 }
 
@@ -24,10 +33,25 @@ const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-5;
 
 impl Adam {
+    /// The state beside each parameter, on its device.
     pub fn new(params: &[Tensor]) -> Adam {
+        Adam::placed(params, None)
+    }
+
+    /// The state on `state_on` (every parameter's own device when `None`).
+    pub fn placed(params: &[Tensor], state_on: Option<Device>) -> Adam {
+        let on = |p: &Tensor| state_on.unwrap_or(p.device());
+        let zeros = |p: &Tensor| Tensor::zeros(p.size(), (Kind::Float, on(p)));
         Adam {
-            m: params.iter().map(|p| p.zeros_like().detach()).collect(),
-            v: params.iter().map(|p| p.zeros_like().detach()).collect(),
+            m: params.iter().map(zeros).collect(),
+            v: params.iter().map(zeros).collect(),
+            master: params
+                .iter()
+                .map(|p| {
+                    (p.kind() != Kind::Float)
+                        .then(|| p.detach().to_kind(Kind::Float).to_device(on(p)))
+                })
+                .collect(),
             step: 0,
         }
     }
@@ -36,15 +60,22 @@ impl Adam {
     pub fn load(&mut self, m: &[Vec<f32>], v: &[Vec<f32>], step: i64) {
         tch::no_grad(|| {
             for (dst, src) in self.m.iter_mut().zip(m).chain(self.v.iter_mut().zip(v)) {
-                if src.len() as i64 == dst.numel() as i64 {
-                    let t = Tensor::from_slice(src)
-                        .view(dst.size().as_slice())
-                        .to_device(dst.device());
-                    dst.copy_(&t);
-                }
+                copy_values(dst, src);
             }
         });
         self.step = step;
+    }
+
+    /// Restores saved master copies (an empty vector leaves the copy as
+    /// it is).
+    pub fn load_masters(&mut self, w: &[Vec<f32>]) {
+        tch::no_grad(|| {
+            for (dst, src) in self.master.iter_mut().zip(w) {
+                if let Some(dst) = dst {
+                    copy_values(dst, src);
+                }
+            }
+        });
     }
 
     pub fn values(ts: &[Tensor]) -> Vec<Vec<f32>> {
@@ -61,7 +92,11 @@ impl Adam {
             let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
             let mut sq = 0f64;
             for g in grads.iter().filter(|g| g.defined()) {
-                sq += g.square().sum(Kind::Float).double_value(&[]);
+                sq += g
+                    .to_kind(Kind::Float)
+                    .square()
+                    .sum(Kind::Float)
+                    .double_value(&[]);
             }
             let norm = sq.sqrt();
             let scale = if max_grad_norm > 0.0 && norm > max_grad_norm {
@@ -77,7 +112,9 @@ impl Adam {
                 if !g.defined() {
                     continue;
                 }
-                let g = g * scale;
+                // Where the state lives, in f32 (no copy when it is
+                // beside an f32 parameter).
+                let g = g.to_device(self.m[i].device()).to_kind(Kind::Float) * scale;
                 let m = &mut self.m[i];
                 let _ = m.g_mul_scalar_(BETA1);
                 let _ = m.g_add_(&(&g * (1.0 - BETA1)));
@@ -85,11 +122,29 @@ impl Adam {
                 let _ = v.g_mul_scalar_(BETA2);
                 let _ = v.g_add_(&(g.square() * (1.0 - BETA2)));
                 let update = (&self.m[i] / bc1) / ((&self.v[i] / bc2).sqrt() + EPS) * lr;
-                let _ = p.g_sub_(&update);
+                match &mut self.master[i] {
+                    Some(w) => {
+                        let _ = w.g_sub_(&update);
+                        p.copy_(&w.to_device(p.device()).to_kind(p.kind()));
+                    }
+                    None => {
+                        let _ = p.g_sub_(&update.to_device(p.device()));
+                    }
+                }
                 p.zero_grad();
             }
             norm
         })
+    }
+}
+
+/// `src` into `dst` when it has as many values.
+fn copy_values(dst: &mut Tensor, src: &[f32]) {
+    if src.len() as i64 == dst.numel() as i64 {
+        let t = Tensor::from_slice(src)
+            .view(dst.size().as_slice())
+            .to_device(dst.device());
+        dst.copy_(&t);
     }
 }
 

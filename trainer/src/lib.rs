@@ -11,6 +11,7 @@ pub mod advantage;
 pub mod agent;
 pub mod checkpoint;
 pub mod config;
+pub mod gpu;
 pub mod learner;
 pub mod llm;
 pub mod options;

@@ -437,14 +437,15 @@ impl Llama {
             ));
         }
         tch::manual_seed(seed as i64);
-        let device = self.device;
+        let (device, kind) = (self.device, self.kind());
         for layer in &mut self.layers {
             for &t in &chosen {
                 let size = layer.weight(t).0.size();
                 let (out, inp) = (size[0], size[1]);
                 let a = (Tensor::randn([rank, inp], (Kind::Float, device)) / (inp as f64).sqrt())
+                    .to_kind(kind)
                     .set_requires_grad(true);
-                let b = Tensor::zeros([out, rank], (Kind::Float, device)).set_requires_grad(true);
+                let b = Tensor::zeros([out, rank], (kind, device)).set_requires_grad(true);
                 layer.lora[t] = Some(Lora {
                     a,
                     b,
@@ -497,6 +498,99 @@ impl Llama {
             tch::no_grad(|| t.copy_(v));
         }
         Ok(())
+    }
+
+    /// The element type of the weights (`Float`, or `BFloat16` after
+    /// [`Llama::to_kind`]).
+    pub fn kind(&self) -> Kind {
+        self.embed.kind()
+    }
+
+    /// Converts every weight (adapters included) to `kind`, keeping which
+    /// of them are trainable. Activations follow the weights' type; norms,
+    /// softmaxes and log-probabilities are computed in `f32`.
+    pub fn to_kind(&mut self, kind: Kind) {
+        self.map(|t| t.to_kind(kind));
+    }
+
+    /// A copy of the model on `device` (a frozen reference kept in CPU
+    /// memory goes to the GPU for a moment with this).
+    pub fn moved_to(&self, device: Device) -> Llama {
+        let mut copy = Llama {
+            config: self.config.clone(),
+            embed: self.embed.shallow_clone(),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| Layer {
+                    attn_norm: l.attn_norm.shallow_clone(),
+                    wq: l.wq.shallow_clone(),
+                    wk: l.wk.shallow_clone(),
+                    wv: l.wv.shallow_clone(),
+                    wo: l.wo.shallow_clone(),
+                    bq: l.bq.as_ref().map(Tensor::shallow_clone),
+                    bk: l.bk.as_ref().map(Tensor::shallow_clone),
+                    bv: l.bv.as_ref().map(Tensor::shallow_clone),
+                    ffn_norm: l.ffn_norm.shallow_clone(),
+                    gate: l.gate.shallow_clone(),
+                    up: l.up.shallow_clone(),
+                    down: l.down.shallow_clone(),
+                    lora: std::array::from_fn(|t| {
+                        l.lora[t].as_ref().map(|x| Lora {
+                            a: x.a.shallow_clone(),
+                            b: x.b.shallow_clone(),
+                            scale: x.scale,
+                        })
+                    }),
+                })
+                .collect(),
+            norm: self.norm.shallow_clone(),
+            head: self.head.as_ref().map(Tensor::shallow_clone),
+            device,
+        };
+        copy.map(|t| t.to_device(device));
+        copy
+    }
+
+    /// Replaces every tensor `t` by `f(t)`, detached, trainable where `t`
+    /// was.
+    fn map(&mut self, f: impl Fn(&Tensor) -> Tensor) {
+        let g = |t: &mut Tensor| {
+            let grad = t.requires_grad();
+            let new = tch::no_grad(|| f(t)).detach();
+            *t = if grad {
+                new.set_requires_grad(true)
+            } else {
+                new
+            };
+        };
+        g(&mut self.embed);
+        g(&mut self.norm);
+        if let Some(h) = &mut self.head {
+            g(h);
+        }
+        for l in &mut self.layers {
+            for t in [
+                &mut l.attn_norm,
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.ffn_norm,
+                &mut l.gate,
+                &mut l.up,
+                &mut l.down,
+            ] {
+                g(t);
+            }
+            for t in [&mut l.bq, &mut l.bk, &mut l.bv].into_iter().flatten() {
+                g(t);
+            }
+            for a in l.lora.iter_mut().flatten() {
+                g(&mut a.a);
+                g(&mut a.b);
+            }
+        }
     }
 
     /// Makes the weights trainable (their gradients are kept) or not.
@@ -597,7 +691,10 @@ impl Llama {
         let targets = Tensor::from_slice(&targets)
             .to_device(self.device)
             .unsqueeze(1);
-        (logp.gather(1, &targets, false).squeeze_dim(1), states)
+        (
+            logp.gather(1, &targets, false).squeeze_dim(1),
+            states.to_kind(Kind::Float),
+        )
     }
 
     /// The output embedding: logits from final hidden states.
@@ -619,7 +716,11 @@ impl Llama {
         let past = cache.len();
         let hd = c.head_dim();
         let (cos, sin) = rope_tables(c, past, t, self.device);
-        let (cos, sin) = (cos.unsqueeze(0).unsqueeze(2), sin.unsqueeze(0).unsqueeze(2));
+        let kind = self.kind();
+        let (cos, sin) = (
+            cos.to_kind(kind).unsqueeze(0).unsqueeze(2),
+            sin.to_kind(kind).unsqueeze(0).unsqueeze(2),
+        );
         let mut x = self
             .embed
             .index_select(0, &tokens.flatten(0, -1))
@@ -672,12 +773,13 @@ impl Llama {
             sin.push(sn);
         }
         let shape = [w, 1, 1, hd / 2];
+        let kind = self.kind();
         let (cos, sin) = (
-            Tensor::cat(&cos, 0).view(shape),
-            Tensor::cat(&sin, 0).view(shape),
+            Tensor::cat(&cos, 0).view(shape).to_kind(kind),
+            Tensor::cat(&sin, 0).view(shape).to_kind(kind),
         );
-        let idle = (w as usize > n)
-            .then(|| Tensor::zeros([w - n as i64, 1, c.dim], (Kind::Float, self.device)));
+        let idle =
+            (w as usize > n).then(|| Tensor::zeros([w - n as i64, 1, c.dim], (kind, self.device)));
         let scale = 1.0 / (hd as f64).sqrt();
         for (l, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, c.eps);
@@ -738,7 +840,7 @@ fn attend(c: &LlamaConfig, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Ten
         Some(m) => scores.masked_fill(m, f64::NEG_INFINITY),
         None => scores,
     };
-    let attn = scores.softmax(-1, Kind::Float).matmul(&v);
+    let attn = scores.softmax(-1, Kind::Float).to_kind(v.kind()).matmul(&v);
     let (b, t) = (q.size()[0], q.size()[2]);
     attn.transpose(1, 2).contiguous().view([b, t, c.dim])
 }
@@ -816,9 +918,15 @@ fn tensor(g: &Gguf, name: &str, device: Device) -> Result<Tensor, LoadError> {
         .to_device(device))
 }
 
+/// In `f32` whatever the weights' type (the result has `x`'s type).
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
-    let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
-    x * (var + eps).rsqrt() * w
+    if x.kind() == Kind::Float {
+        let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        return x * (var + eps).rsqrt() * w;
+    }
+    let x32 = x.to_kind(Kind::Float);
+    let var = x32.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+    (x32 * (var + eps).rsqrt()).to_kind(x.kind()) * w
 }
 
 /// `cos` and `sin` of each position's angles, `[tokens, head_dim / 2]`.

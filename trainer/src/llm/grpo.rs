@@ -19,13 +19,13 @@ use ludus_arena::recorder::{EpisodeFinish, Recorder};
 use ludus_arena::run::{AgentSpec, PluginSpec, Prepared, RunSpec, Stepper, prepare};
 use ludus_arena::train_store::{ResumePoint, StepStat};
 use ludus_core::episode_seed;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::backend::PolicyModel;
 use super::engine::Engine;
 use crate::advantage::{gae, group_relative, normalize};
 use crate::checkpoint::CheckpointError;
-use crate::config::{AdvantageKind, Config, Mode, PolicyLossKind};
+use crate::config::{AdvantageKind, Config, Dtype, Mode, PolicyLossKind};
 use crate::learner::{Adam, learning_rate};
 use crate::options::{
     TrainError, TrainOptions, TrainSummary, UpdateReport, checkpoint_dir, device,
@@ -312,15 +312,30 @@ pub fn train(
     } else {
         &model_path
     };
-    let mut model = PolicyModel::open(weights, device).map_err(|e| bad(e.to_string()))?;
+    let kind = match config.policy.dtype {
+        Dtype::F32 => Kind::Float,
+        Dtype::Bf16 => Kind::BFloat16,
+    };
+    let offload = config.policy.offload;
+    let open = |path: &Path, device: Device| -> Result<PolicyModel, TrainError> {
+        let mut m = PolicyModel::open(path, device).map_err(|e| bad(e.to_string()))?;
+        if kind != Kind::Float {
+            m.llama.to_kind(kind);
+        }
+        Ok(m)
+    };
+    let mut model = open(weights, device)?;
     // Answers name the model as configured, resumed or not.
     if let Some(stem) = model_path.file_stem() {
         model.name = stem.to_string_lossy().into_owned();
     }
     // The frozen reference a KL penalty holds the policy to: the model as
-    // it was loaded.
+    // it was loaded (in CPU memory with offload).
     let reference = if config.algorithm.kl_coef > 0.0 {
-        Some(PolicyModel::open(&model_path, device).map_err(|e| bad(e.to_string()))?)
+        Some(open(
+            &model_path,
+            if offload { Device::Cpu } else { device },
+        )?)
     } else {
         None
     };
@@ -353,7 +368,7 @@ pub fn train(
         params.push(w.shallow_clone());
         params.push(b.shallow_clone());
     }
-    let mut adam = Adam::new(&params);
+    let mut adam = Adam::placed(&params, offload.then_some(Device::Cpu));
     if let Some(st) = &resumed {
         st.restore(&latest, &mut adam, value_head.as_ref())?;
     }
@@ -369,7 +384,7 @@ pub fn train(
     // behaviour policy), which the learner publishes to after each update;
     // in sync mode they answer with the learner's model itself.
     let behaviour = if asynchronous {
-        let mut b = PolicyModel::open(weights, device).map_err(|e| bad(e.to_string()))?;
+        let mut b = open(weights, device)?;
         b.name = model.name.clone();
         b.batch = model.batch;
         if let Some(l) = lora {
@@ -557,6 +572,26 @@ pub fn train(
                 let per_token = value_head
                     .as_ref()
                     .map(|head| token_advantages(&m, head, &trained, config));
+                // The reference's log-probabilities of each episode's tokens
+                // (it is frozen: the same in every epoch), computed on the
+                // learner's device (a moment's copy there with offload).
+                let reference_lp: Option<Vec<Tensor>> = reference.as_ref().map(|r| {
+                    tch::no_grad(|| {
+                        let moved = (r.llama.device != device).then(|| r.llama.moved_to(device));
+                        let r = moved.as_ref().unwrap_or(&r.llama);
+                        trained
+                            .iter()
+                            .map(|(_, _, calls)| {
+                                let parts: Vec<Tensor> = calls
+                                    .iter()
+                                    .filter(|c| !c.generated.is_empty())
+                                    .map(|c| r.logprobs_of(&c.prompt, &c.generated))
+                                    .collect();
+                                Tensor::cat(&parts, 0)
+                            })
+                            .collect()
+                    })
+                });
                 for _ in 0..epochs {
                     let (mut loss_total, mut kl_total, mut ref_total) = (0f64, 0f64, 0f64);
                     let mut value_total = 0f64;
@@ -624,17 +659,9 @@ pub fn train(
                                 _ => term,
                             };
                             let mut penalty = None;
-                            if let Some(r) = &reference {
+                            if let Some(r) = &reference_lp {
                                 // The k3 estimator of KL(policy || reference), per token.
-                                let ref_lp = tch::no_grad(|| {
-                                    let parts: Vec<Tensor> = calls
-                                        .iter()
-                                        .filter(|c| !c.generated.is_empty())
-                                        .map(|c| r.llama.logprobs_of(&c.prompt, &c.generated))
-                                        .collect();
-                                    Tensor::cat(&parts, 0)
-                                });
-                                let d = ref_lp - &new_lp;
+                                let d = &r[episode] - &new_lp;
                                 let k3 = (d.exp() - &d - 1.0).mean(Kind::Float);
                                 ref_total += k3.double_value(&[]) / n_episodes;
                                 penalty = Some(k3 * (config.algorithm.kl_coef / n_episodes));
@@ -668,7 +695,7 @@ pub fn train(
                 .lock()
                 .map(|t| *t)
                 .unwrap_or((0, 0.0));
-            let metrics = vec![
+            let mut metrics = vec![
                 ("success_rate".to_string(), successes as f64 / n),
                 ("return".to_string(), returns_sum / n),
                 ("policy_loss".to_string(), loss_sum),
@@ -694,6 +721,11 @@ pub fn train(
                     },
                 ),
             ];
+            if device.is_cuda()
+                && let Some(mib) = crate::gpu::memory_used_mib()
+            {
+                metrics.push(("gpu_memory_mib".to_string(), mib));
+            }
             if let Some(b) = &behaviour {
                 // The new weights (or adapters) go to the samplers, between two
                 // of their decoding steps.
@@ -838,6 +870,10 @@ impl State {
                     .enumerate()
                     .map(|(i, t)| (format!("v.{i}"), t.to_device(tch::Device::Cpu))),
             )
+            .chain(adam.master.iter().enumerate().filter_map(|(i, t)| {
+                t.as_ref()
+                    .map(|t| (format!("w.{i}"), t.to_device(tch::Device::Cpu)))
+            }))
             .chain(value_head.into_iter().flat_map(|(w, b)| {
                 [
                     (
@@ -914,6 +950,9 @@ impl State {
         };
         let (m, v) = (values("m", adam.m.len()), values("v", adam.v.len()));
         adam.load(&m, &v, self.adam_step);
+        // The f32 master copies of bf16 weights.
+        let w = values("w", adam.master.len());
+        adam.load_masters(&w);
         if let Some((w, b)) = value_head {
             for (name, t) in [("value_head.weight", w), ("value_head.bias", b)] {
                 let saved = named.remove(name).ok_or_else(|| {
