@@ -62,6 +62,9 @@ fn main() -> ExitCode {
         cli::Command::Bench(a) if a.target == cli::BenchTarget::Debugger => {
             ludus_bench::debugger::run(a)
         }
+        cli::Command::Bench(a) if a.target == cli::BenchTarget::LlmTrain => {
+            ludus_bench::llm_train::run(a)
+        }
         cli::Command::Bench(a)
             if matches!(a.target, cli::BenchTarget::Llm | cli::BenchTarget::Backend) =>
         {

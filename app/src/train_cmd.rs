@@ -122,13 +122,19 @@ fn progress_line(r: &UpdateReport) -> String {
     );
     // Training a language model: how often it succeeds and what it generates.
     if r.metric("success_rate").is_some() {
+        let whole = |name: &str| r.metric(name).map_or("-".into(), |v| format!("{v:.0}"));
         line.push_str(&format!(
-            "  success {}  tokens/episode {}  gen_tokens/s {}",
+            "  success {}  tokens/episode {}  gen_tokens/s {}  trained_tokens/s {}  sampling {}  learner {}",
             f("success_rate"),
             f("tokens_per_episode"),
-            r.metric("generation_tokens_per_s")
-                .map_or("-".into(), |v| format!("{v:.0}"))
+            whole("generation_tokens_per_s"),
+            whole("trained_tokens_per_s"),
+            f("sampling_share"),
+            f("learner_share"),
         ));
+        if let Some(mib) = r.metric("gpu_memory_mib") {
+            line.push_str(&format!("  gpu_mem {mib:.0} MiB"));
+        }
     }
     if let Some(p) = &r.checkpoint {
         line.push_str(&format!(

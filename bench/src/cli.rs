@@ -51,6 +51,19 @@ pub struct BenchArgs {
     /// `llm`: episodes per measurement of episodes/s and success rates.
     #[arg(long, default_value_t = 32)]
     pub episodes: u64,
+    /// `llm-train`: the folder of the built example plugins.
+    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+    pub plugins: PathBuf,
+    /// `llm-train`: updates per setup.
+    #[arg(long, default_value_t = 20)]
+    pub updates: u64,
+    /// `llm-train`: the task the model learns through its agent plugin.
+    #[arg(long, value_enum, default_value_t = LlmTask::WordEcho)]
+    pub task: LlmTask,
+    /// `llm-train`: where the model trains (default: CUDA when available,
+    /// else CPU).
+    #[arg(long, value_enum, default_value_t = TrainDevice::Auto)]
+    pub device: TrainDevice,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -67,6 +80,20 @@ pub enum BenchTarget {
     /// tokens/s with 1, 8 and 32 concurrent episodes, calls one at a time
     /// against batched (and against `--real-model` when given).
     Backend,
+    /// Training the model an LLM agent calls (`--model PATH`, default
+    /// SmolLM2 in models/): sync f32, sync bf16, bf16 with offload and
+    /// async bf16; success before and after, sampled and trained tokens/s,
+    /// sampling and learner shares, GPU memory.
+    LlmTrain,
+}
+
+/// `ludus bench llm-train --task`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LlmTask {
+    /// Repeat the word shown (`word_echo.wasm` through `llm_text_agent.wasm`).
+    WordEcho,
+    /// Reach a 7x7 maze's exit in 20 moves (`llm_maze_agent.wasm`).
+    Maze,
 }
 
 #[derive(Args, Debug)]

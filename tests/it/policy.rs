@@ -1045,3 +1045,134 @@ updates = 3
         "{kept} MiB kept, {offloaded} MiB offloaded"
     );
 }
+
+/// A run asked to stop from another thread (the IDE's Stop button) ends
+/// after the update in progress, is recorded as stopped, and leaves a
+/// checkpoint that `--resume` goes on from; each update reports where its
+/// time went (sampling, learning) and the tokens trained per second.
+#[test]
+fn an_llm_run_stops_when_asked_and_resumes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, config) = word_echo_config(dir.path(), 0.0, "updates = 12");
+    let db = dir.path().join("train.db");
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = ludus_trainer::train::TrainOptions {
+        config: ludus_trainer::config::Config::load(&config).expect("config"),
+        db: db.clone(),
+        device: ludus_trainer::train::DeviceChoice::Cpu,
+        resume: false,
+        stop: Some(stop.clone()),
+    };
+    let mut reports = Vec::new();
+    let summary = ludus_trainer::train::train(&opts, &mut |r| {
+        reports.push(r.metrics.clone());
+        if r.update == 2 {
+            stop.store(true, Ordering::Relaxed);
+        }
+    })
+    .expect("train");
+    assert_eq!(summary.updates, 2);
+    let run = |db: &Path| {
+        ludus_arena::Db::open_read_only(db)
+            .expect("db")
+            .runs()
+            .expect("runs")
+            .into_iter()
+            .find(|r| r.id == "echo")
+            .expect("the run")
+    };
+    assert_eq!(run(&db).status, "stopped");
+    for m in &reports {
+        let get = |name: &str| {
+            m.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+                .unwrap_or_else(|| panic!("no {name} in {m:?}"))
+        };
+        let (sampling, learning) = (get("sampling_share"), get("learner_share"));
+        assert!(sampling > 0.0 && learning >= 0.0, "{m:?}");
+        assert!(
+            sampling + learning <= 1.0 + 1e-9,
+            "sync mode overlaps nothing: {m:?}"
+        );
+        assert!(get("trained_tokens_per_s") >= 0.0, "{m:?}");
+    }
+    let resumed = ludus_trainer::train::train(
+        &ludus_trainer::train::TrainOptions {
+            resume: true,
+            stop: None,
+            ..opts
+        },
+        &mut |_| {},
+    )
+    .expect("resume");
+    assert_eq!(resumed.updates, 12);
+    assert_eq!(run(&db).status, "finished");
+}
+
+/// `ludus bench llm-train` trains the model in its four setups (here two
+/// updates each of the tiny model) and reports each; a missing model or
+/// plugin folder is a usage error.
+#[test]
+fn the_llm_training_benchmark_runs_its_four_setups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny");
+    ludus_trainer::llm::tiny::write(
+        &model,
+        &ludus_trainer::llm::tiny::TinySpec {
+            words: ["apple", "river", "stone", "cloud"]
+                .map(String::from)
+                .to_vec(),
+            dim: 32,
+            layers: 2,
+            heads: 2,
+            seed: 3,
+        },
+    )
+    .expect("tiny model");
+    let plugins = crate::support::plugins().display().to_string();
+    let model = model.display().to_string();
+    let rows = ludus([
+        "bench",
+        "llm-train",
+        "--model",
+        &model,
+        "--plugins",
+        &plugins,
+        "--updates",
+        "2",
+        "--device",
+        "cpu",
+        "--json",
+    ])
+    .json();
+    let rows = rows.as_array().expect("rows");
+    let setups: Vec<&str> = rows.iter().filter_map(|r| r["setup"].as_str()).collect();
+    assert_eq!(
+        setups,
+        ["sync f32", "sync bf16", "sync bf16 offload", "async bf16"]
+    );
+    for r in rows {
+        assert_eq!(r["updates"], 2, "{r}");
+        assert!(r["sampling_share"].as_f64().expect("share") > 0.0, "{r}");
+        assert!(
+            r["generation_tokens_per_s"].as_f64().expect("tokens") > 0.0,
+            "{r}"
+        );
+        assert!(r["gpu_memory_mib"].is_null(), "{r}");
+    }
+    let err = ludus(["bench", "llm-train", "--model", "no-such.gguf"]).fails_with(2);
+    assert!(err.contains("no-such.gguf"), "{err}");
+    let err = ludus([
+        "bench",
+        "llm-train",
+        "--model",
+        &model,
+        "--plugins",
+        "nowhere",
+    ])
+    .fails_with(2);
+    assert!(err.contains("--plugins nowhere"), "{err}");
+}

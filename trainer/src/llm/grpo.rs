@@ -210,6 +210,8 @@ fn episodes_per_update(config: &Config) -> usize {
 /// the task counter after them, and each episode's seed, frames and calls.
 struct Batch {
     version: u64,
+    /// How long sampling it took.
+    seconds: f64,
     task_after: u64,
     episodes: Vec<(u64, Played, Vec<Sampled>)>,
 }
@@ -223,6 +225,7 @@ fn sample(
     config: &Config,
     task: &mut u64,
 ) -> Result<Batch, TrainError> {
+    let started = Instant::now();
     let version = sampler.version.load(std::sync::atomic::Ordering::Relaxed);
     let group = config.algorithm.group_size.max(1);
     let mut plays = Vec::new();
@@ -255,6 +258,7 @@ fn sample(
     }
     Ok(Batch {
         version,
+        seconds: started.elapsed().as_secs_f64(),
         task_after: *task,
         episodes,
     })
@@ -468,7 +472,8 @@ pub fn train(
     let max_lag = config.sampling.max_policy_lag;
     let mut saved: Option<u64> = None;
     let stopping = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| -> Result<(), TrainError> {
+    let mut last_end = Instant::now();
+    let result = std::thread::scope(|scope| -> Result<(), TrainError> {
         // Async mode: a thread samples batch after batch with the behaviour
         // policy it holds, one batch ahead of the learner at most.
         let source = if asynchronous {
@@ -547,6 +552,8 @@ pub fn train(
             let epochs = config.algorithm.epochs.max(1);
             // A batch sampled by a policy more than `max_policy_lag` updates
             // old is recorded but not trained on.
+            let learning = Instant::now();
+            let mut trained_tokens = 0f64;
             let signal = lag <= max_lag
                 && batch.iter().any(|(a, _, c)| {
                     (*a != 0.0 || value_head.is_some()) && c.iter().any(|s| !s.generated.is_empty())
@@ -565,6 +572,7 @@ pub fn train(
                     .iter()
                     .flat_map(|(_, _, c)| c.iter().map(|s| s.generated.len()))
                     .sum::<usize>() as f64;
+                trained_tokens = n_tokens * epochs as f64;
                 let micro = config.policy.micro_batch.unwrap_or(trained.len()).max(1);
                 // With a value head: per-token advantages and value targets
                 // by GAE over each episode's generated tokens (its return
@@ -687,6 +695,7 @@ pub fn train(
                     grad_norm = adam.step(&mut params, lr, config.optimizer.max_grad_norm);
                 }
             }
+            let learn_s = learning.elapsed().as_secs_f64();
             let n = (groups * group) as f64;
             let mean_return =
                 (recent.len() >= window).then(|| recent.iter().sum::<f64>() / recent.len() as f64);
@@ -721,6 +730,23 @@ pub fn train(
                     },
                 ),
             ];
+            // Where the update's time went: sampling (overlapping the
+            // learner's in async mode) and learning, against the wall time
+            // since the last update ended.
+            let wall = last_end.elapsed().as_secs_f64().max(1e-9);
+            metrics.push((
+                "sampling_share".to_string(),
+                (sampled.seconds / wall).min(1.0),
+            ));
+            metrics.push(("learner_share".to_string(), (learn_s / wall).min(1.0)));
+            metrics.push((
+                "trained_tokens_per_s".to_string(),
+                if learn_s > 0.0 {
+                    trained_tokens / learn_s
+                } else {
+                    0.0
+                },
+            ));
             if device.is_cuda()
                 && let Some(mib) = crate::gpu::memory_used_mib()
             {
@@ -764,10 +790,20 @@ pub fn train(
                 metrics,
                 checkpoint,
             });
+            last_end = Instant::now();
             if let (Some(target), Some(m)) = (config.stop.mean_return, mean_return)
                 && m >= target
             {
                 reached = true;
+                break;
+            }
+            // Stopped from another thread (the IDE): after this update, with
+            // a checkpoint that `--resume` goes on from.
+            if opts
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+            {
                 break;
             }
         }
@@ -775,9 +811,20 @@ pub fn train(
         // The sampling thread ends at its next send.
         drop(source);
         Ok(())
-    })?;
+    });
     drop(writer);
-    recorder.finish_training("finished")?;
+    let stopped = opts
+        .stop
+        .as_ref()
+        .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
+    let status = match &result {
+        Ok(()) if stopped && !reached && update < config.stop.updates => "stopped",
+        Ok(()) => "finished",
+        Err(_) => "failed",
+    };
+    let finish = recorder.finish_training(status);
+    result?;
+    finish?;
     // The last update's checkpoint, unless it was just written.
     if saved != Some(update) {
         let st = State::at(

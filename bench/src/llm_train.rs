@@ -1,0 +1,183 @@
+//! `ludus bench llm-train`: GRPO on the language model an LLM agent calls,
+//! the same short run in four setups (sync `f32`, sync `bf16`, sync `bf16`
+//! with offload, async `bf16`), each from the model as loaded: the success
+//! rate of the first update and of the last ones, sampled and trained
+//! tokens per second, the shares of wall time spent sampling and learning,
+//! and the GPU memory the training held (on CUDA).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use ludus_trainer::config::{Config, Dtype, Mode};
+use ludus_trainer::train::{self, TrainOptions};
+
+use crate::UsageError;
+use crate::cli::{BenchArgs, LlmTask};
+
+const WORD_ECHO: &str = include_str!("../../configs/llm-word-echo.toml");
+
+/// One setup's figures.
+#[derive(serde::Serialize)]
+struct Row {
+    setup: &'static str,
+    device: String,
+    updates: u64,
+    seconds: f64,
+    success_first: f64,
+    /// Mean over the last quarter of the updates (at least one).
+    success_last: f64,
+    generation_tokens_per_s: f64,
+    trained_tokens_per_s: f64,
+    sampling_share: f64,
+    learner_share: f64,
+    /// The most the driver reported, on CUDA.
+    gpu_memory_mib: Option<f64>,
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let model = args
+        .model
+        .as_deref()
+        .map(|m| m.strip_prefix("policy:").unwrap_or(m))
+        .map(|m| m.split(',').next().unwrap_or(m))
+        .unwrap_or("models/smollm2-135m-instruct.gguf");
+    let model = PathBuf::from(model);
+    if !model.exists() {
+        return Err(UsageError(format!(
+            "--model {}: no such model (give a GGUF file or a Hugging Face folder; scripts/setup.sh puts SmolLM2 in models/)",
+            model.display()
+        ))
+        .into());
+    }
+    if args.updates == 0 {
+        return Err(UsageError("--updates must be greater than 0".into()).into());
+    }
+    let plugins = &args.plugins;
+    let mut base = Config::parse(WORD_ECHO).map_err(|e| anyhow::anyhow!("built-in config: {e}"))?;
+    base.policy.model = Some(model);
+    match args.task {
+        LlmTask::WordEcho => {
+            base.env.plugin = plugins.join("word_echo.wasm");
+            base.policy.agent = Some(plugins.join("llm_text_agent.wasm"));
+        }
+        LlmTask::Maze => {
+            base.env.plugin = plugins.join("maze.wasm");
+            base.env.config = "size=7,doors=0,max_steps=20".into();
+            base.policy.agent = Some(plugins.join("llm_maze_agent.wasm"));
+            base.policy.agent_config = "max-tokens=32,temperature=1".into();
+        }
+    }
+    for p in [
+        &base.env.plugin,
+        base.policy.agent.as_ref().unwrap_or(&base.env.plugin),
+    ] {
+        if !p.exists() {
+            return Err(UsageError(format!(
+                "--plugins {}: no {} there (build the plugins with scripts/build-plugins.sh)",
+                plugins.display(),
+                p.file_name().unwrap_or_default().to_string_lossy()
+            ))
+            .into());
+        }
+    }
+    base.stop.updates = args.updates;
+    base.stop.mean_return = None;
+    base.checkpoint.every = 0;
+    let scratch =
+        std::env::temp_dir().join(format!("ludus-bench-llm-train-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).context("cannot create a scratch folder")?;
+    base.checkpoint.dir = Some(scratch.join("checkpoints"));
+    let setups: [(&'static str, Mode, Dtype, bool); 4] = [
+        ("sync f32", Mode::Sync, Dtype::F32, false),
+        ("sync bf16", Mode::Sync, Dtype::Bf16, false),
+        ("sync bf16 offload", Mode::Sync, Dtype::Bf16, true),
+        ("async bf16", Mode::Async, Dtype::Bf16, false),
+    ];
+    let mut rows = Vec::new();
+    for (n, (setup, mode, dtype, offload)) in setups.into_iter().enumerate() {
+        let mut c = base.clone();
+        c.name = format!("bench-{n}");
+        c.sampling.mode = mode;
+        if mode == Mode::Async {
+            c.sampling.max_policy_lag = 1;
+        }
+        c.policy.dtype = dtype;
+        c.policy.offload = offload;
+        let opts = TrainOptions {
+            config: c,
+            db: scratch.join(format!("{n}.db")),
+            device: args.device.into(),
+            resume: false,
+            stop: None,
+        };
+        let mut updates: Vec<Vec<(String, f64)>> = Vec::new();
+        let summary = train::train(&opts, &mut |r| {
+            if !args.json {
+                eprintln!(
+                    "{setup}: update {}/{}  success {:.3}",
+                    r.update,
+                    r.updates,
+                    r.metric("success_rate").unwrap_or(0.0)
+                );
+            }
+            updates.push(r.metrics.clone());
+        })?;
+        let metric =
+            |u: &[(String, f64)], name: &str| u.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+        let mean = |name: &str, from: usize| {
+            let v: Vec<f64> = updates[from..]
+                .iter()
+                .filter_map(|u| metric(u, name))
+                .collect();
+            v.iter().sum::<f64>() / v.len().max(1) as f64
+        };
+        let last = updates.len().saturating_sub((updates.len() / 4).max(1));
+        let row = Row {
+            setup,
+            device: summary.device.clone(),
+            updates: summary.updates,
+            seconds: summary.seconds,
+            success_first: updates
+                .first()
+                .and_then(|u| metric(u, "success_rate"))
+                .unwrap_or(0.0),
+            success_last: mean("success_rate", last),
+            generation_tokens_per_s: updates
+                .last()
+                .and_then(|u| metric(u, "generation_tokens_per_s"))
+                .unwrap_or(0.0),
+            trained_tokens_per_s: mean("trained_tokens_per_s", 0),
+            sampling_share: mean("sampling_share", 0),
+            learner_share: mean("learner_share", 0),
+            gpu_memory_mib: updates
+                .iter()
+                .filter_map(|u| metric(u, "gpu_memory_mib"))
+                .reduce(f64::max),
+        };
+        if !args.json {
+            println!(
+                "{:<18} {:<7} {:>3} updates {:>7.1} s  success {:.2} -> {:.2}  sampled {:>7.1} tokens/s  trained {:>8.1} tokens/s  sampling {:>3.0}%  learner {:>3.0}%{}",
+                row.setup,
+                row.device,
+                row.updates,
+                row.seconds,
+                row.success_first,
+                row.success_last,
+                row.generation_tokens_per_s,
+                row.trained_tokens_per_s,
+                100.0 * row.sampling_share,
+                100.0 * row.learner_share,
+                row.gpu_memory_mib
+                    .map(|m| format!("  GPU memory {m:.0} MiB"))
+                    .unwrap_or_default()
+            );
+        }
+        rows.push(row);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    if args.json {
+        println!("{}", serde_json::to_string(&rows)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
