@@ -113,14 +113,13 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         };
         let mut updates: Vec<Vec<(String, f64)>> = Vec::new();
         let summary = train::train(&opts, &mut |r| {
-            if !args.json {
-                eprintln!(
-                    "{setup}: update {}/{}  success {:.3}",
-                    r.update,
-                    r.updates,
-                    r.metric("success_rate").unwrap_or(0.0)
-                );
-            }
+            // Progress on stderr, also under --json (stdout is the JSON).
+            eprintln!(
+                "{setup}: update {}/{}  success {:.3}",
+                r.update,
+                r.updates,
+                r.metric("success_rate").unwrap_or(0.0)
+            );
             updates.push(r.metrics.clone());
         })?;
         let metric =

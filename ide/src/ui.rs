@@ -11,7 +11,9 @@ use eframe::egui::{
 use ludus_arena::model::{Action, PointerKind, Value};
 use ludus_debugger::session::WatchResult;
 
-use super::state::{AppState, Command, DebugView, SortKey, Step, TRAIN_PLOTS, Tab, TrainView};
+use super::state::{
+    AppState, Command, DebugView, LLM_TRAIN_PLOTS, SortKey, Step, TRAIN_PLOTS, Tab, TrainView,
+};
 
 const CHANGED: Color32 = Color32::from_rgb(230, 180, 40);
 const EDITED: Color32 = Color32::from_rgb(90, 170, 255);
@@ -486,7 +488,11 @@ fn training_ui(ui: &mut Ui, state: &mut AppState, cmds: &mut Vec<Command>) {
             egui::Grid::new("ludus_train_grid")
                 .num_columns(2)
                 .show(ui, |ui| {
-                    for (i, (title, metrics)) in TRAIN_PLOTS.iter().enumerate() {
+                    let llm = t.curves.contains_key("tokens_per_episode");
+                    let plots = TRAIN_PLOTS
+                        .iter()
+                        .chain(LLM_TRAIN_PLOTS.iter().filter(|_| llm));
+                    for (i, (title, metrics)) in plots.enumerate() {
                         ui.vertical(|ui| {
                             ui.set_width(width);
                             plot_ui(ui, t, title, metrics);

@@ -1326,3 +1326,67 @@ fn an_llm_training_episode_shows_its_tokens_by_advantage() {
     // The legend is drawn only above an answer's tokens.
     assert!(!answer.tokens.is_empty());
 }
+
+/// A language model's training in the training panel: the usual curves plus
+/// tokens per episode, sampled and trained tokens/s, the KL to the frozen
+/// reference and where the time went; Stop ends it after the update in
+/// progress, with one point per update.
+#[test]
+fn training_panel_plots_an_llm_policys_curves_and_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = crate::policy::word_echo_config(dir.path(), 0.01, "updates = 100000");
+    let db = dir.path().join("train.db");
+    let mut h = harness(AppState::new());
+    h.run();
+    h.get_by_label("Training").click_accesskit();
+    h.run();
+    set_text(
+        &mut h,
+        "Training config (.toml)",
+        &config.display().to_string(),
+    );
+    set_text(&mut h, "Training database", &db.display().to_string());
+    h.get_by_label("Start training").click_accesskit();
+    h.step();
+    no_errors(&h);
+    let grew = h
+        .state_mut()
+        .wait_until(std::time::Duration::from_secs(120), |s| {
+            s.training
+                .view
+                .as_ref()
+                .is_some_and(|t| t.points("tokens_per_episode") >= 3)
+                || !s.errors().is_empty()
+        });
+    no_errors(&h);
+    assert!(grew, "no curve points after two minutes");
+    h.step();
+    for metric in [
+        "success_rate",
+        "approx_kl",
+        "tokens_per_episode",
+        "generation_tokens_per_s",
+        "trained_tokens_per_s",
+        "kl_reference",
+        "sampling_share",
+        "learner_share",
+    ] {
+        h.get_by_label_contains(&format!("{metric}: "));
+    }
+    h.get_by_label("Stop training").click_accesskit();
+    h.step();
+    h.state_mut().wait_for_workers();
+    h.run();
+    no_errors(&h);
+    let t = h
+        .state()
+        .training
+        .view
+        .as_ref()
+        .expect("the training view stays");
+    assert!(!t.running());
+    assert!(t.status.starts_with("stopped after "), "{}", t.status);
+    let last = t.last.as_ref().expect("updates were reported").update;
+    assert!((3..100_000).contains(&last), "{last}");
+    assert_eq!(t.points("tokens_per_episode") as u64, last);
+}

@@ -373,11 +373,10 @@ fn a_python_ppo_trains_cartpole_through_make_vec() {
         "--frame",
         "2",
     ]);
-    assert_eq!(fork.code(), 2);
+    let err = fork.fails_with(2);
     assert!(
-        fork.stderr().contains("played from Python") && fork.stderr().lines().count() == 1,
-        "{}",
-        fork.stderr()
+        err.contains("played from Python") && err.lines().count() == 1,
+        "{err}"
     );
 }
 

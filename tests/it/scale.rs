@@ -467,7 +467,7 @@ fn a_job_that_fails_every_try_ends_the_run_with_its_reason() {
     );
     let out = queue.wait_with_output().expect("run");
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = crate::support::without_compile_notices(&String::from_utf8_lossy(&out.stderr));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("2 episode(s) failed") && err.contains("do not match the hash"),
@@ -809,14 +809,8 @@ fn training_memory_and_baselines_on_postgres() {
         .filter(|f| f.path().extension().is_some_and(|x| x == "safetensors"))
         .count();
     assert_eq!(fetched, 1, "the worker fetched the checkpoint by hash");
-    let resume = ludus(["train", &path(&config), "--db", &url, "--resume"]);
-    assert_eq!(resume.code(), 2, "{}", resume.stderr());
-    assert_eq!(
-        resume.stderr().trim().lines().count(),
-        1,
-        "{}",
-        resume.stderr()
-    );
+    let resume = ludus(["train", &path(&config), "--db", &url, "--resume"]).fails_with(2);
+    assert_eq!(resume.trim().lines().count(), 1, "{resume}");
 
     assert_eq!(
         ludus(["memory", "set", &url, "/user/goal", "north"]).code(),

@@ -38,7 +38,7 @@ pub use arena::{ArenaForm, ArenaTab, RunJob};
 pub use debugger::{DebugView, OtherDiff};
 pub use persist::Persisted;
 pub use runs::RunsTab;
-pub use training::{TRAIN_PLOTS, TrainForm, TrainView, TrainingTab};
+pub use training::{LLM_TRAIN_PLOTS, TRAIN_PLOTS, TrainForm, TrainView, TrainingTab};
 pub use workspace::WorkspaceTab;
 
 /// Something the user asked for; the UI emits these, [`AppState::apply`]

@@ -39,6 +39,19 @@ pub const TRAIN_PLOTS: &[(&str, &[&str])] = &[
     ("Staleness", &["policy_lag", "dropped_samples"]),
 ];
 
+/// The curves added for a language model's training (a run whose metrics
+/// include `tokens_per_episode`).
+pub const LLM_TRAIN_PLOTS: &[(&str, &[&str])] = &[
+    ("Tokens per episode", &["tokens_per_episode"]),
+    (
+        "Tokens/s",
+        &["generation_tokens_per_s", "trained_tokens_per_s"],
+    ),
+    ("KL to the reference", &["kl_reference"]),
+    ("Time shares", &["sampling_share", "learner_share"]),
+    ("GPU memory (MiB)", &["gpu_memory_mib"]),
+];
+
 /// A training run shown in the training panel: live (while `stop` is set)
 /// or read back from its database.
 pub struct TrainView {

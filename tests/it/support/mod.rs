@@ -86,12 +86,19 @@ impl Run {
     /// depends on what other tests already put in the compile cache).
     pub fn fails_with(&self, code: i32) -> String {
         assert_eq!(self.code(), code, "{}", self.describe());
-        self.stderr()
-            .lines()
-            .filter(|l| !(l.starts_with("compiling ") && l.contains(" for the first time")))
-            .map(|l| format!("{l}\n"))
-            .collect()
+        without_compile_notices(&self.stderr())
     }
+}
+
+/// `stderr` less the notices that a plugin is being compiled for the first
+/// time: whether they appear depends on what other tests already put in the
+/// compile cache (a test run alone on a cold cache sees them).
+pub fn without_compile_notices(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| !(l.starts_with("compiling ") && l.contains(" for the first time")))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// The compile cache shared by the tests of this and later runs: artifacts are
