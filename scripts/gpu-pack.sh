@@ -24,7 +24,7 @@ size=$(stat -L -c %s "$model")
 first=$(( 56 * 1024 * 1024 - $(stat -c %s .gpu/1/ludus.gz) ))
 if [ "$first" -lt 0 ]; then first=0; fi
 rest=$(( (size - first + 1) / 2 ))
-head -c "$first" "$model" > .gpu/1/model.part
-tail -c +$(( first + 1 )) "$model" | head -c "$rest" > .gpu/2/model.part
-tail -c +$(( first + rest + 1 )) "$model" > .gpu/3/model.part
+dd if="$model" of=.gpu/1/model.part bs=4M count="$first" iflag=count_bytes status=none
+dd if="$model" of=.gpu/2/model.part bs=4M skip="$first" count="$rest" iflag=skip_bytes,count_bytes status=none
+dd if="$model" of=.gpu/3/model.part bs=4M skip=$(( first + rest )) iflag=skip_bytes status=none
 du -sh .gpu/1 .gpu/2 .gpu/3

@@ -142,10 +142,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
                 .and_then(|u| metric(u, "success_rate"))
                 .unwrap_or(0.0),
             success_last: mean("success_rate", last),
-            generation_tokens_per_s: updates
-                .last()
-                .and_then(|u| metric(u, "generation_tokens_per_s"))
-                .unwrap_or(0.0),
+            generation_tokens_per_s: mean("generation_tokens_per_s", 0),
             trained_tokens_per_s: mean("trained_tokens_per_s", 0),
             sampling_share: mean("sampling_share", 0),
             learner_share: mean("learner_share", 0),

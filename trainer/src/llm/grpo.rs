@@ -44,7 +44,6 @@ struct Sampled {
 struct Sampler {
     engine: Engine,
     calls: Mutex<HashMap<u64, Sampled>>,
-    generated_tokens: Mutex<(u64, f64)>,
     /// The policy version (updates made), recorded with each answer as
     /// `MODEL@vN`.
     version: std::sync::atomic::AtomicU64,
@@ -83,10 +82,6 @@ impl ModelClient for Sampler {
             response
         });
         let seconds = started.elapsed().as_secs_f64();
-        if let (Ok(r), Ok(mut t)) = (&result, self.generated_tokens.lock()) {
-            t.0 += u64::from(r.completion_tokens);
-            t.1 += seconds;
-        }
         LiveAnswer {
             result,
             attempts: Vec::new(),
@@ -406,7 +401,6 @@ pub fn train(
     let sampler = Arc::new(Sampler {
         engine: Engine::start(behaviour.clone().unwrap_or_else(|| model.clone())),
         calls: Mutex::new(HashMap::new()),
-        generated_tokens: Mutex::new((0, 0.0)),
         version: std::sync::atomic::AtomicU64::new(0),
     });
     let spec_json = serde_json::json!({
@@ -699,11 +693,11 @@ pub fn train(
             let n = (groups * group) as f64;
             let mean_return =
                 (recent.len() >= window).then(|| recent.iter().sum::<f64>() / recent.len() as f64);
-            let (tokens, seconds) = sampler
-                .generated_tokens
-                .lock()
-                .map(|t| *t)
-                .unwrap_or((0, 0.0));
+            // Tokens the update's episodes generated, all decoding together.
+            let tokens = batch
+                .iter()
+                .map(|(_, _, c)| c.iter().map(|s| s.generated.len()).sum::<usize>())
+                .sum::<usize>() as f64;
             let mut metrics = vec![
                 ("success_rate".to_string(), successes as f64 / n),
                 ("return".to_string(), returns_sum / n),
@@ -713,18 +707,11 @@ pub fn train(
                 ("grad_norm".to_string(), grad_norm),
                 ("policy_lag".to_string(), lag as f64),
                 ("value_loss".to_string(), value_loss),
-                (
-                    "tokens_per_episode".to_string(),
-                    batch
-                        .iter()
-                        .map(|(_, _, c)| c.iter().map(|s| s.generated.len()).sum::<usize>())
-                        .sum::<usize>() as f64
-                        / n,
-                ),
+                ("tokens_per_episode".to_string(), tokens / n),
                 (
                     "generation_tokens_per_s".to_string(),
-                    if seconds > 0.0 {
-                        tokens as f64 / seconds
+                    if sampled.seconds > 0.0 {
+                        tokens / sampled.seconds
                     } else {
                         0.0
                     },
