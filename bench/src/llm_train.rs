@@ -28,6 +28,7 @@ struct Row {
     /// Mean over the last quarter of the updates (at least one).
     success_last: f64,
     generation_tokens_per_s: f64,
+    /// Mean over the updates that trained.
     trained_tokens_per_s: f64,
     sampling_share: f64,
     learner_share: f64,
@@ -143,7 +144,16 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
                 .unwrap_or(0.0),
             success_last: mean("success_rate", last),
             generation_tokens_per_s: mean("generation_tokens_per_s", 0),
-            trained_tokens_per_s: mean("trained_tokens_per_s", 0),
+            // Over the updates that trained (a group with no success,
+            // or none with a different result, gives nothing to learn).
+            trained_tokens_per_s: {
+                let v: Vec<f64> = updates
+                    .iter()
+                    .filter_map(|u| metric(u, "trained_tokens_per_s"))
+                    .filter(|v| *v > 0.0)
+                    .collect();
+                v.iter().sum::<f64>() / v.len().max(1) as f64
+            },
             sampling_share: mean("sampling_share", 0),
             learner_share: mean("learner_share", 0),
             gpu_memory_mib: updates
