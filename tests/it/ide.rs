@@ -801,11 +801,9 @@ fn tiny_ppo_config(dir: &Path) -> PathBuf {
     path
 }
 
-#[test]
-fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = tiny_ppo_config(dir.path());
-    let db = dir.path().join("train.db");
+/// The IDE with training started from `config` into `db` in its Training
+/// tab.
+fn start_training(config: &Path, db: &Path) -> Harness<'static, AppState> {
     let mut h = harness(AppState::new());
     h.run();
     h.get_by_label("Training").click_accesskit();
@@ -819,40 +817,17 @@ fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
     h.get_by_label("Start training").click_accesskit();
     h.step();
     no_errors(&h);
-    assert!(
-        h.state()
-            .training
-            .view
-            .as_ref()
-            .is_some_and(|t| t.running())
-    );
-    // Curve points appear as updates come in.
-    let grew = h
-        .state_mut()
-        .wait_until(std::time::Duration::from_secs(120), |s| {
-            s.training
-                .view
-                .as_ref()
-                .is_some_and(|t| t.points("policy_loss") >= 3)
-                || !s.errors().is_empty()
-        });
-    no_errors(&h);
-    assert!(grew, "no curve points after two minutes");
-    h.step();
-    h.get_by_label_contains("policy_loss: ");
-    h.get_by_label_contains("entropy: ");
-    h.get_by_label_contains("env_steps_per_s: ");
-    assert!(
-        h.query_all_by_label_contains(" points, last ").count() >= 5,
-        "every plotted metric says how many points it has"
-    );
-    h.get_by_label_contains("training `tiny-ppo`: update ");
-    // Stop it.
+    h
+}
+
+/// Clicks Stop, waits for the run to end after its update and checks that
+/// it says so; the last update.
+fn stop_training(h: &mut Harness<'static, AppState>) -> u64 {
     h.get_by_label("Stop training").click_accesskit();
     h.step();
     h.state_mut().wait_for_workers();
     h.run();
-    no_errors(&h);
+    no_errors(h);
     let t = h
         .state()
         .training
@@ -863,6 +838,52 @@ fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
     assert!(t.status.starts_with("stopped after "), "{}", t.status);
     let last = t.last.as_ref().expect("updates were reported").update;
     assert!((3..100_000).contains(&last), "{last}");
+    last
+}
+
+/// Waits (two minutes at most) until the training panel's `metric` has
+/// three points.
+fn wait_for_points(h: &mut Harness<'static, AppState>, metric: &str) {
+    let grew = h
+        .state_mut()
+        .wait_until(std::time::Duration::from_secs(120), |s| {
+            s.training
+                .view
+                .as_ref()
+                .is_some_and(|t| t.points(metric) >= 3)
+                || !s.errors().is_empty()
+        });
+    no_errors(h);
+    assert!(grew, "no {metric} points after two minutes");
+    h.step();
+}
+
+#[test]
+fn training_panel_plots_live_curves_stops_and_opens_an_episode() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_ppo_config(dir.path());
+    let db = dir.path().join("train.db");
+    let mut h = start_training(&config, &db);
+    assert!(
+        h.state()
+            .training
+            .view
+            .as_ref()
+            .is_some_and(|t| t.running())
+    );
+    // Curve points appear as updates come in.
+    wait_for_points(&mut h, "policy_loss");
+    h.get_by_label_contains("policy_loss: ");
+    h.get_by_label_contains("entropy: ");
+    h.get_by_label_contains("env_steps_per_s: ");
+    assert!(
+        h.query_all_by_label_contains(" points, last ").count() >= 5,
+        "every plotted metric says how many points it has"
+    );
+    h.get_by_label_contains("training `tiny-ppo`: update ");
+    // Stop it.
+    let last = stop_training(&mut h);
+    let t = h.state().training.view.as_ref().expect("the training view");
     assert_eq!(
         t.points("policy_loss") as u64,
         last,
@@ -1336,31 +1357,8 @@ fn training_panel_plots_an_llm_policys_curves_and_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let (_, config) = crate::policy::word_echo_config(dir.path(), 0.01, "updates = 100000");
     let db = dir.path().join("train.db");
-    let mut h = harness(AppState::new());
-    h.run();
-    h.get_by_label("Training").click_accesskit();
-    h.run();
-    set_text(
-        &mut h,
-        "Training config (.toml)",
-        &config.display().to_string(),
-    );
-    set_text(&mut h, "Training database", &db.display().to_string());
-    h.get_by_label("Start training").click_accesskit();
-    h.step();
-    no_errors(&h);
-    let grew = h
-        .state_mut()
-        .wait_until(std::time::Duration::from_secs(120), |s| {
-            s.training
-                .view
-                .as_ref()
-                .is_some_and(|t| t.points("tokens_per_episode") >= 3)
-                || !s.errors().is_empty()
-        });
-    no_errors(&h);
-    assert!(grew, "no curve points after two minutes");
-    h.step();
+    let mut h = start_training(&config, &db);
+    wait_for_points(&mut h, "tokens_per_episode");
     for metric in [
         "success_rate",
         "approx_kl",
@@ -1373,20 +1371,7 @@ fn training_panel_plots_an_llm_policys_curves_and_stops_it() {
     ] {
         h.get_by_label_contains(&format!("{metric}: "));
     }
-    h.get_by_label("Stop training").click_accesskit();
-    h.step();
-    h.state_mut().wait_for_workers();
-    h.run();
-    no_errors(&h);
-    let t = h
-        .state()
-        .training
-        .view
-        .as_ref()
-        .expect("the training view stays");
-    assert!(!t.running());
-    assert!(t.status.starts_with("stopped after "), "{}", t.status);
-    let last = t.last.as_ref().expect("updates were reported").update;
-    assert!((3..100_000).contains(&last), "{last}");
+    let last = stop_training(&mut h);
+    let t = h.state().training.view.as_ref().expect("the training view");
     assert_eq!(t.points("tokens_per_episode") as u64, last);
 }

@@ -469,13 +469,17 @@ fn resumes_exactly_after_a_kill(edit: impl Fn(String) -> String) {
     assert_eq!(episodes(&a), episodes(&b));
 }
 
-/// A GGUF model trains too (its weights are views of the dequantized
-/// buffers): one update of SmolLM2-135M through the text agent, saved as a
-/// folder that `--model policy:DIR` answers from.
-#[test]
-fn a_gguf_model_trains_and_its_checkpoint_runs() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("smol.toml");
+/// A GRPO config in `dir/smol.toml` that trains SmolLM2-135M on word-echo
+/// (two words) through the text agent: `episodes` per update in groups of
+/// 4, `algorithm` and `policy` lines added to those tables.
+fn smol_config(
+    dir: &Path,
+    episodes: usize,
+    algorithm: &str,
+    policy: &str,
+    updates: u64,
+) -> std::path::PathBuf {
+    let config = dir.join("smol.toml");
     std::fs::write(
         &config,
         format!(
@@ -488,7 +492,7 @@ config = "words=apple|river"
 [sampling]
 mode = "sync"
 samplers = 1
-envs_per_sampler = 4
+envs_per_sampler = {episodes}
 rollout_steps = 1
 batch_steps = 1
 max_policy_lag = 0
@@ -500,17 +504,19 @@ group_size = 4
 value_loss = false
 epochs = 1
 minibatches = 1
+{algorithm}
 [policy]
 kind = "llm"
 model = "{model}"
 agent = "{agent}"
 agent_config = "max-tokens=2,temperature=1"
+{policy}
 [optimizer]
 kind = "adam"
 lr = 0.00001
 schedule = "constant"
 [stop]
-updates = 1
+updates = {updates}
 "#,
             env = plugin("word_echo").display(),
             model = model_file("smollm2-135m-instruct.gguf").display(),
@@ -518,6 +524,16 @@ updates = 1
         ),
     )
     .expect("config");
+    config
+}
+
+/// A GGUF model trains too (its weights are views of the dequantized
+/// buffers): one update of SmolLM2-135M through the text agent, saved as a
+/// folder that `--model policy:DIR` answers from.
+#[test]
+fn a_gguf_model_trains_and_its_checkpoint_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = smol_config(dir.path(), 4, "", "", 1);
     let db = dir.path().join("smol.db");
     let summary = ludus([
         "train",
@@ -979,52 +995,13 @@ fn offload_lowers_gpu_memory_where_there_is_a_gpu() {
     }
     let peak = |offload: bool| {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("smol.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-name = "smol"
-seed = 1
-[env]
-plugin = "{env}"
-config = "words=apple|river"
-[sampling]
-mode = "sync"
-samplers = 1
-envs_per_sampler = 8
-rollout_steps = 1
-batch_steps = 1
-max_policy_lag = 0
-[algorithm]
-advantage = "group"
-policy_loss = "grpo"
-gamma = 1.0
-group_size = 4
-value_loss = false
-kl_coef = 0.01
-epochs = 1
-minibatches = 1
-[policy]
-kind = "llm"
-model = "{model}"
-agent = "{agent}"
-agent_config = "max-tokens=4,temperature=1"
-dtype = "bf16"
-offload = {offload}
-[optimizer]
-kind = "adam"
-lr = 0.00001
-schedule = "constant"
-[stop]
-updates = 3
-"#,
-                env = plugin("word_echo").display(),
-                model = model_file("smollm2-135m-instruct.gguf").display(),
-                agent = plugin("llm_text_agent").display(),
-            ),
-        )
-        .expect("config");
+        let config = smol_config(
+            dir.path(),
+            8,
+            "kl_coef = 0.01",
+            &format!("dtype = \"bf16\"\noffload = {offload}"),
+            3,
+        );
         let db = dir.path().join("smol.db");
         let summary = ludus([
             "train",
