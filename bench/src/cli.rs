@@ -54,6 +54,11 @@ pub struct BenchArgs {
     /// `llm-train`: the folder of the built example plugins.
     #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
     pub plugins: PathBuf,
+    /// `llm-train`: run only this setup (`sync-f32`, `sync-bf16`,
+    /// `sync-bf16-offload`, `async-bf16`) here and print its figures as
+    /// JSON; without it each setup runs in a process of its own.
+    #[arg(long)]
+    pub setup: Option<String>,
     /// `llm-train`: updates per setup.
     #[arg(long, default_value_t = 20)]
     pub updates: u64,

@@ -1,6 +1,7 @@
 //! `ludus bench llm-train`: GRPO on the language model an LLM agent calls,
 //! the same short run in four setups (sync `f32`, sync `bf16`, sync `bf16`
-//! with offload, async `bf16`), each from the model as loaded: the success
+//! with offload, async `bf16`), each from the model as loaded and in a
+//! process of its own: the success
 //! rate of the first update and of the last ones, sampled and trained
 //! tokens per second, the shares of wall time spent sampling and learning,
 //! and the GPU memory the training held (on CUDA).
@@ -18,9 +19,9 @@ use crate::cli::{BenchArgs, LlmTask};
 const WORD_ECHO: &str = include_str!("../../configs/llm-word-echo.toml");
 
 /// One setup's figures.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Row {
-    setup: &'static str,
+    setup: String,
     device: String,
     updates: u64,
     seconds: f64,
@@ -37,6 +38,15 @@ struct Row {
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let only = match &args.setup {
+        Some(key) => Some(SETUPS.iter().find(|s| s.0 == key).ok_or_else(|| {
+            UsageError(format!(
+                "--setup {key}: no such setup (the setups are {})",
+                SETUPS.map(|s| s.0).join(", ")
+            ))
+        })?),
+        None => None,
+    };
     let model = args
         .model
         .as_deref()
@@ -89,78 +99,60 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         std::env::temp_dir().join(format!("ludus-bench-llm-train-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).context("cannot create a scratch folder")?;
     base.checkpoint.dir = Some(scratch.join("checkpoints"));
-    let setups: [(&'static str, Mode, Dtype, bool); 4] = [
-        ("sync f32", Mode::Sync, Dtype::F32, false),
-        ("sync bf16", Mode::Sync, Dtype::Bf16, false),
-        ("sync bf16 offload", Mode::Sync, Dtype::Bf16, true),
-        ("async bf16", Mode::Async, Dtype::Bf16, false),
-    ];
+    let result = match only {
+        Some(setup) => measure(&args, &base, &scratch, setup).and_then(|row| {
+            println!("{}", serde_json::to_string(&row)?);
+            Ok(())
+        }),
+        None => each_in_its_own_process(&args, &base),
+    };
+    let _ = std::fs::remove_dir_all(&scratch);
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The setups: a key (`--setup`), the mode, the weights' type, offload.
+const SETUPS: [(&str, Mode, Dtype, bool); 4] = [
+    ("sync-f32", Mode::Sync, Dtype::F32, false),
+    ("sync-bf16", Mode::Sync, Dtype::Bf16, false),
+    ("sync-bf16-offload", Mode::Sync, Dtype::Bf16, true),
+    ("async-bf16", Mode::Async, Dtype::Bf16, false),
+];
+
+/// Runs each setup as `ludus bench llm-train --setup KEY` in a process of
+/// its own (libtorch keeps the GPU memory a process freed, so one setup's
+/// peak would carry over into the next), then prints them all.
+fn each_in_its_own_process(args: &BenchArgs, base: &Config) -> Result<()> {
+    use clap::ValueEnum;
+    let exe = std::env::current_exe().context("cannot find this program to run a setup")?;
+    let name = |v: Option<clap::builder::PossibleValue>| {
+        v.map(|v| v.get_name().to_string()).unwrap_or_default()
+    };
     let mut rows = Vec::new();
-    for (n, (setup, mode, dtype, offload)) in setups.into_iter().enumerate() {
-        let mut c = base.clone();
-        c.name = format!("bench-{n}");
-        c.sampling.mode = mode;
-        if mode == Mode::Async {
-            c.sampling.max_policy_lag = 1;
+    for (key, ..) in SETUPS {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["bench", "llm-train", "--setup", key, "--updates"])
+            .arg(args.updates.to_string())
+            .arg("--model")
+            .arg(
+                base.policy
+                    .model
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("")),
+            )
+            .arg("--plugins")
+            .arg(&args.plugins)
+            .args(["--task", &name(args.task.to_possible_value())])
+            .args(["--device", &name(args.device.to_possible_value())])
+            .stderr(std::process::Stdio::inherit());
+        let out = cmd
+            .output()
+            .with_context(|| format!("cannot run setup {key}"))?;
+        if !out.status.success() {
+            anyhow::bail!("setup {key} failed ({})", out.status);
         }
-        c.policy.dtype = dtype;
-        c.policy.offload = offload;
-        let opts = TrainOptions {
-            config: c,
-            db: scratch.join(format!("{n}.db")),
-            device: args.device.into(),
-            resume: false,
-            stop: None,
-        };
-        let mut updates: Vec<Vec<(String, f64)>> = Vec::new();
-        let summary = train::train(&opts, &mut |r| {
-            // Progress on stderr, also under --json (stdout is the JSON).
-            eprintln!(
-                "{setup}: update {}/{}  success {:.3}",
-                r.update,
-                r.updates,
-                r.metric("success_rate").unwrap_or(0.0)
-            );
-            updates.push(r.metrics.clone());
-        })?;
-        let metric =
-            |u: &[(String, f64)], name: &str| u.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
-        let mean = |name: &str, from: usize| {
-            let v: Vec<f64> = updates[from..]
-                .iter()
-                .filter_map(|u| metric(u, name))
-                .collect();
-            v.iter().sum::<f64>() / v.len().max(1) as f64
-        };
-        let last = updates.len().saturating_sub((updates.len() / 4).max(1));
-        let row = Row {
-            setup,
-            device: summary.device.clone(),
-            updates: summary.updates,
-            seconds: summary.seconds,
-            success_first: updates
-                .first()
-                .and_then(|u| metric(u, "success_rate"))
-                .unwrap_or(0.0),
-            success_last: mean("success_rate", last),
-            generation_tokens_per_s: mean("generation_tokens_per_s", 0),
-            // Over the updates that trained (a group with no success,
-            // or none with a different result, gives nothing to learn).
-            trained_tokens_per_s: {
-                let v: Vec<f64> = updates
-                    .iter()
-                    .filter_map(|u| metric(u, "trained_tokens_per_s"))
-                    .filter(|v| *v > 0.0)
-                    .collect();
-                v.iter().sum::<f64>() / v.len().max(1) as f64
-            },
-            sampling_share: mean("sampling_share", 0),
-            learner_share: mean("learner_share", 0),
-            gpu_memory_mib: updates
-                .iter()
-                .filter_map(|u| metric(u, "gpu_memory_mib"))
-                .reduce(f64::max),
-        };
+        let row: Row = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("setup {key} printed no figures"))?;
         if !args.json {
             println!(
                 "{:<18} {:<7} {:>3} updates {:>7.1} s  success {:.2} -> {:.2}  sampled {:>7.1} tokens/s  trained {:>8.1} tokens/s  sampling {:>3.0}%  learner {:>3.0}%{}",
@@ -181,9 +173,82 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         rows.push(row);
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     if args.json {
         println!("{}", serde_json::to_string(&rows)?);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// One setup, trained in this process.
+fn measure(
+    args: &BenchArgs,
+    base: &Config,
+    scratch: &std::path::Path,
+    &(setup, mode, dtype, offload): &(&str, Mode, Dtype, bool),
+) -> Result<Row> {
+    let mut c = base.clone();
+    c.name = format!("bench-{setup}");
+    c.sampling.mode = mode;
+    if mode == Mode::Async {
+        c.sampling.max_policy_lag = 1;
+    }
+    c.policy.dtype = dtype;
+    c.policy.offload = offload;
+    let opts = TrainOptions {
+        config: c,
+        db: scratch.join(format!("{setup}.db")),
+        device: args.device.into(),
+        resume: false,
+        stop: None,
+    };
+    let mut updates: Vec<Vec<(String, f64)>> = Vec::new();
+    let summary = train::train(&opts, &mut |r| {
+        // Progress on stderr, also under --json (stdout is the JSON).
+        eprintln!(
+            "{setup}: update {}/{}  success {:.3}",
+            r.update,
+            r.updates,
+            r.metric("success_rate").unwrap_or(0.0)
+        );
+        updates.push(r.metrics.clone());
+    })?;
+    let metric =
+        |u: &[(String, f64)], name: &str| u.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let mean = |name: &str, from: usize| {
+        let v: Vec<f64> = updates[from..]
+            .iter()
+            .filter_map(|u| metric(u, name))
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let last = updates.len().saturating_sub((updates.len() / 4).max(1));
+    let row = Row {
+        setup: setup.to_string(),
+        device: summary.device.clone(),
+        updates: summary.updates,
+        seconds: summary.seconds,
+        success_first: updates
+            .first()
+            .and_then(|u| metric(u, "success_rate"))
+            .unwrap_or(0.0),
+        success_last: mean("success_rate", last),
+        generation_tokens_per_s: mean("generation_tokens_per_s", 0),
+        // Over the updates that trained (a group with no success,
+        // or none with a different result, gives nothing to learn).
+        trained_tokens_per_s: {
+            let v: Vec<f64> = updates
+                .iter()
+                .filter_map(|u| metric(u, "trained_tokens_per_s"))
+                .filter(|v| *v > 0.0)
+                .collect();
+            v.iter().sum::<f64>() / v.len().max(1) as f64
+        },
+        sampling_share: mean("sampling_share", 0),
+        learner_share: mean("learner_share", 0),
+        gpu_memory_mib: updates
+            .iter()
+            .filter_map(|u| metric(u, "gpu_memory_mib"))
+            .reduce(f64::max),
+    };
+    Ok(row)
 }

@@ -1098,9 +1098,9 @@ fn an_llm_run_stops_when_asked_and_resumes() {
     assert_eq!(run(&db).status, "finished");
 }
 
-/// `ludus bench llm-train` trains the model in its four setups (here two
-/// updates each of the tiny model) and reports each; a missing model or
-/// plugin folder is a usage error.
+/// `ludus bench llm-train` trains the model in its four setups, each in a
+/// process of its own (here two updates each of the tiny model), and
+/// reports each; a missing model, setup or plugin folder is a usage error.
 #[test]
 fn the_llm_training_benchmark_runs_its_four_setups() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1138,7 +1138,7 @@ fn the_llm_training_benchmark_runs_its_four_setups() {
     let setups: Vec<&str> = rows.iter().filter_map(|r| r["setup"].as_str()).collect();
     assert_eq!(
         setups,
-        ["sync f32", "sync bf16", "sync bf16 offload", "async bf16"]
+        ["sync-f32", "sync-bf16", "sync-bf16-offload", "async-bf16"]
     );
     for r in rows {
         assert_eq!(r["updates"], 2, "{r}");
@@ -1149,6 +1149,11 @@ fn the_llm_training_benchmark_runs_its_four_setups() {
         );
         assert!(r["gpu_memory_mib"].is_null(), "{r}");
     }
+    let err = ludus(["bench", "llm-train", "--model", &model, "--setup", "fp8"]).fails_with(2);
+    assert!(
+        err.contains("--setup fp8") && err.contains("sync-bf16-offload"),
+        "{err}"
+    );
     let err = ludus(["bench", "llm-train", "--model", "no-such.gguf"]).fails_with(2);
     assert!(err.contains("no-such.gguf"), "{err}");
     let err = ludus([

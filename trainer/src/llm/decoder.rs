@@ -835,7 +835,8 @@ fn attend(c: &LlamaConfig, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Ten
         (k.shallow_clone(), v.shallow_clone())
     };
     let scale = 1.0 / (c.head_dim() as f64).sqrt();
-    let scores = q.matmul(&k.transpose(-2, -1)) * scale;
+    // Scores in f32 (a no-op for an f32 model), so bf16 rounds them once.
+    let scores = (q.matmul(&k.transpose(-2, -1)) * scale).to_kind(Kind::Float);
     let scores = match mask {
         Some(m) => scores.masked_fill(m, f64::NEG_INFINITY),
         None => scores,

@@ -316,10 +316,16 @@ pub fn train(
         Dtype::Bf16 => Kind::BFloat16,
     };
     let offload = config.policy.offload;
+    // A bf16 model is read and converted in CPU memory, then moved: the
+    // device never holds its f32 weights.
     let open = |path: &Path, device: Device| -> Result<PolicyModel, TrainError> {
-        let mut m = PolicyModel::open(path, device).map_err(|e| bad(e.to_string()))?;
-        if kind != Kind::Float {
-            m.llama.to_kind(kind);
+        if kind == Kind::Float {
+            return PolicyModel::open(path, device).map_err(|e| bad(e.to_string()));
+        }
+        let mut m = PolicyModel::open(path, Device::Cpu).map_err(|e| bad(e.to_string()))?;
+        m.llama.to_kind(kind);
+        if device != Device::Cpu {
+            m.llama = m.llama.moved_to(device);
         }
         Ok(m)
     };
@@ -720,7 +726,11 @@ pub fn train(
             // Where the update's time went: sampling (overlapping the
             // learner's in async mode) and learning, against the wall time
             // since the last update ended.
-            let wall = last_end.elapsed().as_secs_f64().max(1e-9);
+            // (What follows, a checkpoint included, counts in the next
+            // update's wall time.)
+            let now = Instant::now();
+            let wall = (now - last_end).as_secs_f64().max(1e-9);
+            last_end = now;
             metrics.push((
                 "sampling_share".to_string(),
                 (sampled.seconds / wall).min(1.0),
@@ -777,7 +787,6 @@ pub fn train(
                 metrics,
                 checkpoint,
             });
-            last_end = Instant::now();
             if let (Some(target), Some(m)) = (config.stop.mean_return, mean_return)
                 && m >= target
             {
