@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use ludus_trainer::config::{Config, Dtype, Mode};
-use ludus_trainer::train::{self, TrainOptions};
+use ludus_trainer::train::{self, TrainOptions, UpdateReport};
 
 use crate::UsageError;
 use crate::cli::{BenchArgs, LlmTask};
@@ -66,7 +66,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     let plugins = &args.plugins;
     let mut base = Config::parse(WORD_ECHO).map_err(|e| anyhow::anyhow!("built-in config: {e}"))?;
-    base.policy.model = Some(model);
+    base.policy.model = Some(model.clone());
     match args.task {
         LlmTask::WordEcho => {
             base.env.plugin = plugins.join("word_echo.wasm");
@@ -95,19 +95,13 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     base.stop.updates = args.updates;
     base.stop.mean_return = None;
     base.checkpoint.every = 0;
-    let scratch =
-        std::env::temp_dir().join(format!("ludus-bench-llm-train-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).context("cannot create a scratch folder")?;
-    base.checkpoint.dir = Some(scratch.join("checkpoints"));
-    let result = match only {
-        Some(setup) => measure(&args, &base, &scratch, setup).and_then(|row| {
+    match only {
+        Some(setup) => {
+            let row = measure(&args, base, setup)?;
             println!("{}", serde_json::to_string(&row)?);
-            Ok(())
-        }),
-        None => each_in_its_own_process(&args, &base),
-    };
-    let _ = std::fs::remove_dir_all(&scratch);
-    result?;
+        }
+        None => each_in_its_own_process(&args, &model)?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -122,7 +116,7 @@ const SETUPS: [(&str, Mode, Dtype, bool); 4] = [
 /// Runs each setup as `ludus bench llm-train --setup KEY` in a process of
 /// its own (libtorch keeps the GPU memory a process freed, so one setup's
 /// peak would carry over into the next), then prints them all.
-fn each_in_its_own_process(args: &BenchArgs, base: &Config) -> Result<()> {
+fn each_in_its_own_process(args: &BenchArgs, model: &std::path::Path) -> Result<()> {
     use clap::ValueEnum;
     let exe = std::env::current_exe().context("cannot find this program to run a setup")?;
     let name = |v: Option<clap::builder::PossibleValue>| {
@@ -134,12 +128,7 @@ fn each_in_its_own_process(args: &BenchArgs, base: &Config) -> Result<()> {
         cmd.args(["bench", "llm-train", "--setup", key, "--updates"])
             .arg(args.updates.to_string())
             .arg("--model")
-            .arg(
-                base.policy
-                    .model
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new("")),
-            )
+            .arg(model)
             .arg("--plugins")
             .arg(&args.plugins)
             .args(["--task", &name(args.task.to_possible_value())])
@@ -179,14 +168,16 @@ fn each_in_its_own_process(args: &BenchArgs, base: &Config) -> Result<()> {
     Ok(())
 }
 
-/// One setup, trained in this process.
+/// One setup, trained in this process (into a scratch folder it removes).
 fn measure(
     args: &BenchArgs,
-    base: &Config,
-    scratch: &std::path::Path,
+    mut c: Config,
     &(setup, mode, dtype, offload): &(&str, Mode, Dtype, bool),
 ) -> Result<Row> {
-    let mut c = base.clone();
+    let scratch =
+        std::env::temp_dir().join(format!("ludus-bench-llm-train-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).context("cannot create a scratch folder")?;
+    c.checkpoint.dir = Some(scratch.join("checkpoints"));
     c.name = format!("bench-{setup}");
     c.sampling.mode = mode;
     if mode == Mode::Async {
@@ -201,8 +192,8 @@ fn measure(
         resume: false,
         stop: None,
     };
-    let mut updates: Vec<Vec<(String, f64)>> = Vec::new();
-    let summary = train::train(&opts, &mut |r| {
+    let mut updates: Vec<UpdateReport> = Vec::new();
+    let trained = train::train(&opts, &mut |r| {
         // Progress on stderr, also under --json (stdout is the JSON).
         eprintln!(
             "{setup}: update {}/{}  success {:.3}",
@@ -210,17 +201,21 @@ fn measure(
             r.updates,
             r.metric("success_rate").unwrap_or(0.0)
         );
-        updates.push(r.metrics.clone());
-    })?;
-    let metric =
-        |u: &[(String, f64)], name: &str| u.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
-    let mean = |name: &str, from: usize| {
+        updates.push(r.clone());
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    let summary = trained?;
+    // The mean of `name` over the updates from `from` on whose value `keep`
+    // accepts.
+    let mean = |name: &str, from: usize, keep: fn(f64) -> bool| {
         let v: Vec<f64> = updates[from..]
             .iter()
-            .filter_map(|u| metric(u, name))
+            .filter_map(|u| u.metric(name))
+            .filter(|v| keep(*v))
             .collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
+    let any = |_: f64| true;
     let last = updates.len().saturating_sub((updates.len() / 4).max(1));
     let row = Row {
         setup: setup.to_string(),
@@ -229,25 +224,18 @@ fn measure(
         seconds: summary.seconds,
         success_first: updates
             .first()
-            .and_then(|u| metric(u, "success_rate"))
+            .and_then(|u| u.metric("success_rate"))
             .unwrap_or(0.0),
-        success_last: mean("success_rate", last),
-        generation_tokens_per_s: mean("generation_tokens_per_s", 0),
+        success_last: mean("success_rate", last, any),
+        generation_tokens_per_s: mean("generation_tokens_per_s", 0, any),
         // Over the updates that trained (a group with no success,
         // or none with a different result, gives nothing to learn).
-        trained_tokens_per_s: {
-            let v: Vec<f64> = updates
-                .iter()
-                .filter_map(|u| metric(u, "trained_tokens_per_s"))
-                .filter(|v| *v > 0.0)
-                .collect();
-            v.iter().sum::<f64>() / v.len().max(1) as f64
-        },
-        sampling_share: mean("sampling_share", 0),
-        learner_share: mean("learner_share", 0),
+        trained_tokens_per_s: mean("trained_tokens_per_s", 0, |v| v > 0.0),
+        sampling_share: mean("sampling_share", 0, any),
+        learner_share: mean("learner_share", 0, any),
         gpu_memory_mib: updates
             .iter()
-            .filter_map(|u| metric(u, "gpu_memory_mib"))
+            .filter_map(|u| u.metric("gpu_memory_mib"))
             .reduce(f64::max),
     };
     Ok(row)

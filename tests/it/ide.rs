@@ -1313,16 +1313,7 @@ fn an_llm_training_episode_shows_its_tokens_by_advantage() {
     let dir = tempfile::tempdir().unwrap();
     let (_, config) = crate::policy::word_echo_config(dir.path(), 0.0, "updates = 2");
     let db = dir.path().join("train.db");
-    ludus([
-        "train",
-        &config.display().to_string(),
-        "--db",
-        &db.display().to_string(),
-        "--device",
-        "cpu",
-        "--json",
-    ])
-    .json();
+    crate::policy::ludus_train(&config, &db, "cpu").json();
     let store = ludus_arena::Db::open_read_only(&db).unwrap();
     let episode = store.episodes("echo").unwrap()[0].id;
     let advantage = store.train_steps(episode).unwrap()[0]

@@ -185,15 +185,7 @@ fn train_word_echo(
 ) {
     let (model, config) = word_echo_config(dir, kl_coef, "updates = 150\nmean_return = 0.9");
     let db = dir.join("train.db");
-    let out = ludus([
-        "train",
-        &config.display().to_string(),
-        "--db",
-        &db.display().to_string(),
-        "--device",
-        device,
-        "--json",
-    ]);
+    let out = ludus_train(&config, &db, device);
     let summary = out.json();
     let curve: Vec<f64> = out
         .stderr()
@@ -209,6 +201,19 @@ fn train_word_echo(
         .collect();
     assert!(!curve.is_empty(), "{}", out.stderr());
     (model, db, summary, curve)
+}
+
+/// `ludus train CONFIG --db DB --device DEVICE --json`.
+pub(crate) fn ludus_train(config: &Path, db: &Path, device: &str) -> crate::support::Run {
+    ludus([
+        "train",
+        &config.display().to_string(),
+        "--db",
+        &db.display().to_string(),
+        "--device",
+        device,
+        "--json",
+    ])
 }
 
 /// The success rate of 40 greedy word-echo episodes answered by the model
@@ -535,16 +540,7 @@ fn a_gguf_model_trains_and_its_checkpoint_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = smol_config(dir.path(), 4, "", "", 1);
     let db = dir.path().join("smol.db");
-    let summary = ludus([
-        "train",
-        &config.display().to_string(),
-        "--db",
-        &db.display().to_string(),
-        "--device",
-        "cpu",
-        "--json",
-    ])
-    .json();
+    let summary = ludus_train(&config, &db, "cpu").json();
     assert_eq!(summary["episodes"], 4, "{summary}");
     let trained = summary["checkpoint"].as_str().expect("checkpoint");
     let run = run_json(
@@ -689,15 +685,7 @@ fn train_edited_model(
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(&config, edit(text)).expect("config");
     let db = dir.join("train.db");
-    let out = ludus([
-        "train",
-        &config.display().to_string(),
-        "--db",
-        &db.display().to_string(),
-        "--device",
-        "cpu",
-        "--json",
-    ]);
+    let out = ludus_train(&config, &db, "cpu");
     let summary = out.json();
     let run = summary["run_id"].as_str().expect("run id").to_string();
     let store = ludus_arena::Db::open_read_only(&db).expect("db");
@@ -1003,16 +991,7 @@ fn offload_lowers_gpu_memory_where_there_is_a_gpu() {
             3,
         );
         let db = dir.path().join("smol.db");
-        let summary = ludus([
-            "train",
-            &config.display().to_string(),
-            "--db",
-            &db.display().to_string(),
-            "--device",
-            "cuda",
-            "--json",
-        ])
-        .json();
+        let summary = ludus_train(&config, &db, "cuda").json();
         assert_eq!(summary["updates"], 3, "{summary}");
         ludus_arena::Db::open_read_only(&db)
             .expect("db")

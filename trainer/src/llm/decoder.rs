@@ -510,86 +510,57 @@ impl Llama {
     /// of them are trainable. Activations follow the weights' type; norms,
     /// softmaxes and log-probabilities are computed in `f32`.
     pub fn to_kind(&mut self, kind: Kind) {
-        self.map(|t| t.to_kind(kind));
+        *self = self.mapped(self.device, |t| t.to_kind(kind));
     }
 
     /// A copy of the model on `device` (a frozen reference kept in CPU
     /// memory goes to the GPU for a moment with this).
     pub fn moved_to(&self, device: Device) -> Llama {
-        let mut copy = Llama {
+        self.mapped(device, |t| t.to_device(device))
+    }
+
+    /// The model with every tensor `t` replaced by `f(t)`, detached,
+    /// trainable where `t` was, on `device`.
+    fn mapped(&self, device: Device, f: impl Fn(&Tensor) -> Tensor) -> Llama {
+        let g = |t: &Tensor| {
+            let new = tch::no_grad(|| f(t)).detach();
+            if t.requires_grad() {
+                new.set_requires_grad(true)
+            } else {
+                new
+            }
+        };
+        Llama {
             config: self.config.clone(),
-            embed: self.embed.shallow_clone(),
+            embed: g(&self.embed),
             layers: self
                 .layers
                 .iter()
                 .map(|l| Layer {
-                    attn_norm: l.attn_norm.shallow_clone(),
-                    wq: l.wq.shallow_clone(),
-                    wk: l.wk.shallow_clone(),
-                    wv: l.wv.shallow_clone(),
-                    wo: l.wo.shallow_clone(),
-                    bq: l.bq.as_ref().map(Tensor::shallow_clone),
-                    bk: l.bk.as_ref().map(Tensor::shallow_clone),
-                    bv: l.bv.as_ref().map(Tensor::shallow_clone),
-                    ffn_norm: l.ffn_norm.shallow_clone(),
-                    gate: l.gate.shallow_clone(),
-                    up: l.up.shallow_clone(),
-                    down: l.down.shallow_clone(),
+                    attn_norm: g(&l.attn_norm),
+                    wq: g(&l.wq),
+                    wk: g(&l.wk),
+                    wv: g(&l.wv),
+                    wo: g(&l.wo),
+                    bq: l.bq.as_ref().map(g),
+                    bk: l.bk.as_ref().map(g),
+                    bv: l.bv.as_ref().map(g),
+                    ffn_norm: g(&l.ffn_norm),
+                    gate: g(&l.gate),
+                    up: g(&l.up),
+                    down: g(&l.down),
                     lora: std::array::from_fn(|t| {
                         l.lora[t].as_ref().map(|x| Lora {
-                            a: x.a.shallow_clone(),
-                            b: x.b.shallow_clone(),
+                            a: g(&x.a),
+                            b: g(&x.b),
                             scale: x.scale,
                         })
                     }),
                 })
                 .collect(),
-            norm: self.norm.shallow_clone(),
-            head: self.head.as_ref().map(Tensor::shallow_clone),
+            norm: g(&self.norm),
+            head: self.head.as_ref().map(g),
             device,
-        };
-        copy.map(|t| t.to_device(device));
-        copy
-    }
-
-    /// Replaces every tensor `t` by `f(t)`, detached, trainable where `t`
-    /// was.
-    fn map(&mut self, f: impl Fn(&Tensor) -> Tensor) {
-        let g = |t: &mut Tensor| {
-            let grad = t.requires_grad();
-            let new = tch::no_grad(|| f(t)).detach();
-            *t = if grad {
-                new.set_requires_grad(true)
-            } else {
-                new
-            };
-        };
-        g(&mut self.embed);
-        g(&mut self.norm);
-        if let Some(h) = &mut self.head {
-            g(h);
-        }
-        for l in &mut self.layers {
-            for t in [
-                &mut l.attn_norm,
-                &mut l.wq,
-                &mut l.wk,
-                &mut l.wv,
-                &mut l.wo,
-                &mut l.ffn_norm,
-                &mut l.gate,
-                &mut l.up,
-                &mut l.down,
-            ] {
-                g(t);
-            }
-            for t in [&mut l.bq, &mut l.bk, &mut l.bv].into_iter().flatten() {
-                g(t);
-            }
-            for a in l.lora.iter_mut().flatten() {
-                g(&mut a.a);
-                g(&mut a.b);
-            }
         }
     }
 
@@ -919,12 +890,9 @@ fn tensor(g: &Gguf, name: &str, device: Device) -> Result<Tensor, LoadError> {
         .to_device(device))
 }
 
-/// In `f32` whatever the weights' type (the result has `x`'s type).
+/// In `f32` whatever the weights' type (the result has `x`'s type; both
+/// conversions are no-ops for an `f32` model).
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
-    if x.kind() == Kind::Float {
-        let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
-        return x * (var + eps).rsqrt() * w;
-    }
     let x32 = x.to_kind(Kind::Float);
     let var = x32.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
     (x32 * (var + eps).rsqrt()).to_kind(x.kind()) * w

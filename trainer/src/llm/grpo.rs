@@ -552,8 +552,12 @@ pub fn train(
             let epochs = config.algorithm.epochs.max(1);
             // A batch sampled by a policy more than `max_policy_lag` updates
             // old is recorded but not trained on.
+            // Tokens the update's episodes generated, all decoding together.
+            let tokens = batch
+                .iter()
+                .map(|(_, _, c)| c.iter().map(|s| s.generated.len()).sum::<usize>())
+                .sum::<usize>() as f64;
             let learning = Instant::now();
-            let mut trained_tokens = 0f64;
             let signal = lag <= max_lag
                 && batch.iter().any(|(a, _, c)| {
                     (*a != 0.0 || value_head.is_some()) && c.iter().any(|s| !s.generated.is_empty())
@@ -561,18 +565,14 @@ pub fn train(
             if signal {
                 let m = model.lock().map_err(|_| bad("model poisoned".into()))?;
                 let loss_kind = config.algorithm.policy_loss;
-                // Episodes with tokens, and all their tokens: the divisors that
-                // make the micro-batches' losses add up to the batch's.
+                // Episodes with tokens, and all their tokens (`tokens`): the
+                // divisors that make the micro-batches' losses add up to the
+                // batch's.
                 let trained: Vec<&(f32, f64, Vec<Sampled>)> = batch
                     .iter()
                     .filter(|(_, _, c)| c.iter().any(|s| !s.generated.is_empty()))
                     .collect();
                 let n_episodes = trained.len() as f64;
-                let n_tokens = trained
-                    .iter()
-                    .flat_map(|(_, _, c)| c.iter().map(|s| s.generated.len()))
-                    .sum::<usize>() as f64;
-                trained_tokens = n_tokens * epochs as f64;
                 let micro = config.policy.micro_batch.unwrap_or(trained.len()).max(1);
                 // With a value head: per-token advantages and value targets
                 // by GAE over each episode's generated tokens (its return
@@ -650,7 +650,7 @@ pub fn train(
                                         .min_other(&(ratio.clamp(1.0 - clip, 1.0 + clip) * &a));
                                     if loss_kind == PolicyLossKind::Ppo {
                                         // Averaged over all the batch's tokens.
-                                        -surrogate.sum(Kind::Float) / n_tokens
+                                        -surrogate.sum(Kind::Float) / tokens
                                     } else {
                                         // Per episode, then over episodes.
                                         -surrogate.mean(Kind::Float) / n_episodes
@@ -696,14 +696,18 @@ pub fn train(
                 }
             }
             let learn_s = learning.elapsed().as_secs_f64();
+            let trained_tokens = if signal { tokens * epochs as f64 } else { 0.0 };
             let n = (groups * group) as f64;
             let mean_return =
                 (recent.len() >= window).then(|| recent.iter().sum::<f64>() / recent.len() as f64);
-            // Tokens the update's episodes generated, all decoding together.
-            let tokens = batch
-                .iter()
-                .map(|(_, _, c)| c.iter().map(|s| s.generated.len()).sum::<usize>())
-                .sum::<usize>() as f64;
+            // Where the update's time went: sampling (overlapping the
+            // learner's in async mode) and learning, against the wall time
+            // since the previous update's metrics (what follows here, a
+            // checkpoint included, counts in the next update's).
+            let now = Instant::now();
+            let wall = (now - last_end).as_secs_f64().max(1e-9);
+            last_end = now;
+            let per_s = |n: f64, s: f64| if s > 0.0 { n / s } else { 0.0 };
             let mut metrics = vec![
                 ("success_rate".to_string(), successes as f64 / n),
                 ("return".to_string(), returns_sum / n),
@@ -716,34 +720,18 @@ pub fn train(
                 ("tokens_per_episode".to_string(), tokens / n),
                 (
                     "generation_tokens_per_s".to_string(),
-                    if sampled.seconds > 0.0 {
-                        tokens / sampled.seconds
-                    } else {
-                        0.0
-                    },
+                    per_s(tokens, sampled.seconds),
+                ),
+                (
+                    "sampling_share".to_string(),
+                    (sampled.seconds / wall).min(1.0),
+                ),
+                ("learner_share".to_string(), (learn_s / wall).min(1.0)),
+                (
+                    "trained_tokens_per_s".to_string(),
+                    per_s(trained_tokens, learn_s),
                 ),
             ];
-            // Where the update's time went: sampling (overlapping the
-            // learner's in async mode) and learning, against the wall time
-            // since the last update ended.
-            // (What follows, a checkpoint included, counts in the next
-            // update's wall time.)
-            let now = Instant::now();
-            let wall = (now - last_end).as_secs_f64().max(1e-9);
-            last_end = now;
-            metrics.push((
-                "sampling_share".to_string(),
-                (sampled.seconds / wall).min(1.0),
-            ));
-            metrics.push(("learner_share".to_string(), (learn_s / wall).min(1.0)));
-            metrics.push((
-                "trained_tokens_per_s".to_string(),
-                if learn_s > 0.0 {
-                    trained_tokens / learn_s
-                } else {
-                    0.0
-                },
-            ));
             if device.is_cuda()
                 && let Some(mib) = crate::gpu::memory_used_mib()
             {
