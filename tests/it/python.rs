@@ -79,10 +79,20 @@ fn every_example_env_passes_gymnasiums_checker() {
          \x20   with warnings.catch_warnings():\n\
          \x20       warnings.simplefilter('error')\n\
          \x20       check_env(gymnasium.make(f'ludus/{name}-v0').unwrapped, skip_render_check=True)\n\
-         print(gymnasium.make('ludus/CartPole-v0').reset(seed=1)[0].tolist() == obs.tolist())",
+         print(gymnasium.make('ludus/CartPole-v0').reset(seed=1)[0].tolist() == obs.tolist())\n\
+         by_path = gymnasium.make('ludus/Wasm-v0', path=sys.argv[1]).reset(seed=1)[0]\n\
+         vec = gymnasium.make_vec('ludus/Wasm-v0', num_envs=2, path=sys.argv[1])\n\
+         print(by_path.tolist() == obs.tolist(), vec.reset(seed=1)[0].shape)\n\
+         try:\n\
+         \x20   ludus.make()\n\
+         except TypeError as e:\n\
+         \x20   print(e)",
         &args,
     );
-    assert_eq!(out, "5 LudusEnv (4,) Discrete(2)\nTrue");
+    assert_eq!(
+        out,
+        "5 LudusEnv (4,) Discrete(2)\nTrue\nTrue (2, 4)\ngive the env plugin's path once, as env= or path="
+    );
 }
 
 /// The same seed gives the observations `ludus run` records: episodes of a

@@ -248,18 +248,22 @@ def _limits(limits):
     return json.dumps(limits)
 
 
-def make(env, config="", record=None, limits=None, **kwargs):
-    """A `gymnasium.Env` over the wasm env plugin at `env` (a path).
+def make(env=None, config="", record=None, limits=None, path=None):
+    """A `gymnasium.Env` over the wasm env plugin at `env` (a path; `path=`
+    is the same, as in `gymnasium.make("ludus/Wasm-v0", path=...)`).
 
     With `record="run.db"`, every episode is recorded there as `ludus run`
     records it (one run per env; `close()` ends it), so `ludus debug` and the
     IDE open the episodes a Python trainer played. `limits` overrides the
     plugin's sandbox limits, e.g. `{"fuel": 10**9, "timeout_ms": 2000}`.
     """
-    path = kwargs.pop("path", env)
-    if kwargs:
-        raise TypeError(f"unknown arguments: {sorted(kwargs)}")
-    return LudusEnv(path, config, record, limits)
+    return LudusEnv(_plugin_path(env, path), config, record, limits)
+
+
+def _plugin_path(env, path):
+    if (env is None) == (path is None):
+        raise TypeError("give the env plugin's path once, as env= or path=")
+    return env if env is not None else path
 
 
 class LudusVectorEnv(VectorEnv):
@@ -322,8 +326,9 @@ class LudusVectorEnv(VectorEnv):
         )
 
 
-def make_vec(env, num_envs, config="", record=None, vectorization_mode=None, limits=None):
-    """A `gymnasium.vector.VectorEnv` of `num_envs` copies of the plugin.
+def make_vec(env=None, num_envs=1, config="", record=None, vectorization_mode=None, limits=None, path=None):
+    """A `gymnasium.vector.VectorEnv` of `num_envs` copies of the plugin at
+    `env` (or `path=`).
 
     `vectorization_mode`: "vector" (the default for envs with one vector
     observation: `LudusVectorEnv`, the contract's batched interface, one
@@ -332,6 +337,7 @@ def make_vec(env, num_envs, config="", record=None, vectorization_mode=None, lim
     copy, `NEXT_STEP` autoreset; the default for other envs and with
     `record`). With `record`, every copy's episodes are recorded (one run
     per copy)."""
+    env = _plugin_path(env, path)
     if vectorization_mode is None:
         vectorization_mode = "sync"
         if record is None:
@@ -446,7 +452,7 @@ def _make_vec_example(name):
 
 
 def _register():
-    # `gymnasium.make("ludus/Wasm-v0", env="PATH.wasm")` for any plugin,
+    # `gymnasium.make("ludus/Wasm-v0", path="PATH.wasm")` (or `env=`) for any plugin,
     # `gymnasium.make("ludus/CartPole-v0")` (and `gymnasium.make_vec`) for
     # the examples.
     if "ludus/Wasm-v0" not in gym.registry:
