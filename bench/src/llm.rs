@@ -427,7 +427,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ludus bench backend --model policy:PATH [--real-model URL]`: generated
+/// `ludus bench backend --model policy:PATH[,dtype=bf16] [--real-model URL]`: generated
 /// tokens per second of wall time, with 1, 8 and 32 episodes of the LLM
 /// maze agent at once (as many jobs), the model answering one call at a
 /// time (`batch=1`) and batched (`batch=N`); with `--real-model`, the same
@@ -436,7 +436,14 @@ fn backend(args: &BenchArgs, model: &str) -> Result<ExitCode> {
     let Some(path) = model.strip_prefix("policy:") else {
         return Err(UsageError("bench backend needs --model policy:PATH".into()).into());
     };
-    let path = path.split(',').next().unwrap_or(path);
+    // The model's own options (`dtype=`) are kept; `batch=` is the bench's.
+    let mut parts = path.split(',');
+    let file = parts.next().unwrap_or(path);
+    let options: String = parts
+        .filter(|p| !p.trim().starts_with("batch="))
+        .map(|p| format!(",{p}"))
+        .collect();
+    let path = format!("{file}{options}");
     let config = args.backend_agent_config.as_str();
     let tokens_per_s = |url: &str, n: usize| -> Result<(f64, u64)> {
         let db = Db::new("backend");

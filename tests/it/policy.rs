@@ -170,6 +170,66 @@ fn an_llm_agent_runs_on_the_built_in_backend() {
     assert!(sampled.iter().any(|s| !ours.contains(s)), "{sampled:?}");
 }
 
+/// `policy:PATH,device=cuda` serves the model on the GPU, where there is
+/// one: the greedy answers are the CPU's, and the run records the device.
+/// Where there is none, the run is refused with one line naming the option.
+#[test]
+fn the_built_in_backend_runs_on_cuda_where_there_is_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = model_file("smollm2-135m-instruct.gguf");
+    let maze = |db: &Path, device: &str| {
+        ludus([
+            "run",
+            "--env",
+            &plugin("maze").display().to_string(),
+            "--agent",
+            &plugin("llm_maze_agent").display().to_string(),
+            "--env-config",
+            "size=7,doors=0,max_steps=4",
+            "--agent-config",
+            "max-tokens=8,schema=off",
+            "--model",
+            &format!("policy:{},device={device}", model.display()),
+            "--db",
+            &db.display().to_string(),
+            "--json",
+        ])
+    };
+    let gpu = dir.path().join("gpu.db");
+    if !ludus_trainer::cuda_available() {
+        let refused = maze(&gpu, "cuda");
+        assert_eq!(refused.code(), 2, "{}", refused.stderr());
+        let err = crate::support::without_compile_notices(&refused.stderr());
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("device=cuda") && err.contains("no CUDA device"),
+            "{err}"
+        );
+        eprintln!(
+            "SKIPPED the_built_in_backend_runs_on_cuda_where_there_is_one: no CUDA device on this machine (checked the refusal)"
+        );
+        return;
+    }
+    let answers = |db: &Path, run: &crate::support::Run| {
+        assert_eq!(run.code(), 0, "{}", run.stderr());
+        let store = ludus_arena::Db::open_read_only(db).expect("db");
+        let id = run.json()["episodes"][0]["id"].as_i64().expect("id");
+        let calls = store.model_calls(id, 0..=u64::MAX).expect("calls");
+        assert_eq!(calls.len(), 4);
+        let spec = store.runs().expect("runs")[0].spec.clone();
+        let texts: Vec<String> = calls
+            .into_iter()
+            .map(|(_, c)| c.result.expect("answered").content)
+            .collect();
+        (texts, spec["models"][0]["device"].clone())
+    };
+    let cpu = dir.path().join("cpu.db");
+    let (on_gpu, device) = answers(&gpu, &maze(&gpu, "cuda"));
+    let (on_cpu, _) = answers(&cpu, &maze(&cpu, "cpu"));
+    assert_eq!(device, "cuda:0");
+    assert_eq!(on_gpu, on_cpu);
+}
+
 /// A tiny word-level model in `dir/tiny` and a GRPO config for
 /// `word-echo` through `llm-text-agent`; `ludus train` on `device`. Returns
 /// (model folder, train db, summary, success rate per update).
@@ -912,7 +972,7 @@ fn with_kl(t: String) -> String {
 /// f32 master copies beside them, learn the task as f32 does. At lag 0 the
 /// learner's log-probabilities of the sampled tokens agree with the
 /// recorded ones to bf16's precision (the first update's approximate KL),
-/// and the checkpoint answers through `policy:`.
+/// and the checkpoint answers through `policy:`, in `f32` and in bf16.
 #[test]
 fn a_bf16_model_learns_the_task() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -935,6 +995,19 @@ fn a_bf16_model_learns_the_task() {
     );
     let (rate, run) = greedy_echo_rate(dir.path(), trained);
     assert!(rate >= 0.9, "{run}");
+    // Served in bf16, as it was trained (`policy:DIR,dtype=bf16`): it
+    // answers as well, and the run records the type it was served in.
+    let served = dir.path().join("served-bf16");
+    std::fs::create_dir_all(&served).expect("dir");
+    let (rate, run) = greedy_echo_rate(&served, &format!("{trained},dtype=bf16"));
+    assert!(rate >= 0.9, "{run}");
+    let db = ludus_arena::Db::open_read_only(&served.join("after.db")).expect("db");
+    let runs = db.runs().expect("runs");
+    assert_eq!(
+        runs[0].spec["models"][0]["dtype"], "bf16",
+        "{}",
+        runs[0].spec
+    );
 }
 
 /// Offload keeps the optimizer's state and the frozen reference model in

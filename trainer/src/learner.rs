@@ -16,15 +16,19 @@ use crate::sampler::Segment;
 ///
 /// A parameter held in a narrower type than `f32` (bf16) gets an `f32`
 /// master copy: the update is made to the copy, and the parameter is its
-/// rounding, so small steps are not lost. The state (moments and master
-/// copies) can live on another device than the parameters (offload: CPU
-/// memory while the parameters are on the GPU); the update is then computed
-/// there and written back.
+/// rounding, so small steps are not lost; its gradients, added up over
+/// micro-batches, are added in `f32` too ([`Adam::accumulate`]). The state
+/// (moments, master copies and gradient sums) can live on another device
+/// than the parameters (offload: CPU memory while the parameters are on the
+/// GPU); the update is then computed there and written back.
 pub struct Adam {
     pub m: Vec<Tensor>,
     pub v: Vec<Tensor>,
     /// The `f32` master copy of each parameter that is not `f32`.
     pub master: Vec<Option<Tensor>>,
+    /// The `f32` sum of the gradients moved out of each parameter that is
+    /// not `f32`, since the last step.
+    sums: Vec<Option<Tensor>>,
     pub step: i64,
 }
 
@@ -52,8 +56,34 @@ impl Adam {
                         .then(|| p.detach().to_kind(Kind::Float).to_device(on(p)))
                 })
                 .collect(),
+            sums: params.iter().map(|_| None).collect(),
             step: 0,
         }
+    }
+
+    /// Moves the gradients of the parameters narrower than `f32` into `f32`
+    /// sums beside their state, so that gradients added up over
+    /// micro-batches are not rounded at each addition. Call it after each
+    /// micro-batch's backward pass; [`Adam::step`] takes the sums (and
+    /// whatever gradient is still in a parameter). `f32` parameters keep
+    /// their gradients, which already add up in `f32`.
+    pub fn accumulate(&mut self, params: &mut [Tensor]) {
+        tch::no_grad(|| {
+            for (i, p) in params.iter_mut().enumerate() {
+                let g = p.grad();
+                if self.master[i].is_none() || !g.defined() {
+                    continue;
+                }
+                let g = g.to_device(self.m[i].device()).to_kind(Kind::Float);
+                match &mut self.sums[i] {
+                    Some(sum) => {
+                        let _ = sum.g_add_(&g);
+                    }
+                    None => self.sums[i] = Some(g),
+                }
+                p.zero_grad();
+            }
+        })
     }
 
     /// Restores saved moments (empty vectors leave zeros).
@@ -88,8 +118,13 @@ impl Adam {
 
     /// One step; clips the global gradient norm first. Returns the norm.
     pub fn step(&mut self, params: &mut [Tensor], lr: f64, max_grad_norm: f64) -> f64 {
+        self.accumulate(params);
         tch::no_grad(|| {
-            let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+            let grads: Vec<Tensor> = params
+                .iter()
+                .zip(&mut self.sums)
+                .map(|(p, sum)| sum.take().unwrap_or_else(|| p.grad()))
+                .collect();
             let mut sq = 0f64;
             for g in grads.iter().filter(|g| g.defined()) {
                 sq += g
@@ -562,6 +597,38 @@ mod tests {
         let (stats, _) = update(&config, &mut policy, &mut adam, &mut rng, &old, 6, 0.01);
         assert_eq!(stats.samples, 0);
         assert_eq!(before, policy.values());
+    }
+
+    #[test]
+    fn bf16_gradients_add_up_in_f32_over_micro_batches() {
+        // Two micro-batches' gradients, 1 and 1/1024: in bf16 (8 bits of
+        // mantissa) their sum rounds back to 1; in f32 it does not.
+        let weight = || {
+            Tensor::from_slice(&[0.5f32])
+                .to_kind(Kind::BFloat16)
+                .set_requires_grad(true)
+        };
+        let norm = |accumulate: bool| {
+            let mut params = vec![weight()];
+            let mut adam = Adam::new(&params);
+            for g in [1.0, 1.0 / 1024.0] {
+                (&params[0] * g).sum(Kind::Float).backward();
+                if accumulate {
+                    adam.accumulate(&mut params);
+                }
+            }
+            adam.step(&mut params, 0.01, 0.0)
+        };
+        assert_eq!(norm(false), 1.0, "bf16 drops the second gradient");
+        assert_eq!(norm(true), 1.0 + 1.0 / 1024.0);
+        // The sums are taken by the step: the next one starts from zero.
+        let mut params = vec![weight()];
+        let mut adam = Adam::new(&params);
+        for _ in 0..2 {
+            (&params[0] * 1.0).sum(Kind::Float).backward();
+            adam.accumulate(&mut params);
+            assert_eq!(adam.step(&mut params, 0.01, 0.0), 1.0);
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::decoder::{KvCache, Llama, LoadError};
 use super::gguf::Gguf;
 use super::schema::Schema;
 use super::text::ModelText;
+use crate::config::Dtype;
 
 /// Completion tokens when a request gives no `max-tokens`.
 const DEFAULT_MAX_TOKENS: u32 = 256;
@@ -85,6 +86,22 @@ pub struct Sampling {
 }
 
 impl PolicyModel {
+    /// [`PolicyModel::open`] with the weights in `dtype`. A bf16 model is
+    /// read and converted in CPU memory, then moved: the device never holds
+    /// its `f32` weights.
+    pub fn open_as(path: &Path, device: Device, dtype: Dtype) -> Result<PolicyModel, OpenError> {
+        let kind = match dtype {
+            Dtype::F32 => return PolicyModel::open(path, device),
+            Dtype::Bf16 => Kind::BFloat16,
+        };
+        let mut m = PolicyModel::open(path, Device::Cpu)?;
+        m.llama.to_kind(kind);
+        if device != Device::Cpu {
+            m.llama = m.llama.moved_to(device);
+        }
+        Ok(m)
+    }
+
     /// A GGUF file, or a folder with `config.json`, `*.safetensors` and
     /// `tokenizer.json`.
     pub fn open(path: &Path, device: Device) -> Result<PolicyModel, OpenError> {

@@ -111,11 +111,14 @@ impl Layer {
         }
     }
 
-    /// Target `t`'s weight with its adapter merged in.
+    /// Target `t`'s weight with its adapter merged in, in `f32`: an
+    /// adapter's change is mostly smaller than a bf16 weight's rounding
+    /// step, and merging in bf16 would round it away.
     fn merged(&self, t: usize) -> Tensor {
         let (w, _) = self.weight(t);
+        let f32 = |t: &Tensor| t.to_kind(Kind::Float);
         match &self.lora[t] {
-            Some(l) => tch::no_grad(|| w + l.b.matmul(&l.a) * l.scale),
+            Some(l) => tch::no_grad(|| f32(w) + f32(&l.b).matmul(&f32(&l.a)) * l.scale),
             None => w.shallow_clone(),
         }
     }
@@ -1012,5 +1015,63 @@ mod tests {
         for (w, now) in weights.iter().zip(model.params()) {
             assert!(w.equal(&now));
         }
+    }
+
+    /// A bf16 model's adapters are merged into the saved weights in `f32`:
+    /// a change smaller than a bf16 weight's rounding step is kept, and
+    /// the folder reads back as the weights plus the adapters' product.
+    #[test]
+    fn adapters_on_a_bf16_model_are_saved_merged_in_f32() {
+        let config = LlamaConfig {
+            vocab: 12,
+            dim: 16,
+            layers: 1,
+            heads: 2,
+            kv_heads: 1,
+            ffn: 32,
+            eps: 1e-5,
+            rope_theta: 10_000.0,
+            rope: Rope::Halves,
+            context: 32,
+        };
+        let mut model = Llama::random(config, 1, Device::Cpu).expect("random");
+        model.to_kind(Kind::BFloat16);
+        model
+            .add_lora(2, 4.0, &["q_proj".to_string()], 5)
+            .expect("lora");
+        let layer = &model.layers[0];
+        let lora = layer.lora[Q].as_ref().expect("adapter");
+        // B a hundredth of what makes the change visible in bf16.
+        tch::no_grad(|| {
+            let mut b = lora.b.shallow_clone();
+            let _ = b.fill_(1e-6);
+        });
+        let expected = tch::no_grad(|| {
+            layer.wq.to_kind(Kind::Float)
+                + lora
+                    .b
+                    .to_kind(Kind::Float)
+                    .matmul(&lora.a.to_kind(Kind::Float))
+                    * lora.scale
+        });
+        let rounded = tch::no_grad(|| &layer.wq + lora.b.matmul(&lora.a) * lora.scale);
+        let kept = rounded
+            .ne_tensor(&layer.wq)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!(
+            kept < 0.1,
+            "in bf16 most of the change rounds away ({kept})"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        model.save(dir.path()).expect("save");
+        let back = Llama::from_folder(dir.path(), Device::Cpu).expect("read back");
+        let diff = (&back.layers[0].wq - &expected)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-9, "merged weights off by {diff}");
+        assert!(!back.layers[0].wq.equal(&layer.wq.to_kind(Kind::Float)));
     }
 }

@@ -20,6 +20,8 @@ use ludus_arena::model::Observation;
 use tch::Device;
 
 use super::backend::{Generated, OpenError, PolicyModel, Seq};
+use crate::config::Dtype;
+use crate::options::DeviceChoice;
 
 /// A call's answer, with the tokens read and generated.
 pub type Answer = Result<(ChatResponse, Generated), ModelError>;
@@ -179,19 +181,31 @@ impl std::fmt::Debug for PolicyModels {
 }
 
 impl PolicyModels {
-    /// Opens the endpoints on `device`.
-    pub fn open(endpoints: &[PolicySpec], device: Device) -> Result<PolicyModels, OpenError> {
+    /// Opens the endpoints, each on the device it names.
+    pub fn open(endpoints: &[PolicySpec]) -> Result<PolicyModels, OpenError> {
         let mut models = HashMap::new();
         let mut described = Vec::new();
         for e in endpoints {
-            let mut m = PolicyModel::open(&e.path, device)?;
+            // The one refusal: CUDA named where there is none.
+            let device = crate::options::device(e.device).map_err(|_| OpenError::Open {
+                path: e.path.clone(),
+                message: "device=cuda: no CUDA device is available here (use device=cpu, or run on a machine with a GPU)".into(),
+            })?;
+            let mut m = PolicyModel::open_as(&e.path, device, e.dtype)?;
             m.batch = e.batch;
-            described.push(serde_json::json!({
+            let mut d = serde_json::json!({
                 "name": e.name,
                 "url": format!("policy:{}", e.path.display()),
                 "model": m.name,
                 "batch": m.batch,
-            }));
+            });
+            if e.dtype == Dtype::Bf16 {
+                d["dtype"] = "bf16".into();
+            }
+            if let Device::Cuda(i) = device {
+                d["device"] = format!("cuda:{i}").into();
+            }
+            described.push(d);
             models.insert(e.name.clone(), Engine::start(Arc::new(Mutex::new(m))));
         }
         Ok(PolicyModels {
@@ -231,11 +245,16 @@ impl ModelClient for PolicyModels {
     }
 }
 
-/// A `--model [NAME=]policy:PATH[,batch=N]` value.
+/// A `--model [NAME=]policy:PATH[,batch=N][,dtype=bf16][,device=cuda]`
+/// value.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicySpec {
     pub name: String,
     pub path: PathBuf,
     /// Sequences decoded together ([`PolicyModel::batch`]).
     pub batch: usize,
+    /// The weights' type.
+    pub dtype: Dtype,
+    /// Where the model runs (the CPU unless the value names another).
+    pub device: DeviceChoice,
 }

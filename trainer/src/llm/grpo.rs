@@ -25,7 +25,7 @@ use super::backend::PolicyModel;
 use super::engine::Engine;
 use crate::advantage::{gae, group_relative, normalize};
 use crate::checkpoint::CheckpointError;
-use crate::config::{AdvantageKind, Config, Dtype, Mode, PolicyLossKind};
+use crate::config::{AdvantageKind, Config, Mode, PolicyLossKind};
 use crate::learner::{Adam, learning_rate};
 use crate::options::{
     TrainError, TrainOptions, TrainSummary, UpdateReport, checkpoint_dir, device,
@@ -311,23 +311,9 @@ pub fn train(
     } else {
         &model_path
     };
-    let kind = match config.policy.dtype {
-        Dtype::F32 => Kind::Float,
-        Dtype::Bf16 => Kind::BFloat16,
-    };
     let offload = config.policy.offload;
-    // A bf16 model is read and converted in CPU memory, then moved: the
-    // device never holds its f32 weights.
     let open = |path: &Path, device: Device| -> Result<PolicyModel, TrainError> {
-        if kind == Kind::Float {
-            return PolicyModel::open(path, device).map_err(|e| bad(e.to_string()));
-        }
-        let mut m = PolicyModel::open(path, Device::Cpu).map_err(|e| bad(e.to_string()))?;
-        m.llama.to_kind(kind);
-        if device != Device::Cpu {
-            m.llama = m.llama.moved_to(device);
-        }
-        Ok(m)
+        PolicyModel::open_as(path, device, config.policy.dtype).map_err(|e| bad(e.to_string()))
     };
     let mut model = open(weights, device)?;
     // Answers name the model as configured, resumed or not.
@@ -683,9 +669,11 @@ pub fn train(
                                 None => term,
                             });
                         }
-                        // Gradients add up over the micro-batches.
+                        // Gradients add up over the micro-batches (in
+                        // `f32`, for a bf16 model).
                         let loss = Tensor::stack(&terms, 0).sum(Kind::Float);
                         loss.backward();
+                        adam.accumulate(&mut params);
                         loss_total += loss.double_value(&[]);
                     }
                     loss_sum = loss_total;
