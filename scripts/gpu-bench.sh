@@ -28,7 +28,7 @@ for task in ${TASKS:-word-echo maze}; do
 done
 # `bench backend` reads its plugins from the build folder.
 mkdir -p plugins/target/wasm32-wasip2/release
-cp -n .gpu/1/plugins/*.wasm plugins/target/wasm32-wasip2/release/
+cp .gpu/1/plugins/*.wasm plugins/target/wasm32-wasip2/release/
 for dtype in f32 bf16; do
     .gpu/run/ludus bench backend --model "policy:.gpu/run/smollm2.gguf,dtype=$dtype,device=${DEVICE:-cuda}" --json \
         > "$out/backend-$dtype.json" 2> >(tee -a "$out/log.txt" >&2)

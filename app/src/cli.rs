@@ -134,7 +134,7 @@ pub struct ForkArgs {
     /// `[NAME=]URL[,model=M][,api-key-env=VAR][,price-in=USD][,price-out=USD][,timeout-s=S]`
     /// (an OpenAI-compatible server; NAME defaults to `default`; prices per
     /// million tokens; the key is read from VAR and never recorded), or
-    /// `[NAME=]policy:PATH[,batch=N][,dtype=bf16]` to answer in this process from a GGUF file or a
+    /// `[NAME=]policy:PATH[,batch=N][,dtype=f32|bf16][,device=cpu|cuda|auto]` to answer in this process from a GGUF file or a
     /// Hugging Face folder (the built-in backend). Repeatable.
     #[arg(long = "model", value_name = "[NAME=]URL[,OPTION=VALUE...]")]
     pub models: Vec<String>,
@@ -167,7 +167,7 @@ pub struct RerunArgs {
     /// `[NAME=]URL[,model=M][,api-key-env=VAR][,price-in=USD][,price-out=USD][,timeout-s=S]`
     /// (an OpenAI-compatible server; NAME defaults to `default`; prices per
     /// million tokens; the key is read from VAR and never recorded), or
-    /// `[NAME=]policy:PATH[,batch=N][,dtype=bf16]` to answer in this process from a GGUF file or a
+    /// `[NAME=]policy:PATH[,batch=N][,dtype=f32|bf16][,device=cpu|cuda|auto]` to answer in this process from a GGUF file or a
     /// Hugging Face folder (the built-in backend). Repeatable.
     #[arg(long = "model", value_name = "[NAME=]URL[,OPTION=VALUE...]")]
     pub models: Vec<String>,
@@ -234,7 +234,7 @@ pub struct RunArgs {
     /// `[NAME=]URL[,model=M][,api-key-env=VAR][,price-in=USD][,price-out=USD][,timeout-s=S]`
     /// (an OpenAI-compatible server; NAME defaults to `default`; prices per
     /// million tokens; the key is read from VAR and never recorded), or
-    /// `[NAME=]policy:PATH[,batch=N][,dtype=bf16]` to answer in this process from a GGUF file or a
+    /// `[NAME=]policy:PATH[,batch=N][,dtype=f32|bf16][,device=cpu|cuda|auto]` to answer in this process from a GGUF file or a
     /// Hugging Face folder (the built-in backend). Repeatable.
     #[arg(long = "model", value_name = "[NAME=]URL[,OPTION=VALUE...]")]
     pub models: Vec<String>,

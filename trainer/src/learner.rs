@@ -64,9 +64,10 @@ impl Adam {
     /// Moves the gradients of the parameters narrower than `f32` into `f32`
     /// sums beside their state, so that gradients added up over
     /// micro-batches are not rounded at each addition. Call it after each
-    /// micro-batch's backward pass; [`Adam::step`] takes the sums (and
-    /// whatever gradient is still in a parameter). `f32` parameters keep
-    /// their gradients, which already add up in `f32`.
+    /// micro-batch's backward pass but the last (whose gradients
+    /// [`Adam::step`] adds to the sums itself, so one micro-batch needs no
+    /// sums at all). `f32` parameters keep their gradients, which already
+    /// add up in `f32`.
     pub fn accumulate(&mut self, params: &mut [Tensor]) {
         tch::no_grad(|| {
             for (i, p) in params.iter_mut().enumerate() {
@@ -118,12 +119,22 @@ impl Adam {
 
     /// One step; clips the global gradient norm first. Returns the norm.
     pub fn step(&mut self, params: &mut [Tensor], lr: f64, max_grad_norm: f64) -> f64 {
-        self.accumulate(params);
         tch::no_grad(|| {
+            // Each gradient, with what earlier micro-batches summed.
             let grads: Vec<Tensor> = params
                 .iter()
                 .zip(&mut self.sums)
-                .map(|(p, sum)| sum.take().unwrap_or_else(|| p.grad()))
+                .map(|(p, sum)| {
+                    let g = p.grad();
+                    match sum.take() {
+                        Some(sum) if g.defined() => {
+                            let on = sum.device();
+                            sum + g.to_device(on).to_kind(Kind::Float)
+                        }
+                        Some(sum) => sum,
+                        None => g,
+                    }
+                })
                 .collect();
             let mut sq = 0f64;
             for g in grads.iter().filter(|g| g.defined()) {
@@ -613,7 +624,7 @@ mod tests {
             let mut adam = Adam::new(&params);
             for g in [1.0, 1.0 / 1024.0] {
                 (&params[0] * g).sum(Kind::Float).backward();
-                if accumulate {
+                if accumulate && g == 1.0 {
                     adam.accumulate(&mut params);
                 }
             }
@@ -625,8 +636,10 @@ mod tests {
         let mut params = vec![weight()];
         let mut adam = Adam::new(&params);
         for _ in 0..2 {
-            (&params[0] * 1.0).sum(Kind::Float).backward();
-            adam.accumulate(&mut params);
+            for _ in 0..2 {
+                (&params[0] * 0.5).sum(Kind::Float).backward();
+                adam.accumulate(&mut params);
+            }
             assert_eq!(adam.step(&mut params, 0.01, 0.0), 1.0);
         }
     }

@@ -88,13 +88,27 @@ pub struct Sampling {
 impl PolicyModel {
     /// [`PolicyModel::open`] with the weights in `dtype`. A bf16 model is
     /// read and converted in CPU memory, then moved: the device never holds
-    /// its `f32` weights.
-    pub fn open_as(path: &Path, device: Device, dtype: Dtype) -> Result<PolicyModel, OpenError> {
+    /// its `f32` weights. With `adapters_apart` (serving), a LoRA
+    /// checkpoint opened in bf16 keeps its adapters apart from the weights
+    /// ([`Llama::unmerge_lora`]), as it was trained; training opens the
+    /// merged weights.
+    pub fn open_as(
+        path: &Path,
+        device: Device,
+        dtype: Dtype,
+        adapters_apart: bool,
+    ) -> Result<PolicyModel, OpenError> {
         let kind = match dtype {
             Dtype::F32 => return PolicyModel::open(path, device),
             Dtype::Bf16 => Kind::BFloat16,
         };
         let mut m = PolicyModel::open(path, Device::Cpu)?;
+        if adapters_apart && path.is_dir() {
+            m.llama.unmerge_lora(path).map_err(|e| OpenError::Open {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
         m.llama.to_kind(kind);
         if device != Device::Cpu {
             m.llama = m.llama.moved_to(device);

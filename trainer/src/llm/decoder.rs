@@ -96,6 +96,19 @@ impl Layer {
         }
     }
 
+    /// Target `t`'s weight, to replace.
+    fn weight_mut(&mut self, t: usize) -> &mut Tensor {
+        match t {
+            Q => &mut self.wq,
+            K => &mut self.wk,
+            V => &mut self.wv,
+            O => &mut self.wo,
+            GATE => &mut self.gate,
+            UP => &mut self.up,
+            _ => &mut self.down,
+        }
+    }
+
     /// `x` through target `t`, with its adapter when it has one.
     fn proj(&self, t: usize, x: &Tensor) -> Tensor {
         let (w, b) = self.weight(t);
@@ -477,6 +490,53 @@ impl Llama {
             }
         }
         out
+    }
+
+    /// Takes the adapters a LoRA checkpoint's folder `dir` holds
+    /// (`adapter_config.json`, `adapter_model.safetensors`) back out of the
+    /// weights they were merged into on save, and keeps them apart, frozen:
+    /// converted to bf16 then, the model computes as it did in training
+    /// (the adapters' output added to the weights', not their change
+    /// rounded into bf16 weights). The weights are recovered in `f32`, to
+    /// the bf16 values they had. `Ok(false)` when `dir` has no adapters.
+    pub fn unmerge_lora(&mut self, dir: &Path) -> Result<bool, LoadError> {
+        let config = dir.join("adapter_config.json");
+        if !config.is_file() {
+            return Ok(false);
+        }
+        let bad = |m: String| LoadError::Bad(format!("{}: {m}", config.display()));
+        let text = std::fs::read_to_string(&config).map_err(|e| bad(e.to_string()))?;
+        let c: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let rank = c["r"].as_i64().ok_or_else(|| bad("no rank `r`".into()))?;
+        let alpha = c["lora_alpha"]
+            .as_f64()
+            .ok_or_else(|| bad("no `lora_alpha`".into()))?;
+        let targets: Vec<String> = c["target_modules"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.add_lora(rank, alpha, &targets, 0)?;
+        self.load_lora(&dir.join("adapter_model.safetensors"))?;
+        let f32 = |t: &Tensor| t.to_kind(Kind::Float);
+        tch::no_grad(|| {
+            for layer in &mut self.layers {
+                for t in 0..layer.lora.len() {
+                    let Some(l) = &layer.lora[t] else { continue };
+                    let change = f32(&l.b).matmul(&f32(&l.a)) * l.scale;
+                    let (a, b) = (l.a.detach(), l.b.detach());
+                    let w = layer.weight_mut(t);
+                    *w = (f32(w) - change).to_kind(w.kind());
+                    if let Some(l) = &mut layer.lora[t] {
+                        (l.a, l.b) = (a, b);
+                    }
+                }
+            }
+        });
+        Ok(true)
     }
 
     /// Reads the adapters' values from `path` (as [`Llama::save`] writes
@@ -1019,7 +1079,8 @@ mod tests {
 
     /// A bf16 model's adapters are merged into the saved weights in `f32`:
     /// a change smaller than a bf16 weight's rounding step is kept, and
-    /// the folder reads back as the weights plus the adapters' product.
+    /// the folder reads back as the weights plus the adapters' product;
+    /// `unmerge_lora` takes them apart again, exactly.
     #[test]
     fn adapters_on_a_bf16_model_are_saved_merged_in_f32() {
         let config = LlamaConfig {
@@ -1073,5 +1134,21 @@ mod tests {
             .double_value(&[]);
         assert!(diff < 1e-9, "merged weights off by {diff}");
         assert!(!back.layers[0].wq.equal(&layer.wq.to_kind(Kind::Float)));
+        // Served in bf16, the adapters come back apart and the weights to
+        // their bf16 values: the model computes as the trained one did.
+        let mut served = Llama::from_folder(dir.path(), Device::Cpu).expect("read back");
+        assert!(served.unmerge_lora(dir.path()).expect("unmerge"));
+        served.to_kind(Kind::BFloat16);
+        assert!(served.layers[0].wq.equal(&layer.wq));
+        let apart = served.layers[0].lora[Q].as_ref().expect("adapter");
+        assert!(apart.b.equal(&lora.b) && apart.a.equal(&lora.a));
+        assert!(!apart.b.requires_grad(), "served adapters are frozen");
+        let (prompt, answer) = ([1u32, 2, 3], [7u32]);
+        let lp = |m: &Llama| tch::no_grad(|| m.logprobs_of(&prompt, &answer).double_value(&[0]));
+        assert_eq!(lp(&served), lp(&model));
+        // A folder without adapters is left as it is.
+        let plain = tempfile::tempdir().expect("tempdir");
+        back.save(plain.path()).expect("save");
+        assert!(!served.unmerge_lora(plain.path()).expect("no adapters"));
     }
 }

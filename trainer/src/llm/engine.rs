@@ -191,7 +191,7 @@ impl PolicyModels {
                 path: e.path.clone(),
                 message: "device=cuda: no CUDA device is available here (use device=cpu, or run on a machine with a GPU)".into(),
             })?;
-            let mut m = PolicyModel::open_as(&e.path, device, e.dtype)?;
+            let mut m = PolicyModel::open_as(&e.path, device, e.dtype, true)?;
             m.batch = e.batch;
             let mut d = serde_json::json!({
                 "name": e.name,
@@ -199,10 +199,11 @@ impl PolicyModels {
                 "model": m.name,
                 "batch": m.batch,
             });
-            if e.dtype == Dtype::Bf16 {
+            // What the model holds, not what was asked for.
+            if m.llama.kind() == tch::Kind::BFloat16 {
                 d["dtype"] = "bf16".into();
             }
-            if let Device::Cuda(i) = device {
+            if let Device::Cuda(i) = m.llama.device {
                 d["device"] = format!("cuda:{i}").into();
             }
             described.push(d);

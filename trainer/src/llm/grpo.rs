@@ -313,7 +313,8 @@ pub fn train(
     };
     let offload = config.policy.offload;
     let open = |path: &Path, device: Device| -> Result<PolicyModel, TrainError> {
-        PolicyModel::open_as(path, device, config.policy.dtype).map_err(|e| bad(e.to_string()))
+        PolicyModel::open_as(path, device, config.policy.dtype, false)
+            .map_err(|e| bad(e.to_string()))
     };
     let mut model = open(weights, device)?;
     // Answers name the model as configured, resumed or not.
@@ -670,10 +671,13 @@ pub fn train(
                             });
                         }
                         // Gradients add up over the micro-batches (in
-                        // `f32`, for a bf16 model).
+                        // `f32`, for a bf16 model: summed apart from the
+                        // model's before the next one).
                         let loss = Tensor::stack(&terms, 0).sum(Kind::Float);
                         loss.backward();
-                        adam.accumulate(&mut params);
+                        if (c_no + 1) * micro < trained.len() {
+                            adam.accumulate(&mut params);
+                        }
                         loss_total += loss.double_value(&[]);
                     }
                     loss_sum = loss_total;
