@@ -109,17 +109,6 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .into());
     }
     let postgres = ludus_arena::copy::is_postgres(&args.db);
-    if args.workers
-        && let Some(m) = args
-            .models
-            .iter()
-            .find(|m| ludus_trainer::llm::policy_spec(m).is_some())
-    {
-        return Err(UsageError(format!(
-            "--model {m} runs in this process: workers can call model servers (http://...) only; run it without --workers"
-        ))
-        .into());
-    }
     if args.workers && !postgres {
         return Err(UsageError(
             "--workers needs a PostgreSQL --db (postgres://...): the job queue lives there".into(),

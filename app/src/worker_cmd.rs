@@ -20,6 +20,10 @@ use crate::cli::WorkerArgs;
 /// Tries of a job that ends in a worker's error before it is `failed`.
 const MAX_ATTEMPTS: u64 = 3;
 
+/// The largest file a queued run stores in the database (a value is at
+/// most 1 GB there).
+const MAX_QUEUED_FILE: usize = 1_000_000_000;
+
 /// A connection whose failure is the user's to fix (one line, exit 2).
 pub fn connect(url: &str, write: bool) -> Result<Pg> {
     Pg::connect(url, write).map_err(|e| UsageError(e.to_string()).into())
@@ -51,13 +55,18 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
     let played = std::sync::atomic::AtomicU64::new(0);
     let failures: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let models = SharedModels::default();
     std::thread::scope(|scope| {
         for j in 0..jobs {
             let name = format!("{host}-{}-{j}", std::process::id());
-            let (url, cache, played, failures) = (&args.db, &cache, &played, &failures);
+            let (url, played, failures) = (&args.db, &played, &failures);
+            let local = Local {
+                cache: &cache,
+                models: &models,
+            };
             let until_empty = args.until_empty;
             scope.spawn(move || {
-                if let Err(e) = work(url, &name, cache, lease, until_empty, played)
+                if let Err(e) = work(url, &name, local, lease, until_empty, played)
                     && let Ok(mut f) = failures.lock()
                 {
                     f.push(format!("{e:#}"));
@@ -78,7 +87,7 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
 fn work(
     url: &str,
     name: &str,
-    cache: &Path,
+    local: Local,
     lease: Duration,
     until_empty: bool,
     played: &std::sync::atomic::AtomicU64,
@@ -127,7 +136,7 @@ fn work(
             if let Ok(mut c) = current.lock() {
                 *c = Some(job.clone());
             }
-            let result = play(&mut pg, &job, name, cache, &mut runs);
+            let result = play(&mut pg, &job, name, local, &mut runs);
             if let Ok(mut c) = current.lock() {
                 *c = None;
             }
@@ -153,6 +162,20 @@ fn work(
     let _ = beat.join();
     result
 }
+
+/// What a worker's threads share: the plugin cache folder, and the model
+/// endpoints of the run they last played.
+#[derive(Clone, Copy)]
+struct Local<'a> {
+    cache: &'a Path,
+    models: &'a SharedModels,
+}
+
+/// A run's model endpoints, opened once for all of a worker's threads: a
+/// built-in model is loaded once per process, and its calls from
+/// concurrent episodes are batched together, as in one `ludus run`.
+#[derive(Default)]
+struct SharedModels(Mutex<Option<(String, ludus_arena::chat::ModelSetup)>>);
 
 /// The last run a worker thread played, loaded and checked once: its
 /// episodes arrive one job at a time.
@@ -229,12 +252,12 @@ fn plugin(
 
 /// Plays `job` into a scratch SQLite file and records it in PostgreSQL
 /// with the job's completion; false when the job was no longer ours.
-fn play(pg: &mut Pg, job: &Job, name: &str, cache: &Path, runs: &mut RunCache) -> Result<bool> {
+fn play(pg: &mut Pg, job: &Job, name: &str, local: Local, runs: &mut RunCache) -> Result<bool> {
     let scratch = tempfile::tempdir()?;
     let db = scratch.path().join("episode.db");
     if runs.run.as_ref().is_none_or(|(id, _, _)| *id != job.run_id) {
         runs.run = None;
-        let prepared = load(pg, &job.run_id, cache)?;
+        let prepared = load(pg, &job.run_id, local)?;
         let memory = pg.run_memory(&job.run_id)?;
         runs.run = Some((job.run_id.clone(), prepared, memory));
     }
@@ -246,9 +269,13 @@ fn play(pg: &mut Pg, job: &Job, name: &str, cache: &Path, runs: &mut RunCache) -
     Ok(pg.complete(job, name, &db)?)
 }
 
-/// The `--model` arguments that rebuild a run's recorded model servers
-/// (`models` in its spec), or why a worker cannot call them.
-fn endpoint_args(described: &serde_json::Value) -> Result<Vec<String>, String> {
+/// The `--model` arguments that rebuild a run's recorded model endpoints
+/// (`models` in its spec), or why a worker cannot: a server by its URL, a
+/// built-in model (`policy:`) from where `place` puts its files.
+fn endpoint_args(
+    described: &serde_json::Value,
+    place: &mut dyn FnMut(&serde_json::Value) -> Result<PathBuf, String>,
+) -> Result<Vec<String>, String> {
     let Some(list) = described.as_array() else {
         return Ok(Vec::new());
     };
@@ -256,9 +283,22 @@ fn endpoint_args(described: &serde_json::Value) -> Result<Vec<String>, String> {
         .map(|e| {
             let name = e["name"].as_str().unwrap_or("default");
             let url = e["url"].as_str().unwrap_or("");
+            if url.starts_with("policy:") {
+                let mut arg = format!("{name}=policy:{}", place(e)?.display());
+                if let Some(b) = e["batch"].as_u64() {
+                    arg.push_str(&format!(",batch={b}"));
+                }
+                if e["dtype"].as_str() == Some("bf16") {
+                    arg.push_str(",dtype=bf16");
+                }
+                if e["device"].as_str().is_some_and(|d| d.starts_with("cuda")) {
+                    arg.push_str(",device=cuda");
+                }
+                return Ok(arg);
+            }
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!(
-                    "model endpoint `{name}` ({url}) runs in this process: workers can call model servers (http://...) only; run it without --workers"
+                    "model endpoint `{name}` ({url}) cannot be rebuilt by a worker: give workers a model server (http://...) or a built-in model (policy:PATH)"
                 ));
             }
             let mut arg = format!("{name}={url}");
@@ -278,9 +318,102 @@ fn endpoint_args(described: &serde_json::Value) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// A run's model endpoints, opened by the first of a worker's threads to
+/// play it and shared with the others (the previous run's are let go).
+fn run_models(
+    pg: &mut Pg,
+    run_id: &str,
+    described: &serde_json::Value,
+    local: Local,
+) -> Result<ludus_arena::chat::ModelSetup> {
+    let mut slot = local
+        .models
+        .0
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the worker's model cache is poisoned"))?;
+    if let Some((id, setup)) = slot.as_ref()
+        && id == run_id
+    {
+        return Ok(setup.clone());
+    }
+    *slot = None;
+    let args = endpoint_args(described, &mut |e| place_model(pg, e, local.cache))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let setup = ludus_trainer::llm::setup(&args, None).map_err(|e| anyhow::anyhow!(e))?;
+    *slot = Some((run_id.to_string(), setup.clone()));
+    Ok(setup)
+}
+
+/// A built-in model's files, as the run recorded them (name and hash),
+/// fetched from the database into a folder of the cache named by their
+/// hashes, each checked against its hash: the model's path there (the
+/// folder, or the GGUF file in it).
+fn place_model(pg: &mut Pg, e: &serde_json::Value, cache: &Path) -> Result<PathBuf, String> {
+    let name = e["name"].as_str().unwrap_or("default");
+    let files = e["files"]
+        .as_object()
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| format!("model endpoint `{name}` was queued without its files"))?;
+    let plain = |f: &str| {
+        Path::new(f).file_name().and_then(|n| n.to_str()) == Some(f) && !f.starts_with('.')
+    };
+    let listed = serde_json::Value::Object(files.clone()).to_string();
+    let mut dir = cache.join(format!(
+        "model-{}",
+        blake3::hash(listed.as_bytes()).to_hex()
+    ));
+    let folder = e["folder"].as_bool() == Some(true);
+    if folder {
+        // Under the folder's own name: answers name the model by it.
+        let model = e["model"].as_str().unwrap_or("policy");
+        if !plain(model) {
+            return Err(format!(
+                "model endpoint `{name}`: {model:?} is not a folder name"
+            ));
+        }
+        dir = dir.join(model);
+    }
+    std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+    for (file, hash) in files {
+        let hash = hash.as_str().unwrap_or("");
+        if !plain(file) {
+            return Err(format!(
+                "model endpoint `{name}`: {file:?} is not a file name"
+            ));
+        }
+        let dest = dir.join(file);
+        let cached = std::fs::read(&dest)
+            .map(|b| blake3::hash(&b).to_hex().as_str() == hash)
+            .unwrap_or(false);
+        if cached {
+            continue;
+        }
+        let bytes = pg.plugin(hash).map_err(|err| err.to_string())?;
+        if blake3::hash(&bytes).to_hex().as_str() != hash {
+            return Err(format!(
+                "model endpoint `{name}`: the bytes of {file} do not match the hash the run recorded ({hash})"
+            ));
+        }
+        let partial = dir.join(format!(".{file}.{}.part", std::process::id()));
+        std::fs::write(&partial, bytes)
+            .and_then(|()| std::fs::rename(&partial, &dest))
+            .map_err(|err| format!("{}: {err}", dest.display()))?;
+    }
+    if folder {
+        return Ok(dir);
+    }
+    match files.keys().next() {
+        Some(file) if files.len() == 1 => Ok(dir.join(file)),
+        _ => Err(format!(
+            "model endpoint `{name}`: a model file must be one file"
+        )),
+    }
+}
+
 /// A queued run's plugins, fetched by hash and loaded, with their bytes
 /// checked against the hashes the run recorded.
-fn load(pg: &mut Pg, run_id: &str, cache: &Path) -> Result<Prepared> {
+fn load(pg: &mut Pg, run_id: &str, local: Local) -> Result<Prepared> {
+    let cache = local.cache;
     let spec = pg.run_spec(run_id)?;
     let env = plugin(pg, &spec, "env", cache)?.context("the run has no env plugin")?;
     let agent = agent(pg, &spec, cache)?;
@@ -294,10 +427,7 @@ fn load(pg: &mut Pg, run_id: &str, cache: &Path) -> Result<Prepared> {
         jobs: 1,
         db: PathBuf::new(),
         models: match spec.get("models") {
-            Some(described) => {
-                let args = endpoint_args(described).map_err(|e| anyhow::anyhow!(e))?;
-                ludus_trainer::llm::setup(&args, None).map_err(|e| anyhow::anyhow!(e))?
-            }
+            Some(described) => run_models(pg, run_id, described, local)?,
             None => Default::default(),
         },
         step_delay: Duration::from_secs_f64(
@@ -393,8 +523,9 @@ pub fn enqueue(pg: &mut Pg, prepared: &Prepared) -> Result<String> {
         stored.push((hash, bytes));
     }
     if let Some(client) = &prepared.spec.models.client {
-        // Workers call the same servers (each needs the API key's variable).
-        endpoint_args(&client.describe()).map_err(UsageError)?;
+        // Workers call the same servers (each needs the API key's variable)
+        // and load the same built-in models (their files travel below).
+        endpoint_args(&client.describe(), &mut |_| Ok(PathBuf::new())).map_err(UsageError)?;
         if prepared.spec.models.cost_cap_usd.is_some() {
             return Err(UsageError(
                 "--limit run.cost-usd caps what one process spends: a queued run's workers cannot share it yet; run it without --workers".into(),
@@ -422,6 +553,35 @@ pub fn enqueue(pg: &mut Pg, prepared: &Prepared) -> Result<String> {
     }
     let (seed, episodes) = (prepared.spec.seed, prepared.spec.episodes);
     let mut recorded = prepared.spec_json();
+    // A built-in model travels like a plugin: its files, by hash.
+    if let Some(models) = recorded.get_mut("models").and_then(|m| m.as_array_mut()) {
+        for e in models {
+            let Some(path) = e["url"].as_str().and_then(|u| u.strip_prefix("policy:")) else {
+                continue;
+            };
+            let path = PathBuf::from(path);
+            let files = ludus_trainer::llm::PolicyModel::files(&path)
+                .map_err(|err| UsageError(err.to_string()))?;
+            let mut listed = serde_json::Map::new();
+            for (name, file) in files {
+                let bytes = std::fs::read(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                if bytes.len() > MAX_QUEUED_FILE {
+                    return Err(UsageError(format!(
+                        "--model policy:{}: {name} is {} MB, and a queued model's files must each be under 1 GB (PostgreSQL's limit on one value): serve the model over HTTP (scripts/model-server.sh) and give the run its URL",
+                        path.display(),
+                        bytes.len() / 1_000_000
+                    ))
+                    .into());
+                }
+                let hash = blake3::hash(&bytes).to_hex().to_string();
+                listed.insert(name, hash.clone().into());
+                plugins.push((hash, bytes));
+            }
+            e["files"] = listed.into();
+            e["folder"] = path.is_dir().into();
+        }
+    }
     if let Some(o) = recorded.as_object_mut() {
         o.insert("seed".into(), seed.into());
         o.insert("queue".into(), true.into());

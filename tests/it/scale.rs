@@ -909,8 +909,8 @@ fn a_queued_run_starts_from_the_stored_memory_and_folds_its_writes() {
 
 /// An LLM agent's queued run: workers call the model server the run names
 /// (rebuilt from its recorded endpoints) and record every call, with the
-/// digests of the same run played locally; a model that runs in-process
-/// (`policy:`) cannot be queued, in one line.
+/// digests of the same run played locally; a built-in model (`policy:`)
+/// travels with the run and gives the local run's digests too.
 #[test]
 fn a_queued_llm_run_calls_the_model_server_from_its_workers() {
     use crate::support::models::{LlamaServer, model_file};
@@ -976,14 +976,60 @@ fn a_queued_llm_run_calls_the_model_server_from_its_workers() {
         .sum();
     assert!(expected > 0);
     assert_eq!(calls, expected, "every call recorded once");
-    let model = format!("policy:{}", path(&model_file("tiny.gguf")));
-    let refused = ludus(args(&url, &model));
-    assert_eq!(refused.code(), 2, "{}", refused.stderr());
-    assert!(
-        refused.stderr().contains("model servers"),
-        "{}",
-        refused.stderr()
-    );
+    // A built-in model travels with the run, its files by hash, as a GGUF
+    // file or a folder (a checkpoint's optimizer state beside the weights
+    // stays home: it is not even readable here). Workers load it once per
+    // process and record the digests of the same run played locally.
+    let folder = dir.path().join("tiny-words");
+    ludus_trainer::llm::tiny::write(
+        &folder,
+        &ludus_trainer::llm::tiny::TinySpec {
+            words: ["up", "down", "left", "right"].map(String::from).to_vec(),
+            dim: 16,
+            layers: 1,
+            heads: 2,
+            seed: 3,
+        },
+    )
+    .expect("tiny model");
+    std::fs::write(folder.join("trainer-state.safetensors"), "not weights").expect("write");
+    let models = [
+        format!(
+            "policy:{},batch=4",
+            path(&model_file("smollm2-135m-instruct.gguf"))
+        ),
+        format!("policy:{}", path(&folder)),
+    ];
+    for (i, model) in models.iter().enumerate() {
+        let local = ludus(args(
+            &path(&dir.path().join(format!("policy-{i}.db"))),
+            model,
+        ));
+        assert_eq!(local.code(), 0, "{}", local.stderr());
+        let mut worker = crate::support::command()
+            .args(["worker", "--db", &url, "--jobs", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("worker");
+        let queued = ludus(args(&url, model));
+        let _ = worker.kill();
+        let _ = worker.wait();
+        assert_eq!(queued.code(), 0, "{model}: {}", queued.stderr());
+        assert_eq!(
+            crate::support::digests(&queued.json()),
+            crate::support::digests(&local.json()),
+            "{model}"
+        );
+    }
+    let stray: i64 = sql
+        .query_one(
+            "SELECT COUNT(*) FROM plugins WHERE bytes = $1",
+            &[&b"not weights".as_slice()],
+        )
+        .expect("plugins")
+        .get(0);
+    assert_eq!(stray, 0, "the optimizer state was queued");
 }
 
 /// A queued run ends without the process that queued it: killed once its

@@ -116,6 +116,47 @@ impl PolicyModel {
         Ok(m)
     }
 
+    /// The files [`PolicyModel::open_as`] reads from `path`, by name: the
+    /// GGUF file, or the folder's configuration, tokenizer, weights and
+    /// LoRA adapters (not a checkpoint's optimizer state). What a model
+    /// must take with it to another machine.
+    pub fn files(path: &Path) -> Result<Vec<(String, PathBuf)>, OpenError> {
+        let fail = |message: String| OpenError::Open {
+            path: path.to_path_buf(),
+            message,
+        };
+        if !path.is_dir() {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| fail("not a file name".into()))?;
+            return Ok(vec![(name.to_string(), path.to_path_buf())]);
+        }
+        const NEEDED: [&str; 4] = [
+            "config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "adapter_config.json",
+        ];
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(path)
+            .map_err(|e| fail(e.to_string()))?
+            .flatten()
+        {
+            let Some(name) = entry.file_name().to_str().map(String::from) else {
+                continue;
+            };
+            let wanted = NEEDED.contains(&name.as_str())
+                || name == "adapter_model.safetensors"
+                || super::decoder::is_weights_file(&name);
+            if wanted && entry.path().is_file() {
+                out.push((name, entry.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// A GGUF file, or a folder with `config.json`, `*.safetensors` and
     /// `tokenizer.json`.
     pub fn open(path: &Path, device: Device) -> Result<PolicyModel, OpenError> {

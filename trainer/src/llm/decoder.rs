@@ -73,6 +73,12 @@ const GATE: usize = 4;
 const UP: usize = 5;
 const DOWN: usize = 6;
 
+/// Whether a Hugging Face folder's file `name` holds the model's weights
+/// (`model.safetensors`, or a shard `model-00001-of-00002.safetensors`).
+pub fn is_weights_file(name: &str) -> bool {
+    name.starts_with("model") && name.ends_with(".safetensors")
+}
+
 /// A low-rank adapter on a weight `W` (`[out, in]`): the layer computes
 /// `x W^T + scale (x A^T) B^T`, with `A` `[rank, in]` and `B` `[out, rank]`
 /// (zero at first, so an added adapter changes nothing until trained).
@@ -325,7 +331,13 @@ impl Llama {
         let entries = std::fs::read_dir(dir).map_err(|e| bad(e.to_string()))?;
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "safetensors") {
+            // The weights, not the adapters or a checkpoint's optimizer
+            // state beside them.
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(is_weights_file)
+            {
                 let read = Tensor::read_safetensors(&path)
                     .map_err(|e| bad(format!("{}: {e}", path.display())))?;
                 for (name, t) in read {
