@@ -288,10 +288,9 @@ fn run_cases_queued(url: &str, cases: &[(Case, Prepared)], quiet: bool) -> Resul
                 success: e.success,
                 digest: e.digest.unwrap_or_default(),
                 error: e.error,
-                // Queued runs call no models (refused when queued).
-                model_calls: 0,
-                tokens: 0,
-                cost_usd: 0.0,
+                model_calls: e.model_calls,
+                tokens: e.tokens,
+                cost_usd: e.cost_usd,
             })
             .collect();
         out.push(Outcome {

@@ -22,7 +22,7 @@ const MAX_ATTEMPTS: u64 = 3;
 
 /// The largest file a queued run stores in the database (a value is at
 /// most 1 GB there).
-const MAX_QUEUED_FILE: usize = 1_000_000_000;
+const MAX_QUEUED_FILE: u64 = 1_000_000_000;
 
 /// A connection whose failure is the user's to fix (one line, exit 2).
 pub fn connect(url: &str, write: bool) -> Result<Pg> {
@@ -136,7 +136,21 @@ fn work(
             if let Ok(mut c) = current.lock() {
                 *c = Some(job.clone());
             }
-            let result = play(&mut pg, &job, name, local, &mut runs);
+            // A panic (a model that runs out of GPU memory while loading)
+            // gives the job back like any error, instead of ending this
+            // thread with its lease still renewed.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                play(&mut pg, &job, name, local, &mut runs)
+            }))
+            .unwrap_or_else(|p| {
+                runs.run = None;
+                let what = p
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                Err(anyhow::anyhow!("the worker panicked: {what}"))
+            });
             if let Ok(mut c) = current.lock() {
                 *c = None;
             }
@@ -171,9 +185,11 @@ struct Local<'a> {
     models: &'a SharedModels,
 }
 
-/// A run's model endpoints, opened once for all of a worker's threads: a
+/// The model endpoints of the runs a worker plays, opened once for all its
+/// threads and kept while runs (or a suite's cases) name the same ones: a
 /// built-in model is loaded once per process, and its calls from
-/// concurrent episodes are batched together, as in one `ludus run`.
+/// concurrent episodes are batched together, as in one `ludus run`. Keyed
+/// by the runs' recorded endpoints (files by hash, options).
 #[derive(Default)]
 struct SharedModels(Mutex<Option<(String, ludus_arena::chat::ModelSetup)>>);
 
@@ -319,20 +335,24 @@ fn endpoint_args(
 }
 
 /// A run's model endpoints, opened by the first of a worker's threads to
-/// play it and shared with the others (the previous run's are let go).
+/// need them and shared with the others (other endpoints held before are
+/// let go; a thread still playing an earlier run keeps its own until it
+/// moves on).
 fn run_models(
     pg: &mut Pg,
-    run_id: &str,
     described: &serde_json::Value,
     local: Local,
 ) -> Result<ludus_arena::chat::ModelSetup> {
+    let key = described.to_string();
+    // A thread that panicked while loading left the slot empty (it is
+    // emptied first), so a poisoned lock holds nothing half made.
     let mut slot = local
         .models
         .0
         .lock()
-        .map_err(|_| anyhow::anyhow!("the worker's model cache is poisoned"))?;
-    if let Some((id, setup)) = slot.as_ref()
-        && id == run_id
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((k, setup)) = slot.as_ref()
+        && *k == key
     {
         return Ok(setup.clone());
     }
@@ -340,7 +360,7 @@ fn run_models(
     let args = endpoint_args(described, &mut |e| place_model(pg, e, local.cache))
         .map_err(|e| anyhow::anyhow!(e))?;
     let setup = ludus_trainer::llm::setup(&args, None).map_err(|e| anyhow::anyhow!(e))?;
-    *slot = Some((run_id.to_string(), setup.clone()));
+    *slot = Some((key, setup.clone()));
     Ok(setup)
 }
 
@@ -354,9 +374,7 @@ fn place_model(pg: &mut Pg, e: &serde_json::Value, cache: &Path) -> Result<PathB
         .as_object()
         .filter(|f| !f.is_empty())
         .ok_or_else(|| format!("model endpoint `{name}` was queued without its files"))?;
-    let plain = |f: &str| {
-        Path::new(f).file_name().and_then(|n| n.to_str()) == Some(f) && !f.starts_with('.')
-    };
+    let plain = |f: &str| Path::new(f).file_name().and_then(|n| n.to_str()) == Some(f);
     let listed = serde_json::Value::Object(files.clone()).to_string();
     let mut dir = cache.join(format!(
         "model-{}",
@@ -364,14 +382,14 @@ fn place_model(pg: &mut Pg, e: &serde_json::Value, cache: &Path) -> Result<PathB
     ));
     let folder = e["folder"].as_bool() == Some(true);
     if folder {
-        // Under the folder's own name: answers name the model by it.
-        let model = e["model"].as_str().unwrap_or("policy");
-        if !plain(model) {
-            return Err(format!(
-                "model endpoint `{name}`: {model:?} is not a folder name"
-            ));
-        }
-        dir = dir.join(model);
+        // Under the folder's own name: answers name the model after it.
+        let url = e["url"].as_str().unwrap_or("");
+        let own = Path::new(url.strip_prefix("policy:").unwrap_or(url))
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| plain(n))
+            .ok_or_else(|| format!("model endpoint `{name}`: {url} names no folder"))?;
+        dir = dir.join(own);
     }
     std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
     for (file, hash) in files {
@@ -394,10 +412,13 @@ fn place_model(pg: &mut Pg, e: &serde_json::Value, cache: &Path) -> Result<PathB
                 "model endpoint `{name}`: the bytes of {file} do not match the hash the run recorded ({hash})"
             ));
         }
-        let partial = dir.join(format!(".{file}.{}.part", std::process::id()));
-        std::fs::write(&partial, bytes)
-            .and_then(|()| std::fs::rename(&partial, &dest))
-            .map_err(|err| format!("{}: {err}", dest.display()))?;
+        // Written aside, then renamed into place: a worker beside this one
+        // on the same cache never reads half a file.
+        let written = tempfile::NamedTempFile::new_in(&dir).and_then(|mut t| {
+            std::io::Write::write_all(&mut t, &bytes)?;
+            t.persist(&dest).map_err(|e| e.error)
+        });
+        written.map_err(|err| format!("{}: {err}", dest.display()))?;
     }
     if folder {
         return Ok(dir);
@@ -427,7 +448,7 @@ fn load(pg: &mut Pg, run_id: &str, local: Local) -> Result<Prepared> {
         jobs: 1,
         db: PathBuf::new(),
         models: match spec.get("models") {
-            Some(described) => run_models(pg, run_id, described, local)?,
+            Some(described) => run_models(pg, described, local)?,
             None => Default::default(),
         },
         step_delay: Duration::from_secs_f64(
@@ -564,16 +585,19 @@ pub fn enqueue(pg: &mut Pg, prepared: &Prepared) -> Result<String> {
                 .map_err(|err| UsageError(err.to_string()))?;
             let mut listed = serde_json::Map::new();
             for (name, file) in files {
-                let bytes = std::fs::read(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))?;
-                if bytes.len() > MAX_QUEUED_FILE {
+                let size = std::fs::metadata(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+                    .len();
+                if size > MAX_QUEUED_FILE {
                     return Err(UsageError(format!(
                         "--model policy:{}: {name} is {} MB, and a queued model's files must each be under 1 GB (PostgreSQL's limit on one value): serve the model over HTTP (scripts/model-server.sh) and give the run its URL",
                         path.display(),
-                        bytes.len() / 1_000_000
+                        size / 1_000_000
                     ))
                     .into());
                 }
+                let bytes = std::fs::read(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
                 let hash = blake3::hash(&bytes).to_hex().to_string();
                 listed.insert(name, hash.clone().into());
                 plugins.push((hash, bytes));

@@ -534,6 +534,11 @@ pub struct QueuedEpisode {
     pub digest: Option<String>,
     pub success: bool,
     pub error: Option<String>,
+    /// The episode's model calls (answered or not), their tokens (prompt
+    /// and completion) and cost, as a local run's report totals them.
+    pub model_calls: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
 }
 
 impl Pg {
@@ -855,7 +860,12 @@ impl Pg {
         let rows = self
             .client
             .query(
-                "SELECT idx, seed, outcome, \"return\", length, digest, id, success, error FROM episodes WHERE run_id = $1 ORDER BY idx",
+                "SELECT e.idx, e.seed, e.outcome, e.\"return\", e.length, e.digest, e.id, e.success, e.error, m.n, m.tokens, m.cost \
+                 FROM episodes e LEFT JOIN LATERAL (SELECT COUNT(*)::BIGINT AS n, \
+                 COALESCE(SUM(tokens_in + tokens_out), 0)::BIGINT AS tokens, \
+                 COALESCE(SUM(cost_usd), 0)::DOUBLE PRECISION AS cost \
+                 FROM model_calls c WHERE c.episode_id = e.id) m ON TRUE \
+                 WHERE e.run_id = $1 ORDER BY e.idx",
                 &[&run_id],
             )
             .map_err(|e| self.err(e))?;
@@ -871,6 +881,9 @@ impl Pg {
                 id: r.get(6),
                 success: r.get::<_, i64>(7) != 0,
                 error: r.get(8),
+                model_calls: r.get::<_, i64>(9) as u64,
+                tokens: r.get::<_, i64>(10) as u64,
+                cost_usd: r.get(11),
             })
             .collect())
     }

@@ -492,6 +492,8 @@ fn a_job_that_fails_every_try_ends_the_run_with_its_reason() {
 /// postgres://... --workers` (cases queued for two worker processes), from
 /// the same command without `--workers` (played here, copied there), and
 /// into a SQLite file; the report's episode ids are the database's own.
+/// An LLM case's model (built in) travels with its queued run, and its
+/// token gate judges the calls the workers recorded.
 #[test]
 fn a_suite_on_workers_judges_as_it_does_on_sqlite() {
     use std::process::Stdio;
@@ -507,8 +509,15 @@ fn a_suite_on_workers_judges_as_it_does_on_sqlite() {
              agent = \"maze_solver.wasm\"\nreward = \"distance_reward.wasm\"\nepisodes = 6\n\
              expect = {{ success_rate_min = 1.0 }}\n\n\
              [[case]]\nname = \"maze/random-fails\"\nenv = \"maze.wasm\"\nenv_config = \"size=9,doors=1,max_steps=30\"\n\
-             agent = \"random_agent.wasm\"\nepisodes = 4\nexpect = {{ success_rate_min = 1.0 }}\n",
-            path(crate::support::plugins())
+             agent = \"random_agent.wasm\"\nepisodes = 4\nexpect = {{ success_rate_min = 1.0 }}\n\n\
+             [[case]]\nname = \"maze/llm-tokens\"\nenv = \"maze.wasm\"\nenv_config = \"size=7,doors=0,max_steps=3\"\n\
+             agent = \"llm_maze_agent.wasm\"\nagent_config = \"max-tokens=8,schema=off\"\nmodel = {:?}\nepisodes = 2\n\
+             expect = {{ max_mean_tokens = 1.0 }}\n",
+            path(crate::support::plugins()),
+            format!(
+                "policy:{}",
+                path(&crate::support::models::model_file("smollm2-135m-instruct.gguf"))
+            )
         ),
     )
     .expect("suite file");
@@ -547,10 +556,16 @@ fn a_suite_on_workers_judges_as_it_does_on_sqlite() {
     assert_eq!(
         local.code(),
         1,
-        "one case fails on purpose: {}",
+        "two cases fail on purpose: {}",
         local.stderr()
     );
     let local: serde_json::Value = serde_json::from_str(&local.stdout()).expect("JSON report");
+    // The LLM case fails on its tokens, which workers count too.
+    assert!(
+        verdicts(&local)[3].contains("mean tokens"),
+        "{:?}",
+        verdicts(&local)
+    );
 
     // Through the queue, with two workers that wait for jobs.
     let url = database("suite_queue");
@@ -949,20 +964,29 @@ fn a_queued_llm_run_calls_the_model_server_from_its_workers() {
         }
         a
     };
-    let local = ludus(args(&path(&dir.path().join("local.db")), &server.url)).json();
-    let mut worker = crate::support::command()
-        .args(["worker", "--db", &url, "--jobs", "2"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("worker");
-    let queued = ludus(args(&url, &server.url));
-    let _ = worker.kill();
-    let _ = worker.wait();
-    assert_eq!(
-        crate::support::digests(&queued.json()),
-        crate::support::digests(&local)
-    );
+    // The run played here and on two worker threads: the same digests.
+    let local_and_queued = |model: &str, local_db: &str| {
+        let local = ludus(args(&path(&dir.path().join(local_db)), model));
+        assert_eq!(local.code(), 0, "{}", local.stderr());
+        let mut worker = crate::support::command()
+            .args(["worker", "--db", &url, "--jobs", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("worker");
+        let queued = ludus(args(&url, model));
+        let _ = worker.kill();
+        let _ = worker.wait();
+        assert_eq!(queued.code(), 0, "{model}: {}", queued.stderr());
+        let local = local.json();
+        assert_eq!(
+            crate::support::digests(&queued.json()),
+            crate::support::digests(&local),
+            "{model}"
+        );
+        local
+    };
+    let local = local_and_queued(&server.url, "local.db");
     let mut sql = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
     let calls: i64 = sql
         .query_one("SELECT COUNT(*) FROM model_calls", &[])
@@ -1001,26 +1025,7 @@ fn a_queued_llm_run_calls_the_model_server_from_its_workers() {
         format!("policy:{}", path(&folder)),
     ];
     for (i, model) in models.iter().enumerate() {
-        let local = ludus(args(
-            &path(&dir.path().join(format!("policy-{i}.db"))),
-            model,
-        ));
-        assert_eq!(local.code(), 0, "{}", local.stderr());
-        let mut worker = crate::support::command()
-            .args(["worker", "--db", &url, "--jobs", "2"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("worker");
-        let queued = ludus(args(&url, model));
-        let _ = worker.kill();
-        let _ = worker.wait();
-        assert_eq!(queued.code(), 0, "{model}: {}", queued.stderr());
-        assert_eq!(
-            crate::support::digests(&queued.json()),
-            crate::support::digests(&local.json()),
-            "{model}"
-        );
+        local_and_queued(model, &format!("policy-{i}.db"));
     }
     let stray: i64 = sql
         .query_one(

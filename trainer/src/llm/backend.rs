@@ -157,7 +157,7 @@ impl PolicyModel {
         Ok(out)
     }
 
-    /// A GGUF file, or a folder with `config.json`, `*.safetensors` and
+    /// A GGUF file, or a folder with `config.json`, `model*.safetensors` and
     /// `tokenizer.json`.
     pub fn open(path: &Path, device: Device) -> Result<PolicyModel, OpenError> {
         let fail = |message: String| OpenError::Open {

@@ -298,7 +298,7 @@ impl Llama {
         })
     }
 
-    /// A Hugging Face folder: `config.json` and `*.safetensors`.
+    /// A Hugging Face folder: `config.json` and `model*.safetensors`.
     pub fn from_folder(dir: &Path, device: Device) -> Result<Llama, LoadError> {
         let bad = |m: String| LoadError::Bad(format!("{}: {m}", dir.display()));
         let text = std::fs::read_to_string(dir.join("config.json"))
@@ -1045,15 +1045,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Adapters start at zero (the model is unchanged), are what training
-    /// moves, and move the model: a few Adam steps on one answer's
-    /// log-probability raise it, with every weight left as it was.
-    #[test]
-    fn lora_adapters_train_and_leave_the_weights_alone() {
-        let config = LlamaConfig {
+    /// A small shape for the adapter tests: 12 tokens, width 16.
+    fn small(layers: i64) -> LlamaConfig {
+        LlamaConfig {
             vocab: 12,
             dim: 16,
-            layers: 2,
+            layers,
             heads: 2,
             kv_heads: 1,
             ffn: 32,
@@ -1061,7 +1058,15 @@ mod tests {
             rope_theta: 10_000.0,
             rope: Rope::Halves,
             context: 32,
-        };
+        }
+    }
+
+    /// Adapters start at zero (the model is unchanged), are what training
+    /// moves, and move the model: a few Adam steps on one answer's
+    /// log-probability raise it, with every weight left as it was.
+    #[test]
+    fn lora_adapters_train_and_leave_the_weights_alone() {
+        let config = small(2);
         let mut model = Llama::random(config, 1, Device::Cpu).expect("random");
         // Logits of a random model with small embeddings are all near zero,
         // and only the output norm (which adapters leave alone) could widen
@@ -1095,18 +1100,7 @@ mod tests {
     /// `unmerge_lora` takes them apart again, exactly.
     #[test]
     fn adapters_on_a_bf16_model_are_saved_merged_in_f32() {
-        let config = LlamaConfig {
-            vocab: 12,
-            dim: 16,
-            layers: 1,
-            heads: 2,
-            kv_heads: 1,
-            ffn: 32,
-            eps: 1e-5,
-            rope_theta: 10_000.0,
-            rope: Rope::Halves,
-            context: 32,
-        };
+        let config = small(1);
         let mut model = Llama::random(config, 1, Device::Cpu).expect("random");
         model.to_kind(Kind::BFloat16);
         model
