@@ -487,6 +487,22 @@ fn a_job_that_fails_every_try_ends_the_run_with_its_reason() {
     assert_eq!(status, "failed");
 }
 
+/// A tiny word-level model (random weights) in the folder `dir`: quick to
+/// load and to answer with.
+fn tiny_model(dir: &Path) {
+    ludus_trainer::llm::tiny::write(
+        dir,
+        &ludus_trainer::llm::tiny::TinySpec {
+            words: ["up", "down", "left", "right"].map(String::from).to_vec(),
+            dim: 16,
+            layers: 1,
+            heads: 2,
+            seed: 3,
+        },
+    )
+    .expect("tiny model");
+}
+
 /// A suite judges a PostgreSQL-hosted run as it judges SQLite: the same
 /// cases, verdicts and episode digests from `ludus suite run --db
 /// postgres://... --workers` (cases queued for two worker processes), from
@@ -498,6 +514,8 @@ fn a_job_that_fails_every_try_ends_the_run_with_its_reason() {
 fn a_suite_on_workers_judges_as_it_does_on_sqlite() {
     use std::process::Stdio;
     let dir = tempfile::tempdir().expect("tempdir");
+    let tiny = dir.path().join("tiny");
+    tiny_model(&tiny);
     let suite = dir.path().join("suite.toml");
     std::fs::write(
         &suite,
@@ -514,10 +532,7 @@ fn a_suite_on_workers_judges_as_it_does_on_sqlite() {
              agent = \"llm_maze_agent.wasm\"\nagent_config = \"max-tokens=8,schema=off\"\nmodel = {:?}\nepisodes = 2\n\
              expect = {{ max_mean_tokens = 1.0 }}\n",
             path(crate::support::plugins()),
-            format!(
-                "policy:{}",
-                path(&crate::support::models::model_file("smollm2-135m-instruct.gguf"))
-            )
+            format!("policy:{}", path(&tiny))
         ),
     )
     .expect("suite file");
@@ -1005,17 +1020,7 @@ fn a_queued_llm_run_calls_the_model_server_from_its_workers() {
     // stays home: it is not even readable here). Workers load it once per
     // process and record the digests of the same run played locally.
     let folder = dir.path().join("tiny-words");
-    ludus_trainer::llm::tiny::write(
-        &folder,
-        &ludus_trainer::llm::tiny::TinySpec {
-            words: ["up", "down", "left", "right"].map(String::from).to_vec(),
-            dim: 16,
-            layers: 1,
-            heads: 2,
-            seed: 3,
-        },
-    )
-    .expect("tiny model");
+    tiny_model(&folder);
     std::fs::write(folder.join("trainer-state.safetensors"), "not weights").expect("write");
     let models = [
         format!(
