@@ -144,11 +144,7 @@ fn work(
             }))
             .unwrap_or_else(|p| {
                 runs.run = None;
-                let what = p
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| p.downcast_ref::<&str>().copied())
-                    .unwrap_or("no message");
+                let what = ludus_core::panic_message(p.as_ref()).unwrap_or("(no message)");
                 Err(anyhow::anyhow!("the worker panicked: {what}"))
             });
             if let Ok(mut c) = current.lock() {

@@ -571,12 +571,7 @@ fn native_call<T>(
             message: format!("agent {name} failed in {call}: {m}"),
         }),
         Err(panic) => {
-            let m = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("(no message)");
-            let first = m.lines().next().unwrap_or_default();
+            let first = ludus_core::panic_message(panic.as_ref()).unwrap_or("(no message)");
             Err(Crash {
                 message: format!("agent {name} panicked in {call}: {first}"),
             })

@@ -17,17 +17,7 @@ fn python(code: &str, args: &[&Path]) -> String {
 /// and a CartPole run. Returns (db, LLM run id, CartPole run id, frames).
 fn recording(dir: &Path) -> (std::path::PathBuf, String, String, u64) {
     let model = dir.join("tiny");
-    ludus_trainer::llm::tiny::write(
-        &model,
-        &ludus_trainer::llm::tiny::TinySpec {
-            words: ["up", "down", "left", "right"].map(String::from).to_vec(),
-            dim: 16,
-            layers: 1,
-            heads: 2,
-            seed: 1,
-        },
-    )
-    .expect("tiny model");
+    crate::support::tiny_model(&model, 1);
     let db = dir.join("run.db");
     let llm = run_json(
         &db,

@@ -487,22 +487,6 @@ fn a_job_that_fails_every_try_ends_the_run_with_its_reason() {
     assert_eq!(status, "failed");
 }
 
-/// A tiny word-level model (random weights) in the folder `dir`: quick to
-/// load and to answer with.
-fn tiny_model(dir: &Path) {
-    ludus_trainer::llm::tiny::write(
-        dir,
-        &ludus_trainer::llm::tiny::TinySpec {
-            words: ["up", "down", "left", "right"].map(String::from).to_vec(),
-            dim: 16,
-            layers: 1,
-            heads: 2,
-            seed: 3,
-        },
-    )
-    .expect("tiny model");
-}
-
 /// A suite judges a PostgreSQL-hosted run as it judges SQLite: the same
 /// cases, verdicts and episode digests from `ludus suite run --db
 /// postgres://... --workers` (cases queued for two worker processes), from
@@ -515,7 +499,7 @@ fn a_suite_on_workers_judges_as_it_does_on_sqlite() {
     use std::process::Stdio;
     let dir = tempfile::tempdir().expect("tempdir");
     let tiny = dir.path().join("tiny");
-    tiny_model(&tiny);
+    crate::support::tiny_model(&tiny, 3);
     let suite = dir.path().join("suite.toml");
     std::fs::write(
         &suite,
@@ -1020,7 +1004,7 @@ fn a_queued_llm_run_calls_the_model_server_from_its_workers() {
     // stays home: it is not even readable here). Workers load it once per
     // process and record the digests of the same run played locally.
     let folder = dir.path().join("tiny-words");
-    tiny_model(&folder);
+    crate::support::tiny_model(&folder, 3);
     std::fs::write(folder.join("trainer-state.safetensors"), "not weights").expect("write");
     let models = [
         format!(

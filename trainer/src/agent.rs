@@ -87,19 +87,13 @@ impl fmt::Debug for CheckpointAgent {
     }
 }
 
-/// The first line of a caught panic's message.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    let m = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("(no message)");
-    m.lines().next().unwrap_or_default().to_string()
-}
-
 /// Runs libtorch work that panics on errors, as a `Result`.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(p.as_ref()))
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        ludus_core::panic_message(p.as_ref())
+            .unwrap_or("(no message)")
+            .to_string()
+    })
 }
 
 /// Loads the checkpoint at `path` (a `ludus train` checkpoint file) as an

@@ -403,3 +403,20 @@ pub fn python_at(
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A tiny word-level model with random weights from `seed` (the maze's
+/// four moves as its words) in the folder `dir`: quick to load and to
+/// answer with.
+pub fn tiny_model(dir: &Path, seed: u64) {
+    ludus_trainer::llm::tiny::write(
+        dir,
+        &ludus_trainer::llm::tiny::TinySpec {
+            words: ["up", "down", "left", "right"].map(String::from).to_vec(),
+            dim: 16,
+            layers: 1,
+            heads: 2,
+            seed,
+        },
+    )
+    .expect("tiny model");
+}

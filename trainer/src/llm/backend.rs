@@ -103,7 +103,7 @@ impl PolicyModel {
             Dtype::Bf16 => Kind::BFloat16,
         };
         let mut m = PolicyModel::open(path, Device::Cpu)?;
-        if adapters_apart && path.is_dir() {
+        if adapters_apart {
             m.llama.unmerge_lora(path).map_err(|e| OpenError::Open {
                 path: path.to_path_buf(),
                 message: e.to_string(),

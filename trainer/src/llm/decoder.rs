@@ -88,6 +88,15 @@ pub struct Lora {
     scale: f64,
 }
 
+impl Lora {
+    /// What the adapter adds to its weight, `scale B A`, in `f32` (what
+    /// saving merges in and [`Llama::unmerge_lora`] takes out).
+    fn change(&self) -> Tensor {
+        let f32 = |t: &Tensor| t.to_kind(Kind::Float);
+        f32(&self.b).matmul(&f32(&self.a)) * self.scale
+    }
+}
+
 impl Layer {
     /// Target `t`'s weight and bias.
     fn weight(&self, t: usize) -> (&Tensor, Option<&Tensor>) {
@@ -135,9 +144,8 @@ impl Layer {
     /// step, and merging in bf16 would round it away.
     fn merged(&self, t: usize) -> Tensor {
         let (w, _) = self.weight(t);
-        let f32 = |t: &Tensor| t.to_kind(Kind::Float);
         match &self.lora[t] {
-            Some(l) => tch::no_grad(|| f32(w) + f32(&l.b).matmul(&f32(&l.a)) * l.scale),
+            Some(l) => tch::no_grad(|| w.to_kind(Kind::Float) + l.change()),
             None => w.shallow_clone(),
         }
     }
@@ -533,18 +541,18 @@ impl Llama {
             .unwrap_or_default();
         self.add_lora(rank, alpha, &targets, 0)?;
         self.load_lora(&dir.join("adapter_model.safetensors"))?;
-        let f32 = |t: &Tensor| t.to_kind(Kind::Float);
         tch::no_grad(|| {
             for layer in &mut self.layers {
                 for t in 0..layer.lora.len() {
-                    let Some(l) = &layer.lora[t] else { continue };
-                    let change = f32(&l.b).matmul(&f32(&l.a)) * l.scale;
-                    let (a, b) = (l.a.detach(), l.b.detach());
+                    let Some(change) = layer.lora[t].as_ref().map(Lora::change) else {
+                        continue;
+                    };
                     let w = layer.weight_mut(t);
-                    *w = (f32(w) - change).to_kind(w.kind());
-                    if let Some(l) = &mut layer.lora[t] {
-                        (l.a, l.b) = (a, b);
-                    }
+                    *w = (w.to_kind(Kind::Float) - change).to_kind(w.kind());
+                }
+                // Served, not trained.
+                for l in layer.lora.iter_mut().flatten() {
+                    (l.a, l.b) = (l.a.detach(), l.b.detach());
                 }
             }
         });

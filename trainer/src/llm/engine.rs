@@ -148,12 +148,9 @@ fn serve(model: &Mutex<PolicyModel>, jobs: &Receiver<Job>, widest: &AtomicUsize)
             }
         }));
         if let Err(panic) = step {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("a libtorch error");
-            let first = why.lines().next().unwrap_or(why).to_string();
+            let first = ludus_core::panic_message(panic.as_ref())
+                .unwrap_or("a libtorch error")
+                .to_string();
             tracing::error!("the model failed: {first}");
             for job in owners.drain(..) {
                 let _ = job.reply.send(Err(ModelError::Unavailable(format!(
